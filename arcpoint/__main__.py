@@ -1,0 +1,3 @@
+from arcpoint.cli import main
+
+raise SystemExit(main())
