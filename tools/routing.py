@@ -1,0 +1,112 @@
+"""Types shared by every routing policy: requests, tiers, the per-tick fleet view, decisions.
+
+Plain slotted dataclasses: a request is routed in microseconds, so nothing here validates on
+construction. Untrusted input is checked where it enters (the Router, the ingest, the CLI).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_SLA_MS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A service tier: its latency SLA and whether its requests always ask for review."""
+
+    name: str
+    sla_ms: float = DEFAULT_SLA_MS
+    review: bool = False
+
+
+TIERS: Mapping[str, Tier] = {
+    "standard": Tier("standard", DEFAULT_SLA_MS),
+    "premium": Tier("premium", 250.0),
+    "batch": Tier("batch", 1000.0),
+    "review": Tier("review", DEFAULT_SLA_MS, review=True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    request_id: str
+    tier: str = "standard"
+    sla_ms: float | None = None
+    """Overrides the tier's SLA when set."""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """Caller-supplied text. Data only: never read as instructions by any model."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """What the router is configured with for a backend (not what it observes)."""
+
+    name: str
+    cost_per_request: float
+
+
+@dataclass(frozen=True, slots=True)
+class BackendView:
+    """One backend as the router sees it at a tick: last telemetry plus the cached forecast."""
+
+    name: str
+    cost_per_request: float
+    rps: float
+    p95_ms: float
+    error_rate: float
+    in_flight: float
+    forecast_ms: float = math.nan
+    forecast_lo_ms: float = math.nan
+    forecast_hi_ms: float = math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    """Everything a policy may know at a tick. Built once per tick, read by every request."""
+
+    ts: float
+    backends: tuple[BackendView, ...]
+    arrivals: int
+    """Requests that arrived during the tick that just ended."""
+    model_version: str | None = None
+    alarms: Mapping[str, str] = field(default_factory=dict)
+    """Active anomaly or drift alarms by backend name (reason text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    backend: str
+    forecast_ms: float
+    lo_ms: float
+    hi_ms: float
+    cost_per_request: float
+    share: float
+    """Fraction of this tier's traffic the policy currently sends here."""
+    ejected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision_id: str
+    request_id: str
+    ts: float
+    backend: str
+    policy: str
+    reason: str
+    """Reason code, e.g. `cheapest_within_sla`, `only_healthy`, `none_within_sla`."""
+    sla_ms: float
+    tier: str
+    ambiguous: bool = False
+    ambiguous_reason: str | None = None
+    candidates: tuple[Candidate, ...] = ()
+    model_version: str | None = None
+
+    @property
+    def chosen(self) -> Candidate | None:
+        for c in self.candidates:
+            if c.backend == self.backend:
+                return c
+        return None
