@@ -222,10 +222,15 @@ class PredictivePolicy:
         return take / take.sum()
 
     def _smooth(self, target: np.ndarray, healthy: np.ndarray) -> np.ndarray:
-        """Shares may fall at once but rise by at most `max_share_step` a tick."""
+        """Move shares toward the target by at most `max_share_step` a tick.
+
+        A backend that is ejected or forecast at risk drops to its target at once; the traffic
+        it sheds must go somewhere, so only then may other shares rise faster than the step.
+        """
+        step = self.config.max_share_step
         prev = self._shares
-        rise = np.minimum(target - prev, self.config.max_share_step)
-        shares = np.where(target < prev, target, prev + rise)
+        forced = ~healthy | np.array([s.at_risk for s in self._state])
+        shares = np.where(forced, target, prev + np.clip(target - prev, -step, step))
         shares[~healthy] = 0.0
         if shares.sum() <= 0:
             return target
@@ -249,6 +254,10 @@ class PredictivePolicy:
         if sla_ms < cfg.sla_ms:
             # A stricter tier keeps the split but only over backends forecast within its SLA.
             masked = np.where(within, shares, 0.0)
+            if masked.sum() <= 0 and within.any():
+                # None of the current split qualifies: use the qualifying backends' caps.
+                caps = np.array([0.0 if math.isnan(s.cap_rps) else s.cap_rps for s in self._state])
+                masked = np.where(within, np.maximum(caps, 1e-3), 0.0)
             if masked.sum() > 0:
                 shares = masked / masked.sum()
         none_within = not within.any()
