@@ -1,0 +1,53 @@
+import pytest
+
+from agents.router import InvalidRequestError, Router
+from tests.conftest import FLEET, make_view
+from tools.policy import PredictivePolicy
+from tools.routing import Decision, RouteRequest
+
+
+class _NoFleet:
+    """The router's fleet seam, fed ready-made views (the real FleetState has its own tests)."""
+
+    def __init__(self, views):
+        self._views = iter(views)
+
+    def tick(self, points, arrivals, alarms=None):
+        return next(self._views)
+
+
+def make_router(escalate=None, views=()):
+    return Router(PredictivePolicy(FLEET), _NoFleet(views), escalate=escalate)
+
+
+def test_invalid_sla_is_rejected_before_routing():
+    router = make_router()
+    for bad in (float("nan"), -5.0, 0.0, float("inf")):
+        with pytest.raises(InvalidRequestError):
+            router.route(RouteRequest("r", sla_ms=bad))
+    assert router.stats.routed == 0
+
+
+def test_ambiguous_requests_are_counted_and_escalated_only_they():
+    seen: list[str] = []
+
+    def escalate(request: RouteRequest, decision: Decision) -> Decision:
+        seen.append(request.request_id)
+        return decision
+
+    views = [
+        make_view(10.0 * (t + 1), {"b0": 120.0, "b1": 150.0, "b2": 90.0, "b3": 130.0})
+        for t in range(5)
+    ]
+    router = make_router(escalate, views)
+    for _ in range(5):
+        router.on_telemetry([], arrivals=400)
+    for i in range(100):
+        router.route(RouteRequest(f"s{i}"))
+    assert router.stats.ambiguous == 0 and seen == []
+    for i in range(10):
+        router.route(RouteRequest(f"v{i}", tier="review"))
+    assert router.stats.routed == 110
+    assert router.stats.ambiguous == 10 and router.stats.ambiguous_reasons["tier_review"] == 10
+    assert seen == [f"v{i}" for i in range(10)]
+    assert router.stats.ambiguous_pct == pytest.approx(100 * 10 / 110)
