@@ -715,7 +715,7 @@ class _FileParse:
         if last is not None and point.ts < last:
             raise _Reject(
                 RejectReason.OUT_OF_ORDER,
-                f"{_iso(point.ts)} is before {point.backend!r}'s previous row at {_iso(last)}",
+                f"{_iso(point.ts)} is before the previous row of {point.backend!r} at {_iso(last)}",
             )
 
     def commit(self) -> SourceSummary:
