@@ -522,3 +522,11 @@ def test_config_rejects_nonsense() -> None:
     ):
         with pytest.raises(ValueError):
             ClaudeConfig(**bad)
+
+
+def test_claude_model_satisfies_the_llm_model_protocol() -> None:
+    from agents.llm import LLMModel
+
+    model = make_model(FakeAPI())
+    assert isinstance(model, LLMModel)
+    assert model.name == "claude" and model.model_id == DEFAULT_MODEL_ID
