@@ -142,12 +142,14 @@ class ClaudeModel:
     # -- one model turn ----------------------------------------------------------------------
 
     def _next_turn(self, request: TurnRequest) -> ModelReply:
+        started = self._clock()
+        if request.deadline is not None and request.deadline <= started:
+            return self._failed(0, 0.0, LLMError(kind="timeout", message="deadline passed"))
         check = self.budget.try_acquire()
         if not check.allowed:
             log.info("claude call declined: %s", check.reason)
             return self._failed(0, 0.0, LLMError(kind="budget_exhausted", message=check.reason))
 
-        started = self._clock()
         state = _CallState(
             deadline=request.deadline,
             clock=self._clock,
@@ -156,14 +158,8 @@ class ClaudeModel:
         )
         extra: dict[str, Any] = {}
         if request.deadline is not None:
-            remaining = request.deadline - started
-            if remaining <= 0:
-                return self._failed(
-                    0, 0.0, LLMError(kind="timeout", message="deadline passed before the call")
-                )
-            extra["timeout"] = _attempt_timeout(
-                min(remaining, self.config.timeout_s), state.connect_timeout_s
-            )
+            remaining = min(request.deadline - started, self.config.timeout_s)
+            extra["timeout"] = _attempt_timeout(remaining, state.connect_timeout_s)
 
         token = _CALL_STATE.set(state)
         try:
