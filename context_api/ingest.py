@@ -19,9 +19,10 @@ Interpretation rules (also shown in `arcpoint ingest --help`):
 - Backend: the `backend` column; where the file has none, `--backend` or else the file stem. An
   empty `backend` cell falls back to `--backend` if given, else the row is rejected.
 - Order: per source and backend, timestamps must increase. A row whose (backend, timestamp) was
-  already accepted (in this or an earlier file of the same run) is a duplicate; a row older than
-  its backend's last accepted row is out of order. Accepted points come back sorted by
-  (ts, backend), ready to replay through the same pipeline as simulated telemetry.
+  already accepted (in this or an earlier file of the same run, or already in the store when the
+  caller passes a `stored` lookup) is a duplicate; a row older than its backend's last accepted
+  row is out of order. Accepted points come back sorted by (ts, backend), ready to replay
+  through the same pipeline as simulated telemetry.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import json
 import math
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -44,6 +45,9 @@ from pydantic import BaseModel, Field
 from tools.telemetry import TICK_SECONDS, TelemetryPoint
 
 Format = Literal["auto", "csv", "jsonl"]
+
+StoredLookup = Callable[[str], Collection[float]]
+"""backend -> timestamps already stored for it (so a re-run cannot store a row twice)."""
 
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "ts": ("timestamp", "ts", "time"),
@@ -263,9 +267,15 @@ class Ingestor:
         *,
         allowed_backends: Iterable[str] | None = None,
         max_reported: int = 20,
+        stored: StoredLookup | None = None,
     ) -> None:
+        """`allowed_backends`: the fleet, if known; rows naming other backends are rejected.
+        `stored`: where to look up timestamps already in the store (asked once per backend).
+        """
         self.allowed = frozenset(allowed_backends) if allowed_backends is not None else None
         self.max_reported = max_reported
+        self._stored_lookup = stored
+        self._stored: dict[str, Collection[float]] = {}
         self._points: dict[str, list[TelemetryPoint]] = {}
         self._rejections: list[Rejection] = []
         self._seen: set[tuple[str, float]] = set()
@@ -369,6 +379,14 @@ class Ingestor:
             raise _Reject(RejectReason.BAD_BACKEND, "backend name contains control characters")
         return name
 
+    def _already_stored(self, backend: str, ts: float) -> bool:
+        if self._stored_lookup is None:
+            return False
+        known = self._stored.get(backend)
+        if known is None:
+            known = self._stored[backend] = frozenset(self._stored_lookup(backend))
+        return ts in known
+
     def _report(self, points: list[TelemetryPoint]) -> IngestReport:
         reasons = Counter(r.reason.value for r in self._rejections)
         per_backend: dict[str, list[float]] = {}
@@ -393,8 +411,9 @@ class Ingestor:
                 off_tick[median] += 1
         if off_tick:
             spacing = ", ".join(f"{gap:g} s ({n})" for gap, n in sorted(off_tick.items()))
+            count = sum(off_tick.values())
             notes.append(
-                f"{sum(off_tick.values())} backends are spaced unlike the simulator's "
+                f"{count} backend{'s are' if count != 1 else ' is'} spaced unlike the simulator's "
                 f"{TICK_SECONDS:g} s tick: median interval {spacing}; windows and the horizon, "
                 "counted in points, cover that much more time"
             )
@@ -710,6 +729,11 @@ class _FileParse:
             raise _Reject(
                 RejectReason.DUPLICATE,
                 f"backend {point.backend!r} already has a row at {_iso(point.ts)}",
+            )
+        if self.owner._already_stored(point.backend, point.ts):
+            raise _Reject(
+                RejectReason.DUPLICATE,
+                f"backend {point.backend!r} already has a row at {_iso(point.ts)} in the store",
             )
         last = self.last_ts.get(point.backend)
         if last is not None and point.ts < last:

@@ -448,3 +448,61 @@ def test_cli_reads_stdin(capsys, monkeypatch):
     code, out, _ = run_cli(capsys, "-", "--backend", "b7", "--dry-run", "--json")
     assert code == 0
     assert json.loads(out)["backends"]["b7"]["count"] == 1
+
+
+def test_rows_already_in_the_store_are_duplicates():
+    stored = {"b0": {T0, T0 + 10}}
+    asked: list[str] = []
+
+    def lookup(backend: str) -> set[float]:
+        asked.append(backend)
+        return stored.get(backend, set())
+
+    ingestor = Ingestor(stored=lookup)
+    ingestor.add_file(FIXTURES / "fleet.csv")
+    result = ingestor.result()
+    assert reasons(result.rejections) == [(2, "duplicate"), (4, "duplicate")]
+    assert "in the store" in result.rejections[0].detail
+    assert sorted(asked) == ["b0", "b1"]  # one lookup per backend, not per row
+
+
+def test_cli_stores_points_and_rejections_and_a_rerun_stores_nothing_twice(capsys, tmp_path):
+    Store = pytest.importorskip("context_api.store").Store
+
+    db = tmp_path / "arcpoint.db"
+    code, out, _ = run_cli(
+        capsys, str(FIXTURES / "fleet.csv"), str(FIXTURES / "bad_rows.csv"), "--db", str(db)
+    )
+    assert code == 0
+    assert "9 telemetry rows, 12 rejections" in out
+    expected = ingest_files([FIXTURES / "fleet.csv", FIXTURES / "bad_rows.csv"]).points
+    with Store(db) as store:
+        assert store.list_telemetry() == expected
+        assert (
+            store.ingest_rejection_counts(source=str(FIXTURES / "bad_rows.csv"))["non_finite"] == 2
+        )
+        first = store.list_ingest_rejections(limit=1)[0]
+        # bad_rows.csv's first row repeats fleet.csv's first b0 row.
+        assert (first.line, first.reason, first.raw) == (
+            2,
+            "duplicate",
+            "1714564800,b0,100,150,0.01",
+        )
+        run = store.list_runs(limit=1)[0]
+        assert (run.command, run.status, run.summary["accepted"]) == ("ingest", "finished", 9)
+
+    code, out, _ = run_cli(capsys, str(FIXTURES / "fleet.csv"), "--db", str(db), "--json")
+    payload = json.loads(out)
+    assert code == 0
+    assert payload["accepted"] == 0
+    assert payload["rejected_by_reason"] == {"duplicate": 6}
+    assert payload["stored"]["telemetry"] == 0
+    with Store(db) as store:
+        assert len(store.list_telemetry()) == 9
+
+
+def test_cli_store_that_cannot_be_opened_exits_3(capsys, tmp_path):
+    pytest.importorskip("context_api.store")
+    code, _, err = run_cli(capsys, str(FIXTURES / "fleet.csv"), "--db", str(tmp_path))
+    assert code == 3
+    assert "cannot open the store" in err

@@ -13,11 +13,15 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from context_api.ingest import IngestReport, IngestResult
+    from collections.abc import Callable
+
+    from context_api.ingest import Ingestor, IngestReport, IngestResult
+    from context_api.store import Store
 
 EXIT_OK = 0
 EXIT_REJECTED_STRICT = 1
 EXIT_UNUSABLE = 2
+EXIT_STORE_FAILED = 3
 
 _DESCRIPTION = """\
 Read telemetry from CSV or JSONL files and store it as the same records the simulator emits,
@@ -41,9 +45,15 @@ negative load, error_rate outside [0, 1], p50 > p95, a backend outside --backend
 of order or duplicated per backend) are rejected with their line, reason and raw text, counted in
 the report and stored in the ingest_rejections table. Nothing is dropped silently.
 
+Rows already in the store (same backend and timestamp) are rejected as duplicates, so running
+the same command twice stores nothing twice. --dry-run does not open the store.
+
+Everything is written in one transaction, together with a row in the runs table (command
+'ingest', its parameters and the report's counts); telemetry rows carry their file as `source`.
+
 Exit status: 0 when the files were usable (even with rejected rows), 1 with --strict when any
-row was rejected, 2 when a file is unusable (not CSV/JSONL, no usable header, unreadable). On
-exit 1 or 2 nothing is written.
+row was rejected, 2 when a file is unusable (not CSV/JSONL, no usable header, unreadable), 3 when
+the store cannot be opened or written. On any non-zero exit nothing is written.
 """
 
 
@@ -104,13 +114,62 @@ def _parse_fleet(text: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from context_api.ingest import IngestError, Ingestor
+    from pathlib import Path
+
+    from context_api.ingest import Ingestor
 
     fleet = _parse_fleet(args.backends)
     if fleet is not None and not fleet:
         print("error: --backends names no backend", file=sys.stderr)
         return EXIT_UNUSABLE
-    ingestor = Ingestor(allowed_backends=fleet, max_reported=max(args.show, 0))
+    # An existing store is asked which rows it already holds, so a re-run rejects them as
+    # duplicates instead of storing them twice. A dry run never opens (or migrates) the file.
+    store = None
+    try:
+        if not args.dry_run and Path(args.db).exists():
+            store = _open_store(args.db)
+        ingestor = Ingestor(
+            allowed_backends=fleet,
+            max_reported=max(args.show, 0),
+            stored=_stored_lookup(store) if store is not None else None,
+        )
+        errors = _read_all(ingestor, args)
+        result = ingestor.result()
+        report = result.report
+        if errors:
+            status, stored = EXIT_UNUSABLE, None
+        elif args.strict and report.rejected:
+            status, stored = EXIT_REJECTED_STRICT, None
+        elif args.dry_run:
+            status, stored = EXIT_OK, None
+        else:
+            if store is None:
+                store = _open_store(args.db)
+            stored = _store(store, result, args)
+            status = EXIT_OK
+    except _StoreFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE_FAILED
+    finally:
+        if store is not None:
+            store.close()
+
+    if args.json:
+        payload: dict[str, Any] = report.model_dump(mode="json")
+        payload["errors"] = errors
+        payload["stored"] = stored
+        payload["db"] = args.db if stored is not None else None
+        print(json.dumps(payload, indent=2))
+    else:
+        print(render_report(report, errors=errors))
+        print(_storage_line(status, stored, args))
+    return status
+
+
+def _read_all(ingestor: Ingestor, args: argparse.Namespace) -> list[str]:
+    """Parse every path; return the messages of unusable ones (progress goes to stderr)."""
+    from context_api.ingest import IngestError
+
     errors: list[str] = []
     for path in args.paths:
         try:
@@ -128,56 +187,85 @@ def run(args: argparse.Namespace) -> int:
             f"read {summary.source}: {summary.accepted} accepted, {summary.rejected} rejected",
             file=sys.stderr,
         )
-    result = ingestor.result()
-    report = result.report
-
-    if errors:
-        status, stored = EXIT_UNUSABLE, None
-    elif args.strict and report.rejected:
-        status, stored = EXIT_REJECTED_STRICT, None
-    elif args.dry_run:
-        status, stored = EXIT_OK, None
-    else:
-        stored = _store(result, args.db)
-        status = EXIT_OK
-
-    if args.json:
-        payload: dict[str, Any] = report.model_dump(mode="json")
-        payload["errors"] = errors
-        payload["stored"] = stored
-        payload["db"] = args.db if stored is not None else None
-        print(json.dumps(payload, indent=2))
-    else:
-        print(render_report(report, errors=errors))
-        print(_storage_line(status, stored, args))
-    return status
+    return errors
 
 
-def _store(result: IngestResult, db: str) -> dict[str, int]:
-    """Write accepted points (with their source file) and every rejection; return row counts."""
-    from context_api.store import Store
+class _StoreFailure(Exception):
+    pass
 
-    store = Store(db)
+
+def _open_store(db: str) -> Store:
+    import sqlite3
+
+    from context_api.store import SchemaTooNewError, Store
+
     try:
+        return Store(db)
+    except (sqlite3.Error, SchemaTooNewError, OSError) as exc:
+        raise _StoreFailure(f"cannot open the store {db}: {exc}") from None
+
+
+def _stored_lookup(store: Store) -> Callable[[str], set[float]]:
+    import sqlite3
+
+    def lookup(backend: str) -> set[float]:
+        try:
+            return {p.ts for p in store.list_telemetry(backend=backend)}
+        except sqlite3.Error as exc:
+            raise _StoreFailure(f"reading {store.path} failed: {exc}") from None
+
+    return lookup
+
+
+def _store(store: Store, result: IngestResult, args: argparse.Namespace) -> dict[str, Any]:
+    """Write the run, accepted points (with their file) and every rejection in one transaction."""
+    import sqlite3
+
+    try:
+        return _write(store, result, args)
+    except sqlite3.Error as exc:
+        raise _StoreFailure(f"writing to {args.db} failed, nothing was stored: {exc}") from None
+
+
+def _write(store: Store, result: IngestResult, args: argparse.Namespace) -> dict[str, Any]:
+    from context_api.store import IngestRejection
+
+    report = result.report
+    with store.transaction():
+        run = store.start_run(
+            "ingest",
+            params={
+                "paths": list(args.paths),
+                "format": args.fmt,
+                "backend": args.backend,
+                "backends": _parse_fleet(args.backends),
+            },
+        )
         telemetry = 0
         for source, points in result.by_source.items():
             if points:
-                store.insert_telemetry(points, source=source)
-                telemetry += len(points)
-        if result.rejections:
-            store.insert_rejections(result.rejections)
-    finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
-    return {"telemetry": telemetry, "rejections": len(result.rejections)}
+                telemetry += store.insert_telemetry(points, source=source, run_id=run.run_id)
+        rejections = store.record_ingest_rejections(
+            IngestRejection(source=r.source, line=r.line, reason=r.reason.value, raw=r.raw)
+            for r in result.rejections
+        )
+        store.finish_run(
+            run.run_id,
+            summary={
+                "accepted": report.accepted,
+                "rejected": report.rejected,
+                "rejected_by_reason": report.rejected_by_reason,
+                "backends": {name: span.count for name, span in report.backends.items()},
+            },
+        )
+    return {"run_id": run.run_id, "telemetry": telemetry, "rejections": rejections}
 
 
-def _storage_line(status: int, stored: dict[str, int] | None, args: argparse.Namespace) -> str:
+def _storage_line(status: int, stored: dict[str, Any] | None, args: argparse.Namespace) -> str:
     if stored is not None:
         return (
-            f"stored in {args.db}: {stored['telemetry']} telemetry rows, "
-            f"{stored['rejections']} rejections"
+            f"stored in {args.db} (run {stored['run_id']}): {stored['telemetry']:,} telemetry "
+            f"rows, {stored['rejections']:,} rejections"
         )
     if status == EXIT_UNUSABLE:
         return "nothing stored: fix or leave out the unusable files above"
