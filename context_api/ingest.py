@@ -302,9 +302,8 @@ class Ingestor:
             with path.open(encoding="utf-8-sig", newline="") as handle:
                 return self.add_lines(handle, source=source, fmt=fmt, backend=default)
         except UnicodeDecodeError as exc:
-            raise IngestError(
-                source, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-            ) from None
+            bad = exc.object[exc.start : exc.start + 1].hex()
+            raise IngestError(source, f"not UTF-8 text ({exc.reason}: byte 0x{bad})") from None
 
     def add_lines(
         self,
