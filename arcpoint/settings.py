@@ -1,0 +1,37 @@
+"""Settings from the environment: `ARCPOINT_*`, and the Anthropic variables by their own names.
+
+The API key is a `SecretStr`: it never prints, and nothing below the CLI receives the settings
+object itself, only the values it needs.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARCPOINT_", extra="ignore")
+
+    db: str = "arcpoint.db"
+    sla_ms: float = Field(300.0, gt=0)
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "ARCPOINT_ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "ARCPOINT_ANTHROPIC_BASE_URL")
+    )
+    model: str = Field(
+        "claude-sonnet-4-6", validation_alias=AliasChoices("ARCPOINT_MODEL", "ANTHROPIC_MODEL")
+    )
+    escalation_deadline_s: float = Field(1.5, gt=0)
+    outcome_max_age_s: float = Field(3600.0, gt=0)
+    webhook_url: str | None = None
+
+    @property
+    def llm(self) -> str:
+        return "claude" if self.anthropic_api_key else "offline"
+
+
+def load_settings() -> Settings:
+    return Settings()
