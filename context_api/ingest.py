@@ -34,7 +34,7 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -268,12 +268,23 @@ class Ingestor:
         allowed_backends: Iterable[str] | None = None,
         max_reported: int = 20,
         stored: StoredLookup | None = None,
+        retime: bool = False,
     ) -> None:
         """`allowed_backends`: the fleet, if known; rows naming other backends are rejected.
         `stored`: where to look up timestamps already in the store (asked once per backend).
+        `retime`: re-space each backend's accepted rows one simulator tick (`TICK_SECONDS`)
+        apart, from its first accepted timestamp, in the order they are read. That replays a
+        series sampled at another cadence (NAB: 5 min or 1 h) as the simulator would have
+        produced it: feature windows and the forecast horizon count points, and a window empties
+        after a gap longer than its long lookback, so hourly points would never fill one. Gaps
+        close up and original times are not kept in the points; order and duplicate checks still
+        use the original times, the check against the store uses the times that get stored.
         """
         self.allowed = frozenset(allowed_backends) if allowed_backends is not None else None
         self.max_reported = max_reported
+        self.retime = retime
+        self._next_tick: dict[str, tuple[float, int]] = {}
+        self._original_ts: dict[str, list[float]] = {}
         self._stored_lookup = stored
         self._stored: dict[str, Collection[float]] = {}
         self._points: dict[str, list[TelemetryPoint]] = {}
@@ -396,16 +407,17 @@ class Ingestor:
         off_tick: Counter[float] = Counter()
         for name in sorted(per_backend):
             stamps = per_backend[name]
-            gaps = [b - a for a, b in itertools.pairwise(stamps)]
-            median = statistics.median(gaps) if gaps else None
             spans[name] = BackendSpan(
                 count=len(stamps),
                 first_ts=stamps[0],
                 last_ts=stamps[-1],
                 first=_iso(stamps[0]),
                 last=_iso(stamps[-1]),
-                median_interval_s=median,
+                median_interval_s=_median_gap(stamps),
             )
+        original_stamps = self._original_ts if self.retime else per_backend
+        for stamps in original_stamps.values():
+            median = _median_gap(stamps)
             if median is not None and not math.isclose(median, TICK_SECONDS):
                 off_tick[median] += 1
         if off_tick:
@@ -413,8 +425,14 @@ class Ingestor:
             count = sum(off_tick.values())
             notes.append(
                 f"{count} backend{'s are' if count != 1 else ' is'} spaced unlike the simulator's "
-                f"{TICK_SECONDS:g} s tick: median interval {spacing}; windows and the horizon, "
-                "counted in points, cover that much more time"
+                f"{TICK_SECONDS:g} s tick: median interval {spacing}. Feature windows and the "
+                "horizon count points, so they cover that much more time, and a window empties "
+                "after a gap longer than its long lookback; --retime replays one row per tick"
+            )
+        if self.retime and points:
+            notes.append(
+                f"retimed: each backend's rows re-spaced {TICK_SECONDS:g} s apart from its first "
+                "accepted timestamp, in the order read; original timestamps are not kept"
             )
         stats = self._stats
         if stats.single_latency:
@@ -443,6 +461,11 @@ class Ingestor:
         )
 
 
+def _median_gap(stamps: list[float]) -> float | None:
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    return statistics.median(gaps) if gaps else None
+
+
 def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
     yield from first
     yield from rest
@@ -459,6 +482,8 @@ class _FileParse:
         self.rejections: list[Rejection] = []
         self.seen: set[tuple[str, float]] = set()
         self.last_ts: dict[str, float] = {}
+        self.next_tick: dict[str, tuple[float, int]] = {}
+        self.original_ts: dict[str, list[float]] = {}
         self.stats = _RowStats()
         self.rows = 0
         self.blank = 0
@@ -485,46 +510,32 @@ class _FileParse:
         index = self._map_header(header)
         width = len(header)
 
-        consumed: list[str] = []
-
-        def tap() -> Iterator[str]:
-            for text in lines:
-                consumed.append(text)
-                yield text
-
-        reader = csv.reader(tap(), delimiter=delimiter)
-        next_line = line_no + 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                raw = "".join(consumed)
-                start = next_line
-                next_line += len(consumed)
-                consumed.clear()
-                self.rows += 1
-                self._reject(start, raw, RejectReason.MALFORMED_ROW, f"CSV error: {exc}")
-                continue
-            raw = "".join(consumed)
-            start = next_line
-            next_line += len(consumed)
-            consumed.clear()
-            if not raw.strip():
+        # One record per physical line: telemetry has no multi-line fields, and a stray quote must
+        # cost only its own line, not swallow the rest of the file into one "row".
+        for line in lines:
+            line_no += 1
+            text = line.rstrip("\r\n")
+            if not text.strip():
                 self.blank += 1
                 continue
             self.rows += 1
+            if '"' in text:
+                try:
+                    row = next(csv.reader([text], delimiter=delimiter, strict=True))
+                except csv.Error as exc:
+                    self._reject(line_no, line, RejectReason.MALFORMED_ROW, f"CSV error: {exc}")
+                    continue
+            else:
+                row = text.split(delimiter)
             if len(row) != width:
                 self._reject(
-                    start,
-                    raw,
+                    line_no,
+                    line,
                     RejectReason.MALFORMED_ROW,
                     f"expected {width} fields, got {len(row)}",
                 )
                 continue
-            values = {name: row[i] for name, i in index.items()}
-            self._accept(start, raw, values)
+            self._accept(line_no, line, {name: row[i] for name, i in index.items()})
 
     def _map_header(self, header: list[str]) -> dict[str, int]:
         index: dict[str, int] = {}
@@ -628,10 +639,25 @@ class _FileParse:
         except _Reject as exc:
             self._reject(line, raw, exc.reason, exc.detail)
             return
-        key = (point.backend, point.ts)
-        self.seen.add(key)
+        # A valid row takes its place in the sequence (and, retimed, its tick) even when the
+        # store already holds it, so re-running a file maps every row to the same time again.
+        self.seen.add((point.backend, point.ts))
         self.last_ts[point.backend] = point.ts
-        self.points.append(point)
+        stored = point
+        if self.owner.retime:
+            origin, n = self.next_tick.get(point.backend) or self.owner._next_tick.get(
+                point.backend, (point.ts, 0)
+            )
+            stored = replace(point, ts=origin + n * TICK_SECONDS)
+            self.next_tick[point.backend] = (origin, n + 1)
+        try:
+            self._check_stored(stored)
+        except _Reject as exc:
+            self._reject(line, raw, exc.reason, exc.detail)
+            return
+        self.points.append(stored)
+        if self.owner.retime:
+            self.original_ts.setdefault(point.backend, []).append(point.ts)
         single, load_unknown, estimated = flags
         self.stats.single_latency += single
         self.stats.load_unknown += load_unknown
@@ -729,11 +755,6 @@ class _FileParse:
                 RejectReason.DUPLICATE,
                 f"backend {point.backend!r} already has a row at {_iso(point.ts)}",
             )
-        if self.owner._already_stored(point.backend, point.ts):
-            raise _Reject(
-                RejectReason.DUPLICATE,
-                f"backend {point.backend!r} already has a row at {_iso(point.ts)} in the store",
-            )
         last = self.last_ts.get(point.backend)
         if last is not None and point.ts < last:
             raise _Reject(
@@ -741,8 +762,20 @@ class _FileParse:
                 f"{_iso(point.ts)} is before the previous row of {point.backend!r} at {_iso(last)}",
             )
 
+    def _check_stored(self, point: TelemetryPoint) -> None:
+        if self.owner._already_stored(point.backend, point.ts):
+            when = "retimed to " if self.owner.retime else ""
+            raise _Reject(
+                RejectReason.DUPLICATE,
+                f"backend {point.backend!r} already has a row at {when}{_iso(point.ts)} "
+                "in the store",
+            )
+
     def commit(self) -> SourceSummary:
         owner = self.owner
+        owner._next_tick.update(self.next_tick)
+        for backend, stamps in self.original_ts.items():
+            owner._original_ts.setdefault(backend, []).extend(stamps)
         owner._points.setdefault(self.source, []).extend(self.points)
         owner._rejections.extend(self.rejections)
         owner._seen.update(self.seen)

@@ -85,6 +85,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated fleet, e.g. b0,b1,b2,b3: rows naming any other backend are rejected",
     )
     parser.add_argument(
+        "--retime",
+        action="store_true",
+        help=(
+            "store each backend's rows one simulator tick (10 s) apart from its first timestamp, "
+            "for replaying series sampled at another cadence (NAB: 5 min, 1 h) through the "
+            "feature windows; original timestamps are not kept"
+        ),
+    )
+    parser.add_argument(
         "--db", metavar="PATH", default="arcpoint.db", help="SQLite file (default: arcpoint.db)"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -132,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             allowed_backends=fleet,
             max_reported=max(args.show, 0),
             stored=_stored_lookup(store) if store is not None else None,
+            retime=args.retime,
         )
         errors = _read_all(ingestor, args)
         result = ingestor.result()
@@ -239,6 +249,7 @@ def _write(store: Store, result: IngestResult, args: argparse.Namespace) -> dict
                 "format": args.fmt,
                 "backend": args.backend,
                 "backends": _parse_fleet(args.backends),
+                "retime": args.retime,
             },
         )
         telemetry = 0
