@@ -421,31 +421,36 @@ class Ingestor:
             if median is not None and not math.isclose(median, TICK_SECONDS):
                 off_tick[median] += 1
         if off_tick:
-            spacing = ", ".join(f"{gap:g} s ({n})" for gap, n in sorted(off_tick.items()))
+            spacing = ", ".join(f"{gap:g} s ({n:,})" for gap, n in sorted(off_tick.items()))
             count = sum(off_tick.values())
-            notes.append(
-                f"{count} backend{'s are' if count != 1 else ' is'} spaced unlike the simulator's "
-                f"{TICK_SECONDS:g} s tick: median interval {spacing}. Feature windows and the "
-                "horizon count points, so they cover that much more time, and a window empties "
-                "after a gap longer than its long lookback; --retime replays one row per tick"
-            )
-        if self.retime and points:
-            notes.append(
-                f"retimed: each backend's rows re-spaced {TICK_SECONDS:g} s apart from its first "
-                "accepted timestamp, in the order read; original timestamps are not kept"
-            )
+            if self.retime:
+                notes.append(
+                    f"retimed: each backend's rows re-spaced {TICK_SECONDS:g} s apart from its "
+                    "first accepted timestamp, in the order read (original timestamps are not "
+                    f"kept); {count:,} backend{'s were' if count != 1 else ' was'} spaced "
+                    f"differently: median interval {spacing}"
+                )
+            else:
+                notes.append(
+                    f"{count:,} backend{'s are' if count != 1 else ' is'} spaced unlike the "
+                    f"simulator's {TICK_SECONDS:g} s tick: median interval {spacing}. Feature "
+                    "windows and the horizon count points, so they cover that much more time, "
+                    "and a window empties after a gap longer than its long lookback; --retime "
+                    "replays one row per tick"
+                )
         stats = self._stats
         if stats.single_latency:
             notes.append(
-                f"{stats.single_latency} accepted rows had one latency only: p50 = p95 = that value"
+                f"{stats.single_latency:,} accepted rows had one latency only: "
+                "p50 = p95 = that value"
             )
         if stats.load_unknown:
             notes.append(
-                f"{stats.load_unknown} accepted rows have no load (load_known=False, rps=0)"
+                f"{stats.load_unknown:,} accepted rows have no load (load_known=False, rps=0)"
             )
         if stats.in_flight_estimated:
             notes.append(
-                f"{stats.in_flight_estimated} accepted rows had no in_flight: estimated by "
+                f"{stats.in_flight_estimated:,} accepted rows had no in_flight: estimated by "
                 "Little's law as rps * p50_ms / 1000"
             )
         shown = self._rejections[: self.max_reported]
