@@ -442,6 +442,12 @@ def test_cli_text_report_and_strict(capsys, tmp_path):
     assert not db.exists()
 
 
+def test_cli_text_report_names_ignored_columns(capsys):
+    code, out, _ = run_cli(capsys, str(FIXTURES / "fleet.jsonl"), "--dry-run")
+    assert code == 0
+    assert "fleet.jsonl: ignored columns 'region'" in out
+
+
 def test_cli_unusable_file_exits_2_and_names_it(capsys):
     code, out, err = run_cli(
         capsys, str(FIXTURES / "fleet.csv"), str(FIXTURES / "not_telemetry.txt"), "--dry-run"

@@ -317,6 +317,10 @@ def render_report(report: IngestReport, *, errors: list[str] | None = None) -> s
             out.append(f"      {r.raw[:120]!r}")
         if report.rejections_omitted:
             out.append(f"  ... and {report.rejections_omitted:,} more")
+    for source in report.sources:
+        if source.ignored_columns:
+            shown = ", ".join(repr(c) for c in source.ignored_columns[:10])
+            out.append(f"note: {source.source}: ignored columns {shown}")
     for note in report.notes:
         out.append(f"note: {note}")
     return "\n".join(out)
