@@ -298,10 +298,17 @@ _V3_ALERTS = (
     """,
 )
 
+_V4_ALERT_DUPLICATES = (
+    # A suppressed duplicate names the alert it repeats, so occurrences can be counted by join.
+    "ALTER TABLE alerts ADD COLUMN duplicate_of TEXT REFERENCES alerts (alert_id)",
+    "CREATE INDEX alerts_duplicate_of ON alerts (duplicate_of) WHERE duplicate_of IS NOT NULL",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core: decisions, outcomes, telemetry, model versions, events, runs", _V1_CORE),
     Migration(2, "monitoring: drift reports, anomalies, experiments", _V2_MONITORING),
     Migration(3, "alerts and their per-channel delivery state", _V3_ALERTS),
+    Migration(4, "alerts: duplicates link to the alert they repeat", _V4_ALERT_DUPLICATES),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -319,6 +319,8 @@ class Alert(BaseModel):
     suppressed: bool
     suppressed_reason: str | None
     run_id: str | None
+    duplicate_of: str | None = None
+    """For a suppressed duplicate: the alert it repeats."""
     deliveries: list[AlertDelivery] = Field(default_factory=list)
 
 
@@ -446,6 +448,7 @@ class StoreProtocol(Protocol):
     # alerts
     def insert_alert(self, kind: str, subject: str, severity: str, **fields: Any) -> Alert: ...
     def get_alert(self, alert_id: str) -> Alert | None: ...
+    def alert_occurrences(self, alert_ids: Sequence[str]) -> dict[str, int]: ...
     def list_alerts(self, **filters: Any) -> list[Alert]: ...
     def last_alert(self, dedup_key: str, *, include_suppressed: bool = False) -> Alert | None: ...
     def update_delivery(self, alert_id: str, channel: str, **fields: Any) -> AlertDelivery: ...
@@ -1339,22 +1342,28 @@ class Store:
         suppressed_reason: str | None = None,
         run_id: str | None = None,
         alert_id: str | None = None,
+        duplicate_of: str | None = None,
     ) -> Alert:
         """Store an alert, and a pending delivery per channel unless it was suppressed.
 
         Every alert is stored, suppressed ones (deduplicated or rate limited) included, so the
         record is complete; only unsuppressed ones get deliveries. `dedup_key` defaults to
-        "kind:subject".
+        "kind:subject". A suppressed duplicate may name the alert it repeats (`duplicate_of`),
+        which `alert_occurrences` counts.
         """
         if severity not in ALERT_SEVERITIES:
             raise ValueError(f"severity must be one of {ALERT_SEVERITIES}")
+        if duplicate_of is not None and not suppressed:
+            raise ValueError("only a suppressed alert can be a duplicate of another")
         ts = time.time() if created_at is None else created_at
         alert_id = alert_id or new_id()
         with self.transaction() as conn:
+            if duplicate_of is not None and self.get_alert(duplicate_of) is None:
+                raise ValueError(f"unknown alert {duplicate_of!r}")
             conn.execute(
                 "INSERT INTO alerts (alert_id, kind, subject, severity, evidence,"
-                " recommended_action, created_at, dedup_key, suppressed, suppressed_reason, run_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " recommended_action, created_at, dedup_key, suppressed, suppressed_reason,"
+                " run_id, duplicate_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     alert_id,
                     kind,
@@ -1367,6 +1376,7 @@ class Store:
                     1 if suppressed else 0,
                     suppressed_reason,
                     run_id,
+                    duplicate_of,
                 ),
             )
             if not suppressed:
@@ -1416,6 +1426,20 @@ class Store:
             params,
         )
         return self._alerts(rows)
+
+    def alert_occurrences(self, alert_ids: Sequence[str]) -> dict[str, int]:
+        """How many times each alert fired: 1 + the suppressed duplicates that name it."""
+        counts = dict.fromkeys(alert_ids, 1)
+        ids = list(counts)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for row in self._query(
+                "SELECT duplicate_of, COUNT(*) AS n FROM alerts"
+                f" WHERE duplicate_of IN ({', '.join('?' * len(chunk))}) GROUP BY duplicate_of",
+                chunk,
+            ):
+                counts[row["duplicate_of"]] += row["n"]
+        return counts
 
     def last_alert(self, dedup_key: str, *, include_suppressed: bool = False) -> Alert | None:
         """The newest alert with this key: what dedup and rate limiting compare against."""

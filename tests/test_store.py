@@ -548,6 +548,24 @@ def test_alerts_store_every_alert_and_track_delivery(store: Store) -> None:
         store.update_delivery(first.alert_id, "pager", state="delivered")
 
 
+def test_duplicates_link_to_the_alert_they_repeat(store: Store) -> None:
+    sent = store.insert_alert("drift", "a", "high", created_at=1.0, channels=["log"])
+    other = store.insert_alert("drift", "b", "low", created_at=1.0)
+    for t in (2.0, 3.0):
+        dup = store.insert_alert(
+            "drift", "a", "high", created_at=t, suppressed=True, duplicate_of=sent.alert_id
+        )
+        assert dup.duplicate_of == sent.alert_id and dup.deliveries == []
+    assert store.alert_occurrences([sent.alert_id, other.alert_id]) == {
+        sent.alert_id: 3,
+        other.alert_id: 1,
+    }
+    with pytest.raises(ValueError, match="unknown alert"):
+        store.insert_alert("drift", "a", "high", suppressed=True, duplicate_of="nope")
+    with pytest.raises(ValueError, match="suppressed"):
+        store.insert_alert("drift", "a", "high", duplicate_of=sent.alert_id)
+
+
 def test_dead_deliveries_are_not_retried(store: Store) -> None:
     alert = store.insert_alert("sla_risk", "gpu-c", "critical", created_at=0.0, channels=["x"])
     store.update_delivery(alert.alert_id, "x", state="dead", last_error="gave up", attempts=8)
