@@ -465,7 +465,14 @@ def slack_payload(
     if occurrences > 1:
         fields.append(f"*Occurrences*\n{occurrences}")
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": _clip(_mrkdwn(title), _HEADER_MAX),
+                "emoji": True,
+            },
+        },
         {
             "type": "section",
             "fields": [{"type": "mrkdwn", "text": _clip(f, _FIELD_MAX)} for f in fields],
