@@ -17,20 +17,18 @@ thread) do not both send: the second returns at once with `busy=True`.
 Webhook URLs carry secrets (Slack's hold a token in the path): they are never logged, stored or
 shown; logs, errors and reprs name the host only.
 
-Storage adapter: the store keeps each duplicate as a suppressed row whose reason is
-"duplicate of <alert_id>", but has no call that counts them, so `occurrence_counts` runs one
-read-only query on the store's sqlite-utils handle.
+Occurrences: a duplicate is stored suppressed, naming the alert it repeats (`duplicate_of`);
+the store counts them (`Store.alert_occurrences`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,7 +37,6 @@ import httpx
 from context_api.store import Alert as StoredAlert
 from context_api.store import AlertDelivery, Store
 from tools.alerts import (
-    DUPLICATE_PREFIX,
     Alert,
     AlertGate,
     AlertPolicy,
@@ -61,7 +58,6 @@ __all__ = [
     "DeliveryReport",
     "Emitted",
     "WebhookChannel",
-    "occurrence_counts",
     "recent_alerts",
 ]
 
@@ -253,35 +249,7 @@ class AlertView:
         return "none"
 
 
-# --- storage adapter ----------------------------------------------------------------------------
-
-
-def occurrence_counts(store: Store, alerts: Sequence[StoredAlert]) -> dict[str, int]:
-    """Occurrence count (1 + duplicates merged into it) of each unsuppressed alert given.
-
-    Adapter: one read-only query on the store's sqlite-utils handle, because the store keeps
-    duplicates as suppressed rows but has no call that counts them.
-    """
-    open_ids = [a.alert_id for a in alerts if not a.suppressed]
-    counts = dict.fromkeys(open_ids, 1)
-    if not open_ids:
-        return counts
-    keys = sorted({a.dedup_key for a in alerts if not a.suppressed})
-    lock = getattr(store, "_lock", None) or contextlib.nullcontext()
-    for start in range(0, len(open_ids), 400):
-        chunk = open_ids[start : start + 400]
-        reasons = [f"{DUPLICATE_PREFIX}{i}" for i in chunk]
-        sql = (
-            "SELECT suppressed_reason AS reason, COUNT(*) AS n FROM alerts"
-            f" WHERE dedup_key IN ({', '.join('?' * len(keys))}) AND suppressed = 1"
-            f" AND suppressed_reason IN ({', '.join('?' * len(reasons))})"
-            " GROUP BY suppressed_reason"
-        )
-        with lock:
-            rows = list(store.db.query(sql, [*keys, *reasons]))
-        for row in rows:
-            counts[row["reason"][len(DUPLICATE_PREFIX) :]] += int(row["n"])
-    return counts
+# --- reading back ------------------------------------------------------------------------------
 
 
 def recent_alerts(
@@ -296,7 +264,7 @@ def recent_alerts(
     rows = store.list_alerts(
         kind=kind, since=since, limit=limit, include_suppressed=include_suppressed
     )
-    counts = occurrence_counts(store, rows)
+    counts = store.alert_occurrences([a.alert_id for a in rows if not a.suppressed])
     return [AlertView(a, counts.get(a.alert_id, 1)) for a in rows]
 
 
@@ -309,6 +277,7 @@ def _past(a: StoredAlert) -> PastAlert:
         at=a.created_at,
         suppressed=a.suppressed,
         suppressed_reason=a.suppressed_reason,
+        duplicate_of=a.duplicate_of,
     )
 
 
@@ -425,6 +394,7 @@ class AlertService:
                     suppressed=decision.suppressed,
                     suppressed_reason=decision.reason,
                     run_id=run_id,
+                    duplicate_of=decision.related_id if decision.action == "duplicate" else None,
                 )
             except Exception:
                 logger.exception(
@@ -490,7 +460,7 @@ class AlertService:
         row = self.store.get_alert(alert_id)
         if row is None:
             raise KeyError(alert_id)
-        return occurrence_counts(self.store, [row]).get(alert_id, 1)
+        return self.store.alert_occurrences([alert_id])[alert_id]
 
     # -- delivering --
 

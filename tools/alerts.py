@@ -13,8 +13,9 @@ alert, or held back by the rate limit:
 4. otherwise **sent**.
 
 Suppressed alerts are not dropped: the caller stores every alert, with the gate's `reason`
-("duplicate of <id>", "rate limited ...") saying why it was not sent, so the record is complete
-and occurrence counts can be rebuilt from it (`AlertGate.restore`, `merged_into`).
+("duplicate of <id>", "rate limited ...") saying why it was not sent and, for a duplicate, the
+alert it repeats (`related_id`), so the record is complete and occurrence counts can be rebuilt
+from it (`AlertGate.restore`).
 
 Time is the alert's own `at`. An alert older than one already seen for its key (out of order) is
 judged at the newest time seen, so a late arrival can be merged or limited but never reopens a
@@ -209,6 +210,8 @@ class PastAlert:
     at: float
     suppressed: bool
     suppressed_reason: str | None = None
+    duplicate_of: str | None = None
+    """The alert a duplicate repeats; read from `suppressed_reason` when not given."""
 
 
 def merged_into(reason: str | None) -> str | None:
@@ -327,7 +330,7 @@ class AlertGate:
                 st.sent.append(_Sent(past.alert_id, past.severity, past.at))
                 used += 1
             else:
-                target = merged_into(past.suppressed_reason)
+                target = past.duplicate_of or merged_into(past.suppressed_reason)
                 for s in st.sent:
                     if s.alert_id == target:
                         s.occurrences += 1
