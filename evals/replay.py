@@ -90,7 +90,7 @@ def run_scenario(
 ) -> RunResult:
     sim = FleetSimulator(scenario)
     specs = sim.fleet
-    backends = tuple(BackendInfo(s.name, s.cost_per_request) for s in specs)
+    backends = tuple(BackendInfo(s.name, s.cost_per_request, s.capacity_rps) for s in specs)
     names = [b.name for b in backends]
     index = {n: i for i, n in enumerate(names)}
     costs = np.array([b.cost_per_request for b in backends])

@@ -112,6 +112,10 @@ class PredictivePolicy:
         self._model_version: str | None = None
         self._demand_ewma = math.nan
         self._plan_for_sla: dict[float, _TierPlan] = {}
+        caps = [b.capacity_rps for b in self.backends]
+        self._capacity = (
+            np.array(caps, dtype=float) if all(c is not None and c > 0 for c in caps) else None
+        )
         self.on_tick(None)
 
     # ------------------------------------------------------------------ per tick
@@ -148,7 +152,10 @@ class PredictivePolicy:
             self._update_caps(view.ts, forecasts, hi, errors, rps, demand)
 
         healthy = np.array([s.ejected_until <= self._ts for s in self._state])
-        shares = self._split(forecasts, healthy)
+        if self._capacity is not None and not np.isnan(forecasts).any():
+            shares = self._solve(forecasts, rps, healthy)
+        else:
+            shares = self._split(forecasts, healthy)
         self._shares = self._smooth(shares, healthy)
 
         self._inputs = (forecasts, lo, hi, errors, healthy, alarms)
@@ -166,6 +173,14 @@ class PredictivePolicy:
         rps: np.ndarray,
         demand: float,
     ) -> None:
+        """Set each backend's rate cap from its current rate and its forecast.
+
+        cap = rate x clip(target / forecast, min_decrease, probe_step): a backend forecast at
+        twice its target should carry half its load, one comfortably under may take a step
+        more. Idle backends are judged on a floor rate so they can be brought in. While a
+        backend is at risk (upper forecast past the SLA) it may not grow until its upper
+        forecast is back under `readmit_below` x SLA (hysteresis).
+        """
         cfg = self.config
         target = cfg.headroom * cfg.sla_ms
         fair = max(demand, 1.0) / len(self.backends)
@@ -177,20 +192,66 @@ class PredictivePolicy:
                 continue
             if st.ejected_until > ts:
                 continue
-            if math.isnan(st.cap_rps):
-                st.cap_rps = max(rps[i], fair)
             f, h = forecast[i], hi[i]
             if math.isnan(f):
+                st.cap_rps = fair
                 continue
-            if f > target or h > cfg.sla_ms:
-                factor = min(0.95, max(cfg.min_decrease, target / max(f, 1e-9)))
-                st.cap_rps = max(0.5, min(st.cap_rps, rps[i]) * factor)
+            if h > cfg.sla_ms:
                 st.at_risk = True
-            else:
-                if st.at_risk and h < cfg.readmit_below * cfg.sla_ms:
-                    st.at_risk = False
-                if f < cfg.probe_below * cfg.sla_ms and not st.at_risk:
-                    st.cap_rps = max(st.cap_rps, rps[i] * cfg.probe_step + cfg.probe_add_rps)
+            elif st.at_risk and h < cfg.readmit_below * cfg.sla_ms:
+                st.at_risk = False
+            ceiling = 0.95 if h > cfg.sla_ms else (1.0 if st.at_risk else cfg.probe_step)
+            step = min(ceiling, max(cfg.min_decrease, target / max(f, 1e-9)))
+            st.cap_rps = max(rps[i], cfg.probe_add_rps, 0.25 * fair) * step
+
+    def _solve(self, forecast: np.ndarray, rps: np.ndarray, healthy: np.ndarray) -> np.ndarray:
+        """The split when capacities are known: forecasts give state, capacity gives slope.
+
+        Each backend's latency is modelled as p(x) = A / (1 - x / c) at load x, with capacity c
+        from configuration and the level A read off the forecast at the current load r:
+        A = forecast x (1 - r / c). The forecast carries what telemetry knows (a spike, a drift,
+        a backlog); the first-order queueing shape says how latency would move if the load
+        moved. The rate that keeps a backend at level L is c (1 - A / L).
+        If the fleet can carry the demand with every backend at or under its target, the
+        cheapest backends are filled first up to their target rates (the minimum-cost split);
+        otherwise the level L is raised until the fleet carries the demand, which balances the
+        forecast latency across backends (the split that minimises the worst one).
+        """
+        cfg = self.config
+        cap = self._capacity
+        demand = self._demand_ewma
+        if math.isnan(demand) or not healthy.any():
+            return self._split(forecast, healthy)
+        demand = max(demand * cfg.demand_margin, 1e-6)
+        util = np.clip(rps / cap, 0.0, 0.95)
+        level = np.maximum(forecast * (1.0 - util), 1e-3)
+
+        def rates(at: float) -> np.ndarray:
+            r = cap * np.clip(1.0 - level / at, 0.0, 1.0)
+            r[~healthy] = 0.0
+            return r
+
+        target = cfg.headroom * cfg.sla_ms
+        at_target = rates(target)
+        if at_target.sum() >= demand:
+            take = np.zeros_like(at_target)
+            left = demand
+            for i in sorted(range(len(cap)), key=lambda i: (self.backends[i].cost_per_request, i)):
+                take[i] = min(at_target[i], left)
+                left -= take[i]
+                if left <= 0:
+                    break
+            return take / take.sum()
+        lo, hi = target, target
+        while rates(hi).sum() < demand and hi < 1e7:
+            lo, hi = hi, hi * 2.0
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if rates(mid).sum() < demand else (lo, mid)
+        take = rates(hi)
+        if take.sum() <= 0:
+            return self._split(forecast, healthy)
+        return take / take.sum()
 
     def _split(self, forecast: np.ndarray, healthy: np.ndarray) -> np.ndarray:
         """Fill the cheapest healthy backends up to their caps; spread any excess by cap."""
@@ -261,8 +322,9 @@ class PredictivePolicy:
             if masked.sum() > 0:
                 shares = masked / masked.sum()
         none_within = not within.any()
-        if none_within and healthy.any():
-            # Nobody is forecast within SLA: send the tier to the best forecast among the healthy.
+        if none_within and healthy.any() and sla_ms < cfg.sla_ms:
+            # Nobody meets this stricter tier's SLA: it goes to the best forecast among the
+            # healthy (a small tier cannot swamp one backend; the main split is kept as is).
             best = int(np.nanargmin(np.where(healthy, forecast, np.inf)))
             shares = np.zeros_like(shares)
             shares[best] = 1.0
@@ -275,6 +337,7 @@ class PredictivePolicy:
             if within[i]:
                 cheapest_within = i
                 break
+        clear = healthy & known & (hi <= sla_ms)
         decisions = []
         for i, b in enumerate(self.backends):
             if not healthy.any():
@@ -298,7 +361,8 @@ class PredictivePolicy:
                 amb_reason = f"alarm:{alarms[b.name]}"
             elif cfg.warn_error_rate <= errors[i] < cfg.eject_error_rate:
                 amb_reason = "failing_backend"
-            elif known[i] and lo[i] < sla_ms < hi[i]:
+            elif known[i] and lo[i] < sla_ms < hi[i] and not clear.any():
+                # Uncertain here, and no backend is confidently within the SLA either.
                 amb_reason = "interval_straddles_sla"
             decisions.append((b.name, reason, amb_reason is not None, amb_reason))
         candidates = tuple(

@@ -46,6 +46,9 @@ class BackendInfo:
 
     name: str
     cost_per_request: float
+    capacity_rps: float | None = None
+    """Provisioned throughput, when the operator knows it. Lets the policy judge how latency
+    moves with the load it sends; without it the policy steers by forecasts alone."""
 
 
 @dataclass(frozen=True, slots=True)
