@@ -15,7 +15,8 @@ costs the loop at most one timeout per channel per call. Two calls at once (loop
 thread) do not both send: the second returns at once with `busy=True`.
 
 Webhook URLs carry secrets (Slack's hold a token in the path): they are never logged, stored or
-shown; logs, errors and reprs name the host only.
+shown; logs, errors and reprs name the host only. That includes httpx's own INFO line per
+request, which a filter on the "httpx" logger rewrites.
 
 Occurrences: a duplicate is stored suppressed, naming the alert it repeats (`duplicate_of`);
 the store counts them (`Store.alert_occurrences`).
@@ -118,6 +119,47 @@ def _retry_after(value: str | None) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+class _RedactWebhookUrls(logging.Filter):
+    """Rewrites httpx's own log lines ("HTTP Request: POST <url> ...") to name the host only.
+
+    httpx logs every request's full URL at INFO on the "httpx" logger, which would write a Slack
+    token into any log that keeps INFO. Attached once to that logger; knows the live channels' URLs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("arcpoint.webhook-redaction")
+        self.urls: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            urls = list(self.urls.values())
+        if not urls:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging system's problem, not ours
+            return True
+        clean = message
+        for url in urls:
+            clean = scrub(clean, url)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+    def register(self, key: int, url: str) -> None:
+        with self._lock:
+            self.urls[key] = url
+
+    def unregister(self, key: int) -> None:
+        with self._lock:
+            self.urls.pop(key, None)
+
+
+_HTTPX_REDACTION = _RedactWebhookUrls()
+logging.getLogger("httpx").addFilter(_HTTPX_REDACTION)
+
+
 class WebhookChannel:
     """POSTs Slack-compatible JSON to one URL over httpx, with a short per-attempt timeout.
 
@@ -146,6 +188,7 @@ class WebhookChannel:
         self.timeout = httpx.Timeout(timeout_s)
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=self.timeout, follow_redirects=False)
+        _HTTPX_REDACTION.register(id(self), url)
 
     @property
     def host(self) -> str:
@@ -190,6 +233,7 @@ class WebhookChannel:
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+        _HTTPX_REDACTION.unregister(id(self))
 
 
 # --- results ------------------------------------------------------------------------------------
