@@ -620,7 +620,8 @@ class Store:
         """Insert decisions in one transaction; returns how many were new.
 
         An id already stored is skipped (a retried write is idempotent). A malformed row (no id,
-        non-finite ts, no backend) raises ValueError naming its index, and nothing is written.
+        non-finite ts, no backend) raises ValueError naming its index, and a value of the wrong
+        type in another column raises ValueError too; either way nothing is written.
         """
         encode = _dumps
         values: list[tuple[Any, ...]] = []
@@ -662,10 +663,13 @@ class Store:
                     g("run_id"),
                 )
             )
-        with self.transaction() as conn:
-            before = conn.total_changes
-            conn.executemany(_INSERT_DECISION, values)
-            return conn.total_changes - before
+        try:
+            with self.transaction() as conn:
+                before = conn.total_changes
+                conn.executemany(_INSERT_DECISION, values)
+                return conn.total_changes - before
+        except sqlite3.IntegrityError as exc:  # a wrong type in an optional column (STRICT)
+            raise ValueError(f"decisions refused, nothing written: {exc}") from None
 
     def get_decision(self, decision_id: str) -> dict[str, Any] | None:
         """The decision with its outcome columns (None when no outcome yet)."""

@@ -264,6 +264,14 @@ def test_malformed_decision_raises_and_writes_nothing(store: Store, bad: dict) -
     assert store.db.table("decisions").count == 0
 
 
+def test_wrong_type_in_an_optional_column_is_refused(store: Store) -> None:
+    rows = _decisions(3)
+    rows[2]["predicted_latency_ms"] = "fast"  # type: ignore[typeddict-item]
+    with pytest.raises(ValueError, match="nothing written"):
+        store.insert_decisions(rows)
+    assert store.db.table("decisions").count == 0
+
+
 def test_decision_row_from_a_router_decision(store: Store) -> None:
     decision = Decision(
         decision_id=new_id(),
