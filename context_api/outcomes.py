@@ -127,6 +127,7 @@ def _lookup(
 
 
 def _safe_float(value: object) -> float | None:
+    """Numbers, numpy scalars and numeric strings (as read from CSV) as float; else None."""
     if isinstance(value, bool):
         return None
     try:
@@ -150,7 +151,14 @@ def record_outcomes(
     results: list[OutcomeResult | None] = []
     valid: list[tuple[int, str, float, float]] = []
 
-    def reject(index: int, did: object, value: object, observed: object, reason, detail=None):
+    def reject(
+        index: int,
+        did: object,
+        value: object,
+        observed: object,
+        reason: RejectReason,
+        detail: str | None = None,
+    ) -> None:
         fval = _safe_float(value)
         fobs = _safe_float(observed)
         rejections.append(
@@ -173,7 +181,6 @@ def record_outcomes(
             )
 
     # Pass 1: shape and value checks, no I/O.
-    index = -1
     for index, row in enumerate(batch):
         if want_results:
             results.append(None)
