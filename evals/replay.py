@@ -31,15 +31,15 @@ TIER_MIX = ("standard",) * 8 + ("premium", "batch")
 """Traffic mix of the replayed requests: 80% standard, 10% premium, 10% batch."""
 
 
-def make_policy(name: str, backends: tuple[BackendInfo, ...], seed: int = 0):
+def make_policy(name: str, backends: tuple[BackendInfo, ...], seed: int = 0, id_prefix: str = "d"):
     if name == "predictive":
-        return PredictivePolicy(backends)
+        return PredictivePolicy(backends, id_prefix=id_prefix)
     cls = BASELINES.get(name)
     if cls is None:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
     if name == "peak_ewma":
-        return cls(backends, seed=seed)
-    return cls(backends)
+        return cls(backends, id_prefix=id_prefix, seed=seed)
+    return cls(backends, id_prefix=id_prefix)
 
 
 @dataclass
@@ -87,6 +87,7 @@ def run_scenario(
     *,
     seed: int = 0,
     sink: DecisionSink | None = None,
+    id_prefix: str = "d",
 ) -> RunResult:
     sim = FleetSimulator(scenario)
     specs = sim.fleet
@@ -94,7 +95,7 @@ def run_scenario(
     names = [b.name for b in backends]
     index = {n: i for i, n in enumerate(names)}
     costs = np.array([b.cost_per_request for b in backends])
-    policy = make_policy(policy_name, backends, seed=seed)
+    policy = make_policy(policy_name, backends, seed=seed, id_prefix=id_prefix)
     router = Router(policy, FleetState(backends, forecaster))
     wants_replies = getattr(policy, "wants_observations", False)
     rng = np.random.default_rng(seed + 7919)

@@ -1,0 +1,225 @@
+"""The main job: train the forecaster on simulated history, replay every chaos scenario through
+the predictive router and each baseline, and gather one table.
+
+Runs are independent, so they are spread over worker processes (forked: the trained forest is
+inherited, never serialised). Each worker writes the predictive router's decisions and their
+outcomes to the SQLite store itself (WAL lets the writers take turns).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from context_api.store import Store
+from evals.replay import POLICIES, RunResult, run_scenario
+from evals.store_sink import StoreSink
+from tools.chaos import SCENARIOS
+from tools.forecaster import Forecaster, TrainReport, train
+from tools.simulator import simulate_history
+
+DEMO_SCENARIOS = (
+    "latency_spike",
+    "backend_failure",
+    "cascading_failure",
+    "traffic_surge",
+    "gradual_drift",
+    "anomaly_burst",
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    db: str = "arcpoint.db"
+    history_hours: float = 12.0
+    n_estimators: int = 100
+    seed: int = 0
+    scenarios: tuple[str, ...] = DEMO_SCENARIOS
+    policies: tuple[str, ...] = POLICIES
+    jobs: int = 2
+    record_decisions: bool = True
+
+
+@dataclass
+class DemoResult:
+    forecaster: Forecaster
+    report: TrainReport
+    runs: list[RunResult]
+    run_id: str
+    decisions_written: int
+    outcomes_written: int
+    seconds: dict[str, float]
+
+    def table(self) -> dict[str, dict[str, dict[str, Any]]]:
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in self.runs:
+            out.setdefault(r.scenario, {})[r.policy] = r.summary()
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        rep = self.report
+        return {
+            "forecaster": {
+                "version": self.forecaster.version_id,
+                "mae_ms": round(rep.forest.mae_ms, 2),
+                "rmse_ms": round(rep.forest.rmse_ms, 2),
+                "r2": round(rep.forest.r2, 4),
+                "mape_pct": round(rep.forest.mape_pct, 2),
+                "persistence_mae_ms": round(rep.persistence.mae_ms, 2),
+                "moving_average_mae_ms": round(rep.moving_average.mae_ms, 2),
+                "mae_improvement_vs_persistence": round(rep.mae_improvement_vs_persistence, 4),
+                "interval_coverage": round(rep.interval.holdout_coverage, 4),
+                "interval_nominal": rep.interval.nominal_coverage,
+                "holdout_rows": rep.n_holdout,
+            },
+            "scenarios": self.table(),
+            "run_id": self.run_id,
+            "decisions_written": self.decisions_written,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+        }
+
+
+# Set in the parent before forking; the workers read it.
+_JOB: dict[str, Any] = {}
+
+
+def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
+    scenario, policy = task
+    forecaster: Forecaster = _JOB["forecaster"]
+    sink = None
+    store = None
+    if _JOB["record"] and policy == "predictive":
+        store = Store(_JOB["db"])
+        sink = StoreSink(store, _JOB["run_id"])
+    try:
+        result = run_scenario(
+            SCENARIOS[scenario],
+            policy,
+            forecaster,
+            seed=_JOB["seed"],
+            sink=sink,
+            id_prefix=f"{_JOB['run_id']}:{scenario}:",
+        )
+    finally:
+        if store is not None:
+            store.close()
+    result.ticks = []  # per-tick series stay in the worker: the table needs only the summary
+    return result, (sink.decisions if sink else 0), (sink.outcomes if sink else 0)
+
+
+Progress = Callable[[str], None]
+
+
+def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> DemoResult:
+    unknown = [s for s in config.scenarios if s not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
+    bad = [p for p in config.policies if p not in POLICIES]
+    if bad:
+        raise ValueError(f"unknown policies {bad}; known: {', '.join(POLICIES)}")
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    progress(f"simulating {config.history_hours:g} h of fleet history for training")
+    history = simulate_history(config.history_hours * 3600.0, seed=config.seed + 1000)
+    seconds["history"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    progress(f"training the forecaster ({config.n_estimators} trees) on {len(history):,} points")
+    forecaster, report = train(history, n_estimators=config.n_estimators, seed=config.seed)
+    seconds["train"] = time.perf_counter() - t0
+
+    store = Store(config.db)
+    try:
+        if store.get_model_version(forecaster.version_id) is None:
+            store.register_model_version(
+                forecaster.version_id,
+                "forecaster",
+                trained_from_ts=forecaster.trained_from_ts,
+                trained_to_ts=forecaster.trained_to_ts,
+                metrics=report.model_dump(mode="json"),
+                note="trained by arcpoint demo on simulated history",
+            )
+        store.activate_model_version(forecaster.version_id, reason="demo")
+        run = store.start_run(
+            "demo",
+            params={
+                "history_hours": config.history_hours,
+                "n_estimators": config.n_estimators,
+                "seed": config.seed,
+                "scenarios": list(config.scenarios),
+                "policies": list(config.policies),
+                "forecaster": forecaster.version_id,
+            },
+        )
+    finally:
+        store.close()
+
+    tasks = [(s, p) for s in config.scenarios for p in config.policies]
+    _JOB.update(
+        forecaster=forecaster,
+        db=config.db,
+        run_id=run.run_id,
+        seed=config.seed,
+        record=config.record_decisions,
+    )
+    t0 = time.perf_counter()
+    results: list[RunResult] = []
+    decisions = outcomes = 0
+    jobs = max(1, min(config.jobs, len(tasks), os.cpu_count() or 1))
+    if jobs == 1:
+        outputs = map(_run_one, tasks)
+        pool = None
+    else:
+        pool = mp.get_context("fork").Pool(jobs)
+        outputs = pool.imap_unordered(_run_one, tasks)
+    try:
+        for i, (result, d, o) in enumerate(outputs, 1):
+            results.append(result)
+            decisions += d
+            outcomes += o
+            elapsed = time.perf_counter() - t0
+            progress(
+                f"[{i}/{len(tasks)}] {result.scenario} x {result.policy}: "
+                f"{result.sla_violation_pct:.1f}% over SLA ({elapsed:.0f} s)"
+            )
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    seconds["replay"] = time.perf_counter() - t0
+    order = {(s, p): i for i, (s, p) in enumerate(tasks)}
+    results.sort(key=lambda r: order[(r.scenario, r.policy)])
+
+    demo = DemoResult(forecaster, report, results, run.run_id, decisions, outcomes, seconds)
+    store = Store(config.db)
+    try:
+        store.finish_run(run.run_id, summary=demo.to_json())
+    finally:
+        store.close()
+    return demo
+
+
+def format_table(demo: DemoResult, policies: Sequence[str]) -> str:
+    """Scenario x policy, one block per scenario, the best SLA figure marked."""
+    header = f"{'scenario':<18} {'policy':<17} {'SLA viol %':>10} {'p95 ms':>9} "
+    header += f"{'mean cost':>10} {'reroutes':>9} {'ambig %':>8}"
+    lines = [header, "-" * len(header)]
+    for scenario, by_policy in demo.table().items():
+        best = min(v["sla_violation_pct"] for v in by_policy.values())
+        for j, p in enumerate(policies):
+            v = by_policy.get(p)
+            if v is None:
+                continue
+            mark = "*" if v["sla_violation_pct"] == best else " "
+            lines.append(
+                f"{scenario if j == 0 else '':<18} {p:<17} {v['sla_violation_pct']:>9.2f}{mark}"
+                f" {v['p95_latency_ms']:>9.0f} {v['mean_cost'] * 1000:>9.3f}m"
+                f" {v['reroutes']:>9} {v['ambiguous_pct']:>8.2f}"
+            )
+        lines.append("")
+    return "\n".join(lines)
