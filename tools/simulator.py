@@ -451,6 +451,12 @@ class FleetSimulator:
     def done(self) -> bool:
         return self.t_s >= self.duration_s - 1e-9
 
+    @property
+    def expected_arrivals(self) -> float:
+        """Mean of the count `arrivals()` drew for this tick (its rate before Poisson noise)."""
+        self.arrivals()
+        return self._arrivals.expected
+
     # -- the loop ---------------------------------------------------------------------------
     def arrivals(self) -> int:
         """Requests arriving during the next tick. Repeated calls within a tick agree."""
@@ -651,7 +657,7 @@ def simulate_history(
     rng = np.random.default_rng([abs(seed), 11])
     events = random_chaos(duration_s, names, rng, chaos_per_hour)
     traffic = TrafficModel(
-        mean_rps=0.45 * sum(s.capacity_rps for s in specs),
+        mean_rps=0.4 * sum(s.capacity_rps for s in specs),
         phase_s=float(rng.uniform(0.0, 86_400.0)),
     )
     scen = Scenario(

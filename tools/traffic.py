@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tools.telemetry import TICK_SECONDS
 
-DEFAULT_MEAN_RPS = 28.8
-"""45% of the default fleet's 64 rps: a 3x surge then overloads the whole fleet."""
+DEFAULT_MEAN_RPS = 26.4
+"""40% of the default fleet's 66 rps (80% of the primary's): a 3x surge overloads the fleet."""
 
 
 class TrafficModel(BaseModel):
@@ -34,7 +34,7 @@ class TrafficModel(BaseModel):
     """Shifts the sinusoid: at t = -phase_s the load is at its mean and rising."""
     burst_rate_per_hour: float = Field(3.0, ge=0, allow_inf_nan=False)
     burst_mean_duration_s: float = Field(90.0, gt=0, allow_inf_nan=False)
-    burst_multiplier: float = Field(1.6, ge=1, allow_inf_nan=False)
+    burst_multiplier: float = Field(1.4, ge=1, allow_inf_nan=False)
     """Mean rate multiplier in a burst; each burst draws one in [1 + (m-1)/2, 1 + 3(m-1)/2]."""
     trace_counts: tuple[float, ...] | None = None
     """Per-tick arrival counts to replay instead of the synthetic process."""
