@@ -300,13 +300,20 @@ def recent_alerts(
     store: Store,
     *,
     kind: str | None = None,
+    subject: str | None = None,
+    min_severity: str | None = None,
     since: float | None = None,
     limit: int | None = 50,
     include_suppressed: bool = False,
 ) -> list[AlertView]:
     """Most recent first, each with its deliveries and occurrence count."""
     rows = store.list_alerts(
-        kind=kind, since=since, limit=limit, include_suppressed=include_suppressed
+        kind=kind,
+        subject=subject,
+        min_severity=min_severity,
+        since=since,
+        limit=limit,
+        include_suppressed=include_suppressed,
     )
     counts = store.alert_occurrences([a.alert_id for a in rows if not a.suppressed])
     return [AlertView(a, counts.get(a.alert_id, 1)) for a in rows]
