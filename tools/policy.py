@@ -57,6 +57,9 @@ class PredictiveConfig:
     """Hysteresis: a backend pulled for SLA risk returns once its upper forecast < this x SLA."""
     max_share_step: float = 0.25
     eject_error_rate: float = 0.5
+    max_ejection_fraction: float = 0.5
+    """As Envoy's max_ejection_percent: an overloaded fleet that errors everywhere is not
+    ejected wholesale (at least one backend may always be ejected)."""
     warn_error_rate: float = 0.05
     base_ejection_s: float = 30.0
     max_ejection_s: float = 300.0
@@ -79,6 +82,10 @@ class _TierPlan:
     """Per backend index: (backend, reason, ambiguous, ambiguous_reason)."""
     candidates: tuple[Candidate, ...]
     sla_ms: float
+
+
+def _norm_cdf(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
 
 
 class PredictivePolicy:
@@ -184,8 +191,16 @@ class PredictivePolicy:
         cfg = self.config
         target = cfg.headroom * cfg.sla_ms
         fair = max(demand, 1.0) / len(self.backends)
-        for i, st in enumerate(self._state):
-            if errors[i] >= cfg.eject_error_rate and st.ejected_until <= ts:
+        max_ejected = max(1, int(len(self.backends) * cfg.max_ejection_fraction))
+        ejected = sum(st.ejected_until > ts for st in self._state)
+        for i in np.argsort(-errors, kind="stable"):
+            st = self._state[i]
+            if (
+                errors[i] >= cfg.eject_error_rate
+                and st.ejected_until <= ts
+                and ejected < max_ejected
+            ):
+                ejected += 1
                 st.ejections += 1
                 st.ejected_until = ts + min(cfg.base_ejection_s * st.ejections, cfg.max_ejection_s)
                 st.cap_rps = math.nan
@@ -337,7 +352,11 @@ class PredictivePolicy:
             if within[i]:
                 cheapest_within = i
                 break
-        clear = healthy & known & (hi <= sla_ms)
+        # Probability that each backend's p95 will be past the SLA, reading the forecast
+        # interval as Gaussian (its half-width is 1.645 sigma for the nominal 90%).
+        sigma = np.maximum((hi - lo) / (2.0 * 1.6448536269514722), 1e-6)
+        p_breach = np.where(known, _norm_cdf((forecast - sla_ms) / sigma), 0.5)
+        clear = healthy & known & (p_breach < 0.25)
         decisions = []
         for i, b in enumerate(self.backends):
             if not healthy.any():
@@ -361,8 +380,9 @@ class PredictivePolicy:
                 amb_reason = f"alarm:{alarms[b.name]}"
             elif cfg.warn_error_rate <= errors[i] < cfg.eject_error_rate:
                 amb_reason = "failing_backend"
-            elif known[i] and lo[i] < sla_ms < hi[i] and not clear.any():
-                # Uncertain here, and no backend is confidently within the SLA either.
+            elif known[i] and 0.25 <= p_breach[i] <= 0.75 and not clear.any():
+                # A coin flip whether this backend stays within the SLA, and no backend is
+                # confidently within it either.
                 amb_reason = "interval_straddles_sla"
             decisions.append((b.name, reason, amb_reason is not None, amb_reason))
         candidates = tuple(
