@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -505,7 +506,8 @@ class AlertService:
 
     def occurrences(self, alert_id: str) -> int:
         """1 + the duplicates merged into this alert so far."""
-        count = self._gate.occurrences(alert_id)
+        with self._emit_lock:
+            count = self._gate.occurrences(alert_id)
         if count is not None:
             return count
         row = self.store.get_alert(alert_id)
@@ -518,8 +520,10 @@ class AlertService:
     def deliver_due(self, now: float | None = None, *, limit: int = 100) -> DeliveryReport:
         """Try each channel's due deliveries (at most `limit` per channel) and record the result.
 
-        Never raises for a delivery failure; returns what happened. See the module docstring for
-        the bound on how long one call can take.
+        Never raises for a delivery failure or a store error (a locked database, say): it logs,
+        notes it in `errors`, ends the round, and the deliveries stay due for the next call.
+        Delivery is at least once: a send whose success could not be recorded is sent again.
+        See the module docstring for the bound on how long one call can take.
         """
         report = DeliveryReport()
         if not self._deliver_lock.acquire(blocking=False):
@@ -534,6 +538,9 @@ class AlertService:
                     if down:
                         report.deferred += len(due) - i - 1
                         break
+        except sqlite3.Error as exc:
+            logger.exception("alert delivery round stopped: the store failed")
+            report.errors.append(f"store: {type(exc).__name__}: {exc}")
         finally:
             self._deliver_lock.release()
         return report

@@ -322,3 +322,23 @@ def test_recent_alerts_views(store: Store) -> None:
     assert drift.delivery_state == "none"  # no channels configured
     assert len(recent_alerts(store, include_suppressed=True)) == 5
     assert [v.alert.kind for v in recent_alerts(store, kind="drift")] == ["drift"]
+
+
+def test_a_store_failure_during_delivery_ends_the_round_without_raising(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ch = FakeChannel()
+    svc = service(store, Clock(), ch)
+    out = emit(svc)
+
+    def locked(*a: Any, **k: Any) -> Any:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "update_delivery", locked)
+    report = svc.deliver_due()
+    assert report.errors and "database is locked" in report.errors[0]
+    monkeypatch.undo()
+    # Still due: sent again next round (at least once), then recorded.
+    assert svc.deliver_due().delivered == 1
+    assert len(ch.sent) == 2
+    assert recent_alerts(store)[0].alert.alert_id == out.alert_id

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import shutil
+import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,3 +260,31 @@ def test_no_url_means_no_webhook(store, clock) -> None:
     assert service.channels == ()
     alert_id = emit(service)
     assert store.get_alert(alert_id).deliveries == []  # type: ignore[union-attr]
+
+
+def test_a_real_silent_endpoint_is_cut_off_by_the_timeout(store, clock) -> None:
+    """Not a mock: httpx's own transport over a local Unix socket whose server never answers.
+
+    The kernel accepts the connection (listen backlog), the request is written, and no response
+    ever comes: only the read timeout ends the attempt. No network is involved.
+    """
+    workdir = tempfile.mkdtemp(prefix="ap", dir="/tmp")
+    path = os.path.join(workdir, "hook.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(path)
+        server.listen(8)
+        client = httpx.Client(transport=httpx.HTTPTransport(uds=path))
+        channel = WebhookChannel("http://hooks.internal/h/S3CR3T", timeout_s=0.05, client=client)
+        service = AlertService(
+            store, webhooks=[channel], retry=RETRY, clock=clock, rng=random.Random(0)
+        )
+        alert_id = emit(service)
+        report = service.deliver_due()
+        assert (report.attempted, report.retrying) == (1, 1)
+        d = delivery(store, alert_id)
+        assert d.state == "failed" and d.last_error == "no answer within 0.05 s (ReadTimeout)"
+        client.close()
+    finally:
+        server.close()
+        shutil.rmtree(workdir, ignore_errors=True)
