@@ -614,6 +614,9 @@ class FleetSimulator:
 # -- training history ---------------------------------------------------------------------------
 
 _HISTORY_KINDS = CHAOS_KINDS
+HISTORY_EXPLORE_SD = 0.4
+HISTORY_EXPLORE_TAU_S = 1200.0
+HISTORY_DIURNAL_AMPLITUDE = 0.45
 
 
 def random_chaos(
@@ -646,9 +649,12 @@ def simulate_history(
     """Telemetry for training: random chaos, and a routing that explores.
 
     Routing weights are capacity-proportional times exp(z), z an Ornstein-Uhlenbeck process per
-    backend (sd 0.8, time constant 20 min), so each backend drifts between light load and
-    overload. Traffic follows the default diurnal model at a random phase. Points come tick
-    by tick, in fleet order within a tick.
+    backend (time constant 20 min, sd 0.4 / (1 - capacity share)), so each backend drifts
+    between light load and overload: with the default fleet each spends a few percent of the
+    time above 90% utilisation. Traffic is the default model with a deeper diurnal swing
+    (amplitude 0.45) at a random phase, and chaos events arrive at `chaos_per_hour` with kinds
+    and targets drawn uniformly. The routing ignores failures: the history shows them in full.
+    Points come tick by tick, in fleet order within a tick.
     """
     if not math.isfinite(duration_s) or duration_s <= 0:
         raise ValueError(f"duration_s must be finite and > 0, got {duration_s!r}")
@@ -658,6 +664,7 @@ def simulate_history(
     events = random_chaos(duration_s, names, rng, chaos_per_hour)
     traffic = TrafficModel(
         mean_rps=0.4 * sum(s.capacity_rps for s in specs),
+        diurnal_amplitude=HISTORY_DIURNAL_AMPLITUDE,
         phase_s=float(rng.uniform(0.0, 86_400.0)),
     )
     scen = Scenario(
@@ -666,8 +673,11 @@ def simulate_history(
     sim = FleetSimulator(scen, start_ts=start_ts)
     nb = len(specs)
     caps = np.array([s.capacity_rps for s in specs])
-    tau, sd = 1200.0, 0.8
-    a = math.exp(-TICK_SECONDS / tau)
+    # A backend with a large share moves its own utilisation less per unit of z (the shares are
+    # normalised), so its z wanders more: every backend's utilisation then spans a similar range.
+    share = caps / caps.sum()
+    sd = HISTORY_EXPLORE_SD / (1.0 - np.minimum(share, 0.8))
+    a = math.exp(-TICK_SECONDS / HISTORY_EXPLORE_TAU_S)
     b = sd * math.sqrt(1.0 - a * a)
     z = rng.normal(0.0, sd, nb)
     n_ticks = math.ceil(duration_s / TICK_SECONDS - 1e-9)
