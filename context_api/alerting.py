@@ -24,6 +24,7 @@ the store counts them (`Store.alert_occurrences`).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -344,6 +345,11 @@ def _as_alert(row: StoredAlert) -> Alert:
     )
 
 
+def _clip_for_log(evidence: Mapping[str, Any], limit: int = 500) -> str:
+    text = json.dumps(evidence, separators=(", ", ": "), sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 # --- the service --------------------------------------------------------------------------------
 
 
@@ -450,12 +456,8 @@ class AlertService:
                 )
             except Exception:
                 logger.exception(
-                    "alert NOT STORED %s %s %s: %s evidence=%s",
-                    alert.severity,
-                    alert.kind,
-                    alert.subject,
-                    alert.recommended_action,
-                    alert.evidence,
+                    "alert NOT STORED (kept here in full): %s",
+                    alert.model_dump_json(),
                 )
                 raise
             self._gate.record(alert, decision, stored.alert_id)
@@ -500,7 +502,7 @@ class AlertService:
             alert.kind,
             alert.subject,
             alert.recommended_action,
-            alert.evidence,
+            _clip_for_log(alert.evidence),
             extra=extra,
         )
 

@@ -79,6 +79,7 @@ def test_alert_holds_what_a_person_needs():
         ("severity", "urgent", "severity"),
         ("subject", "   ", "blank"),
         ("subject", "", "subject"),
+        ("subject", "b1\nINFO forged log line", "control characters"),
         ("recommended_action", "", "recommended_action"),
         ("at", math.nan, "finite"),
         ("at", math.inf, "finite"),

@@ -123,6 +123,14 @@ class Alert(BaseModel):
             raise ValueError("must not be blank")
         return v
 
+    @field_validator("subject")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        # Subjects come from telemetry (backend ids): a newline there could forge log lines.
+        if any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("subject must not contain control characters (newlines, tabs, ...)")
+        return v
+
     @field_validator("evidence", mode="before")
     @classmethod
     def _evidence(cls, v: Any) -> dict[str, Any]:
