@@ -49,6 +49,7 @@ policies see the same arrivals and the same noise (common random numbers).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -194,6 +195,17 @@ class TickResult:
     backends: dict[str, BackendTick] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=64)
+def _stationary_grid(servers: int, k_ac: float) -> tuple[list[float], list[float], list[float]]:
+    """rho, Erlang C and G(rho) = c·rho + Lq(rho) on a grid dense near rho = 1."""
+    u = np.linspace(0.0, -math.log(1.0 - RHO_MAX), _GRID_POINTS)
+    rho = -np.expm1(-u)
+    rho[-1] = RHO_MAX
+    cw = np.array([erlang_c(servers, float(r)) for r in rho])
+    g = servers * rho + cw * rho / (1.0 - rho) * k_ac
+    return rho.tolist(), cw.tolist(), g.tolist()
+
+
 class _Queue:
     """A backend's precomputed stationary curve and its dynamic state."""
 
@@ -209,6 +221,7 @@ class _Queue:
         "k_ac",
         "last",
         "oh_ms",
+        "seg",
         "spec",
         "timeout_ms",
         "timeout_s",
@@ -221,15 +234,9 @@ class _Queue:
         self.spec = spec
         c = spec.servers
         self.k_ac = (1.0 + spec.service_scv) / 2.0
-        u = np.linspace(0.0, -math.log(1.0 - RHO_MAX), _GRID_POINTS)
-        rho = -np.expm1(-u)
-        rho[-1] = RHO_MAX
-        cw = np.array([erlang_c(c, float(r)) for r in rho])
-        g = c * rho + cw * rho / (1.0 - rho) * self.k_ac
-        self.R = rho.tolist()
-        self.C = cw.tolist()
-        self.G = g.tolist()
+        self.R, self.C, self.G = _stationary_grid(c, self.k_ac)
         self.last = len(self.G) - 1
+        self.seg = 0
         self.g_last = self.G[-1]
         self.cap = spec.capacity_rps
         self.es_ms = spec.mean_service_ms
@@ -251,13 +258,21 @@ class _Queue:
         f_last = G[last] + k * R[last]
         if b >= f_last:
             return b - k * R[last], R[last], self.C[last]
-        lo, hi = 0, last
+        # Warm start: the root is usually in or next to last tick's segment.
+        lo = self.seg
+        if G[lo] + k * R[lo] <= b:
+            hi = lo + 1
+            if G[hi] + k * R[hi] <= b:
+                lo, hi = hi, last
+        else:
+            lo, hi = 0, lo
         while hi - lo > 1:
             mid = (lo + hi) >> 1
             if G[mid] + k * R[mid] <= b:
                 lo = mid
             else:
                 hi = mid
+        self.seg = lo
         f_lo = G[lo] + k * R[lo]
         f_hi = G[hi] + k * R[hi]
         t = (b - f_lo) / (f_hi - f_lo)
@@ -660,7 +675,7 @@ def simulate_history(
         raise ValueError(f"duration_s must be finite and > 0, got {duration_s!r}")
     specs = _check_fleet(fleet)
     names = [s.name for s in specs]
-    rng = np.random.default_rng([abs(seed), 11])
+    rng = np.random.default_rng([abs(seed), 11, int(seed < 0)])
     events = random_chaos(duration_s, names, rng, chaos_per_hour)
     traffic = TrafficModel(
         mean_rps=0.4 * sum(s.capacity_rps for s in specs),
