@@ -112,6 +112,7 @@ def test_same_seed_same_run_and_different_seed_different_run():
 
     assert trace(5) == trace(5)
     assert trace(5) != trace(6)
+    assert trace(-5) != trace(5)
 
 
 def test_arrivals_do_not_depend_on_routing():

@@ -300,7 +300,7 @@ class _Chaos:
 
     @staticmethod
     def _burst_ticks(ev: ChaosEvent, seed: int, j: int) -> dict[int, str]:
-        rng = np.random.default_rng([seed, 7, j])
+        rng = np.random.default_rng([abs(seed), 7, j, int(seed < 0)])
         first = math.ceil(ev.start_s / TICK_SECONDS - 1e-9)
         end = math.ceil(ev.end_s / TICK_SECONDS - 1e-9)  # first tick not in the window
         out: dict[int, str] = {}
