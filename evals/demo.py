@@ -87,14 +87,30 @@ class DemoResult:
 _JOB: dict[str, Any] = {}
 
 
+TIMELINE_START_TS = 1_700_000_000.0
+"""The demo's scenarios run back to back from here, so the store holds one continuous timeline
+(an operator's "last hour" is the last scenario)."""
+
+
+def scenario_start_ts(scenarios: Sequence[str], name: str) -> float:
+    ts = TIMELINE_START_TS
+    for s in scenarios:
+        if s == name:
+            return ts
+        ts += SCENARIOS[s].effective_duration_s
+    raise ValueError(f"{name!r} is not among {list(scenarios)}")
+
+
 def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
     scenario, policy = task
     forecaster: Forecaster = _JOB["forecaster"]
+    start_ts = scenario_start_ts(_JOB["scenarios"], scenario)
     sink = None
     store = None
     if _JOB["record"] and policy == "predictive":
         store = Store(_JOB["db"])
-        sink = StoreSink(store, _JOB["run_id"])
+        sink = StoreSink(store, _JOB["run_id"], source=f"demo:{scenario}")
+        sink.chaos(SCENARIOS[scenario], start_ts)
     try:
         result = run_scenario(
             SCENARIOS[scenario],
@@ -103,7 +119,11 @@ def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
             seed=_JOB["seed"],
             sink=sink,
             id_prefix=f"{_JOB['run_id']}:{scenario}:",
+            start_ts=start_ts,
+            on_tick=sink.tick if sink else None,
         )
+        if sink is not None:
+            sink.flush()
     finally:
         if store is not None:
             store.close()
@@ -166,6 +186,7 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
         run_id=run.run_id,
         seed=config.seed,
         record=config.record_decisions,
+        scenarios=config.scenarios,
     )
     t0 = time.perf_counter()
     results: list[RunResult] = []

@@ -23,7 +23,7 @@ from tools.chaos import Scenario
 from tools.forecaster import Forecaster
 from tools.policy import PredictivePolicy
 from tools.routing import TIERS, BackendInfo, Decision, RouteRequest
-from tools.simulator import FleetSimulator
+from tools.simulator import FleetSimulator, TickResult
 
 POLICIES = ("predictive", "static", "round_robin", "least_loaded", "outlier_ejection", "peak_ewma")
 
@@ -88,8 +88,10 @@ def run_scenario(
     seed: int = 0,
     sink: DecisionSink | None = None,
     id_prefix: str = "d",
+    start_ts: float = 1_700_000_000.0,
+    on_tick: Callable[[TickResult], None] | None = None,
 ) -> RunResult:
-    sim = FleetSimulator(scenario)
+    sim = FleetSimulator(scenario, start_ts=start_ts)
     specs = sim.fleet
     backends = tuple(BackendInfo(s.name, s.cost_per_request, s.capacity_rps) for s in specs)
     names = [b.name for b in backends]
@@ -150,6 +152,8 @@ def run_scenario(
                 moved += 0.5 * float(np.abs(share - prev_share).sum()) * n
             prev_share = share
 
+        if on_tick is not None:
+            on_tick(result)
         view = router.on_telemetry(result.telemetry, arrivals=n)
         ticks.append(
             TickRecord(

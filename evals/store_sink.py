@@ -13,7 +13,9 @@ import math
 import numpy as np
 
 from context_api.store import Store
+from tools.chaos import Scenario
 from tools.routing import Decision
+from tools.simulator import TickResult
 
 
 def _num(x: float) -> float | None:
@@ -21,12 +23,47 @@ def _num(x: float) -> float | None:
 
 
 class StoreSink:
-    def __init__(self, store: Store, run_id: str, record_outcomes: bool = True) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        record_outcomes: bool = True,
+        source: str | None = None,
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.record_outcomes = record_outcomes
+        self.source = source
         self.decisions = 0
         self.outcomes = 0
+        self._telemetry: list = []
+
+    def chaos(self, scenario: Scenario, start_ts: float) -> None:
+        """Put the scenario's chaos events on the timeline, as an incident log would."""
+        for ev in scenario.chaos:
+            self.store.record_event(
+                "chaos",
+                subject=ev.backend,
+                detail={
+                    "chaos": ev.kind,
+                    "scenario": scenario.name,
+                    "start_ts": start_ts + ev.start_s,
+                    "end_ts": start_ts + ev.start_s + ev.duration_s,
+                    "magnitude": ev.magnitude,
+                },
+                ts=start_ts + ev.start_s,
+                run_id=self.run_id,
+            )
+
+    def tick(self, result: TickResult) -> None:
+        self._telemetry.extend(result.telemetry)
+        if len(self._telemetry) >= 400:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._telemetry:
+            self.store.insert_telemetry(self._telemetry, source=self.source, run_id=self.run_id)
+            self._telemetry = []
 
     def __call__(self, decisions: list[Decision], latency_ms: np.ndarray, ok: np.ndarray) -> None:
         encoded: dict[int, str] = {}
