@@ -93,6 +93,8 @@ def test_mape_guards_zero_actuals():
         dict(actual=[1.0, float("inf")]),
         dict(predicted=[1.0, 2.0, 3.0]),
         dict(model_version=["a", ""]),
+        dict(model_version=["a", 3]),
+        dict(model_version=np.array([1, 2])),
     ],
 )
 def test_bad_input_is_rejected_clearly(bad):

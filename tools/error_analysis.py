@@ -32,6 +32,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -173,21 +174,54 @@ def _float_array(name: str, values: Sequence[float] | np.ndarray, n: int | None)
     return arr
 
 
-def _label_array(name: str, values: str | Sequence[str] | np.ndarray, n: int) -> np.ndarray:
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """A label column encoded once: ``names[codes[i]]`` is row i's label (names sorted).
+
+    Grouping works on the integer codes, which is what keeps a million rows fast.
+    """
+
+    codes: np.ndarray
+    names: list
+
+
+LabelInput = str | Sequence[str] | np.ndarray | Labels
+
+
+def encode_labels(name: str, values: LabelInput, n: int) -> Labels:
+    """Encode a string label per row (or one string for every row); reject empty or non-strings."""
+    if isinstance(values, Labels):
+        if values.codes.shape != (n,):
+            raise ValueError(f"{name} has {values.codes.size} rows, expected {n}")
+        return values
     if isinstance(values, str):
-        return np.full(n, values, dtype=object)
+        if not values:
+            raise ValueError(f"{name} is an empty label")
+        return Labels(np.zeros(n, dtype=np.int64), [values])
+    if not isinstance(values, np.ndarray):
+        values = list(values)
+        bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+        if bad is not None:
+            raise ValueError(f"{name}[{bad}] must be a string, got {values[bad]!r}")
     arr = np.asarray(values)
     if arr.ndim != 1 or arr.size != n:
         raise ValueError(f"{name} must be a string or {n} labels, got shape {arr.shape}")
-    if arr.dtype.kind == "U":  # numpy strings: check for empties without a Python loop
-        empty = np.flatnonzero(arr == "")
-        if empty.size:
-            raise ValueError(f"{name}[{int(empty[0])}] is an empty label")
-        return arr.astype(object)
-    for i, v in enumerate(arr):
-        if not isinstance(v, str) or not v:
-            raise ValueError(f"{name}[{i}] must be a non-empty string, got {v!r}")
-    return arr.astype(object)
+    if arr.dtype.kind == "O":
+        bad = next((i for i, v in enumerate(arr) if not isinstance(v, str)), None)
+        if bad is not None:
+            raise ValueError(f"{name}[{bad}] must be a string, got {arr[bad]!r}")
+        arr = arr.astype(str) if arr.size else arr.astype("U1")
+    elif arr.dtype.kind != "U":
+        raise ValueError(f"{name} must hold strings, got dtype {arr.dtype}")
+    names, codes = np.unique(arr, return_inverse=True)
+    if names.size and names[0] == "":  # sorted: an empty label would come first
+        raise ValueError(f"{name}[{int(np.flatnonzero(codes == 0)[0])}] is an empty label")
+    return Labels(codes.astype(np.int64).ravel(), [str(x) for x in names])
+
+
+def _window_labels(ts: np.ndarray, window_seconds: float) -> Labels:
+    starts, codes = np.unique(np.floor(ts / window_seconds), return_inverse=True)
+    return Labels(codes.astype(np.int64).ravel(), [float(x) * window_seconds for x in starts])
 
 
 def _hours(hour: Sequence[int] | np.ndarray | None, ts: np.ndarray) -> np.ndarray:
@@ -204,25 +238,20 @@ def _hours(hour: Sequence[int] | np.ndarray | None, ts: np.ndarray) -> np.ndarra
 # --------------------------------------------------------------------------------------------
 
 
-def _group_codes(keys: list[np.ndarray]) -> tuple[np.ndarray, list[tuple]]:
-    """Combine key arrays into one group code per row; return codes and each group's key tuple."""
-    # np.unique on object rows is not supported: encode each key, then combine the codes.
-    codes = np.zeros(keys[0].size, dtype=np.int64)
-    uniques: list[np.ndarray] = []
+def _group_codes(keys: list[Labels]) -> tuple[np.ndarray, list[tuple]]:
+    """Combine encoded keys into one group code per row; return codes and each group's names."""
+    combined = np.zeros(keys[0].codes.size, dtype=np.int64)
     for k in keys:
-        u, inv = np.unique(k, return_inverse=True)
-        uniques.append(u)
-        codes = codes * len(u) + inv.astype(np.int64)
-    present, code = np.unique(codes, return_inverse=True)
+        combined = combined * len(k.names) + k.codes
+    present, code = np.unique(combined, return_inverse=True)
     groups: list[tuple] = []
-    for c in present:
+    for c in present.tolist():
         parts = []
-        rem = int(c)
-        for u in reversed(uniques):
-            parts.append(u[rem % len(u)])
-            rem //= len(u)
+        for k in reversed(keys):
+            parts.append(k.names[c % len(k.names)])
+            c //= len(k.names)
         groups.append(tuple(reversed(parts)))
-    return code.astype(np.int64), groups
+    return code.astype(np.int64).ravel(), groups
 
 
 def _r2(ss_res: float, ss_tot: float) -> float:
@@ -236,8 +265,8 @@ def segment_metrics(
     predicted: Sequence[float] | np.ndarray,
     actual: Sequence[float] | np.ndarray,
     *,
-    model_version: str | Sequence[str] | np.ndarray,
-    backend: str | Sequence[str] | np.ndarray | None = None,
+    model_version: LabelInput,
+    backend: LabelInput | None = None,
     ts: Sequence[float] | np.ndarray | None = None,
     by: Sequence[Level] = ("model_version",),
     window_seconds: float = 3600.0,
@@ -263,22 +292,20 @@ def segment_metrics(
     unknown = set(by) - {"model_version", "backend", "window"}
     if unknown:
         raise ValueError(f"unknown group key(s) {sorted(unknown)}")
-    versions = _label_array("model_version", model_version, n)
-    keys: list[np.ndarray] = []
+    keys: list[Labels] = []
     for level in by:
         if level == "model_version":
-            keys.append(versions)
+            keys.append(encode_labels("model_version", model_version, n))
         elif level == "backend":
             if backend is None:
                 raise ValueError("grouping by backend needs the backend labels")
-            keys.append(_label_array("backend", backend, n))
+            keys.append(encode_labels("backend", backend, n))
         else:
             if ts is None:
                 raise ValueError("grouping by window needs ts")
             if not window_seconds > 0:
                 raise ValueError("window_seconds must be > 0")
-            t = _float_array("ts", ts, n)
-            keys.append(np.floor(t / window_seconds) * window_seconds)
+            keys.append(_window_labels(_float_array("ts", ts, n), window_seconds))
     if not keys:
         raise ValueError("group by at least one key")
     code, groups = _group_codes(keys)
@@ -470,19 +497,20 @@ def _band_labels(edges: np.ndarray) -> list[str]:
     return [f"[{lo:g}, {hi:g})" for lo, hi in itertools.pairwise(bounds)]
 
 
-def _ttest(e: np.ndarray, level: float) -> tuple[float, float, float, float, float, float]:
-    """mean, std, t, p, ci_low, ci_high of a one-sample t-test against 0."""
-    n = e.size
-    mean = float(e.mean())
-    std = float(e.std(ddof=1))
-    if std == 0.0:  # every error identical: no spread, the sign of the mean is certain
-        t = 0.0 if mean == 0 else math.copysign(math.inf, mean)
-        return mean, std, t, (1.0 if mean == 0 else 0.0), mean, mean
-    se = std / math.sqrt(n)
-    t = mean / se
-    p = float(2.0 * stats.t.sf(abs(t), n - 1))
-    half = float(stats.t.ppf(0.5 + level / 2.0, n - 1)) * se
-    return mean, std, t, p, mean - half, mean + half
+def _ttests(
+    n: np.ndarray, mean: np.ndarray, std: np.ndarray, level: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised one-sample t-tests against 0: t, two-sided p, CI low, CI high.
+
+    A group whose errors are all identical (std 0) has a certain sign: p = 0 unless the mean is 0.
+    """
+    se = std / np.sqrt(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, mean / np.where(se > 0, se, 1.0), 0.0)
+    t = np.where((se == 0) & (mean != 0), np.copysign(np.inf, mean), t)
+    p = np.where(se > 0, 2.0 * stats.t.sf(np.abs(t), n - 1), np.where(mean == 0, 1.0, 0.0))
+    half = stats.t.ppf(0.5 + level / 2.0, n - 1) * se
+    return t, p, mean - half, mean + half
 
 
 def benjamini_hochberg(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -497,8 +525,8 @@ def segment_bias(
     predicted: Sequence[float] | np.ndarray,
     actual: Sequence[float] | np.ndarray,
     *,
-    model_version: str | Sequence[str] | np.ndarray,
-    backend: str | Sequence[str] | np.ndarray | None = None,
+    model_version: LabelInput,
+    backend: LabelInput | None = None,
     load: Sequence[float] | np.ndarray | None = None,
     hour: Sequence[int] | np.ndarray | None = None,
     ts: Sequence[float] | np.ndarray | None = None,
@@ -531,56 +559,64 @@ def segment_bias(
         raise ValueError("fdr must be in (0, 1)")
     if min_bias_ms < 0:
         raise ValueError("min_bias_ms must be >= 0")
-    versions = _label_array("model_version", model_version, n)
+    versions = encode_labels("model_version", model_version, n)
     err = p - y
 
-    dims: list[tuple[SegmentKind, np.ndarray]] = []
+    dims: list[tuple[SegmentKind, Labels]] = []
     if backend is not None:
-        dims.append(("backend", _label_array("backend", backend, n)))
+        dims.append(("backend", encode_labels("backend", backend, n)))
     edges: np.ndarray | None = None
     if load is not None:
         ld = _float_array("load", load, n)
         edges = load_band_edges(ld, load_bands)
-        labels = np.asarray(_band_labels(edges), dtype=object)
-        dims.append(("load_band", labels[np.searchsorted(edges, ld, side="right")]))
+        band = np.searchsorted(edges, ld, side="right").astype(np.int64)
+        dims.append(("load_band", Labels(band, _band_labels(edges))))
     if hour is not None or ts is not None:
         t = _float_array("ts", ts, n) if ts is not None else np.zeros(n)
-        hrs = _hours(hour, t)
-        dims.append(("hour", np.asarray([f"{h:02d}" for h in range(24)], dtype=object)[hrs]))
+        dims.append(("hour", Labels(_hours(hour, t), [f"{h:02d}" for h in range(24)])))
 
     raw: list[dict] = []
     skipped: list[SkippedGroup] = []
-    for v in sorted(set(versions.tolist())):
-        in_v = versions == v
-        for kind, lab in dims:
-            for value in sorted(set(lab[in_v].tolist())):
-                e = err[in_v & (lab == value)]
-                if e.size < min_samples:
-                    skipped.append(
-                        SkippedGroup(
-                            what="bias",
-                            key={"model_version": v, kind: value},
-                            n=int(e.size),
-                            min_required=min_samples,
-                            reason=f"{e.size} rows < minimum {min_samples}",
-                        )
-                    )
-                    continue
-                mean, std, t_stat, pv, lo, hi = _ttest(e, 1.0 - fdr)
-                raw.append(
-                    dict(
-                        model_version=v,
-                        segment=kind,
-                        value=value,
-                        n=int(e.size),
-                        mean_error_ms=mean,
-                        std_error_ms=std,
-                        ci_low_ms=lo,
-                        ci_high_ms=hi,
-                        t_statistic=t_stat,
-                        p_value=pv,
+    for kind, lab in dims:
+        k = len(lab.names)
+        combined = versions.codes * k + lab.codes  # version-major: results sorted by version
+        present, code = np.unique(combined, return_inverse=True)
+        code = code.ravel()
+        g = present.size
+        cnt = np.bincount(code, minlength=g).astype(np.float64)
+        mean = np.bincount(code, weights=err, minlength=g) / cnt
+        ss = np.bincount(code, weights=(err - mean[code]) ** 2, minlength=g)  # two-pass
+        std = np.sqrt(ss / np.maximum(cnt - 1.0, 1.0))
+        ok = cnt >= min_samples
+        t_stat, pv, lo, hi = _ttests(cnt, mean, std, 1.0 - fdr)
+        for i, c in enumerate(present.tolist()):
+            v, value = versions.names[c // k], lab.names[c % k]
+            if not ok[i]:
+                skipped.append(
+                    SkippedGroup(
+                        what="bias",
+                        key={"model_version": v, kind: value},
+                        n=int(cnt[i]),
+                        min_required=min_samples,
+                        reason=f"{int(cnt[i])} rows < minimum {min_samples}",
                     )
                 )
+                continue
+            raw.append(
+                dict(
+                    model_version=v,
+                    segment=kind,
+                    value=value,
+                    n=int(cnt[i]),
+                    mean_error_ms=float(mean[i]),
+                    std_error_ms=float(std[i]),
+                    ci_low_ms=float(lo[i]),
+                    ci_high_ms=float(hi[i]),
+                    t_statistic=float(t_stat[i]),
+                    p_value=float(pv[i]),
+                )
+            )
+    raw.sort(key=lambda r: r["model_version"])  # stable: per version, backend, load, hour
     adjusted = benjamini_hochberg([r["p_value"] for r in raw])
     tests: list[BiasTest] = []
     for r, pa in zip(raw, adjusted, strict=True):
@@ -638,8 +674,8 @@ def analyze_errors(
     predicted: Sequence[float] | np.ndarray,
     actual: Sequence[float] | np.ndarray,
     *,
-    model_version: str | Sequence[str] | np.ndarray,
-    backend: str | Sequence[str] | np.ndarray,
+    model_version: LabelInput,
+    backend: LabelInput,
     ts: Sequence[float] | np.ndarray,
     load: Sequence[float] | np.ndarray | None = None,
     hour: Sequence[int] | np.ndarray | None = None,
@@ -664,8 +700,8 @@ def analyze_errors(
         raise ValueError("no rows to analyse")
     y = _float_array("actual", actual, n)
     t = _float_array("ts", ts, n)
-    versions = _label_array("model_version", model_version, n)
-    backends = _label_array("backend", backend, n)
+    versions = encode_labels("model_version", model_version, n)
+    backends = encode_labels("backend", backend, n)
     common = dict(
         model_version=versions,
         backend=backends,
@@ -682,8 +718,8 @@ def analyze_errors(
         skipped += s
     err = p - y
     dists = [
-        error_distribution(err[versions == v], model_version=v, alpha=normality_alpha)
-        for v in sorted(set(versions.tolist()))
+        error_distribution(err[versions.codes == i], model_version=v, alpha=normality_alpha)
+        for i, v in enumerate(versions.names)
     ]
     bias = segment_bias(
         p,
