@@ -200,6 +200,8 @@ def test_residual_corrector_waits_for_min_samples_and_clips():
     rc.learn_many(X[:49], actual[:49], base[:49])
     assert not rc.active
     np.testing.assert_array_equal(rc.predict_many(X[:20], base[:20]), base[:20])
+    with pytest.raises(ValueError, match="NaN"):
+        rc.predict_one([float("nan")], 100.0)
     rc.learn_many(X[49:], actual[49:], base[49:])
     assert rc.active
     corr = rc.corrections(X, base)

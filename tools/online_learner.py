@@ -460,9 +460,11 @@ class ResidualCorrector:
         """The clipped residual that would be added to each base prediction (0 until active)."""
         n = len(X)
         b = self._base(base, n)
-        if not self.active:
+        Xb = self._with_base(X, b)
+        if not self.active:  # still reject bad input, so a caller learns of it before warm-up ends
+            self.learner._check_finite(self.learner._matrix(Xb))
             return np.zeros(n)
-        r = self.learner.predict_many(self._with_base(X, b))
+        r = self.learner.predict_many(Xb)
         return np.clip(r, -self.max_correction_ms, self.max_correction_ms)
 
     def predict_many(
