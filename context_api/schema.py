@@ -306,11 +306,92 @@ _V4_ALERT_DUPLICATES = (
     "CREATE INDEX alerts_duplicate_of ON alerts (duplicate_of) WHERE duplicate_of IS NOT NULL",
 )
 
+_V5_TRACES = (
+    # Reasoning traces (context_api/traces.py, docs/traces.md): an append-only hash chain.
+    # `seq` comes from AUTOINCREMENT's counter, so a deleted tail leaves a gap the next append
+    # makes visible. Columns beside `content_json` are copies for SQL and Datasette; `verify`
+    # checks them, and the `trace_steps` rows, against the hashed content.
+    """
+    CREATE TABLE traces (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        trace_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        parent_id TEXT,
+        started_at REAL NOT NULL,
+        ended_at REAL NOT NULL,
+        duration_s REAL NOT NULL,
+        llm TEXT,
+        model TEXT,
+        backend TEXT,
+        prompt_hash TEXT,
+        final TEXT,
+        fallback_reason TEXT,
+        n_steps INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        content_json TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        recorded_at REAL NOT NULL
+    ) STRICT
+    """,
+    "CREATE INDEX traces_started_at ON traces (started_at)",
+    "CREATE INDEX traces_kind_started_at ON traces (kind, started_at)",
+    "CREATE INDEX traces_parent_id ON traces (parent_id) WHERE parent_id IS NOT NULL",
+    "CREATE INDEX traces_backend ON traces (backend) WHERE backend IS NOT NULL",
+    """
+    CREATE TABLE trace_steps (
+        trace_id TEXT NOT NULL REFERENCES traces (trace_id),
+        idx INTEGER NOT NULL,
+        parent_idx INTEGER,
+        type TEXT NOT NULL CHECK (type IN ('node', 'tool_call', 'llm_turn')),
+        name TEXT NOT NULL,
+        started_at REAL,
+        duration_s REAL,
+        model TEXT,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        cache_read_tokens INTEGER,
+        cache_write_tokens INTEGER,
+        is_error INTEGER NOT NULL DEFAULT 0,
+        detail_json TEXT NOT NULL,
+        PRIMARY KEY (trace_id, idx)
+    ) STRICT, WITHOUT ROWID
+    """,
+    "CREATE INDEX trace_steps_name ON trace_steps (type, name)",
+    # Append-only: the application never updates or deletes a trace. (Someone editing the file
+    # can drop these triggers; `arcpoint traces verify` catches what they do next.)
+    """
+    CREATE TRIGGER traces_no_update BEFORE UPDATE ON traces
+    BEGIN SELECT RAISE(ABORT, 'traces are append-only'); END
+    """,
+    """
+    CREATE TRIGGER traces_no_delete BEFORE DELETE ON traces
+    BEGIN SELECT RAISE(ABORT, 'traces are append-only'); END
+    """,
+    """
+    CREATE TRIGGER trace_steps_no_update BEFORE UPDATE ON trace_steps
+    BEGIN SELECT RAISE(ABORT, 'trace steps are append-only'); END
+    """,
+    """
+    CREATE TRIGGER trace_steps_no_delete BEFORE DELETE ON trace_steps
+    BEGIN SELECT RAISE(ABORT, 'trace steps are append-only'); END
+    """,
+    # Full-text index over the trace's kind, final answer and the text of its inputs and steps.
+    # A search index only (not hashed): `arcpoint traces verify --rebuild-fts` can rebuild it.
+    """
+    CREATE VIRTUAL TABLE traces_fts USING fts5(
+        trace_id UNINDEXED, kind, final, body, tokenize = 'unicode61'
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core: decisions, outcomes, telemetry, model versions, events, runs", _V1_CORE),
     Migration(2, "monitoring: drift reports, anomalies, experiments", _V2_MONITORING),
     Migration(3, "alerts and their per-channel delivery state", _V3_ALERTS),
     Migration(4, "alerts: duplicates link to the alert they repeat", _V4_ALERT_DUPLICATES),
+    Migration(5, "reasoning traces: hash-chained, with steps and full-text search", _V5_TRACES),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

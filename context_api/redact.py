@@ -1,0 +1,225 @@
+"""Secret scrubbing for traces and logs: API keys and credentials never leave the process.
+
+Traces are kept forever and read by auditors, and logs end up in many places, so both go through
+`redact` first. It works on three levels, because a secret can arrive in any of these shapes:
+
+1. **By name**: in a mapping, the string value of a key that names a credential (`authorization`,
+   `x-api-key`, `api_key`, `token`, `secret`, `password`, `cookie`, `webhook_url`, ... and any
+   key ending in `_api_key`, `_token`, `_secret`, `_password`) becomes `[REDACTED]`. Numbers are
+   kept, so token *counts* (`input_tokens`, `max_tokens`) survive. A `[name, value]` pair in a
+   list (headers as pairs) is treated the same way.
+2. **By shape**, inside any string: Anthropic keys (`sk-ant-...`) and other well-known key
+   formats (OpenAI-style `sk-...`, GitHub, Slack, AWS access key ids, Google API keys),
+   `Bearer`/`Basic` credentials, `Authorization:` / `x-api-key:` header lines, webhook URLs whose
+   path is the secret (Slack, Discord, Teams, Zapier: only scheme and host are kept), passwords in
+   URLs (`https://user:pw@host`) and credential query parameters (`?token=...&sig=...`).
+3. **By value**: the value of every environment variable whose name contains KEY, TOKEN, SECRET,
+   PASSWORD, CREDENTIAL or WEBHOOK (8 characters or more, so short flags are not scrubbed from
+   all text) is replaced wherever it appears, whatever its shape. The environment is re-read when
+   it changes, so a key set after import is still caught.
+
+`redact` returns a new object and never mutates its input. `RedactingFilter` applies the same
+scrubbing to log records (message, arguments and formatted tracebacks); `install_log_redaction`
+attaches it to the handlers of a logger (the root logger by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "REDACTED",
+    "RedactingFilter",
+    "install_log_redaction",
+    "is_sensitive_key",
+    "redact",
+    "redact_text",
+]
+
+REDACTED = "[REDACTED]"
+
+_SENSITIVE_KEY = re.compile(
+    r"""^(?:
+        authorization | proxy[-_]?authorization | x[-_]?api[-_]?key | api[-_]?key | apikey
+      | x[-_]?auth[-_]?token | auth | auth[-_]?token | access[-_]?token | refresh[-_]?token
+      | id[-_]?token | session[-_]?token | bearer | token | secret | client[-_]?secret
+      | password | passwd | pwd | cookie | set[-_]?cookie | private[-_]?key | secret[-_]?key
+      | access[-_]?key | signing[-_]?key | webhook | webhook[-_]?url | credentials?
+      | anthropic[-_]?api[-_]?key | arcpoint[-_]?anthropic[-_]?api[-_]?key
+    )$
+    | (?:[-_](?:api[-_]?key|apikey|token|secret|password|passwd|private[-_]?key|secret[-_]?key
+              |access[-_]?key|credentials?|webhook[-_]?url))$
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+
+_ENV_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|WEBHOOK", re.IGNORECASE)
+_MIN_ENV_SECRET = 8
+
+# (pattern, replacement) applied in order to every string.
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Well-known key formats.
+    (re.compile(r"sk-ant-[A-Za-z0-9_\-]{6,}"), REDACTED),
+    (re.compile(r"\bsk-(?:proj-)?[A-Za-z0-9_\-]{20,}"), REDACTED),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), REDACTED),
+    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), REDACTED),
+    (re.compile(r"\bxox[abprs]-[A-Za-z0-9\-]{10,}"), REDACTED),
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
+    (re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"), REDACTED),
+    # Webhook URLs whose path is the secret: keep scheme and host.
+    (
+        re.compile(
+            r"(https?://(?:hooks\.slack\.com|(?:[a-z0-9-]+\.)?discord(?:app)?\.com"
+            r"|[a-z0-9-]+\.webhook\.office\.com|outlook\.office(?:365)?\.com"
+            r"|hooks\.zapier\.com))(/[^\s\"'<>]*)",
+            re.IGNORECASE,
+        ),
+        r"\1/" + REDACTED,
+    ),
+    # Passwords in URLs.
+    (re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^/\s:@\"']+:)[^@\s/\"']+@", re.IGNORECASE), r"\1***@"),
+    # Credential query parameters.
+    (
+        re.compile(
+            r"([?&](?:api[-_]?key|apikey|key|token|access[-_]?token|auth|secret|sig|signature"
+            r"|password|code)=)[^&#\s\"']+",
+            re.IGNORECASE,
+        ),
+        r"\1" + REDACTED,
+    ),
+    # Header lines and key=value pairs naming a credential (JSON-ish quotes allowed).
+    (
+        re.compile(
+            r"((?:\b(?:proxy-)?authorization|\bx-api-key|\bapi[-_]?key|\bx-auth-token"
+            r"|\baccess[-_]?token|\bclient[-_]?secret|\bpassword|\bsecret)[\"']?\s*[:=]\s*[\"']?)"
+            r"(?:(?:bearer|basic|token)\s+)?[^\s\"',;}&]+",
+            re.IGNORECASE,
+        ),
+        r"\1" + REDACTED,
+    ),
+    # Free-standing bearer / basic credentials.
+    (re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]{8,}=*", re.IGNORECASE), r"\1 " + REDACTED),
+)
+
+_env_cache: tuple[tuple[str, ...], re.Pattern[str] | None] = ((), None)
+
+
+def _env_secrets_pattern() -> re.Pattern[str] | None:
+    """One regex matching the values of credential-named environment variables (cached)."""
+    global _env_cache
+    values = tuple(
+        sorted(
+            {
+                value
+                for name, value in os.environ.items()
+                if _ENV_NAME.search(name) and len(value) >= _MIN_ENV_SECRET
+            },
+            key=lambda v: (-len(v), v),  # longest first, so a value containing another wins
+        )
+    )
+    cached_values, cached = _env_cache
+    if values == cached_values:
+        return cached
+    pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+    _env_cache = (values, pattern)
+    return pattern
+
+
+def is_sensitive_key(name: str) -> bool:
+    """Whether a mapping key or header name names a credential."""
+    return bool(_SENSITIVE_KEY.search(name.strip()))
+
+
+def redact_text(text: str) -> str:
+    """`text` with every secret it contains replaced by `[REDACTED]`."""
+    return _redact_text(text, _env_secrets_pattern())
+
+
+def _redact_text(text: str, env: re.Pattern[str] | None) -> str:
+    if env is not None:
+        text = env.sub(REDACTED, text)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact(obj: Any) -> Any:
+    """A copy of `obj` (JSON-like: dicts, lists, tuples, strings, numbers) with secrets removed.
+
+    Other objects are returned unchanged except `bytes`, which are decoded (lossily) and scrubbed:
+    serialise pydantic models first (`model_dump(mode="json")`).
+    """
+    return _redact(obj, _env_secrets_pattern())
+
+
+def _redact(obj: Any, env: re.Pattern[str] | None) -> Any:
+    if isinstance(obj, str):
+        return _redact_text(obj, env)
+    if isinstance(obj, Mapping):
+        out: dict[Any, Any] = {}
+        for key, value in obj.items():
+            if isinstance(key, str) and isinstance(value, str | bytes) and is_sensitive_key(key):
+                out[key] = REDACTED if value else value
+            else:
+                out[key] = _redact(value, env)
+        return out
+    if isinstance(obj, list | tuple):
+        if (
+            len(obj) == 2
+            and isinstance(obj[0], str)
+            and isinstance(obj[1], str)
+            and obj[1]
+            and is_sensitive_key(obj[0])
+        ):
+            pair = [obj[0], REDACTED]
+            return pair if isinstance(obj, list) else tuple(pair)
+        items = [_redact(item, env) for item in obj]
+        return items if isinstance(obj, list) else tuple(items)
+    if isinstance(obj, bytes | bytearray):
+        return _redact_text(bytes(obj).decode("utf-8", "replace"), env)
+    return obj
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that scrubs secrets from the message, its arguments and tracebacks.
+
+    Attach it to *handlers* (`install_log_redaction`): a filter on a logger does not see records
+    propagated from its child loggers, a filter on a handler sees every record it emits.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("arcpoint.redaction")
+        self._formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: keep what we have, scrubbed
+            message = f"{record.msg!r} % {record.args!r}"
+        record.msg = redact_text(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
+        return True
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
+    """Attach one `RedactingFilter` to every handler of `logger` (root by default); idempotent."""
+    target = logger if logger is not None else logging.getLogger()
+    existing = next(
+        (f for h in target.handlers for f in h.filters if isinstance(f, RedactingFilter)),
+        None,
+    )
+    flt = existing or RedactingFilter()
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(flt)
+    return flt
