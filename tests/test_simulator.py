@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from tools.fleet import (
     erlang_c,
     steady_state_latency,
 )
-from tools.simulator import FleetSimulator, simulate_history
+from tools.simulator import FleetSimulator, TickResult, random_chaos, simulate_history
 from tools.telemetry import TICK_SECONDS
 from tools.traffic import TrafficModel
 
@@ -207,6 +209,144 @@ def test_idle_backend_still_reports_a_health_probe():
     for p in res.telemetry:
         assert p.rps == 0.0 and p.in_flight == 0.0
         assert math.isfinite(p.p95_ms) and p.p95_ms > 0
+
+
+# -- numerical robustness ----------------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def assert_tick_sane(res: TickResult, assigned: dict[str, float]) -> None:
+    """Every telemetry and BackendTick field of a tick is finite and within its range."""
+    assert [p.backend for p in res.telemetry] == NAMES
+    for p in res.telemetry:
+        b = res.backends[p.backend]
+        timeout = SPEC[p.backend].timeout_ms
+        where = f"t={res.t_s} {p.backend} assigned={assigned.get(p.backend, 0)}: {b}"
+        assert math.isfinite(p.ts) and p.ts == res.ts, where
+        assert (p.rps, p.p50_ms, p.p95_ms, p.error_rate, p.in_flight) == (
+            b.rps,
+            b.p50_ms,
+            b.p95_ms,
+            b.error_rate,
+            b.in_flight,
+        ), where
+        assert p.rps == pytest.approx(assigned.get(p.backend, 0) / TICK_SECONDS), where
+        assert b.requests == assigned.get(p.backend, 0), where
+        assert 0.0 < b.p50_ms <= b.p95_ms <= timeout == b.timeout_ms, where
+        assert 0.0 <= b.error_rate <= 1.0, where
+        assert math.isfinite(b.in_flight) and b.in_flight >= 0.0, where
+        assert math.isfinite(b.mu) and math.isfinite(b.sigma) and b.sigma >= 0.0, where
+        for prob in (b.error_prob, b.shed_frac, b.other_error_prob):
+            assert 0.0 <= prob <= 1.0, where
+        assert b.error_prob >= b.shed_frac, where
+        assert math.isfinite(b.utilisation) and b.utilisation >= 0.0, where
+        assert 0.0 <= b.violation_prob(300.0) <= 1.0, where
+        assert 0.0 < b.quantile(0.5) <= timeout, where
+
+
+def test_recorded_sequence_that_drained_idle_queues_to_nan_stays_finite():
+    """Regression: b1 and b3 sat idle ~150 ticks after load. The implicit step shrank their
+    level geometrically into subnormal floats, 2 / P(wait) overflowed and the tick after the
+    recording crashed in `_binomial` on a NaN error probability. Idle queues now empty out."""
+    seq = json.loads((FIXTURES / "sim_nan_sequence.json").read_text())
+    sim = FleetSimulator(seed=3)
+    # The recording stops one tick short of the crash; keep its last routing for a while longer.
+    for assigned in seq + [seq[-1]] * 300:
+        sim.arrivals()
+        assert_tick_sane(sim.step(assigned), assigned)
+
+
+def test_a_backend_idle_for_long_after_load_reports_its_idle_latency():
+    for noise in (False, True):
+        sim = FleetSimulator(seed=1, noise=noise)
+        for _ in range(30):  # loaded to 90%: a queue builds
+            sim.arrivals()
+            sim.step({s.name: 0.9 * s.capacity_rps * TICK_SECONDS for s in DEFAULT_FLEET})
+        for _ in range(600):  # then nothing, for well past the point where levels underflowed
+            sim.arrivals()
+            res = sim.step({})
+            assert_tick_sane(res, {})
+        if not noise:
+            for s in DEFAULT_FLEET:
+                idle = steady_state_latency(s, 0.0)
+                got = res.backends[s.name]
+                assert (got.p50_ms, got.p95_ms) == pytest.approx(idle, rel=1e-6)
+                assert got.in_flight == 0.0
+
+
+@pytest.mark.parametrize("noise", [True, False], ids=["noise", "mean"])
+def test_many_server_backends_at_light_load_stay_finite(noise):
+    """With hundreds of slots, P(wait) at light load is ~1e-300 and 2 / P(wait) overflowed."""
+    fleet = [
+        BackendSpec(
+            f"c{c}", capacity_rps=10.0 * c, base_latency_ms=150.0, cost_per_request=0.001, servers=c
+        )
+        for c in (60, 250, 400)
+    ]
+    sim = FleetSimulator(fleet=fleet, seed=0, noise=noise)
+    for k in range(300):
+        sim.arrivals()
+        util = (k % 150) / 150 * 0.6
+        assigned = {s.name: util * s.capacity_rps * TICK_SECONDS for s in fleet}
+        res = sim.step(assigned)
+        for b in res.backends.values():
+            for v in (b.p50_ms, b.p95_ms, b.error_rate, b.mu, b.sigma, b.error_prob, b.in_flight):
+                assert math.isfinite(v), (k, b)
+            assert 0.0 < b.p50_ms <= b.p95_ms <= b.timeout_ms and 0.0 <= b.error_prob <= 1.0
+
+
+def _random_assignments(rng: np.random.Generator, ticks: int):
+    """Per backend, regimes of random length: idle (long, so a loaded queue drains to nothing),
+    light or heavy load, overload far past capacity, and single-tick spikes and drops to zero.
+    Sometimes the tick's arrivals are routed exactly (the expected-count path of `step`)."""
+    caps = {s.name: s.capacity_rps * TICK_SECONDS for s in DEFAULT_FLEET}
+    regime = dict.fromkeys(caps, "idle")
+    left = dict.fromkeys(caps, 0)
+    for _ in range(ticks):
+        for name in caps:
+            if left[name] == 0:
+                regime[name] = str(rng.choice(["idle", "load", "overload", "flicker"]))
+                left[name] = int(
+                    rng.integers(200, 400) if regime[name] == "idle" else rng.integers(1, 60)
+                )
+            left[name] -= 1
+        out: dict[str, float] = {}
+        for name, cap in caps.items():
+            r = regime[name]
+            if r == "idle":
+                continue
+            if r == "load":
+                out[name] = int(rng.uniform(0.0, 1.0) * cap)
+            elif r == "overload":
+                out[name] = int(cap * rng.choice([1.2, 3.0, 50.0, 1e4]))
+            else:  # flicker: zero, a spike, or a fractional trickle
+                out[name] = float(rng.choice([0.0, 2.0 * cap, 0.9 * cap, 1e-300, 1e-9, 0.3]))
+        yield out
+
+
+@pytest.mark.parametrize("chaos", [False, True], ids=["calm", "chaos"])
+def test_random_routing_with_idle_spells_overloads_and_drops_stays_finite(chaos):
+    ticks = 3000
+    rng = np.random.default_rng(20240611 + chaos)
+    if chaos:
+        events = random_chaos(ticks * TICK_SECONDS, NAMES, rng, chaos_per_hour=3.0)
+        scen = Scenario(name="fuzz", seed=5, duration_s=ticks * TICK_SECONDS, chaos=events)
+        sim = FleetSimulator(scen)
+    else:
+        sim = FleetSimulator(seed=5)
+    for assigned in _random_assignments(rng, ticks):
+        n = sim.arrivals()
+        live = [k for k, v in assigned.items() if v > 0]
+        if live and rng.random() < 0.3:  # route exactly the arrivals among the busy backends
+            counts = rng.multinomial(n, np.full(len(live), 1.0 / len(live))).tolist()
+            assigned = dict.fromkeys(NAMES, 0) | dict(zip(live, counts, strict=True))
+        res = sim.step(assigned)
+        if chaos:
+            failed = [b for b in res.backends.values() if b.failed]
+            for b in failed:
+                assert b.error_prob == 1.0 and b.p50_ms == b.p95_ms == b.timeout_ms
+        assert_tick_sane(res, assigned)
 
 
 # -- against a discrete-event simulation --------------------------------------------------------

@@ -88,6 +88,14 @@ _NZ = 5
 """Standard normals drawn per backend per tick: speed, queue level, p50, p95, errors."""
 QUEUE_LIMIT = 0.5
 """Arrivals are shed once the backlog would take this share of the timeout to drain."""
+X_EMPTY = 1e-9
+"""Mean number in system below which a queue is empty. The implicit step only shrinks an idle
+queue geometrically (by 1 + k/c per tick, k = 10 s of capacity), never to zero, so without this
+floor an idle backend's level sinks into subnormal floats within a few hundred ticks."""
+CW_MIN = 1e-12
+"""Probability of waiting below which the wait is zero. The wait's squared CV about its mean,
+2/C - 1, overflows as C underflows (inf - inf is NaN downstream); the mean and variance the wait
+would add here are below 1e-12 of a service time."""
 
 
 def _binomial(n: int, p: float, z: float) -> int:
@@ -250,10 +258,13 @@ class _Queue:
         self.wb_prev = 0.0
 
     def solve(self, b: float, k: float) -> tuple[float, float, float]:
-        """Solve x + k·rho(x) = b for x >= 0; return (x, rho, Erlang C at rho)."""
+        """Solve x + k·rho(x) = b for x >= 0; return (x, rho, Erlang C at rho).
+
+        A level below X_EMPTY comes back as exactly empty, so the state is 0 or a normal float.
+        """
         G, R = self.G, self.R
         last = self.last
-        if b <= 0.0:
+        if b <= X_EMPTY:
             return 0.0, 0.0, 0.0
         f_last = G[last] + k * R[last]
         if b >= f_last:
@@ -276,12 +287,11 @@ class _Queue:
         f_lo = G[lo] + k * R[lo]
         f_hi = G[hi] + k * R[hi]
         t = (b - f_lo) / (f_hi - f_lo)
+        x = G[lo] + t * (G[hi] - G[lo])
+        if x < X_EMPTY:
+            return 0.0, 0.0, 0.0
         C = self.C
-        return (
-            G[lo] + t * (G[hi] - G[lo]),
-            R[lo] + t * (R[hi] - R[lo]),
-            C[lo] + t * (C[hi] - C[lo]),
-        )
+        return x, R[lo] + t * (R[hi] - R[lo]), C[lo] + t * (C[hi] - C[lo])
 
 
 class _Chaos:
@@ -544,16 +554,19 @@ class FleetSimulator:
                 shed = x - x_max
                 x = x_max
             q.x = x
-            wq = cw / (cap_eff * (1.0 - r)) * q.k_ac if r > 0.0 else 0.0
             # Squared CV of a request's wait about the mean (zero/exponential mixture), split
             # into a between-tick part (the level of the queue during this tick, which moves
             # with the queue's relaxation time) and a within-tick part.
-            within = 2.0 / cw - 1.0 if cw > 0.0 else 0.0
+            if cw >= CW_MIN:
+                wq = cw / (cap_eff * (1.0 - r)) * q.k_ac
+                within = 2.0 / cw - 1.0
+            else:
+                wq = within = 0.0
             if noisy and wq > 0.0:
                 xr = T * cap_eff * (1.0 - sqrt(r)) ** 2 / TAU_K
-                share = 2.0 * (xr - 1.0 + exp(-xr)) / (xr * xr) if xr > 1e-6 else 1.0
+                share = min(1.0, 2.0 * (xr - 1.0 + exp(-xr)) / (xr * xr)) if xr > 1e-6 else 1.0
                 cv2 = share * within
-                within -= cv2
+                within *= 1.0 - share
                 phi = exp(-xr * PHI_K)
                 q.eps_q = phi * q.eps_q + sqrt(1.0 - phi * phi) * z[_NZ * i + 1]
                 # Gamma-distributed level with mean 1 (Wilson-Hilferty approximation).
