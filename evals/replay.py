@@ -135,7 +135,7 @@ def run_scenario(
             bt = result.backends[name]
             mask = chosen == i
             lat[mask] = bt.sample(c, rng)
-            ok[mask] = rng.random(c) >= bt.error_rate
+            ok[mask] = rng.random(c) >= bt.error_prob
         bad = (lat > slas) | ~ok
         total += n
         violations += int(bad.sum())

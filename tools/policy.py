@@ -57,6 +57,8 @@ class PredictiveConfig:
     """Hysteresis: a backend pulled for SLA risk returns once its upper forecast < this x SLA."""
     max_share_step: float = 0.25
     eject_error_rate: float = 0.5
+    dead_error_rate: float = 0.9
+    """A backend failing this often is ejected even past `max_ejection_fraction`."""
     max_ejection_fraction: float = 0.5
     """As Envoy's max_ejection_percent: an overloaded fleet that errors everywhere is not
     ejected wholesale (at least one backend may always be ejected)."""
@@ -64,6 +66,8 @@ class PredictiveConfig:
     base_ejection_s: float = 30.0
     max_ejection_s: float = 300.0
     demand_margin: float = 1.1
+    max_utilisation: float = 0.85
+    """With capacities known, no backend is planned past this fraction of its capacity."""
     slots: int = DEFAULT_SLOTS
 
 
@@ -195,10 +199,11 @@ class PredictivePolicy:
         ejected = sum(st.ejected_until > ts for st in self._state)
         for i in np.argsort(-errors, kind="stable"):
             st = self._state[i]
+            dead = errors[i] >= cfg.dead_error_rate
             if (
                 errors[i] >= cfg.eject_error_rate
                 and st.ejected_until <= ts
-                and ejected < max_ejected
+                and (ejected < max_ejected or dead)
             ):
                 ejected += 1
                 st.ejections += 1
@@ -229,15 +234,17 @@ class PredictivePolicy:
         moved. The rate that keeps a backend at level L is c (1 - A / L).
         If the fleet can carry the demand with every backend at or under its target, the
         cheapest backends are filled first up to their target rates (the minimum-cost split);
-        otherwise the level L is raised until the fleet carries the demand, which balances the
-        forecast latency across backends (the split that minimises the worst one).
+        if it can within the SLA, the level is raised until it does (balancing the forecast
+        latency) with no backend planned past `max_utilisation` of its capacity; beyond that,
+        the excess overflows to a single backend (see below).
         """
         cfg = self.config
         cap = self._capacity
         demand = self._demand_ewma
         if math.isnan(demand) or not healthy.any():
             return self._split(forecast, healthy)
-        demand = max(demand * cfg.demand_margin, 1e-6)
+        raw_demand = max(demand, 1e-6)
+        demand = raw_demand * cfg.demand_margin
         util = np.clip(rps / cap, 0.0, 0.95)
         level = np.maximum(forecast * (1.0 - util), 1e-3)
 
@@ -257,13 +264,27 @@ class PredictivePolicy:
                 if left <= 0:
                     break
             return take / take.sum()
-        lo, hi = target, target
-        while rates(hi).sum() < demand and hi < 1e7:
-            lo, hi = hi, hi * 2.0
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if rates(mid).sum() < demand else (lo, mid)
-        take = rates(hi)
+        ceiling = cap * cfg.max_utilisation
+        ceiling[~healthy] = 0.0
+        if ceiling.sum() >= demand:
+            # Tight but feasible: raise the level until the fleet carries the demand, which
+            # balances forecast latency across backends (minimising the worst one), never
+            # loading a backend past `max_utilisation` of its capacity.
+            lo, hi = target, target
+            while np.minimum(rates(hi), ceiling).sum() < demand and hi < 1e7:
+                lo, hi = hi, hi * 2.0
+            for _ in range(40):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if np.minimum(rates(mid), ceiling).sum() < demand else (lo, mid)
+            take = np.minimum(rates(hi), ceiling)
+        else:
+            # Overload: more demand than the fleet can carry. Spreading it would saturate every
+            # backend; instead each carries up to `max_utilisation` and the excess overflows to
+            # the smallest healthy backend, so the violations stay with the excess traffic.
+            take = ceiling.copy()
+            idx = np.flatnonzero(healthy)
+            spill = idx[np.argmin(ceiling[idx])]
+            take[spill] += raw_demand - ceiling.sum()
         if take.sum() <= 0:
             return self._split(forecast, healthy)
         return take / take.sum()
