@@ -79,6 +79,18 @@ def test_large_batches_are_chunked_without_changing_results(fitted):
     assert np.array_equal(flat.predict(big), rf.predict(big))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_apply_gives_sklearn_leaves_and_leaf_values_can_be_replaced(fitted, backend):
+    rf, X = fitted
+    flat = FlatForest.from_sklearn(rf, backend=backend)
+    leaves = flat.apply(X[:300])
+    expected = rf.apply(X[:300]).T + flat.roots[:, None]
+    assert np.array_equal(leaves, expected)
+    doubled = flat.with_leaf_values(flat.value * 2)
+    assert np.array_equal(doubled.predict_per_tree(X[:300]), 2 * flat.predict_per_tree(X[:300]))
+    assert np.array_equal(flat.predict(X[:5]), rf.predict(X[:5]))  # the original is untouched
+
+
 def test_walkers_agree():
     if not HAVE_NUMBA:
         pytest.skip("no numba")

@@ -155,22 +155,32 @@ class FlatForest:
         return int(self.feature.shape[0])
 
     # ------------------------------------------------------------------ inference
-    def predict_per_tree(self, X: np.ndarray) -> np.ndarray:
-        """Each tree's prediction, shape (n_trees, n_rows), float64."""
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        """The leaf each row reaches in each tree: global node ids, shape (n_trees, n_rows)."""
         Xc = self._prepare(X)
         n = Xc.shape[0]
         if self._backend == "numba":
-            out = np.empty((self.n_trees, n), dtype=np.float64)
+            leaves = np.empty((self.n_trees, n), dtype=np.int64)
             _numba_walker()(
-                Xc, self.roots, self.feature, self.threshold, self.left, self.right, self.value, out
+                Xc, self.roots, self.feature, self.threshold, self.left, self.right, leaves
             )
-            return out
+            return leaves
         if n <= _ROW_CHUNK:
             return self._walk(Xc)
-        out = np.empty((self.n_trees, n), dtype=np.float64)
+        leaves = np.empty((self.n_trees, n), dtype=np.int64)
         for start in range(0, n, _ROW_CHUNK):
-            out[:, start : start + _ROW_CHUNK] = self._walk(Xc[start : start + _ROW_CHUNK])
-        return out
+            leaves[:, start : start + _ROW_CHUNK] = self._walk(Xc[start : start + _ROW_CHUNK])
+        return leaves
+
+    def predict_per_tree(self, X: np.ndarray) -> np.ndarray:
+        """Each tree's prediction, shape (n_trees, n_rows), float64."""
+        return self.value.take(self.apply(X))
+
+    def with_leaf_values(self, value: np.ndarray) -> FlatForest:
+        """The same trees with other node values (e.g. leaf values refitted by the caller)."""
+        arrays = self.arrays()
+        arrays["value"] = value
+        return FlatForest(**arrays, n_features=self.n_features, backend=self._backend)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The forest mean, shape (n_rows,), equal to scikit-learn's `predict`."""
@@ -191,12 +201,12 @@ class FlatForest:
         n = Xc.shape[0]
         start, row_offset = self._start(n)
         flat = Xc.ravel()
-        node = start
+        node = start if self.max_depth else start.copy()  # never hand out the cached array
         feat, thr, child = self._feat, self._thr, self._child
         for _ in range(self.max_depth):
             x = flat.take(row_offset + feat.take(node))
             node = child.take(2 * node + (x > thr.take(node)))
-        return self.value.take(node).reshape(self.n_trees, n)
+        return node.reshape(self.n_trees, n)
 
     def _start(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         cached = self._cache.get(n)
@@ -227,7 +237,7 @@ def _numba_walker() -> Any:
     global _NUMBA_WALK
     if _NUMBA_WALK is None:
 
-        def walk(Xc, roots, feature, threshold, left, right, value, out):  # pragma: no cover
+        def walk(Xc, roots, feature, threshold, left, right, out):  # pragma: no cover
             for t in range(roots.shape[0]):
                 root = roots[t]
                 for i in range(Xc.shape[0]):
@@ -236,7 +246,7 @@ def _numba_walker() -> Any:
                     while child != -1:
                         node = child if Xc[i, feature[node]] <= threshold[node] else right[node]
                         child = left[node]
-                    out[t, i] = value[node]
+                    out[t, i] = node
 
         _NUMBA_WALK = _numba.njit(nogil=True, cache=False)(walk)
     return _NUMBA_WALK
