@@ -79,6 +79,9 @@ __all__ = [
     "VerifyReport",
     "canonical_json",
     "chain_hash",
+    "new_trace_id",
+    "otel_document",
+    "otel_spans",
 ]
 
 log = logging.getLogger(__name__)
@@ -817,6 +820,14 @@ class TraceStore:
             ).fetchone()
         return None if row is None else (int(row[0]), str(row[1]))
 
+    def seq_of_hash(self, digest: str) -> int | None:
+        """The seq of the trace with this chain hash (to check a published anchor)."""
+        with self.store._lock:
+            row = self.store.conn.execute(
+                "SELECT seq FROM traces WHERE hash = ? ORDER BY seq LIMIT 1", (digest,)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
     def get(self, trace_id: str) -> StoredTrace | None:
         """The trace with this id, or with this unique id prefix (at least 6 characters)."""
         with self.store._lock:
@@ -915,135 +926,58 @@ class TraceStore:
         """Walk the chain from the first trace: recompute each hash, check each link, the seq
         order, the copied columns and the `trace_steps` rows against the hashed content.
 
-        After a break the walk continues from the stored hash, so later problems are reported
-        too; `first_bad` is the earliest. Deleting the *newest* traces cannot be seen from the
-        file alone once AUTOINCREMENT's counter is also reset: compare `head_hash` with a copy
-        published elsewhere (`arcpoint traces verify --expect-head`).
+        Streams both tables in chain order inside one read transaction (one consistent snapshot;
+        WAL lets other processes keep appending meanwhile). After a break the walk continues
+        from the stored hash, so later problems are reported too; `first_bad` is the earliest.
+        Deleting the *newest* traces and resetting AUTOINCREMENT's counter cannot be seen from
+        the file alone: compare `head_hash` with a copy kept elsewhere (`--expect-head`).
         """
-        problems: list[TraceProblem] = []
-        truncated = False
-
-        def bad(seq: int | None, trace_id: str | None, text: str) -> None:
-            nonlocal truncated
-            if len(problems) < max_problems:
-                problems.append(TraceProblem(seq=seq, trace_id=trace_id, problem=text))
-            else:
-                truncated = True
-
         with self.store._lock:
             conn = self.store.conn
-            # A separate read cursor per table, each in chain order, merged as we go.
-            rows = conn.execute(
-                f"SELECT {', '.join(_TRACE_COLUMNS)} FROM traces ORDER BY seq"
-            ).fetchall()
-            step_rows = conn.execute(
-                f"SELECT {', '.join(_STEP_COLUMNS)} FROM trace_steps ORDER BY trace_id, idx"
-            ).fetchall()
-            seq_row = conn.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'traces'"
-            ).fetchone()
-            triggers = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                    "AND tbl_name IN ('traces', 'trace_steps')"
-                )
-            }
-        steps_by_trace: dict[str, list[tuple[Any, ...]]] = {}
-        for srow in step_rows:
-            steps_by_trace.setdefault(srow[0], []).append(tuple(srow))
-
-        prev_hash = GENESIS_HASH
-        expected_seq = 1
-        seen: set[str] = set()
-        head_seq: int | None = None
-        head_hash: str | None = None
-        idx = {c: i for i, c in enumerate(_TRACE_COLUMNS)}
-        for row in rows:
-            seq = int(row[idx["seq"]])
-            trace_id = str(row[idx["trace_id"]])
-            stored_prev = row[idx["prev_hash"]]
-            stored_hash = row[idx["hash"]]
-            text = row[idx["content_json"]]
-            seen.add(trace_id)
-            if seq != expected_seq:
-                missing = (
-                    f"seq {expected_seq}"
-                    if seq == expected_seq + 1
-                    else f"seqs {expected_seq}..{seq - 1}"
-                )
-                bad(seq, trace_id, f"{missing} missing before this trace (deleted)")
-            if stored_prev != prev_hash:
-                bad(
-                    seq,
-                    trace_id,
-                    "prev_hash does not match the hash of the trace before it "
-                    "(a trace before it was deleted, edited or moved)",
-                )
-            if chain_hash(str(stored_prev), seq, str(text)) != stored_hash:
-                bad(seq, trace_id, "hash does not match its content (edited or moved)")
+            own_txn = not conn.in_transaction
+            if own_txn:
+                conn.execute("BEGIN")
             try:
-                content = json.loads(text)
-                if canonical_json(content) != text:
-                    bad(seq, trace_id, "content_json is not in canonical form (edited)")
-                if content.get("trace_id") != trace_id:
-                    bad(seq, trace_id, "trace_id column differs from the hashed content")
-                expected = _trace_columns(content)
-                for column in _DERIVED_TRACE_COLUMNS:
-                    got = row[idx[column]]
-                    want = expected[column]
-                    if not _same(got, want):
-                        bad(seq, trace_id, f"column {column} differs from the hashed content")
-                want_steps = _step_rows(content)
-                got_steps = steps_by_trace.get(trace_id, [])
-                if len(got_steps) != len(want_steps):
-                    bad(
-                        seq,
-                        trace_id,
-                        f"trace_steps has {len(got_steps)} rows, the hashed content "
-                        f"{len(want_steps)} steps",
-                    )
-                else:
-                    for got_step, want_step in zip(got_steps, want_steps, strict=True):
-                        if not all(_same(g, w) for g, w in zip(got_step, want_step, strict=True)):
-                            bad(
-                                seq,
-                                trace_id,
-                                f"trace_steps row {want_step[1]} differs from the hashed content",
-                            )
-                            break
-            except (ValueError, TypeError, KeyError) as exc:
-                bad(seq, trace_id, f"content_json is not a valid trace ({exc})")
-            prev_hash = str(stored_hash)
-            expected_seq = seq + 1
-            head_seq, head_hash = seq, str(stored_hash)
+                return self._verify(conn, max_problems)
+            finally:
+                if own_txn and conn.in_transaction:
+                    conn.execute("COMMIT")
 
-        issued = int(seq_row[0]) if seq_row else 0
-        if issued > (head_seq or 0):
-            bad(
+    def _verify(self, conn: sqlite3.Connection, max_problems: int) -> VerifyReport:
+        check = _ChainCheck(max_problems)
+        rows = conn.execute(f"SELECT {', '.join(_TRACE_COLUMNS)} FROM traces ORDER BY seq")
+        step_cursor = conn.execute(
+            f"SELECT {', '.join('s.' + c for c in _STEP_COLUMNS)}, t.seq FROM trace_steps s "
+            "JOIN traces t ON t.trace_id = s.trace_id ORDER BY t.seq, s.idx"
+        )
+        steps = _StepStream(step_cursor)
+        for row in rows:
+            check.trace(row, steps.take(int(row[0])))
+        issued_row = conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'traces'"
+        ).fetchone()
+        issued = int(issued_row[0]) if issued_row else 0
+        if issued > (check.head_seq or 0):
+            check.bad(
                 None,
                 None,
-                f"traces after seq {head_seq or 0} up to {issued} are missing "
+                f"traces after seq {check.head_seq or 0} up to {issued} are missing "
                 "(the newest traces were deleted)",
             )
-        orphans = sorted(set(steps_by_trace) - seen)
-        if orphans:
-            bad(None, orphans[0], f"{len(orphans)} trace(s) have steps but no trace row")
-
-        first = None
-        if problems:
-            ranked = [p for p in problems if p.seq is not None]
-            first = min(ranked, key=lambda p: p.seq or 0) if ranked else problems[0]
-        return VerifyReport(
-            ok=not problems,
-            checked=len(rows),
-            head_seq=head_seq,
-            head_hash=head_hash,
-            first_bad=first,
-            problems=problems,
-            problems_truncated=truncated,
-            append_only_triggers=len(triggers) >= 4,
-        )
+        orphan = conn.execute(
+            "SELECT COUNT(DISTINCT trace_id), MIN(trace_id) FROM trace_steps "
+            "WHERE trace_id NOT IN (SELECT trace_id FROM traces)"
+        ).fetchone()
+        if orphan and orphan[0]:
+            check.bad(
+                None, orphan[1], f"{orphan[0]} trace(s) have steps but no trace row (deleted)"
+            )
+        triggers = conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' "
+            "AND name IN ('traces_no_update', 'traces_no_delete', "
+            "'trace_steps_no_update', 'trace_steps_no_delete')"
+        ).fetchone()[0]
+        return check.report(append_only_triggers=int(triggers) == 4)
 
     def rebuild_search_index(self) -> int:
         """Rebuild `traces_fts` from the hashed content (it is an index, not evidence)."""
@@ -1063,6 +997,151 @@ class TraceStore:
                 )
                 n += 1
         return n
+
+
+class _StepStream:
+    """The `trace_steps` rows of consecutive traces, from one cursor ordered by trace seq."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+        self._pending: tuple[Any, ...] | None = None
+        self._done = False
+
+    def take(self, seq: int) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        while True:
+            if self._pending is None and not self._done:
+                row = self._cursor.fetchone()
+                if row is None:
+                    self._done = True
+                else:
+                    self._pending = tuple(row)
+            if self._pending is None or int(self._pending[-1]) > seq:
+                return out
+            if int(self._pending[-1]) == seq:
+                out.append(self._pending[:-1])
+            self._pending = None
+
+
+_COL = {c: i for i, c in enumerate(_TRACE_COLUMNS)}
+
+
+class _ChainCheck:
+    """The state of one walk along the chain: the previous hash, the expected seq, problems."""
+
+    def __init__(self, max_problems: int) -> None:
+        self.max_problems = max_problems
+        self.problems: list[TraceProblem] = []
+        self.truncated = False
+        self.prev_hash = GENESIS_HASH
+        self.expected_seq = 1
+        self.checked = 0
+        self.head_seq: int | None = None
+        self.head_hash: str | None = None
+        self.prev_id: str | None = None
+        self.prev_clean = False
+
+    def bad(self, seq: int | None, trace_id: str | None, text: str) -> None:
+        if len(self.problems) < self.max_problems:
+            self.problems.append(TraceProblem(seq=seq, trace_id=trace_id, problem=text))
+        else:
+            self.truncated = True
+
+    def trace(self, row: Sequence[Any], got_steps: list[tuple[Any, ...]]) -> None:
+        seq = int(row[_COL["seq"]])
+        trace_id = str(row[_COL["trace_id"]])
+        stored_prev = str(row[_COL["prev_hash"]])
+        stored_hash = str(row[_COL["hash"]])
+        text = str(row[_COL["content_json"]])
+        self.checked += 1
+        if seq != self.expected_seq:
+            gap = (
+                f"seq {self.expected_seq}"
+                if seq == self.expected_seq + 1
+                else f"seqs {self.expected_seq}..{seq - 1}"
+            )
+            self.bad(seq, trace_id, f"{gap} missing before this trace (deleted)")
+        own_hash_ok = chain_hash(stored_prev, seq, text) == stored_hash
+        if stored_prev != self.prev_hash:
+            if seq == self.expected_seq and own_hash_ok and self.prev_clean and self.prev_id:
+                # This trace is consistent and in place, so the one before it was re-hashed
+                # after an edit: name that one.
+                self.bad(
+                    seq - 1,
+                    self.prev_id,
+                    "hash was rewritten (content edited and re-hashed): the next trace links "
+                    f"to {stored_prev[:16]}…, not to this trace's hash",
+                )
+            else:
+                self.bad(
+                    seq,
+                    trace_id,
+                    "prev_hash is not the hash of the trace before it "
+                    "(a trace before it was deleted, edited or moved)",
+                )
+        if not own_hash_ok:
+            self.bad(seq, trace_id, "hash does not match its content (edited or moved)")
+        before = len(self.problems)
+        self._content(seq, trace_id, row, text, got_steps)
+        self.prev_clean = own_hash_ok and len(self.problems) == before and seq == self.expected_seq
+        self.prev_id = trace_id
+        self.prev_hash = stored_hash
+        self.expected_seq = seq + 1
+        self.head_seq, self.head_hash = seq, stored_hash
+
+    def _content(
+        self,
+        seq: int,
+        trace_id: str,
+        row: Sequence[Any],
+        text: str,
+        got_steps: list[tuple[Any, ...]],
+    ) -> None:
+        try:
+            content = json.loads(text)
+            if canonical_json(content) != text:
+                self.bad(seq, trace_id, "content_json is not in canonical form (edited)")
+            if content.get("trace_id") != trace_id:
+                self.bad(seq, trace_id, "trace_id column differs from the hashed content")
+                return
+            expected = _trace_columns(content)
+            for column in _DERIVED_TRACE_COLUMNS:
+                if not _same(row[_COL[column]], expected[column]):
+                    self.bad(seq, trace_id, f"column {column} differs from the hashed content")
+            want_steps = _step_rows(content)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            self.bad(seq, trace_id, f"content_json is not a valid trace ({exc})")
+            return
+        if len(got_steps) != len(want_steps):
+            self.bad(
+                seq,
+                trace_id,
+                f"trace_steps holds {len(got_steps)} rows, the hashed content "
+                f"{len(want_steps)} steps (steps deleted or added)",
+            )
+            return
+        for got, want in zip(got_steps, want_steps, strict=True):
+            if not all(_same(g, w) for g, w in zip(got, want, strict=True)):
+                self.bad(
+                    seq, trace_id, f"trace_steps row {want[1]} differs from the hashed content"
+                )
+                return
+
+    def report(self, *, append_only_triggers: bool) -> VerifyReport:
+        ranked = [p for p in self.problems if p.seq is not None]
+        first = min(ranked, key=lambda p: p.seq or 0) if ranked else None
+        if first is None and self.problems:
+            first = self.problems[0]
+        return VerifyReport(
+            ok=not self.problems,
+            checked=self.checked,
+            head_seq=self.head_seq,
+            head_hash=self.head_hash,
+            first_bad=first,
+            problems=self.problems,
+            problems_truncated=self.truncated,
+            append_only_triggers=append_only_triggers,
+        )
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -1232,3 +1311,180 @@ class TraceWriter:
             del self.stats.errors[:-20]
             self.failed_records.append(record)
         return False
+
+
+# --- OpenTelemetry export ------------------------------------------------------------------------
+# OTLP/JSON shape (resourceSpans -> scopeSpans -> spans) with the GenAI semantic-convention
+# attribute names where they fit. A trace becomes one root span (`invoke_agent`), each node a
+# child span, each LLM turn a `chat` span and each tool call an `execute_tool` span under its
+# node. Ids are derived from the trace id (sha256), so exporting twice gives the same ids.
+
+_SPAN_KIND_INTERNAL = 1
+_SPAN_KIND_CLIENT = 3
+_STATUS_OK = 1
+_STATUS_ERROR = 2
+
+
+def _otel_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, list | tuple):
+        return {"arrayValue": {"values": [_otel_value(v) for v in value]}}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    return {"stringValue": canonical_json(value)}
+
+
+def _attrs(pairs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": k, "value": _otel_value(v)} for k, v in pairs.items() if v is not None]
+
+
+def _nanos(t: float) -> str:
+    return str(round(t * 1e9))
+
+
+def _hex_id(*parts: object, length: int) -> str:
+    return hashlib.sha256("/".join(str(p) for p in parts).encode()).hexdigest()[:length]
+
+
+def _provider(llm: str | None, model: str | None) -> str:
+    if llm == "claude" or (model or "").startswith("claude"):
+        return "anthropic"
+    return f"arcpoint.{llm}" if llm else "arcpoint"
+
+
+def otel_spans(trace: TraceRecord) -> list[dict[str, Any]]:
+    """One trace as OTLP-JSON spans (root first, then the steps in order)."""
+    trace_hex = _hex_id("trace", trace.trace_id, length=32)
+    root_id = _hex_id("span", trace.trace_id, "root", length=16)
+    span_ids = [_hex_id("span", trace.trace_id, i, length=16) for i in range(len(trace.steps))]
+    provider = _provider(trace.llm, trace.model)
+    root_attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": f"arcpoint.{trace.kind}",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": trace.model,
+        "gen_ai.conversation.id": trace.parent_id if trace.kind == "chat" else None,
+        "gen_ai.usage.input_tokens": sum(
+            s.input_tokens + s.cache_read_tokens + s.cache_write_tokens for s in trace.steps
+        ),
+        "gen_ai.usage.output_tokens": trace.output_tokens,
+        "arcpoint.trace.id": trace.trace_id,
+        "arcpoint.trace.kind": trace.kind,
+        "arcpoint.trace.parent_id": trace.parent_id,
+        "arcpoint.llm": trace.llm,
+        "arcpoint.backend": trace.backend,
+        "arcpoint.prompt_hash": trace.prompt_hash,
+        "arcpoint.fallback_reason": trace.fallback_reason,
+        "arcpoint.final": None if trace.final is None else _final_text(trace.final),
+        **{f"arcpoint.model_version.{k}": v for k, v in sorted(trace.model_versions.items())},
+    }
+    if isinstance(trace, StoredTrace):
+        root_attrs["arcpoint.trace.seq"] = trace.seq
+        root_attrs["arcpoint.trace.hash"] = trace.hash
+    spans = [
+        {
+            "traceId": trace_hex,
+            "spanId": root_id,
+            "name": f"invoke_agent arcpoint.{trace.kind}",
+            "kind": _SPAN_KIND_INTERNAL,
+            "startTimeUnixNano": _nanos(trace.started_at),
+            "endTimeUnixNano": _nanos(trace.ended_at),
+            "attributes": _attrs(root_attrs),
+            "status": {"code": _STATUS_ERROR, "message": trace.fallback_reason}
+            if trace.fallback_reason
+            else {"code": _STATUS_OK},
+        }
+    ]
+    cursor = trace.started_at  # steps without a start time are laid out one after another
+    for i, step in enumerate(trace.steps):
+        start = step.started_at if step.started_at is not None else cursor
+        end = start + (step.duration_s or 0.0)
+        if step.parent is None:
+            cursor = max(cursor, end)
+        attrs: dict[str, Any]
+        if step.type == "llm_turn":
+            name = f"chat {step.model or step.name}"
+            kind = _SPAN_KIND_CLIENT
+            attrs = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": _provider(trace.llm, step.model),
+                "gen_ai.request.model": step.model or step.name,
+                "gen_ai.response.model": step.model or step.name,
+                "gen_ai.response.finish_reasons": [step.stop_reason] if step.stop_reason else None,
+                "gen_ai.response.id": step.detail.get("message_id"),
+                "gen_ai.usage.input_tokens": step.input_tokens
+                + step.cache_read_tokens
+                + step.cache_write_tokens,
+                "gen_ai.usage.output_tokens": step.output_tokens,
+                "gen_ai.usage.cache_read.input_tokens": step.cache_read_tokens,
+                "gen_ai.usage.cache_creation.input_tokens": step.cache_write_tokens,
+                "gen_ai.conversation.id": trace.parent_id if trace.kind == "chat" else None,
+                "arcpoint.llm.latency_s": step.latency_s,
+                "arcpoint.llm.cost_usd": step.cost_usd,
+                "arcpoint.llm.input": step.input,
+                "arcpoint.llm.output": step.output,
+            }
+        elif step.type == "tool_call":
+            name = f"execute_tool {step.name}"
+            kind = _SPAN_KIND_INTERNAL
+            attrs = {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": step.name,
+                "gen_ai.tool.type": "function",
+                "gen_ai.tool.call.id": step.tool_call_id,
+                "gen_ai.tool.call.arguments": step.arguments,
+                "gen_ai.tool.call.result": step.result,
+            }
+        else:
+            name = step.name
+            kind = _SPAN_KIND_INTERNAL
+            attrs = {"arcpoint.node.name": step.name}
+        attrs["arcpoint.step.index"] = i
+        if step.is_error:
+            attrs["error.type"] = (step.error or "error").split(":", 1)[0][:100]
+        parent = root_id if step.parent is None else span_ids[step.parent]
+        spans.append(
+            {
+                "traceId": trace_hex,
+                "spanId": span_ids[i],
+                "parentSpanId": parent,
+                "name": name,
+                "kind": kind,
+                "startTimeUnixNano": _nanos(start),
+                "endTimeUnixNano": _nanos(end),
+                "attributes": _attrs(attrs),
+                "status": {"code": _STATUS_ERROR, "message": step.error or ""}
+                if step.is_error
+                else {"code": _STATUS_OK},
+            }
+        )
+    return spans
+
+
+def otel_document(traces: Iterable[TraceRecord], *, service_name: str = "arcpoint") -> dict:
+    """An OTLP/JSON `ExportTraceServiceRequest`-shaped document holding every trace's spans."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        scope_version = version("arcpoint")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        scope_version = "0"
+    spans = [span for trace in traces for span in otel_spans(trace)]
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _attrs({"service.name": service_name})},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "arcpoint.traces", "version": scope_version},
+                        "spans": spans,
+                    }
+                ],
+            }
+        ]
+    }
