@@ -101,8 +101,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\1" + REDACTED,
     ),
-    # Free-standing bearer / basic credentials.
-    (re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]{8,}=*", re.IGNORECASE), r"\1 " + REDACTED),
+    # Free-standing bearer credentials (with a digit or symbol, so "bearer credentials" in
+    # prose survives; Basic credentials are only taken after an Authorization header).
+    (
+        re.compile(
+            r"\b(bearer)\s+(?=[A-Za-z]*[0-9\-._~+/=])[A-Za-z0-9\-._~+/]{8,}=*", re.IGNORECASE
+        ),
+        r"\1 " + REDACTED,
+    ),
 )
 
 _env_cache: tuple[tuple[str, ...], re.Pattern[str] | None] = ((), None)
