@@ -1,0 +1,286 @@
+"""A small, realistic database for the agent tests, built once per test process.
+
+It runs a short simulated scenario through the real `Router` with a small forecaster (10 trees on
+three hours of history), so every table the context API reads holds the kind of rows `arcpoint demo`
+writes: telemetry, decisions with their candidates and forecasts, late outcomes (none for failed
+requests), chaos events, a model version, plus a few drift reports, anomalies, alerts and a
+shadow experiment on top. Tests copy the file, so each may write to its own copy.
+
+Timeline (seconds after START_TS): 0-1800 one scenario; b0 has a latency spike x3 from 900 to
+1200 (the quality drop), b3 fails from 1500 on (ejected at the end: "now" is the last tick).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agents.router import Router
+from context_api.fleet_state import FleetState
+from context_api.store import Anomaly, DriftReport, Store, decision_row
+from tools.chaos import ChaosEvent, Scenario
+from tools.forecaster import Forecaster, train
+from tools.policy import PredictivePolicy
+from tools.routing import TIERS, BackendInfo, Decision, RouteRequest
+from tools.simulator import FleetSimulator, simulate_history
+
+START_TS = 1_700_000_000.0
+DURATION_S = 1800.0
+SPIKE_START_S = 900.0
+SPIKE_END_S = 1200.0
+FAILURE_START_S = 1500.0
+TIER_MIX = ("standard",) * 8 + ("premium", "batch")
+CHALLENGER = "rf-challenger-fixture"
+
+
+@dataclass(frozen=True)
+class FixtureInfo:
+    path: Path
+    model_version: str
+    now: float
+    decision_ids: tuple[str, ...]
+    """A few stored decision ids (the first of each tick's batch, sampled)."""
+    ambiguous_ids: tuple[str, ...]
+
+
+def scenario() -> Scenario:
+    return Scenario(
+        name="fixture",
+        seed=7,
+        duration_s=DURATION_S,
+        chaos=(
+            ChaosEvent(
+                kind="latency_spike",
+                start_s=SPIKE_START_S,
+                duration_s=SPIKE_END_S - SPIKE_START_S,
+                backend="b0",
+                magnitude=3.0,
+            ),
+            ChaosEvent(kind="backend_failure", start_s=FAILURE_START_S, backend="b3"),
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def small_forecaster() -> Forecaster:
+    history = simulate_history(3 * 3600.0, seed=3, start_ts=START_TS - 3 * 3600.0 - 600.0)
+    forecaster, _ = train(history, n_estimators=10, max_depth=8, seed=0, n_jobs=1)
+    return forecaster
+
+
+def _populate(store: Store) -> FixtureInfo:
+    forecaster = small_forecaster()
+    version = forecaster.version_id
+    store.register_model_version(
+        version,
+        "forecaster",
+        created_at=START_TS - 600.0,
+        trained_from_ts=forecaster.trained_from_ts,
+        trained_to_ts=forecaster.trained_to_ts,
+        metrics={"forest": {"mae_ms": 40.0}, "interval": {"holdout_coverage": 0.88}},
+        note="fixture",
+    )
+    store.activate_model_version(version, reason="fixture", at=START_TS - 600.0)
+    run = store.start_run("fixture", started_at=START_TS)
+
+    scen = scenario()
+    sim = FleetSimulator(scen, start_ts=START_TS)
+    backends = tuple(BackendInfo(s.name, s.cost_per_request, s.capacity_rps) for s in sim.fleet)
+    for ev in scen.chaos:
+        store.record_event(
+            "chaos",
+            subject=ev.backend,
+            detail={
+                "chaos": ev.kind,
+                "scenario": scen.name,
+                "start_ts": START_TS + ev.start_s,
+                "end_ts": START_TS + ev.end_s,
+                "magnitude": ev.magnitude,
+            },
+            ts=START_TS + ev.start_s,
+            run_id=run.run_id,
+        )
+    router = Router(PredictivePolicy(backends, id_prefix="fx-"), FleetState(backends, forecaster))
+    rng = np.random.default_rng(3)
+    sampled: list[str] = []
+    ambiguous: list[str] = []
+    with store.transaction():
+        _replay(store, sim, router, backends, rng, run.run_id, sampled, ambiguous)
+    return _extras(store, version, run.run_id, sampled, ambiguous)
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _bare(d: Decision) -> Decision:
+    return dataclasses.replace(d, candidates=())
+
+
+def _replay(
+    store: Store,
+    sim: FleetSimulator,
+    router: Router,
+    backends: tuple[BackendInfo, ...],
+    rng: np.random.Generator,
+    run_id: str,
+    sampled: list[str],
+    ambiguous: list[str],
+) -> None:
+    req = 0
+    while not sim.done:
+        n = sim.arrivals()
+        decisions = []
+        for _ in range(n):
+            tier = TIER_MIX[req % len(TIER_MIX)]
+            decisions.append(router.route(RouteRequest(f"r{req}", tier=tier)))
+            req += 1
+        counts: dict[str, int] = {b.name: 0 for b in backends}
+        for d in decisions:
+            counts[d.backend] += 1
+        result = sim.step(counts)
+        if decisions:  # a tick's decisions share their candidates: encode them once
+            shared = decision_row(decisions[0], run_id=run_id)["candidates"]
+            rows = []
+            for d in decisions:
+                row = decision_row(_bare(d), run_id=run_id)
+                row["candidates"] = shared
+                chosen = d.chosen
+                if chosen is not None:
+                    row["predicted_latency_ms"] = _num(chosen.forecast_ms)
+                    row["predicted_lo_ms"] = _num(chosen.lo_ms)
+                    row["predicted_hi_ms"] = _num(chosen.hi_ms)
+                rows.append(row)
+            store.insert_decisions(rows)
+        outcomes = []
+        for name in counts:
+            mine = [d for d in decisions if d.backend == name]
+            if not mine:
+                continue
+            bt = result.backends[name]
+            lats = bt.sample(len(mine), rng)
+            failed = rng.random(len(mine)) < bt.error_prob
+            for d, lat, bad in zip(mine, lats, failed, strict=True):
+                if not bad:  # a failed request reports no latency
+                    outcomes.append((d.decision_id, float(lat), d.ts + float(lat) / 1000.0))
+        store.record_outcomes(outcomes)
+        if decisions:
+            sampled.append(decisions[0].decision_id)
+            ambiguous.extend(d.decision_id for d in decisions[:50] if d.ambiguous)
+        store.insert_telemetry(result.telemetry, source="fixture", run_id=run_id)
+        router.on_telemetry(result.telemetry, arrivals=n)
+
+
+def _extras(
+    store: Store, version: str, run_id: str, sampled: list[str], ambiguous: list[str]
+) -> FixtureInfo:
+    spike = START_TS + SPIKE_START_S
+    store.insert_drift_reports(
+        [
+            DriftReport(
+                ts=spike + 240.0,
+                kind="concept",
+                test="welch_t",
+                severity="high",
+                model_version=version,
+                backend="b0",
+                feature="abs_error",
+                statistic=6.1,
+                p_value=1e-6,
+                n_reference=360,
+                n_current=30,
+                detail={"reference_mae_ms": 35.0, "current_mae_ms": 180.0},
+            )
+        ]
+    )
+    store.insert_anomalies(
+        Anomaly(
+            ts=spike + 10.0 * k,
+            backend="b0",
+            score=0.8,
+            severity=min(1.0, 0.7 + 0.02 * k),
+            detector="isolation_forest",
+            features={"p95_ms": 600.0 + k},
+        )
+        for k in range(1, 8)
+    )
+    store.insert_alert(
+        "anomaly",
+        "b0",
+        "high",
+        evidence={"anomalies": 7, "max_severity": 0.84},
+        recommended_action="shift traffic away from b0 and inspect it",
+        created_at=spike + 30.0,
+    )
+    store.insert_alert(
+        "drift",
+        "b0",
+        "high",
+        evidence={"test": "welch_t", "p_value": 1e-6},
+        recommended_action="retrain the forecaster on data after the change",
+        created_at=spike + 240.0,
+    )
+    # A shadow experiment: the challenger predicts 10% closer to the truth on every decision.
+    store.register_model_version(
+        CHALLENGER, "forecaster", parent_id=version, created_at=START_TS + 300.0
+    )
+    exp_start = START_TS + 600.0
+    store.create_experiment(
+        "exp-fixture",
+        version,
+        CHALLENGER,
+        "shadow",
+        name="fixture shadow test",
+        started_at=exp_start,
+        params={"min_samples_per_arm": 100, "planned_samples_per_arm": 2000},
+    )
+    resolved = store.resolved_decisions(since=exp_start, until=exp_start + 600.0)
+    preds = []
+    for r in resolved[:3000]:
+        p, a = r["predicted_latency_ms"], r["actual_latency_ms"]
+        if p is None:
+            continue
+        preds.append(("exp-fixture", r["decision_id"], "champion", version, p, 1))
+        preds.append(
+            ("exp-fixture", r["decision_id"], "challenger", CHALLENGER, p + 0.9 * (a - p) * 0.5, 0)
+        )
+    store.record_experiment_predictions(preds)
+    store.finish_run(run_id, finished_at=START_TS + DURATION_S)
+    now = max(p.ts for p in store.list_telemetry(since=START_TS + DURATION_S - 20.0))
+    return FixtureInfo(
+        path=Path(store.path),
+        model_version=version,
+        now=now,
+        decision_ids=tuple(sampled[:: max(1, len(sampled) // 20)]),
+        ambiguous_ids=tuple(ambiguous[:20]),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> FixtureInfo:
+    folder = Path(tempfile.mkdtemp(prefix="arcpoint-agent-fixture-"))
+    store = Store(folder / "template.db")
+    try:
+        info = _populate(store)
+    finally:
+        store.close()
+    return info
+
+
+def agent_db(folder: Path, name: str = "arcpoint.db") -> FixtureInfo:
+    """A fresh copy of the fixture database in `folder`."""
+    info = _template()
+    target = Path(folder) / name
+    shutil.copyfile(info.path, target)
+    return FixtureInfo(target, info.model_version, info.now, info.decision_ids, info.ambiguous_ids)
+
+
+def tiers() -> tuple[str, ...]:
+    return tuple(TIERS)
