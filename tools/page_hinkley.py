@@ -46,7 +46,7 @@ _CHUNK_MIN = 256
 _CHUNK_MAX = 16_384
 _G_CACHE_MAX = 1 << 17
 _BLOCK = 64
-_SCREEN_MIN = 4 * _BLOCK
+_SCREEN_MIN = 4096  # below this, screening costs more than the exact scan it saves
 
 
 try:  # lfilter's C core: same arithmetic, without ~3 µs of argument checks per call
@@ -65,6 +65,34 @@ def _faded_sum(b: np.ndarray, a: np.ndarray, u: np.ndarray, start: float) -> np.
         except TypeError:  # pragma: no cover - private signature changed
             _c_linear_filter = None
     return lfilter(b, a, u, zi=zi)[0]
+
+
+_TABLES: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _position_tables(alpha: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shared, read-only tables of segment positions 1..N and faded counts g for ``alpha``.
+
+    g depends only on the position, so every detector with the same alpha can share it; it is
+    extended by continuing the same recurrence, so its floats never change.
+    """
+    counts, g = _TABLES.get(alpha, (np.empty(0), np.empty(0)))
+    if counts.size >= size:
+        return counts, g
+    new_size = min(max(size, 2 * counts.size, 4096), _G_CACHE_MAX)
+    new_counts = np.arange(1, new_size + 1, dtype=float)
+    if alpha == 1.0:
+        new_g = new_counts
+    else:
+        start = alpha * float(g[-1]) if g.size else 0.0
+        tail = _faded_sum(
+            np.array([1.0]), np.array([1.0, -alpha]), np.ones(new_size - g.size), start
+        )
+        new_g = np.concatenate([g, tail])
+    new_counts.flags.writeable = False
+    new_g.flags.writeable = False
+    _TABLES[alpha] = (new_counts, new_g)
+    return new_counts, new_g
 
 
 def robust_sigma(values: Iterable[float] | np.ndarray) -> float:
@@ -447,13 +475,7 @@ class PageHinkley:
         """Counts n0+1 .. n0+length and their faded counts g (the same floats as `_step`)."""
         end = n0 + length
         if end <= _G_CACHE_MAX:
-            size = max(end, min(2 * self._g_cache.size, _G_CACHE_MAX), 4096)
-            self._counts_cache = np.arange(1, size + 1, dtype=float)
-            self._g_cache = (
-                self._counts_cache
-                if self.alpha == 1.0
-                else lfilter(self._b, self._a, np.ones(size))
-            )
+            self._counts_cache, self._g_cache = _position_tables(self.alpha, end)
             return self._counts_cache[n0:end], self._g_cache[n0:end]
         counts = np.arange(n0 + 1, end + 1, dtype=float)
         if self.alpha == 1.0:
