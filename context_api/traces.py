@@ -246,8 +246,9 @@ class TraceRecord(BaseModel):
         return sum(s.output_tokens for s in self.steps)
 
     def content(self) -> dict[str, Any]:
-        """The JSON content that is hashed (every field, defaults included)."""
-        return self.model_dump(mode="json")
+        """The JSON content that is hashed: every record field, defaults included (for a
+        `StoredTrace`, without its place in the chain)."""
+        return self.model_dump(mode="json", include=set(TraceRecord.model_fields))
 
 
 class StoredTrace(TraceRecord):
