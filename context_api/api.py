@@ -1006,10 +1006,14 @@ class ContextAPI:
                     degraded=False,
                 )
             )
+        notes: list[str] = []
+        first = next((i for i, b in enumerate(buckets) if b.requests), None)
+        if first:
+            notes.append(f"no decisions are stored before {buckets[first].start}")
+            buckets = buckets[first:]
         pcts = [
             b.violation_pct for b in buckets if b.violation_pct is not None and b.requests >= 20
         ]
-        notes: list[str] = []
         if ref_n >= 100:
             ref_pct = 100.0 * ref_bad / ref_n
             reference = (
@@ -1122,7 +1126,8 @@ class ContextAPI:
                     summary=(
                         f"{d.severity} {d.kind} drift ({d.test}"
                         f"{f', p={d.p_value:.2g}' if d.p_value is not None else ''})"
-                        f"{f' on {d.feature}' if d.feature else ''}"
+                        f"{f' on {d.backend}' if d.backend else ''}"
+                        f"{f' ({d.feature})' if d.feature else ''}"
                     ),
                 )
             )

@@ -13,6 +13,7 @@ hundreds of thousands of rows) and has no index on time for resolved rows:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -27,14 +28,31 @@ def rows(
 ) -> list[dict[str, Any]]:
     """Rows as dicts (positional `?` or named `:name` parameters). Reads share the Store's one
     connection."""
-    cur = store.conn.execute(sql, params if isinstance(params, Mapping) else list(params))
-    names = [d[0] for d in cur.description or ()]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    with _locked(store):
+        cur = store.conn.execute(sql, params if isinstance(params, Mapping) else list(params))
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
 def scalar(store: Store, sql: str, params: Sequence[Any] = ()) -> Any:
-    row = store.conn.execute(sql, list(params)).fetchone()
+    with _locked(store):
+        row = store.conn.execute(sql, list(params)).fetchone()
     return None if row is None else row[0]
+
+
+def tuples(store: Store, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    with _locked(store):
+        return store.conn.execute(sql, list(params)).fetchall()
+
+
+def first(store: Store, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    found = tuples(store, sql, params)
+    return found[0] if found else None
+
+
+def _locked(store: Store) -> Any:
+    """The Store's connection lock: a trace writer thread may share the connection."""
+    return getattr(store, "_lock", None) or contextlib.nullcontext()
 
 
 # --- telemetry ---------------------------------------------------------------------------------
@@ -54,11 +72,12 @@ def latest_points(store: Store, at: float) -> dict[str, TelemetryPoint]:
     """Each backend's newest telemetry point at or before `at` (index backend, ts)."""
     out: dict[str, TelemetryPoint] = {}
     for backend in telemetry_backends(store):
-        row = store.conn.execute(
+        row = first(
+            store,
             "SELECT ts, backend, rps, p50_ms, p95_ms, error_rate, in_flight, load_known"
             " FROM telemetry WHERE backend = ? AND ts <= ? ORDER BY ts DESC, id DESC LIMIT 1",
             (backend, at),
-        ).fetchone()
+        )
         if row is not None:
             out[backend] = TelemetryPoint(*row[:7], load_known=bool(row[7]))
     return out
@@ -68,11 +87,12 @@ def telemetry_window(
     store: Store, backend: str, since: float, until: float
 ) -> list[TelemetryPoint]:
     """One backend's points in [since, until], oldest first, one per timestamp."""
-    found = store.conn.execute(
+    found = tuples(
+        store,
         "SELECT ts, backend, rps, p50_ms, p95_ms, error_rate, in_flight, load_known"
         " FROM telemetry WHERE backend = ? AND ts >= ? AND ts <= ? ORDER BY ts, id",
         (backend, since, until),
-    ).fetchall()
+    )
     points: list[TelemetryPoint] = []
     for r in found:
         if points and r[0] <= points[-1].ts:
@@ -87,22 +107,24 @@ def telemetry_window(
 def latest_decision_id(store: Store, at: float, tier: str | None = None) -> str | None:
     """The newest decision at or before `at` (optionally of one tier), resolved or pending."""
     best: tuple[float, str] | None = None
-    resolved = store.conn.execute(
+    resolved = first(
+        store,
         "SELECT o.decision_ts, o.decision_id FROM outcomes AS o"
         + (" JOIN decisions AS d ON d.decision_id = o.decision_id" if tier else "")
         + " WHERE o.decision_ts <= ?"
         + (" AND d.tier = ?" if tier else "")
         + " ORDER BY o.decision_ts DESC LIMIT 1",
         (at, tier) if tier else (at,),
-    ).fetchone()
+    )
     if resolved is not None:
         best = (float(resolved[0]), resolved[1])
-    pending = store.conn.execute(
+    pending = first(
+        store,
         "SELECT ts, decision_id FROM decisions WHERE status = 'pending' AND ts <= ?"
         + (" AND tier = ?" if tier else "")
         + " ORDER BY ts DESC LIMIT 1",
         (at, tier) if tier else (at,),
-    ).fetchone()
+    )
     if pending is not None and (best is None or pending[0] > best[0]):
         best = (float(pending[0]), pending[1])
     return None if best is None else best[1]
@@ -110,9 +132,7 @@ def latest_decision_id(store: Store, at: float, tier: str | None = None) -> str 
 
 def decision_candidates(store: Store, decision_id: str) -> tuple[float, list[dict[str, Any]]]:
     """(decision ts, the candidate list stored with it)."""
-    row = store.conn.execute(
-        "SELECT ts, candidates FROM decisions WHERE decision_id = ?", (decision_id,)
-    ).fetchone()
+    row = first(store, "SELECT ts, candidates FROM decisions WHERE decision_id = ?", (decision_id,))
     if row is None:
         return math.nan, []
     cands = json.loads(row[1]) if row[1] else []
