@@ -7,11 +7,15 @@ against ``threshold``, no test before ``min_instances`` samples, and a *lazy* re
 detection the state is kept until the next sample arrives, which starts a fresh segment.
 
 Why a batch path: monitoring replays telemetry in arrays, and a Python call per sample costs about
-0.6 µs. `detect` works segment by segment: it evaluates the recurrences over a chunk with numpy
+0.5 µs. `detect` works segment by segment: it evaluates the recurrences over a chunk with numpy
 (``cumsum`` for the running mean, ``scipy.signal.lfilter`` for the faded sums, ``ufunc.accumulate``
-for the running extremes), stops at the first detection, and restarts after it. The arithmetic is
-the same, operation for operation, as `update`'s, so the two give identical detections
-(``lfilter`` evaluates ``y = alpha * y_prev + u`` exactly as the scalar code does).
+for the running minimum, after screening blocks with a cheap exact bound), stops at the first
+detection and restarts after it. `update` and `detect` perform the same floating-point
+operations in the same order (the running mean is ``sum / n``; the faded sums are
+``f -/+ delta * g`` with ``f = alpha * f + dev`` and ``g = alpha * g + 1``, which ``lfilter``
+evaluates exactly as the scalar code does), so they give identical detections and states. River
+computes the same quantities in another order (Welford's mean, one sum per side): the results
+agree to rounding, and the detections agree on river's reference streams (tested).
 
 Beyond river: ``delta="auto"`` and/or ``threshold="auto"`` (or `PageHinkley.calibrated`) set them
 per segment from the stream's own noise level: ``delta = delta_sigmas * sigma`` and
@@ -19,9 +23,9 @@ per segment from the stream's own noise level: ``delta = delta_sigmas * sigma`` 
 segment's first ``warmup`` samples; samples are then clipped to the warm-up median
 ± ``clip_sigmas * sigma`` so that a lone outlier cannot raise an alarm. With the defaults this is a
 CUSUM with reference value k = 0.3 sigma and decision interval h = 25 sigma: stationary noise of
-any scale practically never alarms (none in 10 x 100,000 normal samples), and a 3-sigma mean
-shift is caught after about h / (3 - k) ≈ 10 samples. The defaults were chosen once, on the
-tuning seeds of ``benchmarks/bench_drift.py`` (which reports on other seeds).
+any scale practically never alarms (one two-sided alarm in 10 x 100,000 normal samples), and a
+3-sigma mean shift is caught after about h / (3 - k) ≈ 10 samples. The defaults were chosen
+once, on the tuning seeds of ``benchmarks/bench_drift.py`` (which reports on other seeds).
 """
 
 from __future__ import annotations
