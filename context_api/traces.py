@@ -830,24 +830,28 @@ class TraceStore:
         return None if row is None else int(row[0])
 
     def get(self, trace_id: str) -> StoredTrace | None:
-        """The trace with this id, or with this unique id prefix (at least 6 characters)."""
+        """The trace with this id, else the one whose id uniquely starts or ends with it (at least
+        6 characters: ids start with the time, so their random *end* is the handy part to type).
+        Raises `ValueError` when several ids match."""
+        select = "SELECT seq, content_json, prev_hash, hash, recorded_at, trace_id FROM traces "
         with self.store._lock:
             conn = self.store.conn
-            row = conn.execute(
-                "SELECT seq, content_json, prev_hash, hash, recorded_at FROM traces "
-                "WHERE trace_id = ?",
-                (trace_id,),
-            ).fetchone()
+            row = conn.execute(select + "WHERE trace_id = ?", (trace_id,)).fetchone()
             if row is None and len(trace_id) >= 6:
-                rows = conn.execute(
-                    "SELECT seq, content_json, prev_hash, hash, recorded_at FROM traces "
-                    "WHERE trace_id >= ? AND trace_id < ? LIMIT 2",
-                    (trace_id, trace_id + "\U0010ffff"),
-                ).fetchall()
-                if len(rows) > 1:
-                    raise ValueError(f"trace id prefix {trace_id!r} is ambiguous")
-                row = rows[0] if rows else None
-        return None if row is None else _stored(row)
+                escaped = trace_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                for pattern in (f"{escaped}%", f"%{escaped}"):
+                    rows = conn.execute(
+                        select + "WHERE trace_id LIKE ? ESCAPE '\\' LIMIT 3", (pattern,)
+                    ).fetchall()
+                    if len(rows) > 1:
+                        shown = ", ".join(r[5] for r in rows[:2])
+                        raise ValueError(
+                            f"trace id {trace_id!r} is ambiguous ({shown}, ...): give more of it"
+                        )
+                    if rows:
+                        row = rows[0]
+                        break
+        return None if row is None else _stored(row[:5])
 
     def list(
         self,

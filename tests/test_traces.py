@@ -264,6 +264,8 @@ def test_round_trip_and_id_prefix(traces: TraceStore) -> None:
     assert back.content() == record.content()
     assert (back.seq, back.hash) == (stored.seq, stored.hash)
     assert traces.get(record.trace_id[:12]).trace_id == record.trace_id
+    assert traces.get(record.trace_id[-8:]).trace_id == record.trace_id
+    assert traces.get("%%%%%%") is None  # LIKE wildcards are taken literally
     assert traces.get("nope-not-there") is None
 
 
@@ -429,7 +431,7 @@ def test_processes_appending_keep_one_chain(tmp_path: Path) -> None:
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", script, str(k)], stderr=subprocess.PIPE)
-        for k in range(3)
+        for k in range(2)
     ]
     for p in procs:
         _, err = p.communicate(timeout=60)
@@ -437,7 +439,7 @@ def test_processes_appending_keep_one_chain(tmp_path: Path) -> None:
     with TraceStore(path) as ts:
         report = ts.verify()
     assert report.ok, report.problems
-    assert report.checked == 90
+    assert report.checked == 60
 
 
 # --- the background writer -----------------------------------------------------------------------

@@ -29,7 +29,7 @@ latency and stop reason), the final answer or decision, the fallback reason, the
 and the model versions in force. Traces are append-only and hash-chained in the SQLite file.
 
   arcpoint traces list [--kind K] [--since T] [--backend B] [--search TEXT] [--limit N] [--json]
-  arcpoint traces show ID [--json]           (ID or a unique prefix of 6+ characters)
+  arcpoint traces show ID [--json]   (ID, or its unique start or end: 6+ characters)
   arcpoint traces export [--format jsonl|otel] [--out PATH]
   arcpoint traces verify [--anchor [SEQ:]HASH] [--json]
 
@@ -90,7 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_list)
 
     p = add("show", "show one trace as a tree of its steps, with timings and token counts")
-    p.add_argument("trace_id", metavar="ID", help="trace id or a unique prefix (6+ characters)")
+    p.add_argument(
+        "trace_id", metavar="ID", help="trace id, or the unique start or end of one (6+ characters)"
+    )
     p.add_argument("--json", action="store_true", help="print the stored trace as JSON")
     p.add_argument(
         "--width", type=int, default=100, metavar="N", help="clip long values to N characters"
