@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from context_api.redact import redact
+from context_api.redact import redact, redact_text
 
 if TYPE_CHECKING:
     from context_api.store import Store
@@ -1308,10 +1308,11 @@ class TraceWriter:
                 if attempt < self._retries:
                     time.sleep(self._retry_delay_s * (2**attempt))
         message = f"trace {record.trace_id} ({record.kind}) not written: {type(error).__name__}"
-        log.error("%s: %s", message, error)
+        detail = redact_text(str(error))
+        log.error("%s: %s", message, detail)
         with self._lock:
             self.stats.failed += 1
-            self.stats.last_error = f"{message}: {error}"
+            self.stats.last_error = f"{message}: {detail}"
             self.stats.errors.append(self.stats.last_error)
             del self.stats.errors[:-20]
             self.failed_records.append(record)

@@ -1,0 +1,135 @@
+"""No API key or authorisation header reaches a stored trace, an export or a log.
+
+The key is set in the environment (as a real deployment does) and also planted inside a request's
+metadata, headers, tool results, LLM input/output and error messages. After recording traces the
+test reads the raw bytes of the SQLite file (and its WAL), the exports and the captured logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+import pytest
+
+from arcpoint.cli import main
+from context_api.traces import TraceBuilder, TraceStore, TraceWriter
+
+
+@pytest.fixture
+def key(monkeypatch: pytest.MonkeyPatch) -> str:
+    value = "sk-ant-api03-" + secrets.token_urlsafe(48)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", value)
+    return value
+
+
+def _leaky_trace(key: str, i: int):
+    """A trace whose every free-form field was handed the key somehow."""
+    request = {
+        "request_id": f"req-{i}",
+        "tier": "gold",
+        "metadata": {
+            "api_key": key,
+            "note": f"customer pasted their key {key} into the prompt",
+            "headers": {"Authorization": f"Bearer {key}", "x-api-key": key},
+            "callback": "https://hooks.slack.com/services/T0/B0/abcdefghijklmnop",
+        },
+    }
+    tb = TraceBuilder(
+        "escalation",
+        parent_id=f"decision-{i}",
+        inputs={"request": request},
+        llm="claude",
+        model="claude-sonnet-4-6",
+        model_versions={"forecaster": "rf-v3"},
+    )
+    with tb.node("route", input={"request": request}):
+        tb.tool_call(
+            "get_request",
+            {"request_id": f"req-{i}"},
+            {"metadata": request["metadata"], "raw_headers": [["x-api-key", key]]},
+            duration_s=0.001,
+        )
+        tb.llm_turn(
+            model="claude-sonnet-4-6",
+            input=[{"role": "user", "content": f"route this; auth header x-api-key: {key}"}],
+            output=[{"type": "text", "text": f"I will not repeat {key}"}],
+            input_tokens=100,
+            output_tokens=10,
+            latency_s=0.2,
+            stop_reason="end_turn",
+            error=f"401 Unauthorized: invalid x-api-key {key}",
+        )
+    return tb.finish(
+        final={"backend": "b", "explanation": f"key {key} ignored"},
+        fallback_reason=f"api_error: Authorization: Bearer {key} rejected",
+        backend="b",
+    )
+
+
+def _all_bytes(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file())
+
+
+def _assert_no_key(blob: bytes | str, key: str) -> None:
+    text = blob.decode("utf-8", "replace") if isinstance(blob, bytes) else blob
+    assert key not in text
+    assert key[len("sk-ant-api03-") :][:24] not in text  # not even the key's body
+    assert "hooks.slack.com/services/T0" not in text
+
+
+def test_stored_traces_exports_and_logs_hold_no_secrets(
+    key: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    db_dir = tmp_path / "db"
+    db_dir.mkdir()
+    db = db_dir / "arcpoint.db"
+    with TraceStore(db) as traces:
+        traces.append(_leaky_trace(key, 0))
+        with TraceWriter(traces, max_queue=2) as writer:
+            for i in range(1, 6):
+                writer.submit(_leaky_trace(key, i))
+            assert writer.flush(timeout_s=30)
+        assert writer.stats.written == 5
+        report = traces.verify()
+        assert report.ok and report.checked == 6
+        stored = traces.get(traces.list(limit=1)[0].trace_id)
+        assert stored is not None
+        # Scrubbed, not dropped: the structure and the harmless values are all still there.
+        assert stored.inputs["request"]["metadata"]["headers"]["x-api-key"] == "[REDACTED]"
+        assert stored.inputs["request"]["tier"] == "gold"
+        assert stored.steps[2].input_tokens == 100
+    # The raw file, its WAL and shared memory, byte for byte.
+    _assert_no_key(_all_bytes(db_dir), key)
+
+    assert main(["traces", "export", "--db", str(db)]) == 0
+    assert main(["traces", "export", "--db", str(db), "--format", "otel"]) == 0
+    assert main(["traces", "list", "--db", str(db), "--json"]) == 0
+    shown = main(["traces", "show", stored.trace_id, "--db", str(db)])
+    assert shown == 0
+    out, err = capsys.readouterr()
+    assert "[REDACTED]" in out
+    _assert_no_key(out + err, key)
+    _assert_no_key(caplog.text, key)
+
+
+def test_a_failing_writer_logs_no_secret(
+    key: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Failing(TraceStore):
+        def append_many(self, records):
+            raise OSError(f"could not write; request had Authorization: Bearer {key}")
+
+    store = Failing(tmp_path / "f.db")
+    writer = TraceWriter(store, retries=0)
+    with caplog.at_level(logging.ERROR):
+        writer.submit(_leaky_trace(key, 0))
+        assert writer.flush(timeout_s=10)
+    writer.close()
+    store.close()
+    assert writer.stats.failed == 1
+    assert "not written" in caplog.text
+    _assert_no_key(caplog.text, key)
+    _assert_no_key(writer.stats.last_error or "", key)
