@@ -15,10 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agents.fleet_monitor import FleetMonitor
+from context_api.alerting import AlertService
 from context_api.store import Store
 from evals.replay import POLICIES, RunResult, run_scenario
 from evals.store_sink import StoreSink
 from tools.chaos import SCENARIOS
+from tools.fleet import DEFAULT_FLEET
 from tools.forecaster import Forecaster, TrainReport, train
 from tools.simulator import simulate_history
 
@@ -77,6 +80,7 @@ class DemoResult:
                 "holdout_rows": rep.n_holdout,
             },
             "scenarios": self.table(),
+            "monitor": {r.scenario: r.monitor for r in self.runs if r.monitor is not None},
             "run_id": self.run_id,
             "decisions_written": self.decisions_written,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
@@ -107,10 +111,18 @@ def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
     start_ts = scenario_start_ts(_JOB["scenarios"], scenario)
     sink = None
     store = None
+    monitor = None
     if _JOB["record"] and policy == "predictive":
         store = Store(_JOB["db"])
         sink = StoreSink(store, _JOB["run_id"], source=f"demo:{scenario}")
         sink.chaos(SCENARIOS[scenario], start_ts)
+        names = (
+            [b.name for b in SCENARIOS[scenario].backends()]
+            if SCENARIOS[scenario].fleet
+            else [b.name for b in DEFAULT_FLEET]
+        )
+        monitor = FleetMonitor(names, store, run_id=_JOB["run_id"])
+        monitor.alerts = AlertService(store, clock=lambda: monitor.now)
     try:
         result = run_scenario(
             SCENARIOS[scenario],
@@ -121,7 +133,26 @@ def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
             id_prefix=f"{_JOB['run_id']}:{scenario}:",
             start_ts=start_ts,
             on_tick=sink.tick if sink else None,
+            monitor=monitor,
         )
+        if monitor is not None:
+            result.monitor = {
+                "anomalies": [
+                    {"ts": ts, "backend": b, "severity": round(sev, 4)}
+                    for ts, b, sev in monitor.stats.anomalies
+                ],
+                "alerts_sent": monitor.stats.alerts_sent,
+                "alerts_suppressed": monitor.stats.alerts_suppressed,
+                "chaos": [
+                    {
+                        "kind": ev.kind,
+                        "backend": ev.backend,
+                        "start_ts": start_ts + ev.start_s,
+                        "end_ts": start_ts + ev.start_s + ev.duration_s,
+                    }
+                    for ev in SCENARIOS[scenario].chaos
+                ],
+            }
         if sink is not None:
             sink.flush()
     finally:
@@ -223,6 +254,38 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
     finally:
         store.close()
     return demo
+
+
+def format_monitor(demo: DemoResult) -> str:
+    """What the fleet monitor raised during each predictive run, against the chaos injected."""
+    lines = []
+    for r in demo.runs:
+        m = r.monitor
+        if m is None:
+            continue
+        chaos = m["chaos"]
+        start = min((c["start_ts"] for c in chaos), default=None)
+        where = ", ".join(f"{c['kind']} on {c['backend'] or 'fleet'}" for c in chaos) or "none"
+        anomalies = m["anomalies"]
+        if anomalies and start is not None:
+            in_window = [
+                a
+                for a in anomalies
+                if any(c["start_ts"] <= a["ts"] <= c["end_ts"] + 60 for c in chaos)
+            ]
+            first = min((a["ts"] for a in in_window), default=None)
+            lag = f"first {first - start:+.0f} s from chaos start" if first else "none in window"
+            found = (
+                f"{len(anomalies)} anomalies ({len(in_window)} during chaos, {lag}; "
+                f"backends {', '.join(sorted({a['backend'] for a in anomalies}))})"
+            )
+        else:
+            found = f"{len(anomalies)} anomalies"
+        lines.append(
+            f"  {r.scenario:<18} chaos: {where:<32} {found}; "
+            f"alerts {m['alerts_sent']} sent, {m['alerts_suppressed']} suppressed"
+        )
+    return "\n".join(lines)
 
 
 def format_table(demo: DemoResult, policies: Sequence[str]) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agents.fleet_monitor import FleetMonitor
 from agents.router import Router
 from context_api.fleet_state import FleetState
 from tools.baselines import BASELINES
@@ -65,6 +66,8 @@ class RunResult:
     ambiguous_pct: float
     ambiguous_reasons: dict[str, int]
     ticks: list[TickRecord] = field(default_factory=list)
+    monitor: dict | None = None
+    """What the fleet monitor raised (anomalies, alerts), when one watched the run."""
 
     def summary(self) -> dict[str, float | int]:
         return {
@@ -90,6 +93,7 @@ def run_scenario(
     id_prefix: str = "d",
     start_ts: float = 1_700_000_000.0,
     on_tick: Callable[[TickResult], None] | None = None,
+    monitor: FleetMonitor | None = None,
 ) -> RunResult:
     sim = FleetSimulator(scenario, start_ts=start_ts)
     specs = sim.fleet
@@ -154,7 +158,8 @@ def run_scenario(
 
         if on_tick is not None:
             on_tick(result)
-        view = router.on_telemetry(result.telemetry, arrivals=n)
+        alarms = monitor.observe(result.telemetry) if monitor is not None else None
+        view = router.on_telemetry(result.telemetry, arrivals=n, alarms=alarms)
         ticks.append(
             TickRecord(
                 ts=result.ts,
