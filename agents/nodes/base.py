@@ -1,0 +1,181 @@
+"""What every agent node shares: the context API's tools as `ToolSpec`s, one agent run with its
+prompt, and the trace that records it.
+
+`run_agent` never raises for a model or tool failure: tools answer errors as data (the context
+API's `call`), the tool loop turns model failures into `LLMRun.error`, and when Claude fails in a
+chat the offline reasoner answers instead, saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.llm.base import ChatMessage, LLMModel, LLMRun, ToolResult, ToolSpec
+from agents.offline import OfflineModel
+from agents.prompts import Prompt, load_prompt
+from context_api.api import ContextAPI
+from context_api.traces import TraceBuilder, TraceRecord, TraceStore, TraceWriter
+
+log = logging.getLogger(__name__)
+
+READ_TOOLS = (
+    "fleet_state",
+    "backend_detail",
+    "forecasts",
+    "capacity_risk",
+    "drift_status",
+    "anomalies",
+    "quality_timeline",
+    "experiments",
+    "recent_alerts",
+    "explain_decision",
+    "find_decisions",
+    "recommend_backend",
+    "model_versions",
+    "performance",
+    "retrain_check",
+)
+
+AGENT_TOOLS: dict[str, tuple[str, ...]] = {
+    "operator": READ_TOOLS,
+    "router": ("recommend_backend", "forecasts", "capacity_risk", "fleet_state", "backend_detail"),
+    "drift_monitor": ("drift_status", "quality_timeline", "performance", "anomalies"),
+    "feedback_learner": ("performance", "retrain_check", "model_versions", "drift_status"),
+    "experiment_monitor": ("experiments", "model_versions"),
+}
+"""Read tools per agent (in chat and advisory use)."""
+
+MONITOR_WRITE_TOOLS: dict[str, tuple[str, ...]] = {
+    "drift_monitor": ("record_drift_reports",),
+    "feedback_learner": ("request_retrain",),
+}
+"""Write tools an agent gets only when it runs as a scheduled monitor, each bounded by policy."""
+
+MONITOR_TASKS: dict[str, str] = {
+    "drift_monitor": "Scheduled monitor run: check the forecaster for drift and report.",
+    "feedback_learner": (
+        "Scheduled monitor run: review forecast accuracy against outcomes and decide, within "
+        "the retraining policy, whether to request a retrain."
+    ),
+    "experiment_monitor": "Scheduled monitor run: check every experiment and recommend.",
+}
+
+TraceSink = Callable[[TraceRecord], Any]
+
+
+def trace_sink(target: TraceStore | TraceWriter | TraceSink | None) -> TraceSink | None:
+    """Anything that takes a finished trace: a TraceWriter (background), a TraceStore
+    (synchronous) or a callable."""
+    if target is None:
+        return None
+    if isinstance(target, TraceWriter):
+        return target.submit
+    if isinstance(target, TraceStore):
+        return target.append
+    return target
+
+
+def api_toolset(
+    api: ContextAPI, names: Sequence[str]
+) -> tuple[list[ToolSpec], Callable[[str, dict[str, Any]], ToolResult]]:
+    """The named context-API tools as ToolSpecs, and an executor that never raises."""
+    defs = api.tools(list(names))
+    specs = [ToolSpec.from_model(d.name, d.description, d.input_model) for d in defs]
+    allowed = {d.name for d in defs}
+
+    def execute(name: str, args: dict[str, Any]) -> ToolResult:
+        if name not in allowed:
+            return ToolResult.error(f"tool {name!r} is not available to this agent")
+        out = api.call(name, args)
+        return ToolResult(content=out.content) if out.ok else ToolResult.error(out.error or "")
+
+    return specs, execute
+
+
+def model_versions(api: ContextAPI) -> dict[str, str]:
+    """The model versions in force, for the trace."""
+    try:
+        active = api.store.active_model_version("forecaster")
+    except Exception:  # a trace must not fail because the store is odd
+        return {}
+    return {"forecaster": active.version_id} if active else {}
+
+
+@dataclass
+class AgentResult:
+    agent: str
+    answer: str
+    run: LLMRun
+    prompt: Prompt
+    llm: str
+    model_id: str
+    fallback_reason: str | None = None
+    runs: list[LLMRun] = field(default_factory=list)
+
+    @property
+    def tool_calls(self) -> list[Any]:
+        return [c for r in self.runs for c in r.tool_calls]
+
+    @property
+    def tools_called(self) -> list[str]:
+        return [c.name for c in self.tool_calls]
+
+    def evidence(self) -> list[dict[str, Any]]:
+        """Each tool call with its input and result: what the answer rests on."""
+        return [
+            {
+                "tool": c.name,
+                "input": c.input,
+                "ok": not c.result.is_error,
+                "result": c.result.content,
+            }
+            for c in self.tool_calls
+        ]
+
+
+def run_agent(
+    agent: str,
+    model: LLMModel,
+    api: ContextAPI,
+    messages: Sequence[ChatMessage | dict[str, Any]],
+    *,
+    monitor: bool = False,
+    builder: TraceBuilder | None = None,
+    deadline_s: float | None = None,
+    max_turns: int = 6,
+    offline_fallback: bool = True,
+) -> AgentResult:
+    """One agent's turn: its prompt, its tools, the model's tool loop, recorded in `builder`."""
+    prompt = load_prompt(agent)
+    names = AGENT_TOOLS[agent] + (MONITOR_WRITE_TOOLS.get(agent, ()) if monitor else ())
+    specs, execute = api_toolset(api, names)
+    run = model.run(
+        prompt.text, messages, specs, execute, max_turns=max_turns, deadline_s=deadline_s
+    )
+    if builder is not None:
+        builder.add_llm_run(run)
+    runs = [run]
+    if run.ok:
+        return AgentResult(
+            agent, run.final_text, run, prompt, model.name, model.model_id, runs=runs
+        )
+    reason = f"{run.error.kind}: {run.error.message}" if run.error else "unknown error"
+    log.warning("%s agent failed on %s (%s)", agent, model.name, reason)
+    if offline_fallback and not isinstance(model, OfflineModel):
+        offline = OfflineModel()
+        again = offline.run(prompt.text, messages, specs, execute, max_turns=max_turns)
+        if builder is not None:
+            builder.add_llm_run(again)
+        runs.append(again)
+        answer = (
+            f"({model.name} could not answer: {reason}. The offline reasoner answered instead.)\n"
+            + again.final_text
+        )
+        return AgentResult(
+            agent, answer, again, prompt, offline.name, offline.model_id, reason, runs
+        )
+    answer = f"The {agent} agent could not answer ({reason})."
+    return AgentResult(agent, answer, run, prompt, model.name, model.model_id, reason, runs)
