@@ -65,7 +65,11 @@ def _read_line(proc: subprocess.Popen[str]) -> str:
 def _kill(proc: subprocess.Popen[str]) -> list[str]:
     """SIGKILL the writer and return whatever it had printed but we had not read yet."""
     os.kill(proc.pid, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=10)
+    assert proc.stdout is not None
+    # Read through the text wrapper, not the raw pipe (as communicate() does with two pipes):
+    # lines readline() already pulled into the wrapper's buffer would otherwise be missed.
+    out = proc.stdout.read()
+    proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
     return out.split()
 
