@@ -1,0 +1,29 @@
+"""The README's two commands stay true: CI runs the README's own test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text, re.S)
+    assert block, "the README opens with a ```sh block holding the two commands"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_opens_with_exactly_two_commands():
+    commands = _readme_commands()
+    assert len(commands) == 2
+    assert commands[0].endswith("arcpoint demo")
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = _readme_commands()[1].split("&&")[-1].strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci.splitlines()
+    assert "pip install" in ci and "'.[test]'" in ci
