@@ -25,6 +25,7 @@ attaches it to the handlers of a logger (the root logger by default).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -111,30 +112,47 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
 )
 
-_env_cache: tuple[tuple[str, ...], re.Pattern[str] | None] = ((), None)
+# A cheap test, on the lowercased text, that some pattern *could* apply: most strings hold no
+# secret, and one scan for these literals costs a fraction of a dozen substitutions. It must
+# stay a superset of `_PATTERNS` (tests/test_redact.py checks every example against it).
+_MAYBE_SECRET = re.compile(
+    r"sk-|gh[pousr]_|github_pat_|xox|akia|asia|aiza|://|[?&][a-z0-9_-]+=|auth|api|token|secret"
+    r"|passw|bearer"
+)
+
+_env_cache: tuple[Any, re.Pattern[str] | None] = (None, None)
+
+
+def _environ_snapshot() -> Any:
+    data = getattr(os.environ, "_data", None)  # CPython: the raw mapping, no decoding
+    return tuple(data.items()) if isinstance(data, dict) else tuple(os.environ.items())
 
 
 def _env_secrets_pattern() -> re.Pattern[str] | None:
-    """One regex matching the values of credential-named environment variables (cached)."""
+    """One regex matching the values of credential-named environment variables.
+
+    Rebuilt only when the environment changed since the last call (compared as a snapshot of
+    its items, which costs about a microsecond), so a key set at any time is caught.
+    """
     global _env_cache
-    values = tuple(
-        sorted(
-            {
-                value
-                for name, value in os.environ.items()
-                if _ENV_NAME.search(name) and len(value) >= _MIN_ENV_SECRET
-            },
-            key=lambda v: (-len(v), v),  # longest first, so a value containing another wins
-        )
-    )
-    cached_values, cached = _env_cache
-    if values == cached_values:
+    snapshot = _environ_snapshot()
+    cached_snapshot, cached = _env_cache
+    if snapshot == cached_snapshot:
         return cached
+    values = sorted(
+        {
+            value
+            for name, value in os.environ.items()
+            if _ENV_NAME.search(name) and len(value) >= _MIN_ENV_SECRET
+        },
+        key=lambda v: (-len(v), v),  # longest first, so a value containing another wins
+    )
     pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
-    _env_cache = (values, pattern)
+    _env_cache = (snapshot, pattern)
     return pattern
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sensitive_key(name: str) -> bool:
     """Whether a mapping key or header name names a credential."""
     return bool(_SENSITIVE_KEY.search(name.strip()))
@@ -148,6 +166,8 @@ def redact_text(text: str) -> str:
 def _redact_text(text: str, env: re.Pattern[str] | None) -> str:
     if env is not None:
         text = env.sub(REDACTED, text)
+    if not _MAYBE_SECRET.search(text.lower()):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -162,18 +182,28 @@ def redact(obj: Any) -> Any:
     return _redact(obj, _env_secrets_pattern())
 
 
+_SCALARS = (int, float, bool, type(None))
+
+
 def _redact(obj: Any, env: re.Pattern[str] | None) -> Any:
-    if isinstance(obj, str):
+    kind = type(obj)
+    if kind is str:
         return _redact_text(obj, env)
-    if isinstance(obj, Mapping):
+    if kind in _SCALARS:
+        return obj
+    if kind is dict or isinstance(obj, Mapping):
         out: dict[Any, Any] = {}
         for key, value in obj.items():
-            if isinstance(key, str) and isinstance(value, str | bytes) and is_sensitive_key(key):
+            if (
+                (type(value) is str or isinstance(value, bytes))
+                and isinstance(key, str)
+                and is_sensitive_key(key)
+            ):
                 out[key] = REDACTED if value else value
             else:
                 out[key] = _redact(value, env)
         return out
-    if isinstance(obj, list | tuple):
+    if kind is list or kind is tuple or isinstance(obj, list | tuple):
         if (
             len(obj) == 2
             and isinstance(obj[0], str)
@@ -185,6 +215,8 @@ def _redact(obj: Any, env: re.Pattern[str] | None) -> Any:
             return pair if isinstance(obj, list) else tuple(pair)
         items = [_redact(item, env) for item in obj]
         return items if isinstance(obj, list) else tuple(items)
+    if isinstance(obj, str):  # a str subclass
+        return _redact_text(str(obj), env)
     if isinstance(obj, bytes | bytearray):
         return _redact_text(bytes(obj).decode("utf-8", "replace"), env)
     return obj

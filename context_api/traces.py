@@ -27,7 +27,7 @@ How the agents record a trace (the API other modules code against)::
     record = tb.finish(final={"backend": "b"}, fallback_reason=None, backend="b")
 
     traces = TraceStore(store)                  # a context_api.store.Store, or a path
-    traces.append(record)                       # synchronous: one small transaction
+    traces.append(record)                       # synchronous; returns a TraceReceipt
     writer = TraceWriter(traces)                # or off the caller's thread:
     writer.submit(record); writer.flush(); writer.close()
 
@@ -70,6 +70,7 @@ __all__ = [
     "StoredTrace",
     "TraceBuilder",
     "TraceProblem",
+    "TraceReceipt",
     "TraceRecord",
     "TraceStep",
     "TraceStore",
@@ -254,6 +255,18 @@ class TraceRecord(BaseModel):
 class StoredTrace(TraceRecord):
     """A trace as read back: the record plus its place in the chain."""
 
+    seq: int
+    prev_hash: str
+    hash: str
+    recorded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TraceReceipt:
+    """What `append` gives back: where the trace landed in the chain (read the trace itself
+    back with `TraceStore.get`)."""
+
+    trace_id: str
     seq: int
     prev_hash: str
     hash: str
@@ -527,33 +540,56 @@ def _final_text(final: Any) -> str | None:
     return text[:_FINAL_TEXT_CHARS]
 
 
-def _text_of(value: Any, out: list[str]) -> None:
-    if value is None or isinstance(value, bool):
-        return
-    if isinstance(value, str):
-        out.append(value)
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            out.append(str(k))
-            _text_of(v, out)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _text_of(v, out)
-    else:
-        out.append(str(value))
+# The record's own field names carry no meaning to search for ("error", "input", "fallback"
+# would match every trace); they are blanked out of the indexed text, with JSON punctuation
+# and escapes, leaving the values (and the keys of free-form data such as tool arguments).
+_RECORD_FIELDS = [
+    "trace_id",
+    "kind",
+    "parent_id",
+    "started_at",
+    "ended_at",
+    "inputs",
+    "steps",
+    "final",
+    "fallback_reason",
+    "prompt_hash",
+    "model_versions",
+    "llm",
+    "model",
+    "backend",
+    "type",
+    "name",
+    "parent",
+    "duration_s",
+    "is_error",
+    "error",
+    "arguments",
+    "result",
+    "tool_call_id",
+    "input",
+    "output",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "latency_s",
+    "stop_reason",
+    "cost_usd",
+    "detail",
+]
+_RECORD_KEYS = re.compile(
+    '"(?:' + "|".join(sorted(set(_RECORD_FIELDS), key=len, reverse=True)) + ')":'
+)
+_JSON_PUNCTUATION = str.maketrans(dict.fromkeys('{}[]":,', " "))
 
 
-def _search_body(content: Mapping[str, Any]) -> str:
-    parts: list[str] = []
-    for key in ("parent_id", "llm", "model", "backend", "fallback_reason", "prompt_hash"):
-        if content.get(key):
-            parts.append(str(content[key]))
-    _text_of(content.get("inputs"), parts)
-    for step in content.get("steps") or []:
-        parts.append(step.get("type", ""))
-        for key in ("name", "error", "stop_reason", "arguments", "result", "input", "output"):
-            _text_of(step.get(key), parts)
-    return "\n".join(parts)
+def _search_body(content_json: str) -> str:
+    """The text the full-text index holds for a trace: its values, without JSON syntax."""
+    text = _RECORD_KEYS.sub(" ", content_json)
+    if "\\" in text:  # JSON escapes: keep the words on either side of a newline apart
+        text = text.replace("\\n", " ").replace("\\t", " ").replace("\\r", " ")
+    return text.translate(_JSON_PUNCTUATION)
 
 
 _TRACE_COLUMNS = (
@@ -660,14 +696,39 @@ _INSERT_STEP = (
 _INSERT_FTS = "INSERT INTO traces_fts (trace_id, kind, final, body) VALUES (?, ?, ?, ?)"
 
 
-def _prepare(record: TraceRecord) -> tuple[dict[str, Any], str]:
-    """Redact, then canonicalise: (content, content_json). Redaction happens before hashing."""
-    content = redact(record.content())
-    # Redaction must not make the record invalid (it only replaces strings); re-validate anyway
-    # so that what is hashed is exactly what `StoredTrace` parses back.
-    content = TraceRecord.model_validate(content).content()
-    text = canonical_json(content)
-    return json.loads(text), text
+@dataclass(frozen=True)
+class _Prepared:
+    """A trace made ready outside the write transaction: only its hash waits for the head."""
+
+    text: str
+    columns: dict[str, Any]
+    steps: list[tuple[Any, ...]]
+    body: str
+
+
+def _prepare(record: TraceRecord, *, scrub: bool = True) -> _Prepared:
+    """Redact, then canonicalise. Redaction happens before hashing, so the hash covers exactly
+    the scrubbed text that is stored."""
+    if not isinstance(record, TraceRecord):
+        raise TypeError(f"expected a TraceRecord, got {type(record).__name__}")
+    content = record.content()
+    if scrub:
+        scrubbed = redact(content)
+        if scrubbed != content:  # re-validate what will be stored (redaction only shortens text)
+            record = TraceRecord.model_validate(scrubbed)
+            content = record.content()
+    try:
+        text = _canonical_encode(content)
+    except (ValueError, TypeError):  # NaN or infinity in free-form data: stored as null
+        content = _finite(content)
+        record = TraceRecord.model_validate(content)
+        text = _canonical_encode(content)
+    return _Prepared(
+        text=text,
+        columns=_trace_columns(content),
+        steps=_step_rows(content),
+        body=_search_body(text),
+    )
 
 
 def _fts_query(text: str) -> str:
@@ -736,62 +797,44 @@ class TraceStore:
 
     # -- writing --
 
-    def append(self, record: TraceRecord) -> StoredTrace:
-        """Scrub, hash and append one trace; returns it with its seq and hashes.
+    def append(self, record: TraceRecord) -> TraceReceipt:
+        """Scrub, hash and append one trace; returns its place in the chain (seq and hashes).
 
         Raises `ValueError` if a trace with this id is already stored (a trace is written once).
         """
         return self.append_many([record])[0]
 
-    def append_many(self, records: Iterable[TraceRecord]) -> list[StoredTrace]:
-        """Append several traces in one transaction (in the given order)."""
-        prepared = [self._prepare(r) for r in records]
+    def append_many(self, records: Iterable[TraceRecord]) -> list[TraceReceipt]:
+        """Append several traces in one transaction (in the given order); all or none.
+
+        Everything but the hash is computed before the write lock is taken, so concurrent
+        writers hold it only for the inserts.
+        """
+        prepared = [_prepare(r, scrub=self._redact) for r in records]
         if not prepared:
             return []
-        stored: list[StoredTrace] = []
+        stored: list[TraceReceipt] = []
         now = time.time()
         try:
             with self.store.transaction() as conn:
                 seq, prev = self._head_for_append(conn)
-                for content, text in prepared:
+                for item in prepared:
                     seq += 1
-                    digest = chain_hash(prev, seq, text)
-                    cols = _trace_columns(content)
-                    row = {
-                        "seq": seq,
-                        **cols,
-                        "content_json": text,
-                        "prev_hash": prev,
-                        "hash": digest,
-                        "recorded_at": now,
-                    }
-                    conn.execute(_INSERT_TRACE, [row[c] for c in _TRACE_COLUMNS])
-                    steps = _step_rows(content)
-                    if steps:
-                        conn.executemany(_INSERT_STEP, steps)
+                    digest = chain_hash(prev, seq, item.text)
+                    cols = item.columns
+                    conn.execute(_INSERT_TRACE, (seq, *cols.values(), item.text, prev, digest, now))
+                    if item.steps:
+                        conn.executemany(_INSERT_STEP, item.steps)
                     conn.execute(
-                        _INSERT_FTS,
-                        (cols["trace_id"], cols["kind"], cols["final"], _search_body(content)),
+                        _INSERT_FTS, (cols["trace_id"], cols["kind"], cols["final"], item.body)
                     )
-                    stored.append(
-                        StoredTrace(
-                            **content, seq=seq, prev_hash=prev, hash=digest, recorded_at=now
-                        )
-                    )
+                    stored.append(TraceReceipt(cols["trace_id"], seq, prev, digest, now))
                     prev = digest
         except sqlite3.IntegrityError as exc:
             if "trace_id" in str(exc) or "UNIQUE" in str(exc):
                 raise ValueError(f"a trace with one of these ids is already stored: {exc}") from exc
             raise
         return stored
-
-    def _prepare(self, record: TraceRecord) -> tuple[dict[str, Any], str]:
-        if not isinstance(record, TraceRecord):
-            raise TypeError(f"expected a TraceRecord, got {type(record).__name__}")
-        if self._redact:
-            return _prepare(record)
-        text = canonical_json(record.content())
-        return json.loads(text), text
 
     @staticmethod
     def _head_for_append(conn: sqlite3.Connection) -> tuple[int, str]:
@@ -997,7 +1040,7 @@ class TraceStore:
                         content["trace_id"],
                         content["kind"],
                         _final_text(content.get("final")),
-                        _search_body(content),
+                        _search_body(text),
                     ),
                 )
                 n += 1
