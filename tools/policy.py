@@ -15,9 +15,10 @@ Failing backends (error rate at or above `eject_error_rate`) are ejected for
 keeps traffic from flapping: a backend pulled for SLA risk comes back only once its forecast is
 clearly under the SLA, and shares grow by at most `max_share_step` a tick (they may fall at once).
 
-A request is *ambiguous* when the policy's answer is not clear: the chosen backend's interval
-straddles the SLA, no backend is forecast within the SLA, the chosen backend is failing but not
-yet ejected, an anomaly or drift alarm is active on it, or the request's tier asks for review.
+A request is *ambiguous* when the policy's answer is not clear: the chosen backend is a coin
+flip for the SLA (its forecast interval straddles it) while another backend is confidently
+within it, no backend is forecast within the SLA, the chosen backend is failing but not yet
+ejected, an anomaly or drift alarm is active on it, or the request's tier asks for review.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class PredictiveConfig:
     base_ejection_s: float = 30.0
     max_ejection_s: float = 300.0
     demand_margin: float = 1.1
-    max_utilisation: float = 0.85
+    max_utilisation: float = 0.8
     """With capacities known, no backend is planned past this fraction of its capacity."""
     slots: int = DEFAULT_SLOTS
 
@@ -378,6 +379,7 @@ class PredictivePolicy:
         sigma = np.maximum((hi - lo) / (2.0 * 1.6448536269514722), 1e-6)
         p_breach = np.where(known, _norm_cdf((forecast - sla_ms) / sigma), 0.5)
         clear = healthy & known & (p_breach < 0.25)
+        idx = np.arange(len(self.backends))
         decisions = []
         for i, b in enumerate(self.backends):
             if not healthy.any():
@@ -401,9 +403,11 @@ class PredictivePolicy:
                 amb_reason = f"alarm:{alarms[b.name]}"
             elif cfg.warn_error_rate <= errors[i] < cfg.eject_error_rate:
                 amb_reason = "failing_backend"
-            elif known[i] and 0.25 <= p_breach[i] <= 0.75 and not clear.any():
-                # A coin flip whether this backend stays within the SLA, and no backend is
-                # confidently within it either.
+            elif known[i] and 0.25 <= p_breach[i] <= 0.75 and (clear & (idx != i)).any():
+                # A coin flip whether this backend stays within the SLA while another is
+                # confidently within it: cost against risk, worth a second look. (When every
+                # backend is a coin flip the fleet is short of capacity: that is the capacity
+                # monitor's alert to raise, not a per-request routing question.)
                 amb_reason = "interval_straddles_sla"
             decisions.append((b.name, reason, amb_reason is not None, amb_reason))
         candidates = tuple(
