@@ -16,14 +16,17 @@ Throughput (traces/s and steps/s):
   `INSERT INTO t (id, json)`, one per transaction, same file settings. `append_vs_baseline` is the
   ratio of the two rates: what redaction, hashing, step rows and FTS cost on top of a bare write.
 
-Added latency per escalation (microseconds, median and p99 over `--traces` escalations):
+Added latency per escalation (microseconds, median and p99 over `--latency-samples`):
 - `build`: building the record with `TraceBuilder` (1 node, 2 tools, 1 LLM turn).
 - `submit`: `TraceWriter.submit`, the only trace work on the escalation's own thread when the
   writer is used (the write happens on the writer thread).
 - `sync_append`: `TraceStore.append` on the caller's thread (a writer-less caller, or a full queue).
-The escalation itself is measured when the agents' escalation is importable (`escalation_*`): the
-same escalation with a `TraceWriter` attached vs without, as a ratio. Otherwise the reference is the
-plain insert, and (for scale) the router's escalation deadline of 1.5 s.
+- `added_async_share_of_deadline_pct`: build + submit against the 1.5 s escalation deadline.
+
+The escalation itself (`escalation_*`): the agents' `Escalator` with the offline reasoner, without a
+trace sink, with a `TraceWriter` and with a synchronous `TraceStore`, interleaved; the ratios
+`escalation_{writer,sync}_vs_none_{wall_p50,caller_cpu_p50,process_cpu}` are the added latency and
+cost as factors (see `bench_escalation` for what each measures).
 """
 
 from __future__ import annotations
@@ -230,18 +233,97 @@ def bench_added_latency(n: int, workdir: Path, results: dict[str, float]) -> Non
     results["added_async_share_of_deadline_pct"] = added_async / (ESCALATION_DEADLINE_S * 1e6) * 100
 
 
+def _ambiguous_case(i: int) -> tuple[Any, Any]:
+    """An ambiguous request and the policy's decision: two candidates straddling the SLA."""
+    from tools.routing import Candidate, Decision, RouteRequest
+
+    request = RouteRequest(f"req-{i}", tier="standard", metadata={"team": "search"})
+    candidates = (
+        Candidate("gpu-a", 280.0, 220.0, 340.0, 1.0, 0.5, False),
+        Candidate("gpu-b", 290.0, 230.0, 350.0, 0.8, 0.5, False),
+        Candidate("gpu-c", 900.0, 800.0, 1000.0, 0.5, 0.0, True),
+    )
+    decision = Decision(
+        f"decision-{i}",
+        request.request_id,
+        1_700_000_000.0 + i,  # a new tick each time: no shared answers
+        "gpu-a",
+        "predictive",
+        "cheapest_within_sla",
+        300.0,
+        "standard",
+        True,
+        "interval_straddles_sla",
+        candidates,
+        "rf-bench",
+    )
+    return request, decision
+
+
 def bench_escalation(n: int, workdir: Path, results: dict[str, float]) -> None:
-    """The agents' escalation with and without a TraceWriter, when it exists."""
+    """The agents' Escalator (offline reasoner, inline) without a trace sink, with a
+    TraceWriter, and with a synchronous TraceStore.
+
+    The Escalator builds its trace in every case (the builder is part of the agent run); what
+    differs is handing the finished record over, which is what tracing adds. Per mode: wall time
+    per escalation (median), the calling thread's CPU time (median), and the whole process's CPU
+    per escalation (writer thread included, measured over blocks that end with a flush). Wall
+    time on a loaded shared machine also counts time spent waiting for a CPU after any system
+    call (the SQLite write), so the CPU figures are the steadier measure of the cost.
+    Modes are interleaved in blocks so machine load affects them alike.
+    """
     try:
-        from agents import escalation  # type: ignore[attr-defined]  # noqa: F401
-    except ImportError:
-        _progress("agents.escalation not importable: skipping the end-to-end escalation ratio")
+        from agents.escalation import Escalator
+    except ImportError as exc:
+        _progress(f"agents.escalation not importable ({exc}): skipping the escalation ratio")
         return
-    hook = globals().get("_escalation_hook")
-    if hook is None:
-        _progress("no escalation hook wired for this version of agents.escalation: skipped")
-        return
-    hook(n, workdir, results)
+    _progress("escalations without / with traces")
+    w_store = TraceStore(workdir / "escalation-writer.db")
+    s_store = TraceStore(workdir / "escalation-sync.db")
+    writer = TraceWriter(w_store, max_queue=max(1000, n))
+    escalators = {
+        "none": Escalator(traces=None, share_answers=False, keep_records=False),
+        "writer": Escalator(traces=writer, share_answers=False, keep_records=False),
+        "sync": Escalator(traces=s_store, share_answers=False, keep_records=False),
+    }
+    wall: dict[str, list[float]] = {k: [] for k in escalators}
+    caller_cpu: dict[str, list[float]] = {k: [] for k in escalators}
+    process_cpu: dict[str, float] = dict.fromkeys(escalators, 0.0)
+    for esc in escalators.values():  # warm up
+        for i in range(20):
+            esc(*_ambiguous_case(-1 - i))
+    writer.flush()
+    block = 25
+    order = list(escalators.items())
+    for start in range(0, n, block):
+        order = order[1:] + order[:1]  # rotate, so no mode always follows another
+        for name, esc in order:
+            cpu0 = time.process_time()
+            for i in range(start, min(n, start + block)):
+                request, decision = _ambiguous_case(i)
+                t0, c0 = time.perf_counter(), time.thread_time()
+                esc(request, decision)
+                caller_cpu[name].append(time.thread_time() - c0)
+                wall[name].append(time.perf_counter() - t0)
+            writer.flush()
+            process_cpu[name] += time.process_time() - cpu0
+    writer.close()
+    for esc in escalators.values():
+        esc.close()
+    assert writer.stats.failed == 0
+    assert w_store.verify().ok and s_store.verify().ok
+    results["escalation_traces_written"] = w_store.count() + s_store.count()
+    w_store.close()
+    s_store.close()
+    for name in escalators:
+        results[f"escalation_{name}_wall_p50_us"] = statistics.median(wall[name]) * 1e6
+        results[f"escalation_{name}_caller_cpu_p50_us"] = statistics.median(caller_cpu[name]) * 1e6
+        results[f"escalation_{name}_process_cpu_us"] = process_cpu[name] / len(wall[name]) * 1e6
+    for name in ("writer", "sync"):
+        for measure in ("wall_p50_us", "caller_cpu_p50_us", "process_cpu_us"):
+            results[f"escalation_{name}_vs_none_{measure.removesuffix('_us')}"] = (
+                results[f"escalation_{name}_{measure}"] / results[f"escalation_none_{measure}"]
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,12 +113,31 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 # A cheap test, on the lowercased text, that some pattern *could* apply: most strings hold no
-# secret, and one scan for these literals costs a fraction of a dozen substitutions. It must
-# stay a superset of `_PATTERNS` (tests/test_redact.py checks every example against it).
-_MAYBE_SECRET = re.compile(
-    r"sk-|gh[pousr]_|github_pat_|xox|akia|asia|aiza|://|[?&][a-z0-9_-]+=|auth|api|token|secret"
-    r"|passw|bearer"
-)
+# secret, and a few substring tests cost a fraction of a dozen regex substitutions. It must stay
+# a superset of `_PATTERNS` (tests/test_redact.py checks every example against it).
+_MIN_SECRET_TEXT = 6
+"""No pattern matches fewer characters (the shortest is a query parameter like `?sig=x`)."""
+
+
+def _maybe_secret(text: str) -> bool:
+    low = text.lower()
+    return (
+        "=" in low
+        or "://" in low
+        or "sk-" in low
+        or "gh" in low
+        or "xox" in low
+        or "akia" in low
+        or "asia" in low
+        or "aiza" in low
+        or "bearer" in low
+        or "token" in low
+        or "secret" in low
+        or "passw" in low
+        or "auth" in low
+        or "api" in low
+    )
+
 
 _env_cache: tuple[Any, re.Pattern[str] | None] = (None, None)
 
@@ -164,9 +183,9 @@ def redact_text(text: str) -> str:
 
 
 def _redact_text(text: str, env: re.Pattern[str] | None) -> str:
-    if env is not None:
+    if env is not None and len(text) >= _MIN_ENV_SECRET:
         text = env.sub(REDACTED, text)
-    if not _MAYBE_SECRET.search(text.lower()):
+    if len(text) < _MIN_SECRET_TEXT or not _maybe_secret(text):
         return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)

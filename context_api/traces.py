@@ -49,6 +49,7 @@ import logging
 import math
 import queue
 import re
+import secrets
 import sqlite3
 import threading
 import time
@@ -655,7 +656,10 @@ def _trace_columns(content: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _step_rows(content: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+def _step_rows(
+    content: Mapping[str, Any], step_texts: Sequence[str] | None = None
+) -> list[tuple[Any, ...]]:
+    """The `trace_steps` rows of a trace; `step_texts` are the steps' canonical JSON if known."""
     trace_id = content["trace_id"]
     rows = []
     for idx, step in enumerate(content.get("steps") or []):
@@ -675,10 +679,30 @@ def _step_rows(content: Mapping[str, Any]) -> list[tuple[Any, ...]]:
                 int(step.get("cache_read_tokens") or 0) if llm else None,
                 int(step.get("cache_write_tokens") or 0) if llm else None,
                 1 if step.get("is_error") else 0,
-                canonical_json(step),
+                step_texts[idx] if step_texts is not None else canonical_json(step),
             )
         )
     return rows
+
+
+_STEPS_SLOT = f"\x00steps-{secrets.token_hex(8)}\x00"
+_STEPS_SLOT_JSON = _canonical_encode([_STEPS_SLOT])
+
+
+def _encode_content(content: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(canonical JSON of the trace, canonical JSON of each step), encoding each step once.
+
+    Canonical JSON is compositional (sorted keys, fixed separators), so the trace's text is the
+    text of the trace with a placeholder for its steps, the placeholder replaced by the steps'
+    own texts. The placeholder holds a per-process random token and NUL bytes (encoded as
+    \\u0000), so no value can collide with it; a miss falls back to encoding the whole.
+    """
+    steps = content.get("steps") or []
+    step_texts = [_canonical_encode(step) for step in steps]
+    shell = _canonical_encode({**content, "steps": [_STEPS_SLOT]})
+    if shell.count(_STEPS_SLOT_JSON) != 1:  # pragma: no cover - defensive
+        return _canonical_encode(content), step_texts
+    return shell.replace(_STEPS_SLOT_JSON, "[" + ",".join(step_texts) + "]"), step_texts
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -718,15 +742,15 @@ def _prepare(record: TraceRecord, *, scrub: bool = True) -> _Prepared:
             record = TraceRecord.model_validate(scrubbed)
             content = record.content()
     try:
-        text = _canonical_encode(content)
+        text, step_texts = _encode_content(content)
     except (ValueError, TypeError):  # NaN or infinity in free-form data: stored as null
         content = _finite(content)
         record = TraceRecord.model_validate(content)
-        text = _canonical_encode(content)
+        text, step_texts = _encode_content(content)
     return _Prepared(
         text=text,
         columns=_trace_columns(content),
-        steps=_step_rows(content),
+        steps=_step_rows(content, step_texts),
         body=_search_body(text),
     )
 

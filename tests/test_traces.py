@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from context_api.store import Store
@@ -581,3 +583,30 @@ def test_otel_document_shape_and_error_status() -> None:
 def test_step_constructor_defaults() -> None:
     step = TraceStep(type="node", name="n")
     assert step.parent is None and step.detail == {} and not step.is_error
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    inputs=st.dictionaries(st.text(max_size=8), _json, max_size=4),
+    result=_json,
+    n=st.integers(0, 3),
+)
+def test_spliced_encoding_equals_plain_canonical_json(inputs, result, n) -> None:
+    from context_api.traces import _encode_content
+
+    tb = TraceBuilder("chat", inputs=inputs, started_at=T0)
+    for i in range(n):
+        tb.tool_call(f"tool{i}", {"steps": [], "x": result}, result)
+    content = tb.finish(final=result, ended_at=T0).content()
+    text, step_texts = _encode_content(content)
+    assert text == canonical_json(content)
+    assert step_texts == [canonical_json(s) for s in content["steps"]]
