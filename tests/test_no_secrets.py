@@ -133,3 +133,57 @@ def test_a_failing_writer_logs_no_secret(
     assert "not written" in caplog.text
     _assert_no_key(caplog.text, key)
     _assert_no_key(writer.stats.last_error or "", key)
+
+
+def test_an_escalation_with_a_key_in_the_request_metadata_stores_no_secret(
+    key: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real path: the Router's escalation hook (offline reasoner) with a TraceWriter."""
+    escalation = pytest.importorskip("agents.escalation")
+    from tools.routing import Candidate, Decision, RouteRequest
+
+    caplog.set_level(logging.DEBUG)
+    db_dir = tmp_path / "db"
+    db_dir.mkdir()
+    request = RouteRequest(
+        "req-1",
+        tier="standard",
+        metadata={
+            "api_key": key,
+            "note": f"my key is {key}",
+            "authorization": f"Bearer {key}",
+        },
+    )
+    decision = Decision(
+        "decision-1",
+        request.request_id,
+        1_700_000_000.0,
+        "gpu-a",
+        "predictive",
+        "cheapest_within_sla",
+        300.0,
+        "standard",
+        True,
+        "interval_straddles_sla",
+        (
+            Candidate("gpu-a", 280.0, 220.0, 340.0, 1.0, 0.5, False),
+            Candidate("gpu-b", 290.0, 230.0, 350.0, 0.8, 0.5, False),
+        ),
+        "rf-v1",
+    )
+    with TraceStore(db_dir / "arcpoint.db") as traces:
+        writer = TraceWriter(traces)
+        escalator = escalation.Escalator(traces=writer)
+        try:
+            escalator(request, decision)
+        finally:
+            escalator.close()
+            writer.close()
+        assert writer.stats.written >= 1
+        (summary,) = traces.list(kind="escalation")
+        stored = traces.get(summary.trace_id)
+        assert stored is not None and stored.parent_id == "decision-1"
+        assert "[REDACTED]" in stored.model_dump_json()
+        assert traces.verify().ok
+    _assert_no_key(_all_bytes(db_dir), key)
+    _assert_no_key(caplog.text, key)
