@@ -42,6 +42,7 @@ always extend the chain one at a time.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -53,6 +54,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1255,7 +1257,9 @@ class TraceWriter:
     counts it in `stats.written_inline`) rather than drop it: losing an audit record silently is
     worse than one slow escalation, and a full queue means the disk is the bottleneck anyway.
     The Router's fast path never reaches here. `flush()` waits until everything submitted so far
-    is written; `close()` flushes and stops the thread.
+    is written; `close()` flushes and stops the thread. Writers still open when the interpreter
+    exits are closed (and so flushed) by an `atexit` hook; a close that times out logs how many
+    traces were left unwritten.
     """
 
     _STOP = object()
@@ -1280,6 +1284,7 @@ class TraceWriter:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="arcpoint-trace-writer", daemon=True)
         self._thread.start()
+        _OPEN_WRITERS.add(self)
 
     def submit(self, record: TraceRecord) -> None:
         """Queue a trace for writing; never drops it, never raises for storage errors."""
@@ -1312,6 +1317,10 @@ class TraceWriter:
             self._closed = True
         self._queue.put(self._STOP)
         self._thread.join(timeout_s)
+        _OPEN_WRITERS.discard(self)
+        left = max(0, self._queue.unfinished_tasks - 1)  # the stop marker is not a trace
+        if self._thread.is_alive() and left:
+            log.error("TraceWriter closed with %d trace(s) not yet written", left)
 
     def __enter__(self) -> TraceWriter:
         return self
@@ -1561,3 +1570,14 @@ def otel_document(traces: Iterable[TraceRecord], *, service_name: str = "arcpoin
             }
         ]
     }
+
+
+_OPEN_WRITERS: weakref.WeakSet[TraceWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_writers() -> None:
+    """Flush writers their owners forgot to close: their thread is a daemon."""
+    for writer in list(_OPEN_WRITERS):
+        with contextlib.suppress(Exception):
+            writer.close()

@@ -610,3 +610,22 @@ def test_spliced_encoding_equals_plain_canonical_json(inputs, result, n) -> None
     text, step_texts = _encode_content(content)
     assert text == canonical_json(content)
     assert step_texts == [canonical_json(s) for s in content["steps"]]
+
+
+def test_a_writer_left_open_is_flushed_at_exit(tmp_path: Path) -> None:
+    path = tmp_path / "exit.db"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from context_api.traces import TraceBuilder, TraceStore, TraceWriter
+        writer = TraceWriter(TraceStore({str(path)!r}))
+        for i in range(50):
+            writer.submit(TraceBuilder("chat", inputs={{"i": i}}).finish(final="ok"))
+        # no flush, no close: the interpreter exits with the queue still full
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    with TraceStore(path) as ts:
+        assert ts.count() == 50
+        assert ts.verify().ok
