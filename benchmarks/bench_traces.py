@@ -262,7 +262,9 @@ def _ambiguous_case(i: int) -> tuple[Any, Any]:
 
 def bench_escalation(n: int, workdir: Path, results: dict[str, float]) -> None:
     """The agents' Escalator (offline reasoner, inline) without a trace sink, with a
-    TraceWriter, and with a synchronous TraceStore.
+    TraceWriter (`writer`: escalations back to back, so the writer thread is busy with the
+    previous traces while the next escalation runs; `writer_idle`: each escalation starts with
+    the writer idle, as when escalations are sparse), and with a synchronous TraceStore.
 
     The Escalator builds its trace in every case (the builder is part of the agent run); what
     differs is handing the finished record over, which is what tracing adds. Per mode: wall time
@@ -284,6 +286,7 @@ def bench_escalation(n: int, workdir: Path, results: dict[str, float]) -> None:
     escalators = {
         "none": Escalator(traces=None, share_answers=False, keep_records=False),
         "writer": Escalator(traces=writer, share_answers=False, keep_records=False),
+        "writer_idle": Escalator(traces=writer, share_answers=False, keep_records=False),
         "sync": Escalator(traces=s_store, share_answers=False, keep_records=False),
     }
     wall: dict[str, list[float]] = {k: [] for k in escalators}
@@ -305,6 +308,8 @@ def bench_escalation(n: int, workdir: Path, results: dict[str, float]) -> None:
                 esc(request, decision)
                 caller_cpu[name].append(time.thread_time() - c0)
                 wall[name].append(time.perf_counter() - t0)
+                if name == "writer_idle":
+                    writer.flush()  # the next escalation finds the writer idle (sparse escalations)
             writer.flush()
             process_cpu[name] += time.process_time() - cpu0
     writer.close()
@@ -319,7 +324,7 @@ def bench_escalation(n: int, workdir: Path, results: dict[str, float]) -> None:
         results[f"escalation_{name}_wall_p50_us"] = statistics.median(wall[name]) * 1e6
         results[f"escalation_{name}_caller_cpu_p50_us"] = statistics.median(caller_cpu[name]) * 1e6
         results[f"escalation_{name}_process_cpu_us"] = process_cpu[name] / len(wall[name]) * 1e6
-    for name in ("writer", "sync"):
+    for name in ("writer", "writer_idle", "sync"):
         for measure in ("wall_p50_us", "caller_cpu_p50_us", "process_cpu_us"):
             results[f"escalation_{name}_vs_none_{measure.removesuffix('_us')}"] = (
                 results[f"escalation_{name}_{measure}"] / results[f"escalation_none_{measure}"]

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -57,6 +58,8 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -353,7 +356,13 @@ class TraceBuilder:
         (with the exception's type and message) if the block raises."""
         start = self._clock()
         index = self.add(
-            TraceStep(type="node", name=name, started_at=start, input=input, detail=detail)
+            TraceStep(
+                type="node",
+                name=name,
+                started_at=start,
+                input=_jsonable(input),
+                detail=_jsonable(detail),
+            )
         )
         self._stack.append(index)
         try:
@@ -374,7 +383,7 @@ class TraceBuilder:
         if not self._stack:
             raise RuntimeError("no open node")
         i = self._stack[-1]
-        self.steps[i] = self.steps[i].model_copy(update={"output": output})
+        self.steps[i] = self.steps[i].model_copy(update={"output": _jsonable(output)})
 
     def tool_call(
         self,
@@ -392,13 +401,13 @@ class TraceBuilder:
             TraceStep(
                 type="tool_call",
                 name=name,
-                arguments=dict(arguments or {}),
-                result=result,
+                arguments=_jsonable(dict(arguments or {})),
+                result=_jsonable(result),
                 duration_s=duration_s,
                 is_error=is_error,
                 started_at=started_at,
                 tool_call_id=tool_call_id,
-                detail=detail,
+                detail=_jsonable(detail),
             )
         )
 
@@ -424,8 +433,8 @@ class TraceBuilder:
                 type="llm_turn",
                 name=model,
                 model=model,
-                input=input,
-                output=output,
+                input=_jsonable(input),
+                output=_jsonable(output),
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cache_read_tokens=cache_read_tokens,
@@ -437,7 +446,7 @@ class TraceBuilder:
                 started_at=started_at,
                 is_error=error is not None,
                 error=error,
-                detail=detail,
+                detail=_jsonable(detail),
             )
         )
 
@@ -517,19 +526,27 @@ def _nonneg(value: Any) -> float | None:
 
 
 def _jsonable(value: Any) -> Any:
-    """Pydantic models and dataclass-like objects to plain JSON-able data."""
+    """Plain JSON-able data from what agents and tools hand over: pydantic models, dataclasses,
+    numpy scalars and arrays, enums, dates, sets; anything else becomes its `str`, so a trace
+    is never refused because a tool returned an unusual type."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if hasattr(value, "__dataclass_fields__"):
-        import dataclasses
-
+    if isinstance(value, Enum):
+        return _jsonable(value.value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
         return _jsonable(dataclasses.asdict(value))
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _jsonable(value.tolist())
     return str(value)
 
 

@@ -629,3 +629,34 @@ def test_a_writer_left_open_is_flushed_at_exit(tmp_path: Path) -> None:
     with TraceStore(path) as ts:
         assert ts.count() == 50
         assert ts.verify().ok
+
+
+def test_unusual_types_from_tools_become_plain_json(traces: TraceStore) -> None:
+    import datetime as dt
+    import enum
+
+    import numpy as np
+
+    from tools.routing import Candidate
+
+    class Mode(enum.Enum):
+        SHADOW = "shadow"
+
+    tb = TraceBuilder("monitor", started_at=T0)
+    tb.tool_call(
+        "odd_tool",
+        {"when": dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC), "mode": Mode.SHADOW},
+        {
+            "p95": np.float64(123.5),
+            "counts": np.arange(3),
+            "tags": {"a"},
+            "candidate": Candidate("gpu-a", 1.0, 0.5, 1.5, 0.1, 1.0, False),
+            "raw": object.__new__(object),
+        },
+    )
+    receipt = traces.append(tb.finish(ended_at=T0 + 1))
+    step = traces.get(receipt.trace_id).steps[0]
+    assert step.arguments == {"when": "2025-01-02T03:04:05+00:00", "mode": "shadow"}
+    assert step.result["p95"] == 123.5 and step.result["counts"] == [0, 1, 2]
+    assert step.result["tags"] == ["a"] and step.result["candidate"]["backend"] == "gpu-a"
+    assert step.result["raw"].startswith("<object object")
