@@ -1,0 +1,1161 @@
+"""The eval harness: replay each entry end to end, the same way every time, and score it.
+
+A simulated scenario is replayed once per policy through `evals.replay.run_scenario` (the
+production `Router`, request by request). The predictive run is the full loop: the fleet monitor
+(streaming Isolation Forest per backend, alerts through the AlertService into a store), the
+router's escalation when the replay supports it (`agents.escalation.Escalator` with the chosen
+model), drift detection over the forecaster's errors, and everything written to a SQLite store
+in the out dir (`work/<name>.db`, readable by `arcpoint ask --db`). Baselines run bare. Runs are
+independent, so they are spread over forked workers (trained forecasters are inherited, never
+serialised). Scores and their definitions: `evals.scoring`.
+
+A telemetry scenario is replayed observe-only through the monitor and a drift detector and scored
+against its labelled windows. Benchmark entries run `arcpoint nab` and
+`benchmarks/bench_drift.py` as subprocesses and read their JSON.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from evals.scenario_file import (
+    BASELINE_NAMES,
+    DriftBenchmarkFile,
+    EvalEntry,
+    NabBenchmarkFile,
+    ScenarioFile,
+    ScenarioFileError,
+    load_telemetry,
+)
+from evals.scoring import (
+    GRACE_S,
+    count_flaps,
+    forecast_errors,
+    label_windows,
+    leave_delay_s,
+    merge_windows,
+    page_hinkley_alarms,
+    percent_better,
+    score_detections,
+    score_drift,
+    traffic_shares,
+)
+from tools.chaos import Scenario
+from tools.telemetry import TICK_SECONDS
+
+log = logging.getLogger(__name__)
+
+START_TS = 1_700_000_000.0
+"""Every simulated scenario starts here, so runs of one scenario line up tick for tick."""
+
+LLM = Literal["offline", "claude", "none"]
+Progress = Callable[[str], None]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class HarnessConfig:
+    out_dir: Path
+    llm: LLM = "offline"
+    """The router agent's model for escalations; `none` runs the deterministic policy alone."""
+    jobs: int = 2
+    record: bool = True
+    """Write the predictive run (telemetry, decisions, outcomes, anomalies, alerts) to a store."""
+
+
+@dataclass(frozen=True)
+class PropertyResult:
+    """One expected property (or threshold): passed, failed, or None when it cannot apply."""
+
+    name: str
+    passed: bool | None
+    detail: str
+    value: float | None = None
+    limit: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "detail": self.detail,
+            "value": _round(self.value),
+            "limit": self.limit,
+        }
+
+
+@dataclass
+class PolicyRun:
+    """One scenario under one policy, reduced to what scoring and plotting need (picklable)."""
+
+    policy: str
+    summary: dict[str, float | int]
+    requests: int
+    ts: np.ndarray
+    counts: dict[str, np.ndarray]
+    p95_ms: dict[str, np.ndarray]
+    error_rate: dict[str, np.ndarray]
+    forecast_ms: dict[str, np.ndarray]
+    violations: np.ndarray
+    tick_requests: np.ndarray
+    seconds: float
+    chaos: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
+    """Per backend, per tick: the chaos kinds the simulator applied (the ground truth)."""
+    anomalies: list[tuple[float, str, float]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    decisions: dict[str, Any] = field(default_factory=dict)
+    """Outcomes of ambiguous (escalated) and routine decisions."""
+    escalation: dict[str, Any] | None = None
+    loop: dict[str, Any] | None = None
+    db: str | None = None
+
+
+@dataclass
+class EntryResult:
+    """What one entry produced: flat metrics (what thresholds gate), details, properties."""
+
+    name: str
+    kind: str
+    source: str | None
+    description: str
+    metrics: dict[str, float | int | None]
+    detail: dict[str, Any]
+    expectations: list[PropertyResult]
+    seconds: float
+    runs: dict[str, PolicyRun] = field(default_factory=dict)
+    timeline: dict[str, Any] = field(default_factory=dict)
+    """Series for the detection-timeline plot: windows, anomalies, drift alarms, alerts."""
+    error: str | None = None
+    thresholds: list[PropertyResult] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """The gate's verdict: the entry ran and broke no threshold."""
+        return self.error is None and all(p.passed is not False for p in self.thresholds)
+
+    @property
+    def expectations_passed(self) -> int:
+        return sum(p.passed is True for p in self.expectations)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "source": self.source,
+            "description": self.description,
+            "passed": self.passed,
+            "expectations_passed": f"{self.expectations_passed}/{len(self.expectations)}",
+            "error": self.error,
+            "seconds": round(self.seconds, 2),
+            "metrics": {k: _round(v) for k, v in self.metrics.items()},
+            "expectations": [p.to_json() for p in self.expectations],
+            "thresholds": [p.to_json() for p in self.thresholds],
+            "detail": self.detail,
+            "plots": self.plots,
+        }
+
+
+@dataclass
+class SuiteResult:
+    entries: list[EntryResult]
+    config: HarnessConfig
+    seconds: float
+    forecasters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(e.passed for e in self.entries)
+
+
+def _round(v: Any) -> Any:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return None
+        return round(v, 4)
+    return v
+
+
+# --- forecasters ---------------------------------------------------------------------------
+
+
+def train_forecaster(spec: Any, progress: Progress) -> tuple[Any, dict[str, Any]]:
+    """Train the forecaster a scenario asks for, on simulated history (as `arcpoint demo`)."""
+    from tools.forecaster import train
+    from tools.simulator import simulate_history
+
+    t0 = time.perf_counter()
+    progress(
+        f"training a forecaster: {spec.n_estimators} trees on {spec.history_hours:g} h of "
+        "simulated history"
+    )
+    history = simulate_history(
+        spec.history_hours * 3600.0,
+        seed=spec.history_seed,
+        start_ts=START_TS - spec.history_hours * 3600.0 - 600.0,
+    )
+    forecaster, report = train(
+        history,
+        n_estimators=spec.n_estimators,
+        max_depth=spec.max_depth,
+        seed=spec.seed,
+        n_jobs=min(2, os.cpu_count() or 1),
+    )
+    info = {
+        "version": forecaster.version_id,
+        "spec": spec.model_dump(),
+        "mae_ms": round(report.forest.mae_ms, 2),
+        "persistence_mae_ms": round(report.persistence.mae_ms, 2),
+        "interval_coverage": round(report.interval.holdout_coverage, 4),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return forecaster, info
+
+
+def warm_up(forecaster: Any) -> None:
+    """Replay two simulated minutes in this process, so compiled code (the numba feature loop,
+    compiled on first use) is inherited by the forked workers instead of compiled in each."""
+    from evals.replay import run_scenario
+
+    run_scenario(Scenario(name="warm-up", duration_s=120.0), "predictive", forecaster)
+
+
+# --- one policy run (in a worker) -------------------------------------------------------------
+
+_JOB: dict[str, Any] = {}
+"""Set in the parent before forking: entries, built scenarios, forecasters, config."""
+
+
+def _fresh_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(str(path) + suffix)
+        if p.exists():
+            p.unlink()
+
+
+def _make_model(llm: str) -> Any:
+    if llm == "claude":
+        from agents.llm.claude import ClaudeModel
+
+        return ClaudeModel()
+    from agents.offline import OfflineModel
+
+    return OfflineModel()
+
+
+class _DecisionTap:
+    """Sees each tick's decisions with their outcomes: counts violations of ambiguous and
+    routine decisions, then passes them on to the store sink (if any)."""
+
+    def __init__(self, forward: Callable[..., None] | None) -> None:
+        self.forward = forward
+        self.n = {"ambiguous": 0, "routine": 0, "agent_changed": 0}
+        self.bad = {"ambiguous": 0, "routine": 0, "agent_changed": 0}
+
+    def __call__(self, decisions: list[Any], latency_ms: np.ndarray, ok: np.ndarray) -> None:
+        for d, lat, good in zip(decisions, latency_ms.tolist(), ok.tolist(), strict=True):
+            key = "ambiguous" if d.ambiguous else "routine"
+            violated = (not good) or lat > d.sla_ms
+            self.n[key] += 1
+            self.bad[key] += violated
+            if d.ambiguous and d.policy == "router_agent":
+                self.n["agent_changed"] += 1
+                self.bad["agent_changed"] += violated
+        if self.forward is not None:
+            self.forward(decisions, latency_ms, ok)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in ("ambiguous", "routine", "agent_changed"):
+            n = self.n[k]
+            out[k] = {
+                "requests": n,
+                "violations": self.bad[k],
+                "violation_pct": round(100.0 * self.bad[k] / n, 3) if n else None,
+            }
+        return out
+
+
+def _run_policy(task: tuple[int, str]) -> tuple[int, PolicyRun | None, str | None]:
+    i, policy = task
+    try:
+        return i, _run_policy_inner(i, policy), None
+    except Exception as err:  # one broken run must not lose the others: report it
+        log.exception("run %s x %s failed", _JOB["entries"][i].name, policy)
+        return i, None, f"{policy}: {type(err).__name__}: {err}"
+
+
+def _run_policy_inner(i: int, policy: str) -> PolicyRun:
+    from agents.fleet_monitor import FleetMonitor
+    from context_api.alerting import AlertService
+    from context_api.store import Store
+    from evals.replay import run_scenario
+    from evals.store_sink import StoreSink
+
+    entry: ScenarioFile = _JOB["entries"][i]
+    scenario: Scenario = _JOB["scenarios"][i]
+    forecaster = _JOB["forecasters"][entry.forecaster.model_dump_json()]
+    config: HarnessConfig = _JOB["config"]
+    names = [b.name for b in scenario.backends()]
+    full = policy == "predictive"
+    chaos: dict[str, list[tuple[str, ...]]] = {n: [] for n in names}
+
+    store = sink = monitor = escalator = None
+    db_path: Path | None = None
+    tap = _DecisionTap(None)
+    kwargs: dict[str, Any] = {}
+    params = inspect.signature(run_scenario).parameters
+    if full:
+        if config.record:
+            db_path = config.out_dir / "work" / f"{entry.name}.db"
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            _fresh_db(db_path)
+            store = Store(db_path)
+            store.register_model_version(
+                forecaster.version_id,
+                "forecaster",
+                created_at=START_TS - 600.0,
+                trained_from_ts=forecaster.trained_from_ts,
+                trained_to_ts=forecaster.trained_to_ts,
+                note=f"trained by arcpoint eval for {entry.name}",
+            )
+            store.activate_model_version(forecaster.version_id, reason="eval", at=START_TS - 600.0)
+            run = store.start_run("eval", params={"scenario": entry.name}, started_at=START_TS)
+            sink = StoreSink(store, run.run_id, source=f"eval:{entry.name}")
+            sink.chaos(scenario, START_TS)
+            tap = _DecisionTap(sink)
+            monitor = FleetMonitor(names, store, run_id=run.run_id)
+            monitor.alerts = AlertService(store, clock=lambda: monitor.now, restore=False)
+        else:
+            monitor = FleetMonitor(names)
+        if config.llm != "none" and "escalate" in params:
+            from agents.escalation import Escalator
+
+            escalator = Escalator(_make_model(config.llm))
+            kwargs["escalate"] = escalator
+
+    def on_tick(result: Any) -> None:
+        for n in names:
+            chaos[n].append(tuple(result.backends[n].chaos))
+        if sink is not None:
+            sink.tick(result)
+        if escalator is not None:
+            bts = result.backends
+            escalator.score_pending(lambda b, sla: bts[b].violation_prob(sla))
+
+    t0 = time.perf_counter()
+    try:
+        res = run_scenario(
+            scenario,
+            policy,
+            forecaster,
+            seed=entry.seed,
+            sink=tap if full else None,
+            id_prefix=f"{entry.name}:{policy}:",
+            start_ts=START_TS,
+            on_tick=on_tick,
+            monitor=monitor,
+            **kwargs,
+        )
+        if sink is not None:
+            sink.flush()
+        alerts = []
+        if store is not None:
+            alerts = [
+                {
+                    "ts": a.created_at,
+                    "kind": a.kind,
+                    "subject": a.subject,
+                    "severity": a.severity,
+                    "suppressed": a.suppressed,
+                }
+                for a in store.list_alerts(include_suppressed=True, limit=None)
+            ]
+            store.finish_run(run.run_id, summary=res.summary())
+    finally:
+        if escalator is not None:
+            escalator.close()
+        if store is not None:
+            store.close()
+    seconds = time.perf_counter() - t0
+
+    ticks = res.ticks
+    ts = np.array([t.ts for t in ticks])
+
+    def series(attr: str) -> dict[str, np.ndarray]:
+        return {
+            n: np.array([getattr(t, attr).get(n, math.nan) for t in ticks], dtype=float)
+            for n in names
+        }
+
+    escalation = None
+    if escalator is not None:
+        escalation = escalator.stats.summary()
+    return PolicyRun(
+        policy=policy,
+        summary=res.summary(),
+        requests=res.requests,
+        ts=ts,
+        counts=series("counts"),
+        p95_ms=series("p95_ms"),
+        error_rate=series("error_rate"),
+        forecast_ms=series("forecast_ms"),
+        violations=np.array([t.violations for t in ticks], dtype=float),
+        tick_requests=np.array([t.requests for t in ticks], dtype=float),
+        seconds=seconds,
+        chaos=chaos,
+        anomalies=list(monitor.stats.anomalies) if monitor is not None else [],
+        alerts=alerts,
+        decisions=tap.summary() if full else {},
+        escalation=escalation,
+        db=str(db_path) if db_path else None,
+    )
+
+
+def _run_telemetry(i: int) -> tuple[int, EntryResult | None, str | None]:
+    try:
+        return i, _run_telemetry_inner(i), None
+    except ScenarioFileError as err:
+        return i, None, str(err)
+    except Exception as err:
+        log.exception("telemetry replay %s failed", _JOB["entries"][i].name)
+        return i, None, f"{type(err).__name__}: {err}"
+
+
+def _run_telemetry_inner(i: int) -> EntryResult:
+    from agents.fleet_monitor import FleetMonitor
+
+    entry: ScenarioFile = _JOB["entries"][i]
+    t0 = time.perf_counter()
+    series = load_telemetry(entry)
+    detections: list[tuple[float, str]] = []
+    drift_alarms: list[tuple[float, str]] = []
+    windows: dict[str, list[tuple[float, float]]] = {}
+    per_series = []
+    labelled = all(s.windows is not None for s in series)
+    for s in series:
+        monitor = FleetMonitor([s.backend])
+        for p in s.points:
+            monitor.observe([p])
+        found = [(ts, b) for ts, b, _sev in monitor.stats.anomalies]
+        detections += found
+        ts = np.array([p.ts for p in s.points])
+        values = np.log(np.maximum(np.array([p.p95_ms for p in s.points]), 1e-3))
+        alarms = page_hinkley_alarms(
+            values,
+            ts,
+            warmup=entry.drift.warmup_ticks,
+            threshold_sigmas=entry.drift.threshold_sigmas,
+            delta_sigmas=entry.drift.delta_sigmas,
+            mode="both",
+        )
+        drift_alarms += [(t, s.backend) for t in alarms]
+        if s.windows is not None:
+            windows[s.backend] = list(s.windows)
+        one = score_detections(found, {s.backend: s.windows or []}, grace_s=0.0)
+        per_series.append(
+            {
+                "backend": s.backend,
+                "path": str(s.path),
+                "points": len(s.points),
+                "rejected_rows": s.rejected,
+                "windows": len(s.windows or []),
+                "anomalies": len(found),
+                "change_points": len(alarms),
+                "anomaly": one.to_json() if s.windows is not None else None,
+            }
+        )
+    score = score_detections(detections, windows, grace_s=0.0) if labelled else None
+    in_windows = sum(1 for t, b in drift_alarms if any(a <= t <= e for a, e in windows.get(b, [])))
+    metrics: dict[str, float | int | None] = {
+        "anomalies": len(detections),
+        "anomaly_precision": score.precision if score else None,
+        "anomaly_recall": score.recall if score else None,
+        "anomaly_delay_s": score.mean_delay_s if score else None,
+        "change_points": len(drift_alarms),
+        "change_points_in_windows": in_windows if labelled else None,
+    }
+    expectations = []
+    ex = entry.expect
+    if ex.min_anomaly_recall is not None:
+        expectations.append(
+            _at_least("min_anomaly_recall", metrics["anomaly_recall"], ex.min_anomaly_recall)
+        )
+    if ex.min_anomaly_precision is not None:
+        expectations.append(
+            _at_least(
+                "min_anomaly_precision", metrics["anomaly_precision"], ex.min_anomaly_precision
+            )
+        )
+    return EntryResult(
+        name=entry.name,
+        kind="telemetry",
+        source=str(entry.source) if entry.source else None,
+        description=entry.description,
+        metrics=metrics,
+        detail={
+            "traffic": "telemetry",
+            "observe_only": True,
+            "series": per_series,
+            "anomaly": score.to_json() if score else None,
+            "ground_truth": "labelled windows (no grace)" if labelled else "none",
+        },
+        expectations=expectations,
+        seconds=time.perf_counter() - t0,
+        timeline={
+            "windows": windows,
+            "anomalies": detections,
+            "drift_alarms": drift_alarms,
+            "alerts": [],
+            "start_ts": min((s.points[0].ts for s in series), default=0.0),
+            "end_ts": max((s.points[-1].ts for s in series), default=0.0),
+        },
+    )
+
+
+# --- scoring a simulated scenario -------------------------------------------------------------
+
+
+def _at_most(name: str, value: Any, limit: float, unit: str = "") -> PropertyResult:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return PropertyResult(name, False, f"no value to compare with {limit:g}{unit}", None, limit)
+    ok = value <= limit
+    return PropertyResult(
+        name, ok, f"{value:.4g}{unit} {'<=' if ok else '>'} {limit:g}{unit}", float(value), limit
+    )
+
+
+def _at_least(name: str, value: Any, limit: float, unit: str = "") -> PropertyResult:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return PropertyResult(name, False, f"no value to compare with {limit:g}{unit}", None, limit)
+    ok = value >= limit
+    return PropertyResult(
+        name, ok, f"{value:.4g}{unit} {'>=' if ok else '<'} {limit:g}{unit}", float(value), limit
+    )
+
+
+def ground_truth(
+    scenario: Scenario, run: PolicyRun
+) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float, list[str]]]]:
+    """Per-backend chaos windows (labelled ticks plus fleet-wide events) and drift events."""
+    names = list(run.counts)
+    windows: dict[str, list[tuple[float, float]]] = {}
+    for n in names:
+        labelled = np.array([bool(k) for k in run.chaos.get(n, [])], dtype=bool)
+        found = label_windows(run.ts[: labelled.size], labelled) if labelled.size else []
+        windows[n] = found
+    for ev in scenario.chaos:
+        if ev.backend is None and ev.kind == "traffic_surge":
+            w = (START_TS + ev.start_s, START_TS + ev.end_s)
+            for n in names:
+                windows[n] = merge_windows([*windows[n], w])
+    drifts = [
+        (
+            START_TS + ev.start_s,
+            START_TS + min(ev.end_s, scenario.effective_duration_s),
+            [ev.backend] if ev.backend else names,
+        )
+        for ev in scenario.chaos
+        if ev.kind == "gradual_drift"
+    ]
+    return windows, drifts
+
+
+def score_scenario(
+    entry: ScenarioFile, scenario: Scenario, runs: Mapping[str, PolicyRun], seconds: float = 0.0
+) -> EntryResult:
+    """Scores, expected properties and the detection timeline of one replayed scenario."""
+    pred = runs["predictive"]
+    policies: dict[str, dict[str, Any]] = {}
+    for name, r in runs.items():
+        flaps = count_flaps(r.counts, r.ts)
+        policies[name] = {
+            **r.summary,
+            "flaps": sum(flaps.values()),
+            "flaps_by_backend": flaps,
+            "requests": r.requests,
+            "seconds": round(r.seconds, 2),
+        }
+    windows, drifts = ground_truth(scenario, pred)
+    anomaly = score_detections([(t, b) for t, b, _ in pred.anomalies], windows)
+    every = merge_windows(w for ws in windows.values() for w in ws)
+    during_chaos = sum(
+        1 for t, _b, _s in pred.anomalies if any(s <= t <= e + GRACE_S for s, e in every)
+    )
+    fleet_precision = during_chaos / len(pred.anomalies) if pred.anomalies else None
+    spec = entry.drift
+    drift_alarms: list[tuple[float, str]] = []
+    for n in pred.counts:
+        errs = forecast_errors(pred.p95_ms[n], pred.forecast_ms[n])
+        for t in page_hinkley_alarms(
+            errs,
+            pred.ts,
+            warmup=spec.warmup_ticks,
+            threshold_sigmas=spec.threshold_sigmas,
+            delta_sigmas=spec.delta_sigmas,
+        ):
+            drift_alarms.append((t, n))
+    drift = score_drift(drift_alarms, drifts, windows)
+    baselines = [p for p in runs if p != "predictive"]
+    best = min(baselines, key=lambda p: runs[p].summary["sla_violation_pct"], default=None)
+    esc = pred.escalation
+    escalation_pct = (
+        100.0 * esc["escalated"] / pred.requests
+        if esc is not None and pred.requests
+        else pred.summary["ambiguous_pct"]
+    )
+    sent = [a for a in pred.alerts if not a["suppressed"]]
+    p = policies["predictive"]
+    metrics: dict[str, float | int | None] = {
+        "sla_violation_pct": p["sla_violation_pct"],
+        "p95_latency_ms": p["p95_latency_ms"],
+        "mean_cost": p["mean_cost"],
+        "flaps": p["flaps"],
+        "escalation_pct": escalation_pct,
+        "anomalies": anomaly.detections,
+        "anomaly_precision": anomaly.precision,
+        "anomaly_recall": anomaly.recall,
+        "anomaly_delay_s": anomaly.mean_delay_s,
+        "anomaly_precision_fleet": fleet_precision,
+        "drift_delay_s": drift.delay_s,
+        "drift_false_alarms": drift.false_alarms,
+        "drift_alarms": drift.alarms,
+        "alerts_sent": len(sent),
+    }
+    if best is not None:
+        b = policies[best]
+        metrics["best_baseline_sla_violation_pct"] = b["sla_violation_pct"]
+        metrics["sla_improvement_vs_best_baseline_pct"] = percent_better(
+            p["sla_violation_pct"], b["sla_violation_pct"]
+        )
+    expectations = check_expectations(entry, runs, policies, metrics, drift.delay_s)
+    detail = {
+        "traffic": entry.traffic.kind,
+        "duration_s": scenario.effective_duration_s,
+        "seed": entry.seed,
+        "chaos": [
+            {
+                "kind": ev.kind,
+                "backend": ev.backend,
+                "start_s": ev.start_s,
+                "end_s": ev.end_s,
+                "magnitude": ev.magnitude,
+            }
+            for ev in scenario.chaos
+        ],
+        "policies": policies,
+        "best_baseline": best,
+        "anomaly": {**anomaly.to_json(), "during_any_chaos": during_chaos},
+        "drift": drift.to_json(),
+        "drift_detector": f"calibrated Page-Hinkley (up, warm-up {spec.warmup_ticks} ticks, "
+        f"h={spec.threshold_sigmas:g} sigma, k={spec.delta_sigmas:g} sigma) on |log error| of "
+        "the 5-minute forecast, per backend",
+        "alerts": {
+            "sent": len(sent),
+            "suppressed": len(pred.alerts) - len(sent),
+            "by_kind": _count(a["kind"] for a in sent),
+        },
+        "escalation": {
+            "wired": esc is not None,
+            "rate_pct": round(escalation_pct, 3),
+            "agent": esc,
+            "outcomes": pred.decisions,
+            "note": None
+            if esc is not None
+            else "the replay has no escalation hook yet: the rate is the share of ambiguous "
+            "requests (those that would be escalated), and their outcomes are the policy's",
+        },
+        "loop": pred.loop,
+        "db": pred.db,
+        "ground_truth_windows": {n: len(w) for n, w in windows.items()},
+    }
+    return EntryResult(
+        name=entry.name,
+        kind="scenario",
+        source=str(entry.source) if entry.source else None,
+        description=entry.description,
+        metrics=metrics,
+        detail=detail,
+        expectations=expectations,
+        seconds=seconds,
+        runs=dict(runs),
+        timeline={
+            "windows": windows,
+            "anomalies": [(t, b) for t, b, _ in pred.anomalies],
+            "drift_alarms": drift_alarms,
+            "alerts": [(a["ts"], a["subject"], a["kind"]) for a in sent],
+            "start_ts": START_TS,
+            "end_ts": START_TS + scenario.effective_duration_s,
+        },
+    )
+
+
+def _count(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
+
+
+def check_expectations(
+    entry: ScenarioFile,
+    runs: Mapping[str, PolicyRun],
+    policies: Mapping[str, Mapping[str, Any]],
+    metrics: Mapping[str, Any],
+    drift_delay: float | None,
+) -> list[PropertyResult]:
+    ex = entry.expect
+    out: list[PropertyResult] = []
+    pred = runs["predictive"]
+    shares = traffic_shares(pred.counts)
+    for leave in ex.traffic_leaves:
+        if isinstance(leave.after, str):
+            idx = leave.event
+            if idx is None:
+                idx = next(
+                    (k for k, ev in enumerate(entry.chaos) if ev.backend == leave.backend), 0
+                )
+            ev = entry.chaos[idx]
+            t0 = START_TS + (ev.start_s if leave.after == "chaos_start" else ev.end_s)
+            anchor = f"{ev.kind} {leave.after.split('_')[1]}"
+        else:
+            t0 = START_TS + leave.after
+            anchor = f"t={leave.after:g} s"
+        delay = leave_delay_s(shares[leave.backend], pred.ts, t0, leave.max_share)
+        name = f"traffic_leaves {leave.backend}"
+        if delay is None:
+            out.append(
+                PropertyResult(
+                    name,
+                    False,
+                    f"{leave.backend}'s share never fell to {leave.max_share:.0%} after {anchor}",
+                    None,
+                    leave.within_s,
+                )
+            )
+        else:
+            ok = delay <= leave.within_s
+            out.append(
+                PropertyResult(
+                    name,
+                    ok,
+                    f"share <= {leave.max_share:.0%} {delay:.0f} s after {anchor} "
+                    f"({'within' if ok else 'later than'} {leave.within_s:g} s)",
+                    delay,
+                    leave.within_s,
+                )
+            )
+    if ex.drift_detected_within_s is not None:
+        lim = ex.drift_detected_within_s
+        if drift_delay is None:
+            out.append(PropertyResult("drift_detected", False, "drift not detected", None, lim))
+        else:
+            ok = drift_delay <= lim
+            out.append(
+                PropertyResult(
+                    "drift_detected",
+                    ok,
+                    f"detected {drift_delay:.0f} s after onset ({'<=' if ok else '>'} {lim:g} s)",
+                    drift_delay,
+                    lim,
+                )
+            )
+    if ex.max_drift_false_alarms is not None:
+        out.append(
+            _at_most(
+                "max_drift_false_alarms", metrics["drift_false_alarms"], ex.max_drift_false_alarms
+            )
+        )
+    if ex.max_escalation_pct is not None:
+        out.append(
+            _at_most("max_escalation_pct", metrics["escalation_pct"], ex.max_escalation_pct, "%")
+        )
+    if ex.max_sla_violation_pct is not None:
+        out.append(
+            _at_most(
+                "max_sla_violation_pct", metrics["sla_violation_pct"], ex.max_sla_violation_pct, "%"
+            )
+        )
+    if ex.max_p95_latency_ms is not None:
+        out.append(
+            _at_most("max_p95_latency_ms", metrics["p95_latency_ms"], ex.max_p95_latency_ms, " ms")
+        )
+    if ex.max_flaps is not None:
+        out.append(_at_most("max_flaps", metrics["flaps"], ex.max_flaps))
+    if ex.min_anomaly_recall is not None:
+        out.append(
+            _at_least("min_anomaly_recall", metrics["anomaly_recall"], ex.min_anomaly_recall)
+        )
+    if ex.min_anomaly_precision is not None:
+        out.append(
+            _at_least(
+                "min_anomaly_precision", metrics["anomaly_precision"], ex.min_anomaly_precision
+            )
+        )
+    for beat in ex.beats_baselines:
+        names = beat.baselines or [p for p in runs if p in BASELINE_NAMES]
+        ours = policies["predictive"][beat.metric]
+        worst_gap = None
+        failed = []
+        for b in names:
+            theirs = policies[b][beat.metric]
+            gain = percent_better(ours, theirs)
+            if gain is None:
+                ok = ours <= theirs and beat.by_pct == 0
+            else:
+                ok = gain >= beat.by_pct - 1e-9
+            if not ok:
+                failed.append(f"{b} ({theirs:.4g})")
+            if gain is not None and (worst_gap is None or gain < worst_gap):
+                worst_gap = gain
+        req = f"{beat.by_pct:g}% lower" if beat.by_pct else "no higher"
+        out.append(
+            PropertyResult(
+                f"beats_baselines {beat.metric}",
+                not failed,
+                f"predictive {ours:.4g} vs {', '.join(names)}: needs {req}"
+                + (f"; not met against {', '.join(failed)}" if failed else "")
+                + (f"; smallest margin {worst_gap:.1f}%" if worst_gap is not None else ""),
+                worst_gap,
+                beat.by_pct,
+            )
+        )
+    return out
+
+
+# --- real benchmarks ---------------------------------------------------------------------------
+
+
+def _subprocess(cmd: list[str], log_path: Path) -> int:
+    """Run a benchmark, its stderr (progress) passed through, its stdout kept in a log."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=None, cwd=REPO_ROOT, check=False)
+    return proc.returncode
+
+
+def nab_command_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("arcpoint.commands.nab") is not None
+
+
+def run_nab_benchmark(entry: NabBenchmarkFile, out_dir: Path) -> EntryResult:
+    t0 = time.perf_counter()
+    base = out_dir / "benchmarks" / entry.name
+    data, labels = entry.resolve(entry.data), entry.resolve(entry.labels)
+
+    def failed(msg: str) -> EntryResult:
+        return EntryResult(
+            entry.name,
+            "nab_benchmark",
+            str(entry.source) if entry.source else None,
+            entry.description,
+            {},
+            {},
+            [],
+            time.perf_counter() - t0,
+            error=msg,
+        )
+
+    if not data.is_dir():
+        return failed(f"NAB data folder not found: {data}")
+    if not labels.is_file():
+        return failed(f"NAB labels file not found: {labels}")
+    if not nab_command_available():
+        return failed("`arcpoint nab` is not available in this build")
+    json_path = base / "nab.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "arcpoint",
+        "nab",
+        "--data",
+        str(data),
+        "--labels",
+        str(labels),
+        "--out",
+        str(base / "results"),
+        "--json",
+        str(json_path),
+    ]
+    if entry.detector:
+        cmd += ["--detector", entry.detector]
+    code = _subprocess(cmd, base / "nab.log")
+    if code != 0 or not json_path.exists():
+        return failed(f"arcpoint nab exited with {code} (log: {base / 'nab.log'})")
+    result = json.loads(json_path.read_text())
+
+    def score(profile: str) -> float | None:
+        v = result.get(profile)
+        if isinstance(v, dict):
+            v = v.get("score", v.get("normalised"))
+        return float(v) if isinstance(v, int | float) else None
+
+    metrics = {
+        "nab_standard": score("standard"),
+        "nab_reward_low_fp": score("reward_low_fp"),
+        "nab_reward_low_fn": score("reward_low_fn"),
+        "files": len(result.get("files") or []),
+    }
+    ex = entry.expect
+    expectations = [
+        _at_least(f"min_{k}", metrics[f"nab_{k}"], lim)
+        for k, lim in (
+            ("standard", ex.min_standard),
+            ("reward_low_fp", ex.min_reward_low_fp),
+            ("reward_low_fn", ex.min_reward_low_fn),
+        )
+        if lim is not None
+    ]
+    return EntryResult(
+        entry.name,
+        "nab_benchmark",
+        str(entry.source) if entry.source else None,
+        entry.description,
+        metrics,
+        {"command": " ".join(cmd[1:]), "json": str(json_path)},
+        expectations,
+        time.perf_counter() - t0,
+    )
+
+
+def run_drift_benchmark(entry: DriftBenchmarkFile, out_dir: Path) -> EntryResult:
+    t0 = time.perf_counter()
+    base = out_dir / "benchmarks" / entry.name
+    script = REPO_ROOT / "benchmarks" / "bench_drift.py"
+    json_path = base / "drift.json"
+    cmd = [sys.executable, str(script), "--json", str(json_path), "--seeds", str(entry.seeds)]
+    code = _subprocess(cmd, base / "drift.log") if script.exists() else -1
+    if code != 0 or not json_path.exists():
+        return EntryResult(
+            entry.name,
+            "drift_benchmark",
+            str(entry.source) if entry.source else None,
+            entry.description,
+            {},
+            {},
+            [],
+            time.perf_counter() - t0,
+            error=f"bench_drift.py exited with {code} (log: {base / 'drift.log'})",
+        )
+    fig = json.loads(json_path.read_text())
+    overall = fig.get("drift_streams", {}).get("overall", {})
+    ours = overall.get("arcpoint_ph_calibrated", {})
+    verdict = fig.get("drift_verdict", {}).get("arcpoint_ph_calibrated", {})
+    drifts = ours.get("drifts") or 0
+    metrics = {
+        "ph_speedup": fig.get("ph_speedup"),
+        "stationary_false_alarms": fig.get("stationary_false_alarms"),
+        "river_stationary_false_alarms": fig.get("river_stationary_false_alarms"),
+        "detected_pct": 100.0 * ours.get("detected", 0) / drifts if drifts else None,
+        "mean_delay_penalised": ours.get("mean_delay_penalised"),
+        "stream_false_alarms": ours.get("false_alarms"),
+        "delay_vs_river_best": verdict.get("delay_vs_river_best"),
+        "false_alarms_vs_river_best": verdict.get("false_alarms_vs_river_best"),
+    }
+    ex = entry.expect
+    expectations = []
+    if ex.max_stationary_false_alarms is not None:
+        expectations.append(
+            _at_most(
+                "max_stationary_false_alarms",
+                metrics["stationary_false_alarms"],
+                ex.max_stationary_false_alarms,
+            )
+        )
+    if ex.min_detected_pct is not None:
+        expectations.append(
+            _at_least("min_detected_pct", metrics["detected_pct"], ex.min_detected_pct, "%")
+        )
+    if ex.max_delay_vs_river_best is not None:
+        expectations.append(
+            _at_most(
+                "max_delay_vs_river_best",
+                metrics["delay_vs_river_best"],
+                ex.max_delay_vs_river_best,
+            )
+        )
+    return EntryResult(
+        entry.name,
+        "drift_benchmark",
+        str(entry.source) if entry.source else None,
+        entry.description,
+        metrics,
+        {
+            "command": " ".join(["python", *cmd[1:]]),
+            "json": str(json_path),
+            "per_stream": fig.get("drift_streams", {}).get("per_stream"),
+        },
+        expectations,
+        time.perf_counter() - t0,
+    )
+
+
+# --- the suite ---------------------------------------------------------------------------------
+
+
+def run_suite(
+    entries: Sequence[EvalEntry],
+    config: HarnessConfig,
+    progress: Progress = lambda _m: None,
+) -> SuiteResult:
+    """Run every entry; per-entry failures are recorded on the entry, not raised."""
+    t_start = time.perf_counter()
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[int, EntryResult] = {}
+    scenarios: dict[int, Scenario] = {}
+    forecasters: dict[str, Any] = {}
+    fc_info: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    tasks: list[tuple[str, int, str]] = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, ScenarioFile):
+            continue
+        if e.observe_only:
+            tasks.append(("telemetry", i, "observe"))
+            continue
+        try:
+            scenarios[i] = e.to_scenario()
+        except (ScenarioFileError, ValueError) as err:
+            results[i] = EntryResult(
+                e.name,
+                "scenario",
+                str(e.source) if e.source else None,
+                e.description,
+                {},
+                {},
+                [],
+                0.0,
+                error=str(err),
+            )
+            continue
+        key = e.forecaster.model_dump_json()
+        if key not in forecasters:
+            forecasters[key], fc_info[key] = train_forecaster(e.forecaster, progress)
+            if len(forecasters) == 1:
+                warm_up(forecasters[key])
+        # predictive first: it is the slowest run of a scenario
+        tasks += [("policy", i, p) for p in sorted(e.policies, key=lambda p: p != "predictive")]
+
+    _JOB.clear()
+    _JOB.update(entries=list(entries), scenarios=scenarios, forecasters=forecasters, config=config)
+    runs: dict[int, dict[str, PolicyRun]] = {}
+    errors: dict[int, list[str]] = {}
+    started: dict[int, float] = {}
+    jobs = max(1, min(config.jobs, len(tasks), os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    pool = mp.get_context("fork").Pool(jobs) if jobs > 1 else None
+    try:
+        pending = []
+        for kind, i, policy in tasks:
+            started.setdefault(i, time.perf_counter())
+            fn, arg = (_run_telemetry, i) if kind == "telemetry" else (_run_policy, (i, policy))
+            if pool is None:
+                pending.append(_Lazy(fn, arg))
+            else:
+                pending.append(pool.apply_async(fn, (arg,)))
+        for k, handle in enumerate(pending, 1):
+            kind, i, policy = tasks[k - 1]
+            idx, out, err = handle.get()
+            name = entries[idx].name
+            elapsed = time.perf_counter() - t0
+            if kind == "telemetry":
+                if out is not None:
+                    results[idx] = out
+                    progress(
+                        f"[{k}/{len(tasks)}] {name} (telemetry, observe-only) ({elapsed:.0f} s)"
+                    )
+                else:
+                    errors.setdefault(idx, []).append(err or "failed")
+                    progress(f"[{k}/{len(tasks)}] {name}: FAILED {err}")
+                continue
+            if out is None:
+                errors.setdefault(idx, []).append(err or "failed")
+                progress(f"[{k}/{len(tasks)}] {name} x {policy}: FAILED {err}")
+                continue
+            runs.setdefault(idx, {})[policy] = out
+            progress(
+                f"[{k}/{len(tasks)}] {name} x {policy}: "
+                f"{out.summary['sla_violation_pct']:.1f}% over SLA, "
+                f"p95 {out.summary['p95_latency_ms']:.0f} ms ({elapsed:.0f} s)"
+            )
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        _JOB.clear()
+
+    for i, e in enumerate(entries):
+        if i in results:
+            continue
+        if isinstance(e, ScenarioFile):
+            if i in errors or "predictive" not in runs.get(i, {}):
+                results[i] = EntryResult(
+                    e.name,
+                    "telemetry" if e.observe_only else "scenario",
+                    str(e.source) if e.source else None,
+                    e.description,
+                    {},
+                    {},
+                    [],
+                    time.perf_counter() - started.get(i, t0),
+                    error="; ".join(errors.get(i, ["the predictive run did not finish"])),
+                )
+                continue
+            order = [p for p in e.policies if p in runs[i]]
+            ordered = {p: runs[i][p] for p in order}
+            seconds = sum(r.seconds for r in ordered.values())
+            results[i] = score_scenario(e, scenarios[i], ordered, seconds)
+        elif isinstance(e, NabBenchmarkFile):
+            progress(f"{e.name}: running the NAB benchmark (arcpoint nab)")
+            results[i] = run_nab_benchmark(e, config.out_dir)
+        elif isinstance(e, DriftBenchmarkFile):
+            progress(f"{e.name}: running the drift benchmark (benchmarks/bench_drift.py)")
+            results[i] = run_drift_benchmark(e, config.out_dir)
+    return SuiteResult(
+        entries=[results[i] for i in range(len(entries))],
+        config=config,
+        seconds=time.perf_counter() - t_start,
+        forecasters={v["version"]: v for v in fc_info.values()},
+        notes=notes,
+    )
+
+
+class _Lazy:
+    """A task run on `get()`, with `AsyncResult`'s interface (the single-process path)."""
+
+    def __init__(self, fn: Callable[[Any], Any], arg: Any) -> None:
+        self.fn, self.arg = fn, arg
+
+    def get(self) -> Any:
+        return self.fn(self.arg)
+
+
+__all__ = [
+    "GRACE_S",
+    "TICK_SECONDS",
+    "EntryResult",
+    "HarnessConfig",
+    "PolicyRun",
+    "PropertyResult",
+    "SuiteResult",
+    "check_expectations",
+    "ground_truth",
+    "run_suite",
+    "score_scenario",
+]

@@ -1,0 +1,828 @@
+"""Scenario files: what an eval replays and what it expects, as YAML validated by pydantic.
+
+A file holds one entry. Its `kind` says what it is:
+
+- `scenario` (the default): a seed, a fleet, a traffic source, chaos events with times, the
+  policies to compare, the forecaster to train, and the properties the predictive run must show
+  (`expect`). The traffic source is one of
+    * `simulated`: the Markov-modulated diurnal process of `tools.traffic` (its parameters);
+    * `arrival_trace`: a CSV of request timestamps (e.g. the Azure LLM trace), binned into
+      per-tick counts and scaled to the fleet (`mean_rps`, `utilisation` or a bare `scale`);
+    * `telemetry`: real telemetry series (e.g. NAB), replayed observe-only through the monitor
+      and the drift detector and scored against labelled windows. Nothing is routed: the series
+      did not respond to any routing, so routing metrics would mean nothing there.
+- `nab_benchmark`: the NAB benchmark (`arcpoint nab`) over a data folder and a labels file.
+- `drift_benchmark`: `benchmarks/bench_drift.py` (Page-Hinkley against river on drift streams).
+
+Times may be numbers of seconds or strings such as `90s`, `15m`, `1h30m`. Paths are relative to
+the file's folder (`~` and `$VARS` expand). Errors name the file, the field and what is wrong;
+an unknown field gets a "did you mean" when one is close.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from tools.chaos import ChaosEvent, Scenario
+from tools.fleet import DEFAULT_FLEET, BackendSpec
+from tools.telemetry import TICK_SECONDS
+from tools.traffic import DEFAULT_MEAN_RPS, TrafficModel
+
+PolicyName = Literal[
+    "predictive", "static", "round_robin", "least_loaded", "outlier_ejection", "peak_ewma"
+]
+POLICY_NAMES: tuple[str, ...] = PolicyName.__args__  # type: ignore[attr-defined]
+"""Every policy a scenario can compare (`evals.replay.POLICIES`; a test keeps them equal)."""
+BASELINE_NAMES = POLICY_NAMES[1:]
+ComparableMetric = Literal["sla_violation_pct", "p95_latency_ms", "mean_cost", "flaps"]
+"""Metrics `beats_baselines` can compare: lower is better for each."""
+
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*([smhd]))+\s*$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class ScenarioFileError(ValueError):
+    """A scenario file that cannot be used; the message names the file and each problem."""
+
+    def __init__(self, path: str | Path, problems: Sequence[str]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{self.path}: invalid scenario file\n{lines}")
+
+
+def parse_seconds(value: Any) -> Any:
+    """`90`, `90.5`, `"90s"`, `"15m"`, `"1h30m"` -> seconds. Anything else is left to pydantic
+    (which then says what it expected)."""
+    if isinstance(value, bool):
+        raise ValueError("a time must be a number of seconds or a string like '15m', not a boolean")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        if not _DURATION.match(text):
+            raise ValueError(
+                f"{value!r} is not a time: use seconds (900) or a string such as '90s', '15m', "
+                "'1h30m'"
+            )
+        return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_seconds)]
+PositiveSeconds = Annotated[float, BeforeValidator(parse_seconds), Field(gt=0, allow_inf_nan=False)]
+NonNegativeSeconds = Annotated[
+    float, BeforeValidator(parse_seconds), Field(ge=0, allow_inf_nan=False)
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- traffic sources -------------------------------------------------------------------------
+
+
+class _Scaling(_Model):
+    """How a recorded series becomes a request rate: give at most one of the three."""
+
+    mean_rps: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Scale so that the mean rate is this many requests/s."""
+    utilisation: float | None = Field(None, gt=0, le=3, allow_inf_nan=False)
+    """Scale so that the mean rate is this share of the fleet's total capacity."""
+    scale: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Multiply the recorded counts by this factor."""
+
+    @model_validator(mode="after")
+    def _one_scaling(self) -> _Scaling:
+        given = [n for n in ("mean_rps", "utilisation", "scale") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of mean_rps, utilisation, scale (got {given})")
+        return self
+
+    def target_rps(self, fleet_capacity_rps: float) -> float | None:
+        if self.mean_rps is not None:
+            return self.mean_rps
+        if self.utilisation is not None:
+            return self.utilisation * fleet_capacity_rps
+        return None
+
+
+class SimulatedTraffic(_Scaling):
+    """The synthetic arrival process (`tools.traffic.TrafficModel`); `utilisation` or `mean_rps`
+    set its mean (default: the model's 26.4 rps, 40% of the default fleet)."""
+
+    kind: Literal["simulated"] = "simulated"
+    diurnal_amplitude: float = Field(0.3, ge=0, lt=1, allow_inf_nan=False)
+    period_s: PositiveSeconds = 86_400.0
+    phase_s: Seconds = 0.0
+    burst_rate_per_hour: float = Field(3.0, ge=0, allow_inf_nan=False)
+    burst_mean_duration_s: PositiveSeconds = 90.0
+    burst_multiplier: float = Field(1.4, ge=1, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _no_bare_scale(self) -> SimulatedTraffic:
+        if self.scale is not None:
+            raise ValueError("simulated traffic takes mean_rps or utilisation, not scale")
+        return self
+
+
+class ArrivalTraceTraffic(_Scaling):
+    """Request arrivals from a CSV with one row per request (e.g. the Azure LLM trace).
+
+    Rows are binned into 10 s ticks by `timestamp_column` from the first request; the counts
+    are then scaled (default: to the simulated traffic's mean, 26.4 rps)."""
+
+    kind: Literal["arrival_trace"]
+    path: str = Field(min_length=1)
+    timestamp_column: str = Field("TIMESTAMP", min_length=1)
+    skip_s: NonNegativeSeconds = 0.0
+    """Leave out the trace's first seconds (e.g. a ramp-up before steady traffic)."""
+
+
+class TelemetrySeries(_Model):
+    path: str = Field(min_length=1)
+    backend: str | None = Field(None, pattern=_NAME)
+    """Name the series' backend takes (default: the file's stem)."""
+
+
+class TelemetryTraffic(_Model):
+    """Real telemetry replayed observe-only (see the module docstring)."""
+
+    kind: Literal["telemetry"]
+    series: list[TelemetrySeries] = Field(min_length=1)
+    labels: str | None = None
+    """A NAB windows file ({relative path: [[start, end], ...]}); keys match series paths by
+    suffix. Without it there is no ground truth and precision/recall are not computed."""
+
+
+Traffic = Annotated[
+    SimulatedTraffic | ArrivalTraceTraffic | TelemetryTraffic, Field(discriminator="kind")
+]
+
+
+# --- the rest of a scenario ------------------------------------------------------------------
+
+
+class ForecasterSpec(_Model):
+    """The forecaster trained for the scenario (on simulated history, as `arcpoint demo` does).
+    Scenarios with the same spec share one trained model within a run."""
+
+    history_hours: float = Field(12.0, gt=0, le=24 * 14, allow_inf_nan=False)
+    n_estimators: int = Field(100, ge=1, le=2000)
+    max_depth: int | None = Field(12, ge=1, le=64)
+    seed: int = 0
+    history_seed: int = 1000
+
+
+class DriftSpec(_Model):
+    """The drift detector the harness runs when the closed loop does not provide one:
+    calibrated Page-Hinkley (upward) per backend over the forecaster's absolute log error,
+    5 minutes after each forecast. Warm-up is in ticks (a detector is blind while warming up,
+    and again after each alarm)."""
+
+    warmup_ticks: int = Field(60, ge=10, le=5000)
+    threshold_sigmas: float = Field(25.0, gt=0, allow_inf_nan=False)
+    delta_sigmas: float = Field(0.3, ge=0, allow_inf_nan=False)
+
+
+class TrafficLeaves(_Model):
+    """`backend`'s traffic share falls to `max_share` or below within `within_s` of `after`."""
+
+    backend: str
+    within_s: PositiveSeconds
+    after: Literal["chaos_start", "chaos_end"] | NonNegativeSeconds = "chaos_start"
+    """A chaos event's start or end (see `event`), or seconds from the scenario start."""
+    event: int | None = Field(None, ge=0)
+    """Index into `chaos` (default: the first event on `backend`, else the first event)."""
+    max_share: float = Field(0.05, ge=0, le=1, allow_inf_nan=False)
+
+
+class BeatsBaselines(_Model):
+    """The predictive run's `metric` is at least `by_pct` percent lower than each baseline's."""
+
+    metric: ComparableMetric = "sla_violation_pct"
+    by_pct: float = Field(0.0, ge=0, lt=100, allow_inf_nan=False)
+    baselines: list[PolicyName] | None = None
+    """Default: every baseline the scenario runs."""
+
+
+class Expectations(_Model):
+    """Properties of the predictive run (the full loop); each is reported as pass or fail."""
+
+    traffic_leaves: list[TrafficLeaves] = Field(default_factory=list)
+    drift_detected_within_s: PositiveSeconds | None = None
+    max_drift_false_alarms: int | None = Field(None, ge=0)
+    max_escalation_pct: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    max_sla_violation_pct: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    max_p95_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_flaps: int | None = Field(None, ge=0)
+    beats_baselines: list[BeatsBaselines] = Field(default_factory=list)
+    min_anomaly_recall: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    min_anomaly_precision: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        """A single `traffic_leaves` / `beats_baselines` mapping is a one-item list."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in ("traffic_leaves", "beats_baselines"):
+                if isinstance(data.get(key), dict):
+                    data[key] = [data[key]]
+        return data
+
+    def routing_keys(self) -> list[str]:
+        """The expectations that need routing (so cannot apply to observe-only telemetry)."""
+        keys = []
+        if self.traffic_leaves:
+            keys.append("traffic_leaves")
+        if self.beats_baselines:
+            keys.append("beats_baselines")
+        for k in ("max_escalation_pct", "max_sla_violation_pct", "max_p95_latency_ms", "max_flaps"):
+            if getattr(self, k) is not None:
+                keys.append(k)
+        return keys
+
+
+def _parse_fleet(value: Any) -> Any:
+    """`default`, or a list of default-fleet names and backend specs (mappings of
+    `tools.fleet.BackendSpec`'s fields), each checked with a message that names it."""
+    if value is None or value == "default":
+        return None
+    if not isinstance(value, list | tuple):
+        raise ValueError("fleet must be 'default' or a list of backend names and specs")
+    if not value:
+        raise ValueError("fleet is empty")
+    out: list[BackendSpec | str] = []
+    known = {b.name for b in DEFAULT_FLEET}
+    for i, entry in enumerate(value):
+        if isinstance(entry, BackendSpec):
+            out.append(entry)
+        elif isinstance(entry, str):
+            if entry not in known:
+                raise ValueError(
+                    f"entry {i}: {entry!r} is not in the default fleet "
+                    f"({', '.join(sorted(known))}); give a full backend spec instead"
+                )
+            out.append(entry)
+        elif isinstance(entry, dict):
+            fields = set(BackendSpec.__dataclass_fields__)
+            unknown = sorted(set(entry) - fields)
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"entry {i}: unknown field {unknown[0]!r}{hint}")
+            try:
+                out.append(BackendSpec(**entry))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"entry {i}: {err}") from None
+        else:
+            raise ValueError(f"entry {i} must be a backend name or a mapping of its spec")
+    return tuple(out)
+
+
+FleetEntry = BackendSpec | str
+
+
+class ScenarioFile(_Model):
+    """One replayable scenario (see the module docstring)."""
+
+    kind: Literal["scenario"] = "scenario"
+    name: str = Field(pattern=_NAME, max_length=80)
+    description: str = ""
+    seed: int = 0
+    duration_s: PositiveSeconds = 3600.0
+    fleet: Annotated[tuple[FleetEntry, ...] | None, BeforeValidator(_parse_fleet)] = None
+    """None (or `default` in the file): the default fleet."""
+    traffic: Traffic = Field(default_factory=SimulatedTraffic)
+    chaos: list[ChaosEvent] = Field(default_factory=list)
+    policies: list[PolicyName] = Field(default_factory=lambda: list(POLICY_NAMES))
+    forecaster: ForecasterSpec = Field(default_factory=ForecasterSpec)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    expect: Expectations = Field(default_factory=Expectations)
+    _source: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prepare(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        traffic = data.get("traffic")
+        if isinstance(traffic, dict) and "kind" not in traffic:
+            data["traffic"] = {"kind": "simulated", **traffic}
+        chaos = data.get("chaos")
+        if isinstance(chaos, list):
+            prepared = []
+            for ev in chaos:
+                if isinstance(ev, dict):
+                    ev = dict(ev)
+                    if "at" in ev and "start_s" not in ev:
+                        ev["start_s"] = ev.pop("at")
+                    for key in ("start_s", "duration_s"):
+                        if key in ev:
+                            ev[key] = parse_seconds(ev[key])
+                prepared.append(ev)
+            data["chaos"] = prepared
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> ScenarioFile:
+        names = self.backend_names()
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate backend names in fleet: {names}")
+        observe_only = isinstance(self.traffic, TelemetryTraffic)
+        if observe_only:
+            if self.chaos:
+                raise ValueError(
+                    "telemetry scenarios replay recorded series: chaos cannot be injected into "
+                    "them (their labelled windows are the ground truth)"
+                )
+            bad = self.expect.routing_keys()
+            if bad:
+                raise ValueError(
+                    f"expect: {', '.join(bad)} need routing, which a telemetry (observe-only) "
+                    "scenario does not do"
+                )
+            return self
+        for i, ev in enumerate(self.chaos):
+            if ev.backend is not None and ev.backend not in names:
+                raise ValueError(
+                    f"chaos[{i}] ({ev.kind}) targets unknown backend {ev.backend!r}; "
+                    f"fleet: {', '.join(names)}"
+                )
+            if ev.start_s >= self.duration_s:
+                raise ValueError(
+                    f"chaos[{i}] ({ev.kind}) starts at {ev.start_s:g} s, at or after the end of "
+                    f"the scenario ({self.duration_s:g} s)"
+                )
+        if "predictive" not in self.policies:
+            raise ValueError("policies must include 'predictive' (the run the scenario scores)")
+        if len(set(self.policies)) != len(self.policies):
+            raise ValueError(f"policies are listed twice: {self.policies}")
+        for j, leave in enumerate(self.expect.traffic_leaves):
+            where = f"expect.traffic_leaves[{j}]"
+            if leave.backend not in names:
+                raise ValueError(
+                    f"{where}: unknown backend {leave.backend!r}; fleet: {', '.join(names)}"
+                )
+            if isinstance(leave.after, str):
+                if not self.chaos:
+                    raise ValueError(f"{where}: after={leave.after} but the scenario has no chaos")
+                if leave.event is not None and leave.event >= len(self.chaos):
+                    raise ValueError(
+                        f"{where}: event {leave.event} does not exist ({len(self.chaos)} events)"
+                    )
+        for j, beat in enumerate(self.expect.beats_baselines):
+            missing = [b for b in beat.baselines or [] if b not in self.policies]
+            if "predictive" in (beat.baselines or []):
+                raise ValueError(f"expect.beats_baselines[{j}]: predictive is not a baseline")
+            if missing:
+                raise ValueError(
+                    f"expect.beats_baselines[{j}]: {missing} are not among the scenario's "
+                    f"policies {self.policies}"
+                )
+        if self.expect.drift_detected_within_s is not None and not any(
+            ev.kind == "gradual_drift" for ev in self.chaos
+        ):
+            raise ValueError("expect.drift_detected_within_s needs a gradual_drift chaos event")
+        return self
+
+    # -- derived ---------------------------------------------------------------------------
+
+    @property
+    def source(self) -> Path | None:
+        """The file this entry was read from (None when built in code)."""
+        return self._source
+
+    @property
+    def observe_only(self) -> bool:
+        return isinstance(self.traffic, TelemetryTraffic)
+
+    def backends(self) -> tuple[BackendSpec, ...]:
+        if self.fleet is None:
+            return DEFAULT_FLEET
+        known = {b.name: b for b in DEFAULT_FLEET}
+        return tuple(known[e] if isinstance(e, str) else e for e in self.fleet)
+
+    def backend_names(self) -> list[str]:
+        if isinstance(self.traffic, TelemetryTraffic):
+            return [s.backend or Path(s.path).stem for s in self.traffic.series]
+        return [b.name for b in self.backends()]
+
+    def resolve(self, path: str) -> Path:
+        """A path from the file, relative to the file's folder (or the working directory)."""
+        p = Path(os.path.expandvars(os.path.expanduser(path)))
+        if not p.is_absolute() and self._source is not None:
+            p = self._source.parent / p
+        return p
+
+    def to_scenario(self) -> Scenario:
+        """The `tools.chaos.Scenario` to simulate (reads an arrival trace when there is one)."""
+        if isinstance(self.traffic, TelemetryTraffic):
+            raise ValueError(f"{self.name}: a telemetry scenario is replayed, not simulated")
+        specs = self.backends()
+        capacity = sum(s.capacity_rps for s in specs)
+        t = self.traffic
+        if isinstance(t, SimulatedTraffic):
+            traffic = TrafficModel(
+                mean_rps=t.target_rps(capacity) or DEFAULT_MEAN_RPS,
+                diurnal_amplitude=t.diurnal_amplitude,
+                period_s=t.period_s,
+                phase_s=t.phase_s,
+                burst_rate_per_hour=t.burst_rate_per_hour,
+                burst_mean_duration_s=t.burst_mean_duration_s,
+                burst_multiplier=t.burst_multiplier,
+            )
+        else:
+            trace = load_arrival_trace(self.resolve(t.path), t.timestamp_column, skip_s=t.skip_s)
+            target = t.target_rps(capacity)
+            if t.scale is not None:
+                scale = t.scale
+            else:
+                target = target if target is not None else DEFAULT_MEAN_RPS
+                scale = target * TICK_SECONDS / max(trace.mean_per_tick, 1e-9)
+            traffic = TrafficModel.from_counts(trace.counts, scale=scale)
+        return Scenario(
+            name=self.name,
+            seed=self.seed,
+            duration_s=self.duration_s,
+            fleet=None if self.fleet is None else specs,
+            traffic=traffic,
+            chaos=tuple(self.chaos),
+        )
+
+
+# --- real benchmarks -------------------------------------------------------------------------
+
+
+class NabExpect(_Model):
+    min_standard: float | None = Field(None, allow_inf_nan=False)
+    min_reward_low_fp: float | None = Field(None, allow_inf_nan=False)
+    min_reward_low_fn: float | None = Field(None, allow_inf_nan=False)
+
+
+class NabBenchmarkFile(_Model):
+    """The NAB benchmark (`arcpoint nab`) as an eval entry."""
+
+    kind: Literal["nab_benchmark"]
+    name: str = Field(pattern=_NAME, max_length=80)
+    description: str = ""
+    data: str = Field(min_length=1)
+    labels: str = Field(min_length=1)
+    detector: str | None = None
+    expect: NabExpect = Field(default_factory=NabExpect)
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    resolve = ScenarioFile.resolve
+
+
+class DriftBenchExpect(_Model):
+    max_stationary_false_alarms: int | None = Field(None, ge=0)
+    """Calibrated Page-Hinkley's false alarms on 100,000 samples of N(0, 1)."""
+    min_detected_pct: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    """Share of the drift streams' drifts the calibrated detector finds."""
+    max_delay_vs_river_best: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Calibrated Page-Hinkley's mean penalised delay over river's best detector's."""
+
+
+class DriftBenchmarkFile(_Model):
+    """`benchmarks/bench_drift.py` as an eval entry."""
+
+    kind: Literal["drift_benchmark"]
+    name: str = Field(pattern=_NAME, max_length=80)
+    description: str = ""
+    seeds: int = Field(5, ge=1, le=50)
+    expect: DriftBenchExpect = Field(default_factory=DriftBenchExpect)
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+
+EvalEntry = ScenarioFile | NabBenchmarkFile | DriftBenchmarkFile
+_ENTRY = TypeAdapter(
+    Annotated[ScenarioFile | NabBenchmarkFile | DriftBenchmarkFile, Field(discriminator="kind")]
+)
+
+
+def _format_errors(err: ValidationError, data: Any) -> list[str]:
+    problems = []
+    for e in err.errors(include_url=False):
+        loc = e["loc"]
+        # Drop pydantic's union tags (`scenario`, `simulated`, ...) from the location.
+        parts = [str(p) for p in loc if not (isinstance(p, str) and p in _TAGS)]
+        where = ""
+        for p in parts:
+            where += f"[{p}]" if p.isdigit() else (f".{p}" if where else p)
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if e["type"] == "extra_forbidden":
+            field = parts[-1] if parts else "?"
+            known = _siblings(data, parts[:-1])
+            close = difflib.get_close_matches(field, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            msg = f"unknown field{hint}"
+        elif e["type"] == "union_tag_invalid":
+            ctx = e.get("ctx") or {}
+            msg = f"unknown kind {ctx.get('tag')!r}; known: {ctx.get('expected_tags')}"
+        problems.append(f"{where or '(entry)'}: {msg}")
+    return problems
+
+
+_TAGS = {
+    "scenario",
+    "nab_benchmark",
+    "drift_benchmark",
+    "simulated",
+    "arrival_trace",
+    "telemetry",
+    "BackendSpec",
+    "str",
+    "function-after[_check(), ScenarioFile]",
+}
+
+
+def _siblings(data: Any, parts: list[str]) -> list[str]:
+    """Field names valid next to the unknown one (for the "did you mean" hint)."""
+    model: Any = {"scenario": ScenarioFile, "nab_benchmark": NabBenchmarkFile}.get(
+        data.get("kind", "scenario") if isinstance(data, dict) else "scenario", DriftBenchmarkFile
+    )
+    node = data
+    for p in parts:
+        if isinstance(node, dict):
+            node = node.get(p)
+        elif isinstance(node, list) and p.isdigit() and int(p) < len(node):
+            node = node[int(p)]
+        sub = None
+        if model is not None and hasattr(model, "model_fields") and p in model.model_fields:
+            sub = _model_of(model.model_fields[p].annotation, node)
+        model = sub if sub is not None else (model if p.isdigit() else None)
+    if model is None or not hasattr(model, "model_fields"):
+        return []
+    return sorted(model.model_fields)
+
+
+def _model_of(annotation: Any, node: Any) -> Any:
+    args = getattr(annotation, "__args__", ())
+    candidates = [a for a in (annotation, *args) if hasattr(a, "model_fields")]
+    for a in args:
+        candidates += [b for b in getattr(a, "__args__", ()) if hasattr(b, "model_fields")]
+    if isinstance(node, dict) and "kind" in node:
+        for c in candidates:
+            kind = c.model_fields.get("kind")
+            if kind is not None and node["kind"] in getattr(kind.annotation, "__args__", ()):
+                return c
+    if annotation is ChaosEvent or ChaosEvent in args:
+        return ChaosEvent
+    return candidates[0] if candidates else None
+
+
+def parse_entry(data: Any, source: str | Path = "<memory>") -> EvalEntry:
+    """Validate one entry (a mapping, as read from YAML)."""
+    if not isinstance(data, dict):
+        raise ScenarioFileError(
+            source, [f"the file must hold a mapping of fields, got {type(data).__name__}"]
+        )
+    if "kind" not in data:
+        data = {"kind": "scenario", **data}
+    try:
+        entry = _ENTRY.validate_python(data)
+    except ValidationError as err:
+        raise ScenarioFileError(source, _format_errors(err, data)) from None
+    if source != "<memory>":
+        entry._source = Path(source)
+    return entry
+
+
+def load_file(path: str | Path) -> EvalEntry:
+    """Read and validate one YAML entry."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioFileError(p, ["no such file"]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ScenarioFileError(p, [f"cannot read: {err}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ScenarioFileError(p, [f"{where}not valid YAML: {problem}"]) from None
+    if data is None:
+        raise ScenarioFileError(p, ["the file is empty"])
+    return parse_entry(data, p)
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders give their `*.yaml` / `*.yml` files (not recursively), sorted."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
+            if not found:
+                raise ScenarioFileError(p, ["the folder holds no .yaml scenario files"])
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ScenarioFileError(p, ["no such file or folder"])
+    return out
+
+
+def load_paths(paths: Iterable[str | Path]) -> list[EvalEntry]:
+    """Every entry under `paths`. All files are checked; the error lists every bad one. Two
+    entries with one name are refused (reports and plots are named after entries)."""
+    entries: list[EvalEntry] = []
+    problems: list[str] = []
+    for f in expand_paths(paths):
+        try:
+            entries.append(load_file(f))
+        except ScenarioFileError as err:
+            problems.append(str(err))
+    if problems:
+        raise ScenarioFileError("scenario files", problems)
+    seen: dict[str, Path | None] = {}
+    for e in entries:
+        if e.name in seen:
+            raise ScenarioFileError(
+                e.source or e.name,
+                [f"the name {e.name!r} is already used by {seen[e.name]}"],
+            )
+        seen[e.name] = e.source
+    return entries
+
+
+# --- reading the recorded series a scenario points at --------------------------------------
+
+
+@dataclass(frozen=True)
+class ArrivalTrace:
+    """Per-tick arrival counts binned from a request log."""
+
+    counts: np.ndarray
+    requests: int
+    start_ts: float
+    out_of_order: int
+    """Rows earlier than the row before them (kept: binning does not need order)."""
+
+    @property
+    def mean_per_tick(self) -> float:
+        return float(self.counts.mean()) if self.counts.size else 0.0
+
+    @property
+    def duration_s(self) -> float:
+        return self.counts.size * TICK_SECONDS
+
+
+def load_arrival_trace(
+    path: Path, timestamp_column: str = "TIMESTAMP", *, skip_s: float = 0.0
+) -> ArrivalTrace:
+    """Bin a request log's timestamps into 10 s ticks. A bad row stops with its line number:
+    dropping it would silently lower the load."""
+    from context_api.ingest import parse_timestamp
+
+    stamps: list[float] = []
+    out_of_order = 0
+    try:
+        f = path.open(newline="", encoding="utf-8")
+    except OSError as err:
+        raise ScenarioFileError(path, [f"cannot open the arrival trace: {err.strerror}"]) from None
+    with f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ScenarioFileError(path, ["the arrival trace is empty"])
+        names = [h.strip() for h in header]
+        if timestamp_column not in names:
+            close = difflib.get_close_matches(timestamp_column, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ScenarioFileError(
+                path, [f"no column {timestamp_column!r}{hint}; columns: {', '.join(names)}"]
+            )
+        col = names.index(timestamp_column)
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue
+            line = reader.line_num
+            if len(row) <= col:
+                raise ScenarioFileError(path, [f"line {line}: too few fields: {row!r}"])
+            try:
+                ts = parse_timestamp(row[col])
+            except ValueError as err:
+                raise ScenarioFileError(path, [f"line {line}: {err}"]) from None
+            if stamps and ts < stamps[-1]:
+                out_of_order += 1
+            stamps.append(ts)
+    if not stamps:
+        raise ScenarioFileError(path, ["the arrival trace has no rows"])
+    t = np.asarray(stamps)
+    start = float(t.min()) + skip_s
+    t = t[t >= start]
+    if t.size == 0:
+        raise ScenarioFileError(path, [f"skip_s={skip_s:g} leaves no requests"])
+    bins = np.floor((t - start) / TICK_SECONDS).astype(np.int64)
+    counts = np.bincount(bins).astype(float)
+    return ArrivalTrace(counts, int(t.size), start, out_of_order)
+
+
+@dataclass(frozen=True)
+class LabelledSeries:
+    backend: str
+    path: Path
+    points: list  # list[TelemetryPoint]
+    windows: list[tuple[float, float]] | None
+    """Labelled anomaly windows (unix seconds, inclusive); None when the scenario has no labels."""
+    rejected: int
+
+
+def load_telemetry(entry: ScenarioFile) -> list[LabelledSeries]:
+    """The series of a telemetry scenario, read through the ingest boundary, with their labels."""
+    from context_api.ingest import IngestError, ingest_file, parse_timestamp
+
+    t = entry.traffic
+    assert isinstance(t, TelemetryTraffic)
+    labels: dict[str, list] | None = None
+    if t.labels is not None:
+        lp = entry.resolve(t.labels)
+        try:
+            raw = json.loads(lp.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ScenarioFileError(lp, [f"cannot read the labels: {err.strerror}"]) from None
+        except json.JSONDecodeError as err:
+            raise ScenarioFileError(lp, [f"labels are not JSON: {err}"]) from None
+        if not isinstance(raw, dict):
+            raise ScenarioFileError(lp, ["labels must map file paths to lists of windows"])
+        labels = {str(k).replace("\\", "/"): v for k, v in raw.items()}
+    out = []
+    for s in t.series:
+        path = entry.resolve(s.path)
+        backend = s.backend or path.stem
+        try:
+            result = ingest_file(path, backend=backend)
+        except IngestError as err:
+            raise ScenarioFileError(path, [str(err)]) from None
+        except OSError as err:
+            raise ScenarioFileError(path, [f"cannot read: {err.strerror or err}"]) from None
+        if not result.points:
+            raise ScenarioFileError(path, ["no usable telemetry rows"])
+        windows = None
+        if labels is not None:
+            posix = path.resolve().as_posix()
+            keys = [k for k in labels if posix.endswith("/" + k.lstrip("/"))]
+            if not keys:
+                raise ScenarioFileError(
+                    path, [f"the labels file has no entry for this series ({t.labels})"]
+                )
+            windows = []
+            for pair in labels[max(keys, key=len)]:
+                try:
+                    start, end = (parse_timestamp(x) for x in pair)
+                except (TypeError, ValueError) as err:
+                    raise ScenarioFileError(path, [f"bad label window {pair!r}: {err}"]) from None
+                windows.append((start, end))
+        out.append(LabelledSeries(backend, path, result.points, windows, result.report.rejected))
+    return out
+
+
+def describe(entry: EvalEntry) -> str:
+    """One line saying what an entry is, for progress output."""
+    if isinstance(entry, ScenarioFile):
+        kinds = ", ".join(f"{e.kind}@{e.start_s:g}s" for e in entry.chaos) or "no chaos"
+        return f"{entry.name} ({entry.traffic.kind} traffic, {entry.duration_s:g} s, {kinds})"
+    return f"{entry.name} ({entry.kind})"
