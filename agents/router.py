@@ -36,11 +36,17 @@ class RouterStats:
     routed: int = 0
     ambiguous: int = 0
     escalated: int = 0
+    over_budget: int = 0
+    """Ambiguous requests the policy answered because the escalation budget was spent."""
     ambiguous_reasons: Counter[str] = field(default_factory=Counter)
 
     @property
     def ambiguous_pct(self) -> float:
         return 100.0 * self.ambiguous / self.routed if self.routed else 0.0
+
+    @property
+    def escalated_pct(self) -> float:
+        return 100.0 * self.escalated / self.routed if self.routed else 0.0
 
 
 class InvalidRequestError(ValueError):
@@ -53,10 +59,25 @@ class Router:
         policy: RoutingPolicy,
         fleet: FleetState,
         escalate: Escalation | None = None,
+        escalation_budget: float | None = 0.05,
+        escalation_burst: float = 50.0,
     ) -> None:
+        """`escalation_budget`: the fraction of requests that may go to the router agent.
+
+        A token bucket: every routed request adds `escalation_budget` tokens (up to
+        `escalation_burst`), every escalation spends one. An ambiguous request that finds the
+        bucket empty takes the policy's answer and is counted in `stats.over_budget`: the
+        slow path stays a small, bounded share of traffic whatever the fleet does. None means
+        every ambiguous request is escalated.
+        """
+        if escalation_budget is not None and not 0.0 <= escalation_budget <= 1.0:
+            raise ValueError("escalation_budget must lie in [0, 1]")
         self.policy = policy
         self.fleet = fleet
         self.escalate = escalate
+        self.escalation_budget = escalation_budget
+        self.escalation_burst = escalation_burst
+        self._tokens = escalation_burst
         self.stats = RouterStats()
 
     def on_telemetry(
@@ -77,10 +98,18 @@ class Router:
         decision = self.policy.route(request)
         stats = self.stats
         stats.routed += 1
+        budget = self.escalation_budget
+        if budget is not None and self._tokens < self.escalation_burst:
+            self._tokens = min(self.escalation_burst, self._tokens + budget)
         if decision.ambiguous:
             stats.ambiguous += 1
             stats.ambiguous_reasons[decision.ambiguous_reason or "unspecified"] += 1
             if self.escalate is not None:
-                stats.escalated += 1
-                decision = self.escalate(request, decision)
+                if budget is None or self._tokens >= 1.0:
+                    if budget is not None:
+                        self._tokens -= 1.0
+                    stats.escalated += 1
+                    decision = self.escalate(request, decision)
+                else:
+                    stats.over_budget += 1
         return decision

@@ -15,9 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agents.escalation import Escalator
 from agents.fleet_monitor import FleetMonitor
+from agents.offline import OfflineModel
 from context_api.alerting import AlertService
 from context_api.store import Store
+from context_api.traces import TraceStore, TraceWriter
 from evals.replay import POLICIES, RunResult, run_scenario
 from evals.store_sink import StoreSink
 from tools.chaos import SCENARIOS
@@ -81,6 +84,11 @@ class DemoResult:
             },
             "scenarios": self.table(),
             "monitor": {r.scenario: r.monitor for r in self.runs if r.monitor is not None},
+            "escalation": {
+                r.scenario: {"escalated_pct": round(r.escalated_pct, 3), **r.escalation}
+                for r in self.runs
+                if r.escalation is not None
+            },
             "run_id": self.run_id,
             "decisions_written": self.decisions_written,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
@@ -112,6 +120,8 @@ def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
     sink = None
     store = None
     monitor = None
+    escalator = None
+    writer = None
     if _JOB["record"] and policy == "predictive":
         store = Store(_JOB["db"])
         sink = StoreSink(store, _JOB["run_id"], source=f"demo:{scenario}")
@@ -123,6 +133,8 @@ def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
         )
         monitor = FleetMonitor(names, store, run_id=_JOB["run_id"])
         monitor.alerts = AlertService(store, clock=lambda: monitor.now)
+        writer = TraceWriter(TraceStore(store))
+        escalator = Escalator(OfflineModel(), traces=writer)
     try:
         result = run_scenario(
             SCENARIOS[scenario],
@@ -134,6 +146,7 @@ def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
             start_ts=start_ts,
             on_tick=sink.tick if sink else None,
             monitor=monitor,
+            escalator=escalator,
         )
         if monitor is not None:
             result.monitor = {
@@ -156,6 +169,10 @@ def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
         if sink is not None:
             sink.flush()
     finally:
+        if escalator is not None:
+            escalator.close()
+        if writer is not None:
+            writer.close()
         if store is not None:
             store.close()
     result.ticks = []  # per-tick series stay in the worker: the table needs only the summary
@@ -284,6 +301,27 @@ def format_monitor(demo: DemoResult) -> str:
         lines.append(
             f"  {r.scenario:<18} chaos: {where:<32} {found}; "
             f"alerts {m['alerts_sent']} sent, {m['alerts_suppressed']} suppressed"
+        )
+    return "\n".join(lines)
+
+
+def format_escalation(demo: DemoResult) -> str:
+    """Escalations per scenario and how the escalated requests fared against the fallback."""
+    lines = []
+    for r in demo.runs:
+        e = r.escalation
+        if e is None:
+            continue
+        used, pick = e.get("violation_prob_used"), e.get("violation_prob_policy_pick")
+        outcome = (
+            f"P(miss SLA) {100 * used:.1f}% as routed vs {100 * pick:.1f}% for the policy's pick"
+            if used is not None and pick is not None
+            else "not scored"
+        )
+        lines.append(
+            f"  {r.scenario:<18} escalated {r.escalated_pct:5.2f}% of requests "
+            f"(ambiguous {r.ambiguous_pct:5.2f}%), {e['agent_runs']} agent runs, "
+            f"{e['changed_backend']} moved, {e['fallback_total']} fallbacks; {outcome}"
         )
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agents.escalation import Escalator
 from agents.fleet_monitor import FleetMonitor
 from agents.router import Router
 from context_api.fleet_state import FleetState
@@ -65,6 +66,9 @@ class RunResult:
     reroutes: int
     ambiguous_pct: float
     ambiguous_reasons: dict[str, int]
+    escalated_pct: float = 0.0
+    escalation: dict | None = None
+    """The Escalator's summary (agent runs, accepted, fallbacks, outcome against the policy)."""
     ticks: list[TickRecord] = field(default_factory=list)
     monitor: dict | None = None
     """What the fleet monitor raised (anomalies, alerts), when one watched the run."""
@@ -76,6 +80,7 @@ class RunResult:
             "mean_cost": round(self.mean_cost, 4),
             "reroutes": self.reroutes,
             "ambiguous_pct": round(self.ambiguous_pct, 3),
+            "escalated_pct": round(self.escalated_pct, 3),
         }
 
 
@@ -94,6 +99,7 @@ def run_scenario(
     start_ts: float = 1_700_000_000.0,
     on_tick: Callable[[TickResult], None] | None = None,
     monitor: FleetMonitor | None = None,
+    escalator: Escalator | None = None,
 ) -> RunResult:
     sim = FleetSimulator(scenario, start_ts=start_ts)
     specs = sim.fleet
@@ -102,7 +108,10 @@ def run_scenario(
     index = {n: i for i, n in enumerate(names)}
     costs = np.array([b.cost_per_request for b in backends])
     policy = make_policy(policy_name, backends, seed=seed, id_prefix=id_prefix)
-    router = Router(policy, FleetState(backends, forecaster))
+    fleet_state = FleetState(backends, forecaster)
+    if escalator is not None:
+        escalator.fleet = fleet_state
+    router = Router(policy, fleet_state, escalate=escalator)
     wants_replies = getattr(policy, "wants_observations", False)
     rng = np.random.default_rng(seed + 7919)
     sla_by_tier = {name: t.sla_ms for name, t in TIERS.items()}
@@ -150,6 +159,11 @@ def run_scenario(
                 policy.observe(names[chosen[k]], float(lat[k]), bool(ok[k]))
         if sink is not None and n:
             sink(decisions, lat, ok)
+        if escalator is not None:
+            # Score this tick's escalations against the policy's own pick, with the true
+            # chance each backend had of missing the SLA this tick.
+            ticks_now = result.backends
+            escalator.score_pending(lambda b, sla, t=ticks_now: t[b].violation_prob(sla))
         if n:
             share = counts / n
             if prev_share is not None:
@@ -184,5 +198,7 @@ def run_scenario(
         reroutes=round(moved),
         ambiguous_pct=stats.ambiguous_pct,
         ambiguous_reasons=dict(stats.ambiguous_reasons),
+        escalated_pct=stats.escalated_pct,
+        escalation=escalator.stats.summary() if escalator is not None else None,
         ticks=ticks,
     )

@@ -51,3 +51,45 @@ def test_ambiguous_requests_are_counted_and_escalated_only_they():
     assert router.stats.ambiguous == 10 and router.stats.ambiguous_reasons["tier_review"] == 10
     assert seen == [f"v{i}" for i in range(10)]
     assert router.stats.ambiguous_pct == pytest.approx(100 * 10 / 110)
+
+
+def test_escalation_budget_bounds_the_slow_path_and_counts_the_rest():
+    escalated: list[str] = []
+
+    def escalate(request: RouteRequest, decision: Decision) -> Decision:
+        escalated.append(request.request_id)
+        return decision
+
+    views = [make_view(10.0, {"b0": 120.0, "b1": 150.0, "b2": 90.0, "b3": 130.0})]
+    router = Router(
+        PredictivePolicy(FLEET),
+        _NoFleet(views),
+        escalate=escalate,
+        escalation_budget=0.05,
+        escalation_burst=5.0,
+    )
+    router.on_telemetry([], arrivals=400)
+    for i in range(2000):
+        router.route(RouteRequest(f"v{i}", tier="review"))  # every one is ambiguous
+    stats = router.stats
+    assert stats.ambiguous == 2000
+    # The burst, then one escalation per twenty requests.
+    assert 100 <= stats.escalated <= 105
+    assert stats.escalated + stats.over_budget == stats.ambiguous
+    assert len(escalated) == stats.escalated
+    assert stats.escalated_pct == pytest.approx(100 * stats.escalated / 2000)
+
+
+def test_without_a_budget_every_ambiguous_request_is_escalated():
+    seen: list[str] = []
+    views = [make_view(10.0, {"b0": 120.0, "b1": 150.0, "b2": 90.0, "b3": 130.0})]
+    router = Router(
+        PredictivePolicy(FLEET),
+        _NoFleet(views),
+        escalate=lambda r, d: seen.append(r.request_id) or d,
+        escalation_budget=None,
+    )
+    router.on_telemetry([], arrivals=400)
+    for i in range(300):
+        router.route(RouteRequest(f"v{i}", tier="review"))
+    assert router.stats.escalated == 300 and router.stats.over_budget == 0

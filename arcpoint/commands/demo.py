@@ -58,7 +58,13 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 
 def run(args: argparse.Namespace) -> int:
     from arcpoint.settings import load_settings
-    from evals.demo import DemoConfig, format_monitor, format_table, run_demo
+    from evals.demo import (
+        DemoConfig,
+        format_escalation,
+        format_monitor,
+        format_table,
+        run_demo,
+    )
 
     settings = load_settings()
     if args.trees < 1 or args.history_hours <= 0 or args.jobs < 1:
@@ -92,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(format_table(demo, config.policies))
     print("* lowest SLA violation % in the scenario. Cost in milli-dollars per request.")
+    escalation = format_escalation(demo)
+    if escalation:
+        print("\nEscalations to the router agent (offline reasoner; budget 5% of requests):")
+        print(escalation)
     monitor = format_monitor(demo)
     if monitor:
         print("\nFleet monitor during the predictive runs (see `arcpoint alerts`):")
