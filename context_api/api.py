@@ -440,7 +440,7 @@ class ContextAPI:
             return center - 1800.0, center + 1800.0
         end = parse_time(until, now) if until is not None else now
         assert end is not None
-        start = parse_time(since, end) if since is not None else end - default_minutes * 60.0
+        start = parse_time(since, now) if since is not None else end - default_minutes * 60.0
         assert start is not None
         if start >= end:
             raise ToolError(f"the window is empty: since {_iso(start)} is not before {_iso(end)}")
@@ -926,14 +926,17 @@ class ContextAPI:
                 continue
             detector = PageHinkley.calibrated(mode="up", warmup=40, min_instances=40)
             for i in detector.detect(x):
-                lo = max(0, i - 30)
+                # Detection lags the change by tens of ticks: compare the level well before
+                # the alarm with the level around it.
+                before = x[max(0, i - 60) : max(0, i - 20)]
+                after = x[max(0, i - 20) : i + 20]
                 out.append(
                     m.ChangePoint(
                         backend=name,
                         at=_iso(float(ts[i])),
                         ts=float(ts[i]),
-                        mae_before_ms=_r(np.mean(x[lo:i])) if i > lo else None,
-                        mae_after_ms=_r(np.mean(x[i : i + 30])),
+                        mae_before_ms=_r(np.mean(before)) if before.size else None,
+                        mae_after_ms=_r(np.mean(after)),
                     )
                 )
         out.sort(key=lambda c: c.ts)

@@ -4,7 +4,9 @@ It runs a short simulated scenario through the real `Router` with a small foreca
 three hours of history), so every table the context API reads holds the kind of rows `arcpoint demo`
 writes: telemetry, decisions with their candidates and forecasts, late outcomes (none for failed
 requests), chaos events, a model version, plus a few drift reports, anomalies, alerts and a
-shadow experiment on top. Tests copy the file, so each may write to its own copy.
+shadow experiment on top. Tests copy the file, so each may write to its own copy. The built
+file is kept in the temp directory under a hash of the code that shapes it, so it is built once
+per code version.
 
 Timeline (seconds after START_TS): 0-1800 one scenario; b0 has a latency spike x3 from 900 to
 1200 (the quality drop), b3 fails from 1500 on (ejected at the end: "now" is the last tick).
@@ -14,7 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -263,15 +268,60 @@ def _extras(
     )
 
 
+_SOURCES = ("tests/agent_fixtures.py", "tools", "context_api", "agents/router.py")
+
+
+def _source_key() -> str:
+    """A hash of the code that shapes the fixture: a change rebuilds it."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for entry in _SOURCES:
+        path = root / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 @functools.lru_cache(maxsize=1)
 def _template() -> FixtureInfo:
-    folder = Path(tempfile.mkdtemp(prefix="arcpoint-agent-fixture-"))
-    store = Store(folder / "template.db")
+    """Built once per code version and kept in the temp directory, so test files and xdist
+    workers share it (the build takes seconds: a forest fit and a half-hour replay)."""
+    folder = Path(tempfile.gettempdir()) / f"arcpoint-agent-fixture-{_source_key()}"
+    folder.mkdir(exist_ok=True)
+    db, meta = folder / "template.db", folder / "info.json"
+    if db.is_file() and meta.is_file():
+        raw = json.loads(meta.read_text())
+        return FixtureInfo(
+            db,
+            raw["model_version"],
+            raw["now"],
+            tuple(raw["decision_ids"]),
+            tuple(raw["ambiguous_ids"]),
+        )
+    partial = folder / f"building-{os.getpid()}.db"
+    store = Store(partial)
     try:
         info = _populate(store)
     finally:
         store.close()
-    return info
+    for suffix in ("-wal", "-shm"):
+        Path(f"{partial}{suffix}").unlink(missing_ok=True)
+    os.replace(partial, db)  # atomic: a concurrent reader sees the old state or the whole file
+    meta_tmp = folder / f"info-{os.getpid()}.json"
+    meta_tmp.write_text(
+        json.dumps(
+            {
+                "model_version": info.model_version,
+                "now": info.now,
+                "decision_ids": list(info.decision_ids),
+                "ambiguous_ids": list(info.ambiguous_ids),
+            }
+        )
+    )
+    os.replace(meta_tmp, meta)
+    return FixtureInfo(db, info.model_version, info.now, info.decision_ids, info.ambiguous_ids)
 
 
 def agent_db(folder: Path, name: str = "arcpoint.db") -> FixtureInfo:
