@@ -45,6 +45,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "rps_ma_long",
     "rps_slope",
     "in_flight_ma_short",
+    "in_flight_slope",
     # latency, now and smoothed, its trend and spread
     "p50_ms",
     "p95_ms",
@@ -169,20 +170,21 @@ class FeatureWindow:
         out[3] = ma_long[_RPS]
         out[4] = slope[_RPS]
         out[5] = ma_short[_INF]
-        out[6] = last[_P50]
-        out[7] = last[_P95]
-        out[8] = ma_short[_P50]
-        out[9] = ma_short[_P95]
-        out[10] = ma_long[_P95]
-        out[11] = slope[_P95]
-        out[12] = math.sqrt(_add(dev * dev) / dev.shape[0])
-        out[13] = _max(p95_long)
-        out[14] = ma_short[_P95] / max(ma_short[_P50], _EPS_MS)
-        out[15] = ma_short[_RPS] / max(ma_short[_P95], _EPS_MS)
-        out[16] = 1000.0 * ma_short[_INF] / max(ma_short[_RPS], _EPS_RPS)
-        out[17] = last[_ERR]
-        out[18] = ma_short[_ERR]
-        out[19] = ma_long[_ERR]
+        out[6] = slope[_INF]
+        out[7] = last[_P50]
+        out[8] = last[_P95]
+        out[9] = ma_short[_P50]
+        out[10] = ma_short[_P95]
+        out[11] = ma_long[_P95]
+        out[12] = slope[_P95]
+        out[13] = math.sqrt(_add(dev * dev) / dev.shape[0])
+        out[14] = _max(p95_long)
+        out[15] = ma_short[_P95] / max(ma_short[_P50], _EPS_MS)
+        out[16] = ma_short[_RPS] / max(ma_short[_P95], _EPS_MS)
+        out[17] = 1000.0 * ma_short[_INF] / max(ma_short[_RPS], _EPS_RPS)
+        out[18] = last[_ERR]
+        out[19] = ma_short[_ERR]
+        out[20] = ma_long[_ERR]
         return out
 
 
