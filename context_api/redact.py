@@ -18,9 +18,11 @@ Traces are kept forever and read by auditors, and logs end up in many places, so
    all text) is replaced wherever it appears, whatever its shape. The environment is re-read when
    it changes, so a key set after import is still caught.
 
-`redact` returns a new object and never mutates its input. `RedactingFilter` applies the same
-scrubbing to log records (message, arguments and formatted tracebacks); `install_log_redaction`
-attaches it to the handlers of a logger (the root logger by default).
+`redact` returns a new object and never mutates its input. For logs: `install_record_redaction`
+scrubs every record the HTTP and LLM libraries create (the anthropic SDK logs whole request
+bodies at DEBUG); it runs when this module is first imported. `RedactingFilter` applies the same
+scrubbing to any handler; `install_log_redaction` attaches it to a logger's handlers (the root
+logger's by default), for an application that wants all of its own logs scrubbed as well.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ import functools
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "LIBRARY_LOGGERS",
     "REDACTED",
     "RedactingFilter",
     "install_log_redaction",
+    "install_record_redaction",
     "is_sensitive_key",
     "redact",
     "redact_text",
@@ -241,6 +246,21 @@ def _redact(obj: Any, env: re.Pattern[str] | None) -> Any:
     return obj
 
 
+def _scrub_record(record: logging.LogRecord, formatter: logging.Formatter) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: keep what we have, scrubbed
+        message = f"{record.msg!r} % {record.args!r}"
+    record.msg = redact_text(message)
+    record.args = None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = formatter.formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact_text(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact_text(record.stack_info)
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that scrubs secrets from the message, its arguments and tracebacks.
 
@@ -253,19 +273,55 @@ class RedactingFilter(logging.Filter):
         self._formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: keep what we have, scrubbed
-            message = f"{record.msg!r} % {record.args!r}"
-        record.msg = redact_text(message)
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self._formatter.formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact_text(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact_text(record.stack_info)
+        _scrub_record(record, self._formatter)
         return True
+
+
+LIBRARY_LOGGERS = (
+    "anthropic",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "langgraph",
+    "langchain",
+)
+"""Libraries that log request bodies or URLs at DEBUG (the anthropic SDK logs every request's
+messages, which can quote tool results holding a secret)."""
+
+_scrubbed_prefixes: tuple[str, ...] = ()
+_factory_installed = False
+_factory_lock = threading.Lock()
+_record_formatter = logging.Formatter()
+
+
+def install_record_redaction(loggers: tuple[str, ...] = LIBRARY_LOGGERS) -> None:
+    """Scrub every log record created by these loggers (and their children) the moment it is
+    created, whichever handlers later see it (idempotent; more names can be added later).
+
+    Done with a log-record factory because the libraries log from many child loggers created
+    on import, where filters on a parent logger would never run. Records of other loggers are
+    untouched; a scrubbed record costs one `redact_text` of its message, and only records at an
+    enabled level are ever created.
+    """
+    global _scrubbed_prefixes, _factory_installed
+    with _factory_lock:
+        _scrubbed_prefixes = tuple(sorted(set(_scrubbed_prefixes) | set(loggers)))
+        if _factory_installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            name = record.name
+            for prefix in _scrubbed_prefixes:
+                if name == prefix or name.startswith(prefix + "."):
+                    _scrub_record(record, _record_formatter)
+                    break
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _factory_installed = True
 
 
 def install_log_redaction(logger: logging.Logger | None = None) -> RedactingFilter:
@@ -280,3 +336,8 @@ def install_log_redaction(logger: logging.Logger | None = None) -> RedactingFilt
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(flt)
     return flt
+
+
+# Importing this module (the trace store and the agents do) keeps the HTTP and LLM libraries'
+# own logs free of secrets from then on.
+install_record_redaction()

@@ -187,3 +187,74 @@ def test_an_escalation_with_a_key_in_the_request_metadata_stores_no_secret(
         assert traces.verify().ok
     _assert_no_key(_all_bytes(db_dir), key)
     _assert_no_key(caplog.text, key)
+
+
+def test_arcpoint_ask_on_claude_with_the_key_everywhere_stores_and_logs_no_secret(
+    key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`arcpoint ask` with ANTHROPIC_API_KEY set runs the real Claude client (the SDK talking to
+    an httpx2 MockTransport, no network). The key is sent where it belongs (the x-api-key
+    header), and the model echoes it in a tool argument (so it reaches a tool result) and in its
+    answer; none of it may reach the stored trace, the database file or the logs."""
+    httpx2 = pytest.importorskip("httpx2")
+    ask = pytest.importorskip("arcpoint.commands.ask")
+    from agents.llm.claude import ClaudeConfig, ClaudeModel
+    from context_api.store import Store
+    from tools.telemetry import TelemetryPoint
+
+    db = tmp_path / "db" / "arcpoint.db"
+    db.parent.mkdir()
+    with Store(db) as store:  # a little telemetry: enough for the context API to answer
+        store.insert_telemetry(
+            TelemetryPoint(1_700_000_000.0 + 10 * i, b, 40.0, 80.0, 150.0 + i, 0.0, 5.0)
+            for i in range(30)
+            for b in ("b0", "b1")
+        )
+    seen_keys: list[str] = []
+
+    def reply(body: dict) -> httpx2.Response:
+        base = {"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-x"}
+        usage = {"input_tokens": 100, "output_tokens": 20}
+        return httpx2.Response(200, json={**base, **body, "stop_sequence": None, "usage": usage})
+
+    def api(request: httpx2.Request) -> httpx2.Response:
+        headers = request.headers
+        seen_keys.append(headers.get("x-api-key", "") + headers.get("authorization", ""))
+        if len(seen_keys) == 1:
+            use = {"type": "tool_use", "id": "toolu_1", "name": "explain_decision"}
+            use["input"] = {"decision_id": key}
+            return reply({"content": [use], "stop_reason": "tool_use"})
+        answer = f"All good. (Do not share Authorization: Bearer {key}.)"
+        return reply({"content": [{"type": "text", "text": answer}], "stop_reason": "end_turn"})
+
+    def claude_with_mock_http(settings):
+        secret = settings.anthropic_api_key.get_secret_value()
+        return ClaudeModel(
+            ClaudeConfig(model_id="claude-x", calls_per_minute=None, tokens_per_hour=None),
+            api_key=secret,
+            http_client=httpx2.Client(transport=httpx2.MockTransport(api)),
+        )
+
+    monkeypatch.setattr(ask, "model_from_settings", claude_with_mock_http)
+    caplog.set_level(logging.DEBUG)
+    code = main(["ask", "Why was this decision routed there?", "--db", str(db), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert seen_keys and all(key in k for k in seen_keys)  # the key was really in use
+    with TraceStore(db) as traces:
+        (summary,) = traces.list(kind="chat")
+        stored = traces.get(summary.trace_id)
+        assert stored is not None and stored.llm == "claude"
+        assert any(s.type == "tool_call" and s.name == "explain_decision" for s in stored.steps)
+        assert "[REDACTED]" in stored.model_dump_json()
+        assert traces.verify().ok
+    _assert_no_key(_all_bytes(db.parent), key)
+    # stderr carries the command's own messages; stdout is the model's answer as the operator
+    # sees it (redacting what a model says on screen is the ask command's call, not the trace's).
+    _assert_no_key(err, key)
+    assert out
+    _assert_no_key(caplog.text, key)

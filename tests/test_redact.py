@@ -12,6 +12,7 @@ from context_api.redact import (
     RedactingFilter,
     _maybe_secret,
     install_log_redaction,
+    install_record_redaction,
     is_sensitive_key,
     redact,
     redact_text,
@@ -172,3 +173,21 @@ def test_log_filter_scrubs_message_args_and_traceback() -> None:
     assert ANTHROPIC_KEY not in text
     assert "calling with key [REDACTED]" in text
     assert "RuntimeError" in text  # the traceback is still there, scrubbed
+
+
+def test_library_debug_logs_are_scrubbed_whatever_the_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The anthropic SDK logs whole request bodies at DEBUG from child loggers; the record
+    factory installed on import scrubs them before any handler (here pytest's) sees them."""
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("anthropic._base_client").debug(
+        "Request options: %s", {"json_data": {"messages": [{"content": f"key {ANTHROPIC_KEY}"}]}}
+    )
+    logging.getLogger("httpx2").info("POST https://hooks.slack.com/services/T0/B0/secretpath")
+    logging.getLogger("myapp.other").info("unrelated record %s", "left as is")
+    assert ANTHROPIC_KEY not in caplog.text and "secretpath" not in caplog.text
+    assert "Request options" in caplog.text and "left as is" in caplog.text
+    install_record_redaction(("myapp",))  # more names can be added
+    logging.getLogger("myapp.other").info("now %s", ANTHROPIC_KEY)
+    assert ANTHROPIC_KEY not in caplog.text
