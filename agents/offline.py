@@ -305,7 +305,9 @@ def choose_backend(ctx: dict[str, Any]) -> dict[str, Any]:
         best = min(clear, key=lambda c: (cost(c), p(c), c["backend"]))
         why = "the cheapest allowed backend confidently within the SLA with room to spare"
     elif targets:
-        best = min(targets, key=lambda c: (p(c), cost(c), c["backend"]))
+        floor = min(p(c) for c in targets)  # wide intervals: similar p, compare forecasts
+        near = [c for c in targets if p(c) <= floor + 0.1]
+        best = min(near, key=lambda c: (c.get("forecast_ms") or 1e12, cost(c), c["backend"]))
         why = "no backend is confidently within the SLA; the roomy one least likely to breach it"
     else:
         best = None

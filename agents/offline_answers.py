@@ -218,9 +218,29 @@ def _quality(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
         if ref is not None and peak:
             text += (
                 f": SLA violations peaked at {peak['violation_pct']:.1f}% ({t(peak['start'])}) "
-                f"against a reference of {ref:.1f}% ({tl['reference']})"
+                f"against a reference of {ref:.1f}% ({tl['reference']}), below the alarm level "
+                "(twice the reference, or 5 points above it)"
             )
-        return text + "."
+        lines = [text + "."]
+        impacts = tl.get("backends") or []
+        if impacts and impacts[0]["violations"]:
+            top = impacts[0]
+            lines.append(
+                f"Most violations in the window were on {top['backend']} "
+                f"({top['violations']:,}, {pct(top['share_of_violations'])} of them)."
+            )
+        notable = [
+            e
+            for e in tl.get("events") or []
+            if e["kind"] in ("chaos", "incident", "model_change", "drift")
+        ]
+        if notable:
+            lines.append(
+                "Recorded in the window: "
+                + "; ".join(f"{e['summary']} at {t(e['at'])}" for e in notable[:4])
+                + "."
+            )
+        return "\n".join(lines)
     lines = [
         f"Quality dropped between {t(tl['degraded_from'])} and {t(tl['degraded_until'])} on "
         f"{day(tl['until'])}: SLA violations (over SLA or unanswered) peaked at "

@@ -1017,10 +1017,19 @@ class ContextAPI:
         pcts = [
             b.violation_pct for b in buckets if b.violation_pct is not None and b.requests >= 20
         ]
-        if ref_n >= 100:
+        quiet = float(np.percentile(pcts, 25)) if pcts else None
+        if ref_n >= 100 and (quiet is None or 100.0 * ref_bad / ref_n <= quiet):
             ref_pct = 100.0 * ref_bad / ref_n
             reference = (
                 f"the preceding {span / 60:.0f} minutes ({_iso(since - span)} to {_iso(since)})"
+            )
+        elif ref_n >= 100 and quiet is not None:
+            # The preceding window had its own trouble: the window's quiet buckets are the
+            # better picture of normal.
+            ref_pct = quiet
+            reference = (
+                "the quietest quarter of the window's buckets (the preceding window was worse, "
+                f"{100.0 * ref_bad / ref_n:.1f}%)"
             )
         elif pcts:
             ref_pct = float(np.percentile(pcts, 25))
@@ -1452,11 +1461,15 @@ class ContextAPI:
                 f"{best.hi_ms:.0f} ms), {best.p_over_sla:.0%} chance of ending over it"
             )
         elif known:
-            best = min(known, key=lambda r: (r.p_over_sla, cost(r), r.backend))
+            # Wide intervals make breach probabilities similar: among the backends within 0.1
+            # of the least likely to breach, take the lowest forecast.
+            floor = min(r.p_over_sla or 0.0 for r in known)
+            near = [r for r in known if (r.p_over_sla or 0.0) <= floor + 0.1]
+            best = min(near, key=lambda r: (r.forecast_ms or math.inf, cost(r), r.backend))
             rationale = (
-                f"no backend is confidently within the {sla:.0f} ms SLA; {best.backend} is the "
-                f"least likely to breach it ({best.p_over_sla:.0%}, forecast "
-                f"{best.forecast_ms:.0f} ms)"
+                f"no backend is confidently within the {sla:.0f} ms SLA; {best.backend} has the "
+                f"lowest forecast ({best.forecast_ms:.0f} ms) among the least likely to breach "
+                f"it ({best.p_over_sla:.0%} breach probability)"
             )
         else:
             best = min(recs, key=lambda r: (cost(r), r.backend))
