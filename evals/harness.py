@@ -258,36 +258,41 @@ def _make_model(llm: str) -> Any:
 
 
 class _DecisionTap:
-    """Sees each tick's decisions with their outcomes: counts violations of ambiguous and
-    routine decisions, then passes them on to the store sink (if any)."""
+    """Sees each tick's decisions with their outcomes and counts SLA violations by kind:
+    routine, ambiguous, escalated (sent to the router agent: its answer or the fallback), and
+    decided by the agent; then passes them on to the store sink (if any)."""
+
+    KINDS = ("routine", "ambiguous", "escalated", "agent_decided")
 
     def __init__(self, forward: Callable[..., None] | None) -> None:
         self.forward = forward
-        self.n = {"ambiguous": 0, "routine": 0, "agent_changed": 0}
-        self.bad = {"ambiguous": 0, "routine": 0, "agent_changed": 0}
+        self.n = dict.fromkeys(self.KINDS, 0)
+        self.bad = dict.fromkeys(self.KINDS, 0)
 
     def __call__(self, decisions: list[Any], latency_ms: np.ndarray, ok: np.ndarray) -> None:
+        n, bad = self.n, self.bad
         for d, lat, good in zip(decisions, latency_ms.tolist(), ok.tolist(), strict=True):
-            key = "ambiguous" if d.ambiguous else "routine"
             violated = (not good) or lat > d.sla_ms
-            self.n[key] += 1
-            self.bad[key] += violated
-            if d.ambiguous and d.policy == "router_agent":
-                self.n["agent_changed"] += 1
-                self.bad["agent_changed"] += violated
+            kinds = ["ambiguous"] if d.ambiguous else ["routine"]
+            if d.policy == "router_agent":
+                kinds += ["escalated", "agent_decided"]
+            elif ";agent_fallback=" in d.reason:
+                kinds.append("escalated")
+            for k in kinds:
+                n[k] += 1
+                bad[k] += violated
         if self.forward is not None:
             self.forward(decisions, latency_ms, ok)
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k in ("ambiguous", "routine", "agent_changed"):
-            n = self.n[k]
-            out[k] = {
-                "requests": n,
+        return {
+            k: {
+                "requests": self.n[k],
                 "violations": self.bad[k],
-                "violation_pct": round(100.0 * self.bad[k] / n, 3) if n else None,
+                "violation_pct": round(100.0 * self.bad[k] / self.n[k], 3) if self.n[k] else None,
             }
-        return out
+            for k in self.KINDS
+        }
 
 
 def _run_policy(task: tuple[int, str]) -> tuple[int, PolicyRun | None, str | None]:
@@ -314,7 +319,8 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
     full = policy == "predictive"
     chaos: dict[str, list[tuple[str, ...]]] = {n: [] for n in names}
 
-    store = sink = monitor = escalator = None
+    store = sink = monitor = escalator = writer = None
+    score_here = False
     db_path: Path | None = None
     tap = _DecisionTap(None)
     kwargs: dict[str, Any] = {}
@@ -342,18 +348,24 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
             monitor.alerts = AlertService(store, clock=lambda: monitor.now, restore=False)
         else:
             monitor = FleetMonitor(names)
-        if config.llm != "none" and "escalate" in params:
+        hook = next((h for h in ("escalator", "escalate") if h in params), None)
+        if config.llm != "none" and hook is not None:
             from agents.escalation import Escalator
 
-            escalator = Escalator(_make_model(config.llm))
-            kwargs["escalate"] = escalator
+            if store is not None:
+                from context_api.traces import TraceStore, TraceWriter
+
+                writer = TraceWriter(TraceStore(store))
+            escalator = Escalator(_make_model(config.llm), traces=writer)
+            kwargs[hook] = escalator
+            score_here = hook == "escalate"  # the older replay did not score escalations
 
     def on_tick(result: Any) -> None:
         for n in names:
             chaos[n].append(tuple(result.backends[n].chaos))
         if sink is not None:
             sink.tick(result)
-        if escalator is not None:
+        if escalator is not None and score_here:
             bts = result.backends
             escalator.score_pending(lambda b, sla: bts[b].violation_prob(sla))
 
@@ -389,6 +401,8 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
     finally:
         if escalator is not None:
             escalator.close()
+        if writer is not None:
+            writer.close()
         if store is not None:
             store.close()
     seconds = time.perf_counter() - t0
@@ -405,6 +419,9 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
     escalation = None
     if escalator is not None:
         escalation = escalator.stats.summary()
+        escalation["escalated_pct"] = getattr(
+            res, "escalated_pct", 100.0 * escalation["escalated"] / max(res.requests, 1)
+        )
     return PolicyRun(
         policy=policy,
         summary=res.summary(),
@@ -426,71 +443,94 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
     )
 
 
-def _run_telemetry(i: int) -> tuple[int, EntryResult | None, str | None]:
+def _run_series(task: tuple[int, int]) -> tuple[int, dict[str, Any] | None, str | None]:
+    i, k = task
     try:
-        return i, _run_telemetry_inner(i), None
-    except ScenarioFileError as err:
-        return i, None, str(err)
+        return i, _run_series_inner(i, k), None
     except Exception as err:
-        log.exception("telemetry replay %s failed", _JOB["entries"][i].name)
-        return i, None, f"{type(err).__name__}: {err}"
+        log.exception("telemetry replay %s[%d] failed", _JOB["entries"][i].name, k)
+        return i, None, f"series {k}: {type(err).__name__}: {err}"
 
 
-def _run_telemetry_inner(i: int) -> EntryResult:
+def _run_series_inner(i: int, k: int) -> dict[str, Any]:
+    """One recorded series through the fleet monitor and a change detector, point by point."""
     from agents.fleet_monitor import FleetMonitor
 
     entry: ScenarioFile = _JOB["entries"][i]
+    s = _JOB["series"][i][k]
     t0 = time.perf_counter()
-    series = load_telemetry(entry)
-    detections: list[tuple[float, str]] = []
-    drift_alarms: list[tuple[float, str]] = []
-    windows: dict[str, list[tuple[float, float]]] = {}
+    monitor = FleetMonitor([s.backend])
+    for p in s.points:
+        monitor.observe([p])
+    ts = np.array([p.ts for p in s.points])
+    values = np.log(np.maximum(np.array([p.p95_ms for p in s.points]), 1e-3))
+    alarms = page_hinkley_alarms(
+        values,
+        ts,
+        warmup=entry.drift.warmup_ticks,
+        threshold_sigmas=entry.drift.threshold_sigmas,
+        delta_sigmas=entry.drift.delta_sigmas,
+        mode="both",
+    )
+    return {
+        "k": k,
+        "backend": s.backend,
+        "path": str(s.path),
+        "points": len(s.points),
+        "rejected_rows": s.rejected,
+        "windows": s.windows,
+        "anomalies": [(t, b) for t, b, _sev in monitor.stats.anomalies],
+        "change_points": [(t, s.backend) for t in alarms],
+        "start_ts": float(ts[0]),
+        "end_ts": float(ts[-1]),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def score_telemetry(entry: ScenarioFile, parts: Sequence[dict[str, Any]]) -> EntryResult:
+    """Combine the series of an observe-only telemetry entry into its scores.
+
+    Ground truth is the labelled windows as given (no grace: NAB's windows are already wide).
+    The timeline puts every series on its own clock (hours from its first point)."""
+    parts = sorted(parts, key=lambda p: p["k"])
+    labelled = all(p["windows"] is not None for p in parts)
+    windows = {p["backend"]: list(p["windows"]) for p in parts if p["windows"] is not None}
+    detections = [d for p in parts for d in p["anomalies"]]
+    changes = [c for p in parts for c in p["change_points"]]
+    score = score_detections(detections, windows, grace_s=0.0) if labelled else None
+    in_windows = sum(1 for t, b in changes if any(a <= t <= e for a, e in windows.get(b, [])))
     per_series = []
-    labelled = all(s.windows is not None for s in series)
-    for s in series:
-        monitor = FleetMonitor([s.backend])
-        for p in s.points:
-            monitor.observe([p])
-        found = [(ts, b) for ts, b, _sev in monitor.stats.anomalies]
-        detections += found
-        ts = np.array([p.ts for p in s.points])
-        values = np.log(np.maximum(np.array([p.p95_ms for p in s.points]), 1e-3))
-        alarms = page_hinkley_alarms(
-            values,
-            ts,
-            warmup=entry.drift.warmup_ticks,
-            threshold_sigmas=entry.drift.threshold_sigmas,
-            delta_sigmas=entry.drift.delta_sigmas,
-            mode="both",
-        )
-        drift_alarms += [(t, s.backend) for t in alarms]
-        if s.windows is not None:
-            windows[s.backend] = list(s.windows)
-        one = score_detections(found, {s.backend: s.windows or []}, grace_s=0.0)
+    rel: dict[str, Any] = {"windows": {}, "anomalies": [], "drift_alarms": [], "alerts": []}
+    for p in parts:
+        one = score_detections(p["anomalies"], {p["backend"]: p["windows"] or []}, grace_s=0.0)
         per_series.append(
             {
-                "backend": s.backend,
-                "path": str(s.path),
-                "points": len(s.points),
-                "rejected_rows": s.rejected,
-                "windows": len(s.windows or []),
-                "anomalies": len(found),
-                "change_points": len(alarms),
-                "anomaly": one.to_json() if s.windows is not None else None,
+                "backend": p["backend"],
+                "path": p["path"],
+                "points": p["points"],
+                "rejected_rows": p["rejected_rows"],
+                "windows": len(p["windows"] or []),
+                "anomalies": len(p["anomalies"]),
+                "change_points": len(p["change_points"]),
+                "anomaly": one.to_json() if p["windows"] is not None else None,
             }
         )
-    score = score_detections(detections, windows, grace_s=0.0) if labelled else None
-    in_windows = sum(1 for t, b in drift_alarms if any(a <= t <= e for a, e in windows.get(b, [])))
+        t0 = p["start_ts"]
+        rel["windows"][p["backend"]] = [(a - t0, e - t0) for a, e in p["windows"] or []]
+        rel["anomalies"] += [(t - t0, b) for t, b in p["anomalies"]]
+        rel["drift_alarms"] += [(t - t0, b) for t, b in p["change_points"]]
+    rel["start_ts"] = 0.0
+    rel["end_ts"] = max((p["end_ts"] - p["start_ts"] for p in parts), default=0.0)
     metrics: dict[str, float | int | None] = {
         "anomalies": len(detections),
         "anomaly_precision": score.precision if score else None,
         "anomaly_recall": score.recall if score else None,
         "anomaly_delay_s": score.mean_delay_s if score else None,
-        "change_points": len(drift_alarms),
+        "change_points": len(changes),
         "change_points_in_windows": in_windows if labelled else None,
     }
-    expectations = []
     ex = entry.expect
+    expectations = []
     if ex.min_anomaly_recall is not None:
         expectations.append(
             _at_least("min_anomaly_recall", metrics["anomaly_recall"], ex.min_anomaly_recall)
@@ -515,15 +555,8 @@ def _run_telemetry_inner(i: int) -> EntryResult:
             "ground_truth": "labelled windows (no grace)" if labelled else "none",
         },
         expectations=expectations,
-        seconds=time.perf_counter() - t0,
-        timeline={
-            "windows": windows,
-            "anomalies": detections,
-            "drift_alarms": drift_alarms,
-            "alerts": [],
-            "start_ts": min((s.points[0].ts for s in series), default=0.0),
-            "end_ts": max((s.points[-1].ts for s in series), default=0.0),
-        },
+        seconds=sum(p["seconds"] for p in parts),
+        timeline=rel,
     )
 
 
@@ -613,11 +646,7 @@ def score_scenario(
     baselines = [p for p in runs if p != "predictive"]
     best = min(baselines, key=lambda p: runs[p].summary["sla_violation_pct"], default=None)
     esc = pred.escalation
-    escalation_pct = (
-        100.0 * esc["escalated"] / pred.requests
-        if esc is not None and pred.requests
-        else pred.summary["ambiguous_pct"]
-    )
+    escalation_pct = esc["escalated_pct"] if esc is not None else pred.summary["ambiguous_pct"]
     sent = [a for a in pred.alerts if not a["suppressed"]]
     p = policies["predictive"]
     metrics: dict[str, float | int | None] = {
@@ -1019,81 +1048,84 @@ def run_suite(
     config.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[int, EntryResult] = {}
     scenarios: dict[int, Scenario] = {}
+    series: dict[int, list[Any]] = {}
     forecasters: dict[str, Any] = {}
     fc_info: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
-    tasks: list[tuple[str, int, str]] = []
+    tasks: list[tuple[str, int, Any]] = []
+
+    def broken(i: int, e: EvalEntry, msg: str, seconds: float = 0.0) -> EntryResult:
+        kind = (
+            e.kind
+            if not isinstance(e, ScenarioFile)
+            else ("telemetry" if e.observe_only else "scenario")
+        )
+        source = str(e.source) if e.source else None
+        return EntryResult(e.name, kind, source, e.description, {}, {}, [], seconds, error=msg)
+
     for i, e in enumerate(entries):
         if not isinstance(e, ScenarioFile):
             continue
-        if e.observe_only:
-            tasks.append(("telemetry", i, "observe"))
-            continue
         try:
-            scenarios[i] = e.to_scenario()
+            if e.observe_only:
+                series[i] = load_telemetry(e)
+            else:
+                scenarios[i] = e.to_scenario()
         except (ScenarioFileError, ValueError) as err:
-            results[i] = EntryResult(
-                e.name,
-                "scenario",
-                str(e.source) if e.source else None,
-                e.description,
-                {},
-                {},
-                [],
-                0.0,
-                error=str(err),
-            )
+            results[i] = broken(i, e, str(err))
+            progress(f"{e.name}: cannot run: {err}")
+            continue
+        if e.observe_only:
+            tasks += [("series", i, k) for k in range(len(series[i]))]
             continue
         key = e.forecaster.model_dump_json()
         if key not in forecasters:
             forecasters[key], fc_info[key] = train_forecaster(e.forecaster, progress)
-            if len(forecasters) == 1:
+            if len(forecasters) == 1 and config.jobs > 1:
                 warm_up(forecasters[key])
         # predictive first: it is the slowest run of a scenario
         tasks += [("policy", i, p) for p in sorted(e.policies, key=lambda p: p != "predictive")]
 
     _JOB.clear()
-    _JOB.update(entries=list(entries), scenarios=scenarios, forecasters=forecasters, config=config)
+    _JOB.update(
+        entries=list(entries),
+        scenarios=scenarios,
+        series=series,
+        forecasters=forecasters,
+        config=config,
+    )
     runs: dict[int, dict[str, PolicyRun]] = {}
+    parts: dict[int, list[dict[str, Any]]] = {}
     errors: dict[int, list[str]] = {}
-    started: dict[int, float] = {}
     jobs = max(1, min(config.jobs, len(tasks), os.cpu_count() or 1))
     t0 = time.perf_counter()
     pool = mp.get_context("fork").Pool(jobs) if jobs > 1 else None
     try:
         pending = []
-        for kind, i, policy in tasks:
-            started.setdefault(i, time.perf_counter())
-            fn, arg = (_run_telemetry, i) if kind == "telemetry" else (_run_policy, (i, policy))
-            if pool is None:
-                pending.append(_Lazy(fn, arg))
-            else:
-                pending.append(pool.apply_async(fn, (arg,)))
+        for kind, i, what in tasks:
+            fn, arg = (_run_series, (i, what)) if kind == "series" else (_run_policy, (i, what))
+            pending.append(_Lazy(fn, arg) if pool is None else pool.apply_async(fn, (arg,)))
         for k, handle in enumerate(pending, 1):
-            kind, i, policy = tasks[k - 1]
-            idx, out, err = handle.get()
-            name = entries[idx].name
+            kind, i, what = tasks[k - 1]
+            _, out, err = handle.get()
+            name = entries[i].name
             elapsed = time.perf_counter() - t0
-            if kind == "telemetry":
-                if out is not None:
-                    results[idx] = out
-                    progress(
-                        f"[{k}/{len(tasks)}] {name} (telemetry, observe-only) ({elapsed:.0f} s)"
-                    )
-                else:
-                    errors.setdefault(idx, []).append(err or "failed")
-                    progress(f"[{k}/{len(tasks)}] {name}: FAILED {err}")
-                continue
+            label = f"{name} series {what}" if kind == "series" else f"{name} x {what}"
             if out is None:
-                errors.setdefault(idx, []).append(err or "failed")
-                progress(f"[{k}/{len(tasks)}] {name} x {policy}: FAILED {err}")
-                continue
-            runs.setdefault(idx, {})[policy] = out
-            progress(
-                f"[{k}/{len(tasks)}] {name} x {policy}: "
-                f"{out.summary['sla_violation_pct']:.1f}% over SLA, "
-                f"p95 {out.summary['p95_latency_ms']:.0f} ms ({elapsed:.0f} s)"
-            )
+                errors.setdefault(i, []).append(err or "failed")
+                progress(f"[{k}/{len(tasks)}] {label}: FAILED {err}")
+            elif kind == "series":
+                parts.setdefault(i, []).append(out)
+                progress(
+                    f"[{k}/{len(tasks)}] {name} {out['backend']}: {out['points']} points, "
+                    f"{len(out['anomalies'])} anomalies ({elapsed:.0f} s)"
+                )
+            else:
+                runs.setdefault(i, {})[what] = out
+                progress(
+                    f"[{k}/{len(tasks)}] {label}: {out.summary['sla_violation_pct']:.1f}% over "
+                    f"SLA, p95 {out.summary['p95_latency_ms']:.0f} ms ({elapsed:.0f} s)"
+                )
     finally:
         if pool is not None:
             pool.close()
@@ -1104,23 +1136,14 @@ def run_suite(
         if i in results:
             continue
         if isinstance(e, ScenarioFile):
-            if i in errors or "predictive" not in runs.get(i, {}):
-                results[i] = EntryResult(
-                    e.name,
-                    "telemetry" if e.observe_only else "scenario",
-                    str(e.source) if e.source else None,
-                    e.description,
-                    {},
-                    {},
-                    [],
-                    time.perf_counter() - started.get(i, t0),
-                    error="; ".join(errors.get(i, ["the predictive run did not finish"])),
-                )
-                continue
-            order = [p for p in e.policies if p in runs[i]]
-            ordered = {p: runs[i][p] for p in order}
-            seconds = sum(r.seconds for r in ordered.values())
-            results[i] = score_scenario(e, scenarios[i], ordered, seconds)
+            if i in errors:
+                results[i] = broken(i, e, "; ".join(errors[i]))
+            elif e.observe_only:
+                results[i] = score_telemetry(e, parts[i])
+            else:
+                ordered = {p: runs[i][p] for p in e.policies}
+                seconds = sum(r.seconds for r in ordered.values())
+                results[i] = score_scenario(e, scenarios[i], ordered, seconds)
         elif isinstance(e, NabBenchmarkFile):
             progress(f"{e.name}: running the NAB benchmark (arcpoint nab)")
             results[i] = run_nab_benchmark(e, config.out_dir)

@@ -822,6 +822,8 @@ def load_telemetry(entry: ScenarioFile) -> list[LabelledSeries]:
 
 def describe(entry: EvalEntry) -> str:
     """One line saying what an entry is, for progress output."""
+    if isinstance(entry, ScenarioFile) and isinstance(entry.traffic, TelemetryTraffic):
+        return f"{entry.name} (telemetry, observe-only: {len(entry.traffic.series)} series)"
     if isinstance(entry, ScenarioFile):
         kinds = ", ".join(f"{e.kind}@{e.start_s:g}s" for e in entry.chaos) or "no chaos"
         return f"{entry.name} ({entry.traffic.kind} traffic, {entry.duration_s:g} s, {kinds})"

@@ -5,7 +5,8 @@ Definitions (the report repeats them):
 - **Flap**: a backend's traffic share moves by at least `FLAP_MOVE` (10 points) in one direction
   and then reverses by at least as much within `FLAP_WITHIN_S` (60 s) of the turning point.
   Turning points come from a zigzag over the per-tick share with a 10-point reversal threshold,
-  so noise smaller than that never counts and one swing is never counted twice.
+  so noise smaller than that never counts and one swing is never counted twice; a turning point
+  is timed when the share first reached its extreme (a share that holds a level is not flapping).
 - **Ground-truth windows**: per backend, the ticks on which the simulator applied chaos to it
   (`BackendTick.chaos`), merged when less than `MERGE_GAP_S` apart; fleet-wide events (a traffic
   surge) give every backend a window. A labelled tick covers [ts - 10 s, ts].
@@ -81,13 +82,13 @@ def flap_times(
             elif x <= hi - min_move + eps:
                 direction, ext, ext_t = -1, x, t
         elif direction == 1:
-            if x >= ext:
+            if x > ext:
                 ext, ext_t = x, t
             elif x <= ext - min_move + eps:
                 if t - ext_t <= within_s + 1e-9:
                     flaps.append(ext_t)
                 direction, ext, ext_t = -1, x, t
-        elif x <= ext:
+        elif x < ext:
             ext, ext_t = x, t
         elif x >= ext + min_move - eps:
             if t - ext_t <= within_s + 1e-9:
