@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from context_api.redact import install_log_redaction
+
+    install_log_redaction()  # secrets never reach a log line, whoever logs them
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
