@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -334,3 +335,118 @@ def agent_db(folder: Path, name: str = "arcpoint.db") -> FixtureInfo:
 
 def tiers() -> tuple[str, ...]:
     return tuple(TIERS)
+
+
+# --- Claude at the HTTP layer, for agent tests ---------------------------------------------------
+
+
+class ScriptedAPI:
+    """An httpx2 MockTransport handler that plays back Messages API responses in order and
+    keeps the request bodies (as the SDK sent them)."""
+
+    def __init__(self, *steps: Any) -> None:
+        self.steps = list(steps)
+        self.bodies: list[dict[str, Any]] = []
+
+    def __call__(self, request: Any) -> Any:
+        self.bodies.append(json.loads(request.content))
+        if not self.steps:
+            raise AssertionError("the model made more HTTP requests than the test scripted")
+        step = self.steps.pop(0)
+        return step(request) if callable(step) else step
+
+
+def claude_message(content: list[dict[str, Any]], stop_reason: str = "end_turn") -> Any:
+    import httpx2
+
+    body = {
+        "id": "msg_test",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 900,
+            "output_tokens": 60,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 700,
+        },
+    }
+    return httpx2.Response(200, json=body)
+
+
+def claude_tool_use(call_id: str, name: str, tool_input: dict[str, Any]) -> Any:
+    return claude_message(
+        [{"type": "tool_use", "id": call_id, "name": name, "input": tool_input}], "tool_use"
+    )
+
+
+def claude_error(status: int, error_type: str) -> Any:
+    import httpx2
+
+    body = {"type": "error", "error": {"type": error_type, "message": error_type}}
+    return httpx2.Response(status, json=body)
+
+
+def claude_model(api: ScriptedAPI, **config: Any) -> Any:
+    """A real ClaudeModel whose HTTP goes to `api` (no network, no retries unless asked)."""
+    import httpx2
+
+    from agents.llm import Budget
+    from agents.llm.claude import ClaudeConfig, ClaudeModel
+
+    budget = config.pop("budget", None) or Budget(calls_per_minute=None, tokens_per_hour=None)
+    config.setdefault("max_retries", 0)
+    return ClaudeModel(
+        ClaudeConfig(**config),
+        api_key="sk-ant-test-not-a-real-key",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(api)),
+        budget=budget,
+    )
+
+
+# --- hand-made escalation cases ------------------------------------------------------------------
+
+
+def candidate(
+    name: str, forecast: float, lo: float, hi: float, cost: float, share: float = 0.25, **kw: Any
+) -> Any:
+    from tools.routing import Candidate
+
+    return Candidate(name, forecast, lo, hi, cost, share, kw.get("ejected", False))
+
+
+def ambiguous_decision(
+    decision_id: str = "d-1",
+    *,
+    backend: str = "b0",
+    ts: float = START_TS,
+    tier: str = "standard",
+    sla_ms: float = 300.0,
+    reason: str = "interval_straddles_sla",
+    candidates: tuple[Any, ...] | None = None,
+) -> Decision:
+    """A policy decision the router would escalate: b0 is a coin flip, b2 is clearly within the
+    SLA but dear, b1 is clearly over, b3 is ejected (and cheapest)."""
+    cands = candidates or (
+        candidate("b0", 300.0, 200.0, 400.0, 0.0010, 0.6),
+        candidate("b1", 650.0, 550.0, 750.0, 0.0004, 0.1),
+        candidate("b2", 120.0, 90.0, 150.0, 0.0020, 0.3),
+        candidate("b3", 90.0, 80.0, 100.0, 0.0001, 0.0, ejected=True),
+    )
+    return Decision(
+        decision_id=decision_id,
+        request_id=f"req-{decision_id}",
+        ts=ts,
+        backend=backend,
+        policy="predictive",
+        reason="cheapest_within_sla",
+        sla_ms=sla_ms,
+        tier=tier,
+        ambiguous=True,
+        ambiguous_reason=reason,
+        candidates=cands,
+        model_version="rf-test",
+    )

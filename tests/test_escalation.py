@@ -1,0 +1,306 @@
+"""The Escalator (the Router's escalate hook): answers validated against the allowed set, the
+deterministic policy deciding on every failure with the reason recorded, shared answers within a
+tick, the load guard, and a trace for every escalation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.escalation import FALLBACK_MARK, Escalator
+from agents.llm import Budget
+from agents.offline import OfflineModel
+from agents.prompts import load_prompt
+from agents.router import Router
+from context_api.fleet_state import FleetState
+from context_api.store import Store
+from context_api.traces import TraceStore
+from tests.agent_fixtures import (
+    ScriptedAPI,
+    ambiguous_decision,
+    candidate,
+    claude_error,
+    claude_message,
+    claude_model,
+    claude_tool_use,
+)
+from tools.routing import BackendInfo, RouteRequest
+from tools.telemetry import TelemetryPoint
+
+
+@pytest.fixture
+def traces(tmp_path: Path):
+    store = Store(tmp_path / "t.db")
+    yield TraceStore(store)
+    store.close()
+
+
+def request(rid: str = "r1", **metadata: str) -> RouteRequest:
+    return RouteRequest(rid, tier="standard", metadata=metadata)
+
+
+def test_offline_answer_is_accepted_and_traced(traces: TraceStore) -> None:
+    esc = Escalator(traces=traces)
+    decision = ambiguous_decision(backend="b1")  # b1 is clearly over the SLA
+    out = esc(request(), decision)
+    assert out.policy == "router_agent"
+    assert out.backend == "b2"  # the only backend clearly within the SLA
+    assert out.decision_id == decision.decision_id
+    assert esc.stats.accepted == 1 and esc.stats.changed == 1
+    (record,) = esc.records
+    assert record.accepted and record.final_backend == "b2" and record.policy_backend == "b1"
+    assert 0.0 <= record.confidence <= 1.0
+
+    stored = traces.get(record.trace_id)
+    assert stored.kind == "escalation" and stored.parent_id == decision.decision_id
+    assert stored.fallback_reason is None
+    assert stored.prompt_hash == load_prompt("router").sha256
+    assert stored.model_versions == {"forecaster": "rf-test"}
+    assert stored.final["backend"] == "b2" and stored.final["rationale"]
+    names = [(s.type, s.name) for s in stored.steps]
+    assert ("node", "router") in names and ("node", "validate") in names
+    assert ("tool_call", "routing_context") in names
+    assert ("tool_call", "submit_decision") in names
+    assert any(t == "llm_turn" for t, _ in names)
+
+
+def test_an_acceptable_policy_pick_is_kept(traces: TraceStore) -> None:
+    out = Escalator(traces=traces)(request(), ambiguous_decision(backend="b0"))
+    assert out.backend == "b0" and out.policy == "router_agent"
+
+
+def test_router_calls_it_only_for_ambiguous_requests() -> None:
+    class Stub:
+        name = "stub"
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def on_tick(self, view: Any) -> None: ...
+
+        def observe(self, backend: str, latency_ms: float, ok: bool) -> None: ...
+
+        def route(self, req: RouteRequest) -> Any:
+            self.n += 1
+            d = ambiguous_decision(f"d{self.n}", backend="b1")
+            if req.request_id.startswith("routine"):
+                import dataclasses
+
+                return dataclasses.replace(d, ambiguous=False, ambiguous_reason=None)
+            return d
+
+    esc = Escalator()
+    router = Router(Stub(), FleetState((BackendInfo("b0", 1.0),)), escalate=esc)
+    assert router.route(RouteRequest("routine-1")).policy == "predictive"
+    assert router.route(RouteRequest("hard-1")).policy == "router_agent"
+    assert router.stats.escalated == esc.stats.escalated == 1
+
+
+def test_requests_of_one_tick_share_one_agent_run(traces: TraceStore) -> None:
+    esc = Escalator(traces=traces)
+    first = esc(request("r1"), ambiguous_decision("d1", backend="b1"))
+    second = esc(request("r2"), ambiguous_decision("d2", backend="b0"))
+    assert esc.stats.agent_runs == 1 and esc.stats.cache_hits == 1
+    assert first.backend == "b2" and second.backend == "b0"  # b0 stays: acceptable
+    shared = traces.get(esc.records[1].trace_id)
+    assert shared.parent_id == "d2"
+    assert shared.inputs["shared_trace_id"] == esc.records[0].trace_id
+    # A new tick asks again.
+    esc(request("r3"), ambiguous_decision("d3", backend="b1", ts=1_700_000_010.0))
+    assert esc.stats.agent_runs == 2
+
+
+class SlowOffline:
+    """The offline reasoner, but the (fake) clock moves on while it thinks."""
+
+    name = "slow"
+    model_id = "slow-offline"
+
+    def __init__(self, clock: list[float], seconds: float) -> None:
+        self.clock, self.seconds, self.inner = clock, seconds, OfflineModel()
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.clock[0] += self.seconds
+        return self.inner.run(*args, **kwargs)
+
+
+def fallback_of(decision: Any) -> str | None:
+    _, mark, why = decision.reason.partition(FALLBACK_MARK)
+    return why if mark else None
+
+
+def test_a_late_answer_is_a_timeout_and_the_policy_decides(traces: TraceStore) -> None:
+    now = [0.0]
+    esc = Escalator(
+        SlowOffline(now, 5.0), deadline_s=1.5, inline=True, clock=lambda: now[0], traces=traces
+    )
+    decision = ambiguous_decision(backend="b1")
+    out = esc(request(), decision)
+    assert out.backend == "b1" and out.policy == "predictive"
+    assert fallback_of(out) == "timeout"
+    assert esc.stats.fallbacks == {"timeout": 1}
+    assert traces.get(esc.records[0].trace_id).fallback_reason == "timeout"
+
+
+class Blocking:
+    """A model that does not answer until released (a hung network call)."""
+
+    name = "blocking"
+    model_id = "blocking-1"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.release.wait(10)
+        return OfflineModel().run(*args, **kwargs)
+
+
+def test_the_router_never_waits_past_the_deadline_for_a_hung_model(traces: TraceStore) -> None:
+    model = Blocking()
+    esc = Escalator(model, deadline_s=0.05, workers=1, traces=traces)
+    try:
+        out = esc(request(), ambiguous_decision("d1", backend="b1"))
+        assert fallback_of(out) == "timeout" and out.backend == "b1"
+        # The only worker is still stuck: the next escalation does not queue behind it.
+        busy = esc(request("r2"), ambiguous_decision("d2", backend="b1", ts=1_700_000_010.0))
+        assert fallback_of(busy) == "agent_busy"
+        model.release.set()
+        deadline = time.monotonic() + 10
+        while traces.count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        by_parent = {t.parent_id: t for t in traces.list(kind="escalation")}
+        assert by_parent["d2"].fallback_reason == "agent_busy"
+        late = by_parent["d1"]  # the abandoned run is audited when it ends
+        assert late.fallback_reason == "timeout"
+        assert "discarded" in traces.get(late.trace_id).final["detail"]
+    finally:
+        model.release.set()
+        esc.close()
+
+
+def run_claude(*steps: Any, budget: Budget | None = None) -> tuple[Any, Escalator, ScriptedAPI]:
+    api = ScriptedAPI(*steps)
+    esc = Escalator(claude_model(api, budget=budget), deadline_s=5.0)
+    try:
+        out = esc(request(), ambiguous_decision(backend="b1"))
+    finally:
+        esc.close()
+    return out, esc, api
+
+
+def test_claude_answer_within_the_allowed_set_is_accepted() -> None:
+    out, esc, api = run_claude(
+        claude_tool_use("t1", "routing_context", {}),
+        claude_tool_use(
+            "t2",
+            "submit_decision",
+            {"backend": "b2", "confidence": 0.9, "rationale": "b2: 120 ms, ~0% breach."},
+        ),
+    )
+    assert out.backend == "b2" and out.policy == "router_agent"
+    assert esc.records[0].confidence == 0.9
+    assert api.bodies[0]["system"][0]["text"] == load_prompt("router").text
+    assert len(api.bodies) == 2  # the submit ends the run: no third round trip
+
+
+@pytest.mark.parametrize(
+    ("steps", "reason"),
+    [
+        ([claude_message([{"type": "text", "text": "I can't help."}], "refusal")], "refusal"),
+        ([claude_error(529, "overloaded_error")], "overloaded"),
+        ([claude_error(500, "api_error")], "api_error"),
+        ([claude_message([{"type": "text", "text": "b2 looks fine"}])], "no_decision"),
+        (
+            [
+                claude_tool_use("t1", "submit_decision", {"backend": "b2", "confidence": 7}),
+                claude_tool_use("t2", "submit_decision", {"backend": "b2", "confidence": 7}),
+            ],
+            "malformed_tool_input",
+        ),
+        (
+            [
+                claude_tool_use(
+                    "t1",
+                    "submit_decision",
+                    {"backend": "b3", "confidence": 0.9, "rationale": "cheap"},
+                )
+            ],
+            "invalid_answer",
+        ),
+        (
+            [
+                claude_tool_use(
+                    "t1", "submit_decision", {"backend": "b7", "confidence": 0.9, "rationale": "?"}
+                )
+            ],
+            "invalid_answer",
+        ),
+    ],
+)
+def test_claude_failures_fall_back_with_the_reason(steps: list[Any], reason: str) -> None:
+    out, esc, _ = run_claude(*steps)
+    assert out.backend == "b1" and out.policy == "predictive"
+    assert fallback_of(out) == reason
+    assert esc.stats.fallbacks == {reason: 1}
+
+
+def test_budget_exhaustion_declines_without_calling_the_api() -> None:
+    budget = Budget(calls_per_minute=1, tokens_per_hour=None)
+    assert budget.try_acquire().allowed
+    out, _esc, api = run_claude(budget=budget)
+    assert fallback_of(out) == "budget_exhausted" and out.backend == "b1"
+    assert api.bodies == []
+
+
+def test_no_allowed_backend_falls_back() -> None:
+    cands = (candidate("b0", 300, 200, 400, 1.0, ejected=True),)
+    out = Escalator()(request(), ambiguous_decision(candidates=cands, reason="all_ejected"))
+    assert fallback_of(out) == "no_allowed_backend" and out.backend == "b0"
+
+
+def test_load_guard_caps_requests_moved_onto_one_backend() -> None:
+    infos = (BackendInfo("a", 1.0, 10.0), BackendInfo("b", 2.0, 10.0), BackendInfo("c", 0.5, 10.0))
+    fleet = FleetState(infos)
+    fleet.tick(
+        [
+            TelemetryPoint(100.0, n, rps, 50.0, 100.0, 0.0, 1.0)
+            for n, rps in (("a", 6.0), ("b", 5.0), ("c", 9.0))
+        ],
+        arrivals=200,
+    )
+    cands = (
+        candidate("a", 290, 200, 380, 1.0, 0.3),
+        candidate("b", 100, 80, 120, 2.0, 0.2),
+        candidate("c", 500, 450, 550, 0.5, 0.5),
+    )
+    esc = Escalator(fleet=fleet)
+    outs = [
+        esc(request(f"r{i}"), ambiguous_decision(f"d{i}", backend="c", ts=100.0, candidates=cands))
+        for i in range(30)
+    ]
+    moved = [o for o in outs if o.backend == "b"]
+    # b may take 0.7 x 10 rps - max(5 rps now, 0.2 x 20 rps planned) = 2 rps: 20 requests a tick.
+    assert len(moved) == 20
+    assert all(fallback_of(o) == "load_guard" and o.backend == "c" for o in outs[20:])
+    assert esc.stats.fallbacks == {"load_guard": 10}
+
+
+def test_scoring_compares_the_used_backend_with_the_policy_pick() -> None:
+    esc = Escalator()
+    esc(request("r1"), ambiguous_decision("d1", backend="b1"))
+    esc(request("r2"), ambiguous_decision("d2", backend="b0"))
+    prob: dict[str, float] = {"b0": 0.2, "b1": 0.9, "b2": 0.05}
+    scorer: Callable[[str, float], float] = lambda backend, sla: prob[backend]  # noqa: E731
+    assert esc.score_pending(scorer) == 2
+    assert esc.score_pending(scorer) == 0
+    s = esc.stats.summary()
+    assert s["scored"] == 2 and s["scored_changed"] == 1
+    assert s["violation_prob_used"] == pytest.approx((0.05 + 0.2) / 2)
+    assert s["violation_prob_policy_pick"] == pytest.approx((0.9 + 0.2) / 2)
+    assert s["violation_prob_used_when_changed"] == pytest.approx(0.05)
