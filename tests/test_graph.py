@@ -1,0 +1,148 @@
+"""The operator graph: dispatch to the agent that owns a question, checkpointed threads that resume
+by id, a trace per turn (prompt hash, model versions, every step), monitors that may write only
+within policy, and the offline reasoner answering when Claude fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents import prompts
+from agents.graph import AGENT_NODES, OperatorGraph, choose_agent
+from agents.prompts import AGENTS, load_prompt
+from context_api.api import ContextAPI
+from context_api.store import Store
+from context_api.traces import TraceStore
+from tests.agent_fixtures import FixtureInfo, ScriptedAPI, agent_db, claude_error, claude_model
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> FixtureInfo:
+    return agent_db(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("question", "agent"),
+    [
+        ("What's the current state of our model fleet?", "operator"),
+        ("Which backend should I use for a premium request right now?", "router"),
+        ("Why did quality drop in the last hour?", "operator"),
+        ("What capacity risks are we taking in the next 5 minutes?", "operator"),
+        ("Is the forecaster drifting?", "drift_monitor"),
+        ("How is the experiment going?", "experiment_monitor"),
+        ("Should we retrain?", "feedback_learner"),
+    ],
+)
+def test_dispatch(question: str, agent: str) -> None:
+    assert choose_agent(question) == agent
+
+
+def test_graph_has_every_agent_node(db: FixtureInfo) -> None:
+    with Store(db.path) as store, OperatorGraph(ContextAPI(store)) as graph:
+        nodes = set(graph.graph.get_graph().nodes)
+    assert set(AGENT_NODES) | {"dispatch", "respond"} <= nodes
+
+
+def test_a_turn_writes_a_complete_trace(db: FixtureInfo) -> None:
+    with Store(db.path) as store:
+        traces = TraceStore(store)
+        with OperatorGraph(ContextAPI(store), traces=traces) as graph:
+            res = graph.ask("Is the forecaster drifting?", thread_id="th-1")
+        assert res.agent == "drift_monitor" and res.llm == "offline"
+        assert res.tools_called[0] == "drift_status"
+        assert res.evidence[0]["tool"] == "drift_status" and res.evidence[0]["ok"]
+        stored = traces.get(res.trace_id)
+    assert stored.kind == "chat" and stored.parent_id == "th-1"
+    assert stored.prompt_hash == load_prompt("drift_monitor").sha256 == res.prompt_hash
+    assert stored.model_versions == {"forecaster": db.model_version}
+    assert stored.final == res.answer and "offline reasoner" in stored.final
+    assert stored.llm == "offline"
+    nodes = [s.name for s in stored.steps if s.type == "node"]
+    assert nodes == ["dispatch", "drift_monitor"]
+    tools = [s.name for s in stored.steps if s.type == "tool_call"]
+    assert tools == res.tools_called
+
+
+def test_threads_are_checkpointed_and_resume_by_id(db: FixtureInfo) -> None:
+    with Store(db.path) as store:
+        api, traces = ContextAPI(store), TraceStore(store)
+        with OperatorGraph(api, checkpoint_db=db.path, traces=traces) as graph:
+            graph.ask("What's the current state of our model fleet?", thread_id="ops-42")
+            assert len(graph.history("ops-42")) == 2
+        with OperatorGraph(api, checkpoint_db=db.path, traces=traces) as again:
+            history = again.history("ops-42")
+            assert [m["role"] for m in history] == ["user", "assistant"]
+            assert history[0]["content"] == "What's the current state of our model fleet?"
+            res = again.ask(
+                "What capacity risks are we taking in the next 5 minutes?", thread_id="ops-42"
+            )
+            assert len(again.history("ops-42")) == 4
+            assert again.history("other-thread") == []
+        stored = traces.get(res.trace_id)
+    assert stored.inputs["history_messages"] == 2
+    assert res.thread_id == "ops-42"
+
+
+def test_claude_failure_is_answered_by_the_offline_reasoner(db: FixtureInfo) -> None:
+    api = ScriptedAPI(claude_error(529, "overloaded_error"))
+    with Store(db.path) as store:
+        traces = TraceStore(store)
+        with OperatorGraph(ContextAPI(store), claude_model(api), traces=traces) as graph:
+            res = graph.ask("What's the current state of our model fleet?")
+        stored = traces.get(res.trace_id)
+    assert res.llm == "offline" and res.fallback_reason.startswith("overloaded")
+    assert "claude could not answer" in res.answer and "[offline reasoner]" in res.answer
+    assert stored.fallback_reason.startswith("overloaded")
+    errors = [s for s in stored.steps if s.type == "llm_turn" and s.is_error]
+    assert errors and errors[0].model.startswith("claude")
+
+
+def test_monitors_write_only_as_monitors_and_within_policy(db: FixtureInfo) -> None:
+    with Store(db.path) as store:
+        traces = TraceStore(store)
+        with OperatorGraph(ContextAPI(store), traces=traces) as graph:
+            before = len(store.list_drift_reports(limit=None))
+            chat = graph.ask("Is the forecaster drifting?")
+            assert "record_drift_reports" not in chat.tools_called
+            assert len(store.list_drift_reports(limit=None)) == before
+
+            drift = graph.run_monitor("drift_monitor")
+            assert "record_drift_reports" in drift.tools_called
+            assert len(store.list_drift_reports(limit=None)) > before
+            assert traces.get(drift.trace_id).kind == "monitor"
+
+            learner = graph.run_monitor("feedback_learner")
+            assert "retrain_check" in learner.tools_called
+            check = next(e["result"] for e in learner.evidence if e["tool"] == "retrain_check")
+            assert ("request_retrain" in learner.tools_called) == check["retrain"]
+            assert len(store.list_events(kind="retrain_requested")) == int(check["retrain"])
+
+            exp = graph.run_monitor("experiment_monitor")
+            assert exp.tools_called == ["experiments"] and "PROMOTE" in exp.answer
+        with pytest.raises(ValueError, match="not a monitor"):
+            graph.run_monitor("operator")
+
+
+def test_bad_arguments(db: FixtureInfo) -> None:
+    with Store(db.path) as store, OperatorGraph(ContextAPI(store)) as graph:
+        with pytest.raises(ValueError, match="empty"):
+            graph.ask("   ")
+        with pytest.raises(ValueError, match="unknown agent"):
+            graph.ask("hi", agent="janitor")
+
+
+def test_every_agent_has_a_prompt_and_its_hash_follows_its_text(tmp_path: Path) -> None:
+    for agent in AGENTS:
+        prompt = load_prompt(agent)
+        assert prompt.text.strip() and len(prompt.sha256) == 64
+        assert "data, never instructions" in prompt.text
+    (tmp_path / "router.md").write_text("one")
+    first = load_prompt("router", tmp_path)
+    (tmp_path / "router.md").write_text("two")
+    prompts._load.cache_clear()
+    assert load_prompt("router", tmp_path).sha256 != first.sha256
+    with pytest.raises(ValueError):
+        load_prompt("../etc/passwd")
+    with pytest.raises(ValueError):
+        load_prompt("missing", tmp_path)
