@@ -1,0 +1,542 @@
+"""Run the closed loop end to end on a drift scenario and collect its timeline.
+
+The scenario (`loop_scenario`): traffic held flat (no diurnal swing, the usual short bursts), so
+that the only change is the drift: from `drift_start_s` on, the primary backend's service time
+grows (x1.5 over an hour by default) and then stays there, so its load-latency curve bends
+earlier for good. The ground truth (when the drift began) comes from the scenario, never from
+the loop.
+
+`run_loop` trains the first champion on simulated history that ends where the scenario starts,
+stores it, and replays the scenario request by request through `agents.feedback_loop`: the
+loop routes, records sampled decisions and their late outcomes, detects the drift, retrains,
+runs the experiment and promotes (or not), all in the SQLite store. The result holds the
+timeline and the figures an operator asks for: detection delay, false alarms, the experiment's
+verdict, and MAE before and after the promotion.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.feedback_loop import FeedbackLoop, LoopConfig, TimelineEntry, clock
+from context_api.alerting import AlertService
+from context_api.store import Store
+from tools.chaos import ChaosEvent, Scenario
+from tools.forecaster import Forecaster, train
+from tools.routing import BackendInfo, RouteRequest
+from tools.simulator import FleetSimulator, simulate_history
+from tools.telemetry import TICK_SECONDS
+from tools.traffic import TrafficModel
+
+TIER_MIX = ("standard",) * 8 + ("premium", "batch")
+START_TS = 1_700_000_000.0
+Progress = Callable[[str], None]
+
+
+def loop_scenario(
+    hours: float = 4.0,
+    *,
+    seed: int = 0,
+    drift_start_s: float = 3600.0,
+    ramp_s: float = 3600.0,
+    drift_factor: float = 1.5,
+    backend: str | None = "b0",
+    mean_rps: float = 22.0,
+) -> Scenario:
+    """Flat traffic; from `drift_start_s` the backend's service time ramps up to x`drift_factor`
+    over `ramp_s`, then levels off until the end.
+
+    `gradual_drift` is a linear ramp that ends with its window, so the plateau is composed: the
+    rising ramp continues at the same slope to the end, and a second, opposite ramp (factor
+    below 1) starts when the first should stop. Their product is a parabola whose top is set
+    at the middle of the plateau: the factor stays within a few percent of `drift_factor`
+    (x1.5 -> x1.6 -> x1.5 with the defaults over a 2 h plateau).
+    """
+    duration = hours * 3600.0
+    plateau_start = drift_start_s + ramp_s
+    if not plateau_start < duration:
+        raise ValueError("the drift must reach its plateau before the scenario ends")
+    if not drift_factor > 1.0:
+        raise ValueError("drift_factor must be > 1 (a slower service)")
+    a = (drift_factor - 1.0) / ramp_s  # slope of the rising ramp, per second
+    rise_s = duration - drift_start_s
+    middle = (plateau_start + duration) / 2.0 - drift_start_s
+    b = a / (1.0 + a * (2.0 * middle - ramp_s))  # d/dx (1 + a x)(1 - b (x - ramp)) = 0 there
+    fall_s = duration - plateau_start
+    return Scenario(
+        name="loop_gradual_drift",
+        seed=105 + seed,
+        duration_s=duration,
+        traffic=TrafficModel(mean_rps=mean_rps, diurnal_amplitude=0.0),
+        chaos=(
+            ChaosEvent(
+                kind="gradual_drift",
+                start_s=drift_start_s,
+                duration_s=rise_s,
+                backend=backend,
+                magnitude=1.0 + a * rise_s,
+            ),
+            ChaosEvent(
+                kind="gradual_drift",
+                start_s=plateau_start,
+                duration_s=fall_s,
+                backend=backend,
+                magnitude=1.0 - b * fall_s,
+            ),
+        ),
+    )
+
+
+def drift_factor_at(scenario: Scenario, t_s: float) -> float:
+    """The scenario's service-time factor at `t_s` seconds (as the simulator applies it)."""
+    f = 1.0
+    for ev in scenario.chaos:
+        if ev.kind == "gradual_drift" and ev.active(t_s):
+            progress = min(1.0, max(0.0, (t_s + TICK_SECONDS - ev.start_s) / ev.duration_s))
+            f *= 1.0 + (ev.magnitude - 1.0) * progress
+    return f
+
+
+@dataclass(frozen=True)
+class LoopRunConfig:
+    db: str = "arcpoint.db"
+    hours: float = 4.0
+    seed: int = 0
+    history_hours: float = 6.0
+    drift_start_s: float = 3600.0
+    ramp_s: float = 3600.0
+    drift_factor: float = 1.5
+    drift_backend: str | None = "b0"
+    mean_rps: float = 22.0
+    champion_trees: int = 60
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    artifact_dir: str | None = None
+    """Where model artifacts go; default: `<db stem>.models/` beside the database."""
+
+
+@dataclass
+class LoopRunResult:
+    timeline: dict[str, Any]
+    entries: list[TimelineEntry]
+    run_id: str
+
+
+def artifact_dir_for(db: str) -> Path:
+    p = Path(db)
+    return p.with_name(p.stem + ".models")
+
+
+def train_champion(
+    hours: float, *, seed: int, trees: int, end_ts: float = START_TS
+) -> tuple[Forecaster, list]:
+    """The first champion: trained on simulated history that ends where the scenario begins."""
+    history = simulate_history(hours * 3600.0, seed=seed + 1000, start_ts=end_ts - hours * 3600.0)
+    model, _ = train(history, n_estimators=trees, seed=seed, n_jobs=1)
+    return model, history
+
+
+def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> LoopRunResult:
+    wall = time.perf_counter()
+    scenario = loop_scenario(
+        config.hours,
+        seed=config.seed,
+        drift_start_s=config.drift_start_s,
+        ramp_s=config.ramp_s,
+        drift_factor=config.drift_factor,
+        backend=config.drift_backend,
+        mean_rps=config.mean_rps,
+    )
+    progress(
+        f"training the first champion ({config.champion_trees} trees) on "
+        f"{config.history_hours:g} h of simulated history"
+    )
+    champion, history = train_champion(
+        config.history_hours, seed=config.seed, trees=config.champion_trees
+    )
+    seconds = {"champion_training": time.perf_counter() - wall}
+    artifacts = config.artifact_dir or str(artifact_dir_for(config.db))
+    store = Store(config.db)
+    try:
+        run = store.start_run(
+            "loop",
+            params={
+                "hours": config.hours,
+                "seed": config.seed,
+                "history_hours": config.history_hours,
+                "drift_start_s": config.drift_start_s,
+                "ramp_s": config.ramp_s,
+                "drift_factor": config.drift_factor,
+                "drift_backend": config.drift_backend,
+                "mean_rps": config.mean_rps,
+                "loop": config.loop.model_dump(mode="json"),
+            },
+            started_at=START_TS,
+        )
+        store.insert_telemetry(history, source="loop:history", run_id=run.run_id)
+        alerts = AlertService(store, clock=lambda: loop.now, restore=False)
+        loop = FeedbackLoop(
+            store,
+            _backends(scenario),
+            champion,
+            config=config.loop,
+            run_id=run.run_id,
+            alerts=alerts,
+            artifact_dir=artifacts,
+            start_ts=START_TS,
+            progress=progress,
+        )
+        drift = scenario.chaos[0]
+        store.record_event(
+            "chaos",
+            subject=drift.backend,
+            detail={
+                "chaos": drift.kind,
+                "scenario": scenario.name,
+                "start_ts": START_TS + drift.start_s,
+                "end_ts": START_TS + drift.end_s,
+                "magnitude": drift.magnitude,
+            },
+            ts=START_TS + drift.start_s,
+            run_id=run.run_id,
+        )
+        t0 = time.perf_counter()
+        _replay(scenario, loop, progress)
+        loop.finish()
+        seconds["replay"] = time.perf_counter() - t0
+        seconds["total"] = time.perf_counter() - wall
+        timeline = build_timeline(loop, scenario, config, seconds)
+        store.finish_run(run.run_id, summary=_summary(timeline), finished_at=loop.now)
+        alerts.close()
+    finally:
+        store.close()
+    return LoopRunResult(timeline=timeline, entries=list(loop.timeline), run_id=run.run_id)
+
+
+def _backends(scenario: Scenario) -> tuple[BackendInfo, ...]:
+    return tuple(
+        BackendInfo(s.name, s.cost_per_request, s.capacity_rps) for s in scenario.backends()
+    )
+
+
+def _replay(scenario: Scenario, loop: FeedbackLoop, progress: Progress) -> None:
+    """Request by request, as `evals.replay` does, but through the loop (which may switch the
+    router's forecaster or split traffic between two routers mid-run)."""
+    sim = FleetSimulator(scenario, start_ts=START_TS)
+    names = [s.name for s in sim.fleet]
+    req_no = 0
+    ticks = 0
+    hour_ticks = int(3600 / TICK_SECONDS)
+    while not sim.done:
+        n = sim.arrivals()
+        counts = dict.fromkeys(names, 0)
+        decisions = []
+        for _ in range(n):
+            tier = TIER_MIX[req_no % len(TIER_MIX)]
+            d = loop.route(RouteRequest(f"r{req_no}", tier=tier))
+            req_no += 1
+            counts[d.backend] += 1
+            decisions.append(d)
+        result = sim.step(counts)
+        loop.on_tick(result.ts, decisions, result.telemetry, arrivals=n)
+        ticks += 1
+        if ticks % hour_ticks == 0:
+            progress(f"simulated {ticks // hour_ticks} h ({req_no:,} requests)")
+
+
+# ------------------------------------------------------------------------------------ timeline
+def _first(entries: list[TimelineEntry], kind: str, **match: Any) -> TimelineEntry | None:
+    for e in entries:
+        if e.kind == kind and all(e.detail.get(k) == v for k, v in match.items()):
+            return e
+    return None
+
+
+def _mae(values: list[float] | np.ndarray) -> float | None:
+    a = np.asarray(values, dtype=float)
+    return round(float(a.mean()), 2) if a.size else None
+
+
+def build_timeline(
+    loop: FeedbackLoop, scenario: Scenario, config: LoopRunConfig, seconds: dict[str, float]
+) -> dict[str, Any]:
+    """The run as one JSON-able dict: ground truth, each milestone, the figures."""
+    start = loop.start_ts
+    drift = scenario.chaos[0]
+    drift_ts = start + drift.start_s
+    entries = loop.timeline
+
+    def rel(ts: float | None) -> float | None:
+        return None if ts is None else round(ts - start, 1)
+
+    detected = _first(entries, "drift_detected")
+    trained = _first(entries, "challenger_trained")
+    verdict = _first(entries, "experiment_verdict", purpose="challenge")
+    promotion = _first(entries, "promotion")
+    watch = _first(entries, "experiment_verdict", purpose="watch")
+    false_alarms = [a for a in loop.ph_alarms if a < drift_ts]
+
+    champion_errors = loop.model_errors[0]
+    ts0 = np.asarray(champion_errors.ts)
+    e0 = np.asarray(champion_errors.abs_err)
+    before_drift = e0[ts0 < drift_ts]
+    drifted_until = promotion.ts if promotion else loop.now
+    drifted = e0[(ts0 >= drift_ts) & (ts0 < drifted_until)]
+
+    experiment = None
+    if verdict is not None:
+        v = verdict.detail.get("verdict") or {}
+        look = verdict.detail.get("look_detail") or {}
+        experiment = {
+            "id": verdict.detail["experiment_id"],
+            "mode": verdict.detail["mode"],
+            "started_s": rel(verdict.detail.get("started_at")),
+            "concluded_s": rel(verdict.ts),
+            "state": v.get("state"),
+            "recommendation": v.get("recommendation"),
+            "test": v.get("test"),
+            "p_value": v.get("p_value"),
+            "alpha_spent_at_look": v.get("alpha_spent_at_look"),
+            "alpha_spent_total": v.get("alpha_spent_total"),
+            "ci_level": v.get("ci_level"),
+            "ci_low_ms": v.get("ci_low_ms"),
+            "ci_high_ms": v.get("ci_high_ms"),
+            "ci_method": v.get("ci_method"),
+            "mae_champion_ms": v.get("mae_champion_ms"),
+            "mae_challenger_ms": v.get("mae_challenger_ms"),
+            "n_champion": v.get("n_champion"),
+            "n_challenger": v.get("n_challenger"),
+            "min_samples_per_arm": v.get("min_samples_per_arm"),
+            "looks": verdict.detail.get("looks"),
+            "information_fraction": v.get("information_fraction"),
+            "spending": v.get("spending"),
+            "srm": v.get("srm"),
+            "routed_requests": look.get("routed_requests"),
+            "routed_srm": look.get("routed_srm"),
+            "lag1_autocorrelation": look.get("lag1_autocorrelation"),
+            "effective_samples": look.get("effective_samples"),
+            "summary": v.get("summary"),
+        }
+    after = None
+    if watch is not None:
+        v = watch.detail.get("verdict") or {}
+        after = {
+            "promoted_mae_ms": v.get("mae_champion_ms"),
+            "previous_champion_mae_ms": v.get("mae_challenger_ms"),
+            "n": v.get("n_champion"),
+            "difference_ms": v.get("mae_difference_ms"),
+            "watch_state": v.get("state"),
+            "watch_status": watch.detail.get("status"),
+            "improvement": (
+                round(1.0 - v["mae_champion_ms"] / v["mae_challenger_ms"], 4)
+                if v.get("mae_champion_ms") is not None and v.get("mae_challenger_ms")
+                else None
+            ),
+        }
+    online = [o for o in loop.online if o["model_version"] == champion_errors.version]
+    online_drifted = [o for o in online if o["ts"] > drift_ts]
+
+    def milestone(e: TimelineEntry | None) -> dict[str, Any] | None:
+        return None if e is None else {"ts": e.ts, "t_s": rel(e.ts), "summary": e.summary}
+
+    return {
+        "scenario": {
+            "name": scenario.name,
+            "hours": config.hours,
+            "seed": config.seed,
+            "mean_rps": config.mean_rps,
+            "drift": {
+                "kind": drift.kind,
+                "backend": drift.backend,
+                "start_ts": drift_ts,
+                "start_s": drift.start_s,
+                "ramp_s": config.ramp_s,
+                "plateau_factor": config.drift_factor,
+                "service_time_factor": {
+                    clock(h * 1800.0): round(drift_factor_at(scenario, h * 1800.0), 3)
+                    for h in range(int(config.hours * 2))
+                },
+            },
+        },
+        "sampling": {
+            "samples_per_tick": config.loop.samples_per_tick,
+            "note": (
+                "outcomes are recorded for a seeded sample of requests per tick (independent "
+                "of the experiment's arm assignment); the outcome of a decision is its backend's "
+                "measured p95 one horizon (300 s) later, so it arrives 300 s late"
+            ),
+        },
+        "champion": {
+            "version": champion_errors.version,
+            "trees": config.champion_trees,
+            "history_hours": config.history_hours,
+        },
+        "drift_began_s": drift.start_s,
+        "drift_detected": milestone(detected),
+        "detection_delay_s": rel(detected.ts - drift.start_s) if detected else None,
+        "change_point_estimate_s": rel(detected.detail.get("change_point_ts"))
+        if detected
+        else None,
+        "detection_severity": detected.detail.get("severity") if detected else None,
+        "false_alarms_before_drift": len(false_alarms),
+        "page_hinkley_alarms_s": [rel(a) for a in loop.ph_alarms],
+        "challenger_trained": (
+            {
+                **milestone(trained),
+                "version": trained.detail["version"],
+                "parent": trained.detail["parent"],
+                "window_s": [
+                    rel(trained.detail["window"]["start_ts"]),
+                    rel(trained.detail["window"]["end_ts"]),
+                ],
+                "holdout": trained.detail["holdout"],
+            }
+            if trained
+            else None
+        ),
+        "experiment": experiment,
+        "promotion": (
+            {**milestone(promotion), "version": promotion.detail["version"]} if promotion else None
+        ),
+        "mae_ms": {
+            "champion_before_drift": _mae(before_drift),
+            "champion_drifted_until_promotion": _mae(drifted),
+            "n_before_drift": int(before_drift.size),
+            "n_drifted": int(drifted.size),
+            "after_promotion": after,
+        },
+        "online_learner": {
+            "kind": "residual correction of the champion forest (SGD, micro-batches)",
+            "drifted_forest_mae_ms": _mae([o["forest_mae_ms"] for o in online_drifted]),
+            "drifted_corrected_mae_ms": _mae([o["corrected_mae_ms"] for o in online_drifted]),
+            "windows": online,
+        },
+        "error_analysis": loop.analyses,
+        "active_version_at_end": loop.champion.version_id,
+        "stats": loop.stats,
+        "events": [{"t_s": rel(e.ts), "kind": e.kind, "summary": e.summary} for e in loop.timeline],
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+
+
+def _summary(t: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "drift_began_s",
+        "detection_delay_s",
+        "false_alarms_before_drift",
+        "active_version_at_end",
+        "mae_ms",
+        "stats",
+    )
+    return {k: t[k] for k in keys}
+
+
+def format_timeline(t: dict[str, Any]) -> str:
+    """The timeline as text for a terminal."""
+    d = t["scenario"]["drift"]
+    lines = [
+        f"Closed loop on {t['scenario']['name']}: {t['scenario']['hours']:g} h, seed "
+        f"{t['scenario']['seed']}, {t['scenario']['mean_rps']:g} rps flat; gradual drift on "
+        f"{d['backend'] or 'every backend'} from {clock(d['start_s'])}: its service time grows to "
+        f"x{d['plateau_factor']:g} over {clock(d['ramp_s'])}, then levels off",
+        f"Outcomes: {t['sampling']['samples_per_tick']} sampled requests per tick; label = the "
+        "backend's measured p95 300 s after the decision (arrives 300 s late).",
+        "",
+        f"{'time':>8}  event",
+    ]
+    marks = sorted(
+        [(e["t_s"], e["kind"], e["summary"]) for e in t["events"]]
+        + [(t["drift_began_s"], "truth", "drift begins (ground truth from the scenario)")],
+        key=lambda x: x[0],
+    )
+    for t_s, _kind, summary in marks:
+        lines.append(f"{clock(t_s):>8}  {summary}")
+    lines.append("")
+    lines += _figures(t)
+    return "\n".join(lines)
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f} ms"
+
+
+def _figures(t: dict[str, Any]) -> list[str]:
+    out = ["Figures"]
+    delay = t["detection_delay_s"]
+    cp = t["change_point_estimate_s"]
+    out.append(
+        f"  drift began      {clock(t['drift_began_s'])} (truth); detected "
+        + (
+            f"{clock(t['drift_detected']['t_s'])}, delay {clock(delay)} "
+            f"(includes the 300 s label lag)"
+            if delay is not None
+            else "never"
+        )
+        + (f"; change point estimated at {clock(cp)}" if cp is not None else "")
+        + f"; false alarms before the drift: {t['false_alarms_before_drift']}"
+    )
+    c = t["challenger_trained"]
+    if c:
+        w = c["window_s"]
+        out.append(
+            f"  challenger       {c['version']} (parent {c['parent']}) trained at "
+            f"{clock(c['t_s'])} on {clock(w[0])}-{clock(w[1])}; hold-out MAE "
+            f"{_ms(c['holdout']['mae_ms'])}"
+        )
+    e = t["experiment"]
+    if e:
+        ci = (
+            f"{e['ci_level']:.0%} CI [{e['ci_low_ms']:+.1f}, {e['ci_high_ms']:+.1f}] ms"
+            if e["ci_low_ms"] is not None
+            else "no CI"
+        )
+        p = f"p = {e['p_value']:.2g}" if e["p_value"] is not None else "no test"
+        out.append(
+            f"  experiment       {e['mode']} mode, {e['state']} after {e['looks']} looks "
+            f"({e['spending']} alpha spending): {e['test']} {p} "
+            f"(allowed {e['alpha_spent_at_look']:.2g} at the last look), MAE challenger - "
+            f"champion {ci}; n = {e['n_champion']} champion / {e['n_challenger']} challenger "
+            f"(min {e['min_samples_per_arm']}; lag-1 autocorrelation "
+            f"{e['lag1_autocorrelation']}, effective n ~{e['effective_samples']})"
+        )
+        if e.get("routed_srm"):
+            out.append(f"                   routed split: {e['routed_srm']['summary']}")
+    p = t["promotion"]
+    out.append(
+        f"  promotion        {p['version']} at {clock(p['t_s'])}"
+        if p
+        else "  promotion        none"
+    )
+    m = t["mae_ms"]
+    out.append(
+        f"  MAE              champion before the drift {_ms(m['champion_before_drift'])} "
+        f"(n={m['n_before_drift']}); champion on the drifted regime until promotion "
+        f"{_ms(m['champion_drifted_until_promotion'])} (n={m['n_drifted']})"
+    )
+    a = m["after_promotion"]
+    if a:
+        imp = f", {a['improvement']:+.1%} better" if a["improvement"] is not None else ""
+        out.append(
+            f"                   after promotion, same requests: promoted "
+            f"{_ms(a['promoted_mae_ms'])} vs previous champion "
+            f"{_ms(a['previous_champion_mae_ms'])} (n={a['n']}{imp}; watch: {a['watch_state']})"
+        )
+    o = t["online_learner"]
+    if o["drifted_forest_mae_ms"] is not None:
+        out.append(
+            f"  online learner   residual correction on the drifted regime (prequential): "
+            f"{_ms(o['drifted_corrected_mae_ms'])} vs forest {_ms(o['drifted_forest_mae_ms'])}"
+        )
+    s = t["stats"]
+    out.append(
+        f"  store            {s['decisions_sampled']} sampled decisions, "
+        f"{s['outcomes_accepted']} outcomes joined, {s.get('outcomes_expired', 0)} expired, "
+        f"{s['drift_reports']} drift reports, {s['alerts']} alerts; "
+        f"{t['seconds'].get('total', 0):.0f} s wall"
+    )
+    return out
