@@ -236,6 +236,8 @@ def run_agents(args: argparse.Namespace) -> int:
     elif "claude" in models and not anthropic_key_configured():
         print("error: --llm claude needs ANTHROPIC_API_KEY (or --replay DIR)", file=sys.stderr)
         return 2
+    from arcpoint.settings import load_settings
+
     out = Path(args.out)
     _log_to(out)
     result = run_cases(
@@ -243,6 +245,7 @@ def run_agents(args: argparse.Namespace) -> int:
         models=models,
         out_dir=out,
         replay_dir=Path(args.replay) if args.replay else None,
+        claude_model_id=load_settings().model,
         progress=_progress,
     )
     if args.json:
