@@ -19,22 +19,23 @@ Where the numbers come from:
 from __future__ import annotations
 
 import math
-import re
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from context_api import api_models as m
+from context_api import explain as ex
 from context_api import queries as q
 from context_api.store import DriftReport as StoredDriftReport
 from context_api.store import Store
+from context_api.timefmt import ToolError, iso, num, parse_time, rnd
+from context_api.timefmt import iso_or_unknown as _iso
 from tools.drift import concept_drift
 from tools.page_hinkley import PageHinkley
 from tools.routing import DEFAULT_SLA_MS, TIERS, BackendInfo
@@ -51,10 +52,6 @@ EMPTY_HINT = (
     "The database holds no telemetry yet. Run `arcpoint demo` to simulate a fleet and fill it, "
     "or `arcpoint ingest FILE` to load real telemetry, then ask again."
 )
-
-
-class ToolError(Exception):
-    """A failure the model should see as a plain message (bad id, nothing stored, ...)."""
 
 
 class EmptyStoreError(ToolError):
@@ -90,31 +87,6 @@ class ToolOutcome(BaseModel):
 # --- small helpers -----------------------------------------------------------------------------
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None or not math.isfinite(ts):
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _iso(ts: float) -> str:
-    return iso(ts) or "unknown"
-
-
-def _num(x: Any) -> float | None:
-    if x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _r(x: Any, digits: int = 1) -> float | None:
-    v = _num(x)
-    return None if v is None else round(v, digits)
-
-
 def p_over(mean: float | None, lo: float | None, hi: float | None, sla: float) -> float | None:
     """P(p95 > sla), the interval read as Gaussian with half-width 1.645 sigma (as the policy)."""
     if mean is None or lo is None or hi is None:
@@ -125,53 +97,6 @@ def p_over(mean: float | None, lo: float | None, hi: float | None, sla: float) -
 
 def _level(p: float) -> str:
     return "high" if p >= 0.5 else "medium" if p >= 0.2 else "low"
-
-
-_REL = re.compile(r"^\s*-\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|hour|hours|d|day|days)\s*$", re.I)
-_CLOCK = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:utc|z)?\s*$", re.I)
-_UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "hour": 3600}
-
-
-def parse_time(value: float | str | None, now: float) -> float | None:
-    """A time argument (see api_models.TIME_HELP) as unix seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ToolError("a time must be a number or a string, not a boolean")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ToolError("a time must be finite")
-        return float(value)
-    text = value.strip()
-    if text.lower() == "now":
-        return now
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    rel = _REL.match(text)
-    if rel:
-        unit = rel.group(2).lower()
-        scale = 86400 if unit.startswith("d") else _UNIT_S.get(unit, 3600)
-        return now - float(rel.group(1)) * scale
-    clock = _CLOCK.match(text)
-    if clock:
-        h, mi, s = int(clock.group(1)), int(clock.group(2)), int(clock.group(3) or 0)
-        if h > 23 or mi > 59 or s > 59:
-            raise ToolError(f"not a clock time: {text!r}")
-        day = datetime.fromtimestamp(now, UTC).replace(hour=h, minute=mi, second=s, microsecond=0)
-        if day.timestamp() > now + 60:
-            day -= timedelta(days=1)  # "14:00" said after midnight means yesterday's
-        return day.timestamp()
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" UTC", "+00:00"))
-    except ValueError:
-        raise ToolError(
-            f"cannot read the time {text!r}: give unix seconds, ISO 8601, HH:MM (UTC), -90m or now"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
 
 
 def _default_fleet_info(names: Sequence[str]) -> dict[str, BackendInfo]:
@@ -479,12 +404,12 @@ class ContextAPI:
                     continue
                 ejected[name] = bool(c.get("ejected"))
                 shares[name] = float(c.get("share") or 0.0)
-                if costs.get(name) is None and _num(c.get("cost")) is not None:
+                if costs.get(name) is None and num(c.get("cost")) is not None:
                     costs[name] = float(c["cost"])
                 forecasts[name] = (
-                    _num(c.get("forecast_ms")),
-                    _num(c.get("lo_ms")),
-                    _num(c.get("hi_ms")),
+                    num(c.get("forecast_ms")),
+                    num(c.get("lo_ms")),
+                    num(c.get("hi_ms")),
                 )
             source = f"router cache at {_iso(dts)} (decision {did})"
             row = self.store.get_decision(did)
@@ -524,11 +449,11 @@ class ContextAPI:
         p = p_over(mean, lo, hi, sla)
         return m.Forecast(
             backend=name,
-            forecast_ms=_r(mean),
-            lo_ms=_r(lo),
-            hi_ms=_r(hi),
-            sigma_ms=_r(sigma),
-            p_over_sla=_r(p, 3),
+            forecast_ms=rnd(mean),
+            lo_ms=rnd(lo),
+            hi_ms=rnd(hi),
+            sigma_ms=rnd(sigma),
+            p_over_sla=rnd(p, 3),
         )
 
     def _backend_state(self, pic: _Picture, name: str, sla: float) -> m.BackendState:
@@ -565,15 +490,15 @@ class ContextAPI:
             status=status,  # type: ignore[arg-type]
             status_reasons=reasons,
             telemetry_at=iso(p.ts),
-            p50_ms=_r(p.p50_ms),
-            p95_ms=_r(p.p95_ms),
-            rps=_r(p.rps, 2) if p.load_known else None,
-            error_rate=_r(p.error_rate, 4),
-            in_flight=_r(p.in_flight, 2) if p.load_known else None,
+            p50_ms=rnd(p.p50_ms),
+            p95_ms=rnd(p.p95_ms),
+            rps=rnd(p.rps, 2) if p.load_known else None,
+            error_rate=rnd(p.error_rate, 4),
+            in_flight=rnd(p.in_flight, 2) if p.load_known else None,
             capacity_rps=cap,
-            utilisation=_r(util, 3),
+            utilisation=rnd(util, 3),
             cost_per_request=pic.costs.get(name),
-            traffic_share=_r(pic.shares.get(name), 3),
+            traffic_share=rnd(pic.shares.get(name), 3),
             ejected=bool(pic.ejected.get(name)),
             forecast=fc,
         )
@@ -669,25 +594,25 @@ class ContextAPI:
         events = [
             e
             for e in self.store.list_events(since=since - 6 * 3600.0, until=pic.now + 1e-6)
-            if e.subject == name and _event_end(e) >= since
+            if e.subject == name and ex.event_end(e) >= since
         ]
         return m.BackendDetailOut(
             now=_iso(pic.now),
             state=self._backend_state(pic, name, self.sla_ms),
             window_minutes=params.window_minutes,
-            p95_ms_min=_r(min(p95)) if p95 else None,
-            p95_ms_mean=_r(statistics.fmean(p95)) if p95 else None,
-            p95_ms_max=_r(max(p95)) if p95 else None,
-            p95_slope_ms_per_min=_r(slope, 2),
-            error_rate_max=_r(max(p.error_rate for p in pts), 4) if pts else None,
-            rps_mean=_r(statistics.fmean(p.rps for p in pts), 2) if pts else None,
+            p95_ms_min=rnd(min(p95)) if p95 else None,
+            p95_ms_mean=rnd(statistics.fmean(p95)) if p95 else None,
+            p95_ms_max=rnd(max(p95)) if p95 else None,
+            p95_slope_ms_per_min=rnd(slope, 2),
+            error_rate_max=rnd(max(p.error_rate for p in pts), 4) if pts else None,
+            rps_mean=rnd(statistics.fmean(p.rps for p in pts), 2) if pts else None,
             requests=requests,
-            sla_violation_pct=_r(viol, 2),
+            sla_violation_pct=rnd(viol, 2),
             anomalies=[
                 {"at": iso(a.ts), "severity": round(a.severity, 3), "detector": a.detector}
                 for a in anomalies
             ],
-            drift_reports=[_drift_dict(d) for d in drift],
+            drift_reports=[ex.drift_dict(d) for d in drift],
             alerts=[
                 {
                     "at": iso(a.created_at),
@@ -698,7 +623,7 @@ class ContextAPI:
                 for a in alerts
                 if a.created_at <= pic.now
             ],
-            events=[_event_dict(e) for e in events],
+            events=[ex.event_dict(e) for e in events],
         )
 
     def forecasts(self, params: m.ForecastsInput | None = None) -> m.ForecastsOut:
@@ -757,7 +682,7 @@ class ContextAPI:
                             f"{'ejected' if pic.ejected.get(name) else 'failing'}: error rate "
                             f"{p.error_rate:.0%}; its traffic must be carried by the others"
                         ),
-                        figures={"error_rate": _r(p.error_rate, 4)},
+                        figures={"error_rate": rnd(p.error_rate, 4)},
                     )
                 )
                 continue
@@ -780,10 +705,10 @@ class ContextAPI:
                                 f"{now95:.0f} ms"
                             ),
                             figures={
-                                "p95_now_ms": _r(now95),
-                                "forecast_ms": _r(mu),
-                                "lo_ms": _r(lo_n),
-                                "hi_ms": _r(hi_n),
+                                "p95_now_ms": rnd(now95),
+                                "forecast_ms": rnd(mu),
+                                "lo_ms": rnd(lo_n),
+                                "hi_ms": rnd(hi_n),
                                 "sla_ms": sla,
                             },
                         )
@@ -811,11 +736,11 @@ class ContextAPI:
                             f"its {cap:g} rps capacity)"
                         ),
                         figures={
-                            "rps_now": _r(p.rps, 2),
-                            "rps_projected": _r(proj, 2),
+                            "rps_now": rnd(p.rps, 2),
+                            "rps_projected": rnd(proj, 2),
                             "capacity_rps": cap,
-                            "utilisation_now": _r(p.rps / cap, 3),
-                            "utilisation_projected": _r(proj / cap, 3),
+                            "utilisation_now": rnd(p.rps / cap, 3),
+                            "utilisation_projected": rnd(proj / cap, 3),
                         },
                     )
                 )
@@ -873,10 +798,10 @@ class ContextAPI:
                         test=res.test,
                         status=res.status,
                         severity=res.severity,
-                        p_value=_num(res.p_value),
-                        p_adjusted=_num(res.p_adjusted),
-                        reference_mae_ms=_r(res.reference_mean),
-                        current_mae_ms=_r(res.current_mean),
+                        p_value=num(res.p_value),
+                        p_adjusted=num(res.p_adjusted),
+                        reference_mae_ms=rnd(res.reference_mean),
+                        current_mae_ms=rnd(res.current_mean),
                         n_reference=res.n_reference,
                         n_current=res.n_current,
                     )
@@ -903,7 +828,7 @@ class ContextAPI:
             drifted_backends=drifted,
             live=live,
             change_points=change_points,
-            stored_reports=[_drift_dict(d) for d in stored],
+            stored_reports=[ex.drift_dict(d) for d in stored],
             method=(
                 "per-tick mean absolute forecast error per backend; one-sided Welch t and "
                 "Mann-Whitney U (current > reference), Benjamini-Hochberg within a backend; "
@@ -935,8 +860,8 @@ class ContextAPI:
                         backend=name,
                         at=_iso(float(ts[i])),
                         ts=float(ts[i]),
-                        mae_before_ms=_r(np.mean(before)) if before.size else None,
-                        mae_after_ms=_r(np.mean(after)),
+                        mae_before_ms=rnd(np.mean(before)) if before.size else None,
+                        mae_after_ms=rnd(np.mean(after)),
                     )
                 )
         out.sort(key=lambda c: c.ts)
@@ -1063,8 +988,8 @@ class ContextAPI:
         a, b_ = (d_from, d_until) if d_from is not None else (since, until)
         impact_rows = q.sla_by_backend(self.store, a, b_, self.sla_ms)
         total_bad = sum(r["over_sla"] + r["no_outcome"] for r in impact_rows) or 1
-        tele_during = _telemetry_summary(self.store, a, b_)
-        tele_before = _telemetry_summary(self.store, a - max(b_ - a, 600.0), a)
+        tele_during = q.telemetry_summary(self.store, a, b_)
+        tele_before = q.telemetry_summary(self.store, a - max(b_ - a, 600.0), a)
         impacts = []
         for r in sorted(impact_rows, key=lambda r: -(r["over_sla"] + r["no_outcome"])):
             bad = r["over_sla"] + r["no_outcome"]
@@ -1075,9 +1000,9 @@ class ContextAPI:
                     violations=bad,
                     share_of_violations=round(bad / total_bad, 3),
                     violation_pct=round(100.0 * bad / r["n"], 2) if r["n"] else None,
-                    p95_ms_before=_r(tele_before.get(name, {}).get("p95")),
-                    p95_ms_during=_r(tele_during.get(name, {}).get("p95")),
-                    error_rate_during=_r(tele_during.get(name, {}).get("err"), 4),
+                    p95_ms_before=rnd(tele_before.get(name, {}).get("p95")),
+                    p95_ms_during=rnd(tele_during.get(name, {}).get("p95")),
+                    error_rate_during=rnd(tele_during.get(name, {}).get("err"), 4),
                 )
             )
 
@@ -1087,15 +1012,15 @@ class ContextAPI:
             lead = 15 * 60.0
             for e in events:
                 end = parse_time(e.end_at, e.ts) if e.end_at else e.ts
-                if e.ts <= d_until and (end or e.ts) >= d_from - lead and e.kind in _CAUSE_RANK:
+                if e.ts <= d_until and (end or e.ts) >= d_from - lead and e.kind in ex.CAUSE_RANK:
                     causes.append(e)
-            causes.sort(key=lambda e: (_CAUSE_RANK[e.kind], abs(e.ts - d_from)))
+            causes.sort(key=lambda e: (ex.CAUSE_RANK[e.kind], abs(e.ts - d_from)))
         omitted = max(0, len(events) - 60)
         return m.QualityTimelineOut(
             since=_iso(since),
             until=_iso(until),
             bucket_minutes=params.bucket_minutes,
-            reference_violation_pct=_r(ref_pct, 2),
+            reference_violation_pct=rnd(ref_pct, 2),
             reference=reference,
             peak=peak,
             degraded_from=iso(d_from),
@@ -1111,7 +1036,7 @@ class ContextAPI:
     def _timeline_events(self, since: float, until: float) -> list[m.TimelineEvent]:
         out: list[m.TimelineEvent] = []
         for e in self.store.list_events(since=since - 6 * 3600.0, until=until):
-            end = _event_end(e)
+            end = ex.event_end(e)
             if end < since and e.ts < since:
                 continue
             if e.ts < since and e.kind != "chaos":
@@ -1122,7 +1047,7 @@ class ContextAPI:
                     ts=e.ts,
                     kind=e.kind,
                     subject=e.subject,
-                    summary=_event_summary(e),
+                    summary=ex.event_summary(e),
                     end_at=iso(end) if end != e.ts else None,
                 )
             )
@@ -1223,8 +1148,8 @@ class ContextAPI:
                         "verdict": last.verdict,
                         "n_champion": last.n_champion,
                         "n_challenger": last.n_challenger,
-                        "champion_mae_ms": _r(last.champion_mae),
-                        "challenger_mae_ms": _r(last.challenger_mae),
+                        "champion_mae_ms": rnd(last.champion_mae),
+                        "challenger_mae_ms": rnd(last.challenger_mae),
                         "p_value": last.p_value,
                         "srm_p_value": last.srm_p_value,
                     },
@@ -1315,20 +1240,20 @@ class ContextAPI:
             raise ToolError(
                 f"no stored decision {params.decision_id!r}; use find_decisions to list recent ids"
             )
-        sla = _num(row.get("sla_ms")) or self.sla_ms
+        sla = num(row.get("sla_ms")) or self.sla_ms
         cands: list[m.CandidateView] = []
         for c in row.get("candidates") or []:
-            mean, lo, hi = _num(c.get("forecast_ms")), _num(c.get("lo_ms")), _num(c.get("hi_ms"))
+            mean, lo, hi = num(c.get("forecast_ms")), num(c.get("lo_ms")), num(c.get("hi_ms"))
             p = p_over(mean, lo, hi, sla)
             cands.append(
                 m.CandidateView(
                     backend=str(c.get("backend")),
-                    forecast_ms=_r(mean),
-                    lo_ms=_r(lo),
-                    hi_ms=_r(hi),
-                    p_over_sla=_r(p, 3),
-                    cost_per_request=_num(c.get("cost")),
-                    share=_r(c.get("share"), 3),
+                    forecast_ms=rnd(mean),
+                    lo_ms=rnd(lo),
+                    hi_ms=rnd(hi),
+                    p_over_sla=rnd(p, 3),
+                    cost_per_request=num(c.get("cost")),
+                    share=rnd(c.get("share"), 3),
                     ejected=bool(c.get("ejected")),
                     allowed=not bool(c.get("ejected")),
                 )
@@ -1346,17 +1271,17 @@ class ContextAPI:
             decided_by = "policy"
         amb = row.get("ambiguous_reason")
         outcome: dict[str, Any] = {"status": row.get("status")}
-        actual = _num(row.get("actual_latency_ms"))
+        actual = num(row.get("actual_latency_ms"))
         if actual is not None:
             outcome.update(
                 actual_latency_ms=round(actual, 1),
                 within_sla=actual <= sla,
-                forecast_error_ms=_r(row.get("error_ms")),
-                observed_at=iso(_num(row.get("observed_at"))),
+                forecast_error_ms=rnd(row.get("error_ms")),
+                observed_at=iso(num(row.get("observed_at"))),
             )
         elif row.get("status") == "pending":
             outcome["note"] = "no outcome reported (yet): a failed request reports none"
-        explanation = _explain_lines(
+        explanation = ex.explain_lines(
             row, cands, chosen, sla, base_reason, decided_by, fallback, amb
         )
         return m.ExplainOut(
@@ -1369,10 +1294,10 @@ class ContextAPI:
             decided_by=decided_by,  # type: ignore[arg-type]
             policy=policy,
             reason=base_reason or None,
-            reason_text=REASON_TEXT.get(base_reason, base_reason or "not recorded"),
+            reason_text=ex.REASON_TEXT.get(base_reason, base_reason or "not recorded"),
             ambiguous=bool(row.get("ambiguous")),
             ambiguous_reason=amb,
-            ambiguity_text=_ambiguity_text(amb),
+            ambiguity_text=ex.ambiguity_text(amb),
             agent_fallback_reason=fallback or None,
             model_version=row.get("model_version"),
             candidates=cands,
@@ -1405,7 +1330,7 @@ class ContextAPI:
                     "policy": r["policy"],
                     "reason": r["reason"],
                     "ambiguous": bool(r["ambiguous"]),
-                    "actual_latency_ms": _r(r["actual"]),
+                    "actual_latency_ms": rnd(r["actual"]),
                     "status": r["status"],
                 }
                 for r in found
@@ -1435,7 +1360,7 @@ class ContextAPI:
                     hi_ms=fc.hi_ms,
                     p_over_sla=fc.p_over_sla,
                     cost_per_request=pic.costs.get(name),
-                    policy_share=_r(pic.shares.get(name), 3),
+                    policy_share=rnd(pic.shares.get(name), 3),
                 )
             )
         if not recs:
@@ -1507,8 +1432,8 @@ class ContextAPI:
                 "activated_at": iso(v.activated_at),
                 "trained_from": iso(v.trained_from_ts),
                 "trained_to": iso(v.trained_to_ts),
-                "holdout_mae_ms": _r(forest.get("mae_ms")),
-                "interval_coverage": _r(interval.get("holdout_coverage"), 3),
+                "holdout_mae_ms": rnd(forest.get("mae_ms")),
+                "interval_coverage": rnd(interval.get("holdout_coverage"), 3),
                 "note": v.note,
             }
 
@@ -1541,9 +1466,9 @@ class ContextAPI:
                     "model_version": s.model_version,
                     "backend": s.backend,
                     "n": s.n,
-                    "mae_ms": _r(s.mae),
-                    "rmse_ms": _r(s.rmse),
-                    "bias_ms": _r(s.bias),
+                    "mae_ms": rnd(s.mae),
+                    "rmse_ms": rnd(s.rmse),
+                    "bias_ms": rnd(s.bias),
                 }
                 for s in summary
             ],
@@ -1555,7 +1480,7 @@ class ContextAPI:
                     "violation_pct": round(100.0 * (r["over_sla"] + r["no_outcome"]) / r["n"], 2)
                     if r["n"]
                     else None,
-                    "mean_latency_ms": _r(r["mean_latency_ms"]),
+                    "mean_latency_ms": rnd(r["mean_latency_ms"]),
                 }
                 for r in sla_rows
             ],
@@ -1571,7 +1496,7 @@ class ContextAPI:
         trained_to = None
         if active is not None:
             forest = active.metrics.get("forest") if isinstance(active.metrics, dict) else None
-            holdout = _num(forest.get("mae_ms")) if isinstance(forest, dict) else None
+            holdout = num(forest.get("mae_ms")) if isinstance(forest, dict) else None
             trained_to = active.trained_to_ts or active.activated_at or active.created_at
         since_train = None if trained_to is None else max(0.0, now - trained_to)
         new_samples = q.outcomes_since(self.store, trained_to) if trained_to is not None else 0
@@ -1580,7 +1505,7 @@ class ContextAPI:
             now_ts=now,
             drift_severity=drift.max_severity,  # type: ignore[arg-type]
             drift_started_at=max(starts) if starts and drift.max_severity != "none" else None,
-            recent_mae_ms=_num(recent[0].mae) if recent else None,
+            recent_mae_ms=num(recent[0].mae) if recent else None,
             recent_mae_samples=recent[0].n if recent else 0,
             holdout_mae_ms=holdout,
             new_samples_since_training=new_samples,
@@ -1670,180 +1595,6 @@ class ContextAPI:
             message=f"stored {len(ids)} drift report(s) at or above {params.min_severity}",
             detail={"ids": ids, "max_severity": status.max_severity},
         )
-
-
-# --- explanation text --------------------------------------------------------------------------
-
-REASON_TEXT = {
-    "cheapest_within_sla": "the cheapest backend forecast within the SLA",
-    "spillover_within_sla": (
-        "a backend forecast within the SLA that takes the traffic the cheaper ones cannot carry "
-        "without rising past their latency target"
-    ),
-    "over_sla_spillover": (
-        "a backend forecast over this request's SLA, still in the traffic split because the "
-        "backends within it cannot carry all the load"
-    ),
-    "none_within_sla": "no backend was forecast within the SLA; the policy's split stands",
-    "all_ejected": "every backend was ejected; the least recently ejected one was used",
-    "agent_choice": "chosen by the router agent after escalation",
-}
-
-AMBIGUITY_TEXT = {
-    "interval_straddles_sla": (
-        "the chosen backend's forecast interval straddled the SLA (a 25-75% chance of breach) and "
-        "no backend was confidently within it"
-    ),
-    "no_backend_within_sla": "no backend was forecast within the SLA",
-    "failing_backend": "the chosen backend was failing (error rate 5-50%) but not yet ejected",
-    "tier_review": "the request's tier asks for review of every decision",
-    "all_ejected": "every backend was ejected",
-}
-
-
-def _ambiguity_text(reason: str | None) -> str | None:
-    if reason is None:
-        return None
-    if reason.startswith("alarm:"):
-        return f"an anomaly or drift alarm was active on the chosen backend ({reason[6:]})"
-    return AMBIGUITY_TEXT.get(reason, reason)
-
-
-def _explain_lines(
-    row: dict[str, Any],
-    cands: list[m.CandidateView],
-    chosen: m.CandidateView | None,
-    sla: float,
-    reason: str,
-    decided_by: str,
-    fallback: str,
-    amb: str | None,
-) -> list[str]:
-    lines = []
-    backend = row["backend"]
-    who = {
-        "router_agent": "the router agent (escalation)",
-        "policy": "the predictive policy",
-        "policy_after_agent_fallback": (
-            "the predictive policy after the router agent's answer was not used"
-        ),
-    }[decided_by]
-    lines.append(
-        f"Decision {row['decision_id']} at {_iso(row['ts'])} sent a "
-        f"{row.get('tier') or 'standard'} request (SLA {sla:.0f} ms) to {backend}, "
-        f"decided by {who}."
-    )
-    if chosen is not None and chosen.forecast_ms is not None:
-        lines.append(
-            f"{backend} was forecast at {chosen.forecast_ms:.0f} ms p95 (90% interval "
-            f"{chosen.lo_ms:.0f}-{chosen.hi_ms:.0f} ms, {chosen.p_over_sla:.0%} chance over SLA), "
-            f"cost {chosen.cost_per_request} per request, "
-            f"{(chosen.share or 0.0):.0%} of the tier's traffic at that tick."
-        )
-    if reason:
-        lines.append(f"Policy reason: {reason} ({REASON_TEXT.get(reason, reason)}).")
-    others = [c for c in cands if c.backend != backend]
-    ejected = [c.backend for c in others if c.ejected]
-    if ejected:
-        lines.append(f"Ejected (not allowed): {', '.join(ejected)}.")
-    better = [
-        c
-        for c in others
-        if not c.ejected
-        and c.p_over_sla is not None
-        and chosen is not None
-        and chosen.p_over_sla is not None
-        and c.p_over_sla < chosen.p_over_sla
-    ]
-    if better:
-        lines.append(
-            "Safer but not chosen: "
-            + ", ".join(
-                f"{c.backend} ({c.p_over_sla:.0%} breach risk, cost {c.cost_per_request})"
-                for c in better
-            )
-            + " - the policy fills the cheapest backends first up to their latency targets."
-        )
-    if amb:
-        lines.append(f"Ambiguous: {_ambiguity_text(amb)}.")
-    if fallback:
-        lines.append(f"The router agent was asked but its answer was not used: {fallback}.")
-    actual = _num(row.get("actual_latency_ms"))
-    if actual is not None:
-        verdict = "within" if actual <= sla else "over"
-        lines.append(f"Outcome: {actual:.0f} ms, {verdict} the {sla:.0f} ms SLA.")
-    elif row.get("status") in ("pending", "expired"):
-        lines.append(
-            f"Outcome: none reported ({row.get('status')}); a failed request reports none."
-        )
-    return lines
-
-
-# --- events ------------------------------------------------------------------------------------
-
-_CAUSE_RANK = {"chaos": 0, "incident": 0, "model_change": 1, "drift": 2, "anomaly": 3, "alert": 4}
-
-
-def _event_end(e: Any) -> float:
-    end = _num((e.detail or {}).get("end_ts"))
-    return end if end is not None else e.ts
-
-
-def _event_summary(e: Any) -> str:
-    d = e.detail or {}
-    if e.kind == "chaos":
-        what = str(d.get("chaos", "chaos")).replace("_", " ")
-        target = e.subject or "the whole fleet"
-        mag = d.get("magnitude")
-        end = _num(d.get("end_ts"))
-        return (
-            f"{what} on {target}"
-            + (f" (magnitude {mag:g})" if isinstance(mag, int | float) else "")
-            + (f" until {_iso(end)}" if end is not None else "")
-            + (f", scenario {d['scenario']}" if d.get("scenario") else "")
-        )
-    if e.kind == "model_change":
-        return (
-            f"{d.get('action', 'activate')} {e.subject or 'model'} to {d.get('version_id')}"
-            f" (from {d.get('previous_version_id')}; {d.get('reason') or 'no reason given'})"
-        )
-    if e.kind == "experiment_verdict":
-        return f"experiment {e.subject}: {d.get('verdict')} (winner {d.get('winner_id')})"
-    if e.kind == "outcomes_expired":
-        return f"{d.get('count')} decisions expired without an outcome"
-    if e.kind == "retrain_requested":
-        return f"retrain requested: {d.get('reason')}"
-    return f"{e.kind} {e.subject or ''}".strip()
-
-
-def _event_dict(e: Any) -> dict[str, Any]:
-    return {"at": iso(e.ts), "kind": e.kind, "subject": e.subject, "summary": _event_summary(e)}
-
-
-def _drift_dict(d: Any) -> dict[str, Any]:
-    return {
-        "at": iso(d.ts),
-        "kind": d.kind,
-        "test": d.test,
-        "severity": d.severity,
-        "backend": d.backend,
-        "feature": d.feature,
-        "p_value": d.p_value,
-        "model_version": d.model_version,
-        "detail": d.detail,
-    }
-
-
-def _telemetry_summary(store: Store, since: float, until: float) -> dict[str, dict[str, float]]:
-    out = {}
-    for r in q.rows(
-        store,
-        "SELECT backend, AVG(p95_ms) AS p95, MAX(error_rate) AS err FROM telemetry"
-        " WHERE ts >= ? AND ts < ? GROUP BY backend",
-        (since, until),
-    ):
-        out[r["backend"]] = {"p95": r["p95"], "err": r["err"]}
-    return out
 
 
 __all__ = [

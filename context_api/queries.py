@@ -252,3 +252,15 @@ def table_counts(store: Store) -> dict[str, int]:
         )
     out["decisions"] = out["outcomes"] + out["decisions_pending"] + out["decisions_expired"]
     return out
+
+
+def telemetry_summary(store: Store, since: float, until: float) -> dict[str, dict[str, float]]:
+    out = {}
+    for r in rows(
+        store,
+        "SELECT backend, AVG(p95_ms) AS p95, MAX(error_rate) AS err FROM telemetry"
+        " WHERE ts >= ? AND ts < ? GROUP BY backend",
+        (since, until),
+    ):
+        out[r["backend"]] = {"p95": r["p95"], "err": r["err"]}
+    return out
