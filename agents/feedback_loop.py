@@ -82,7 +82,7 @@ from tools.experiment_stats import (
 )
 from tools.features import FEATURE_NAMES, LONG_TICKS, feature_index
 from tools.forecaster import Forecaster, train
-from tools.online_learner import ResidualCorrector
+from tools.online_learner import LearnerParams, ResidualCorrector
 from tools.page_hinkley import PageHinkley, robust_sigma
 from tools.policy import PredictivePolicy
 from tools.retrain_policy import RetrainDecision, RetrainInputs, RetrainPolicy, decide_retrain
@@ -167,6 +167,12 @@ class LoopConfig(BaseModel):
     train_calibration_fraction: float = Field(0.3, gt=0, lt=1)
     online_batch: int = Field(24, ge=1, description="outcomes per online-learner update")
     online_min_samples: int = Field(100, ge=0)
+    online_loss: Literal["squared_error", "huber"] = Field(
+        "huber", description="huber: a few huge p95 residuals must not steer the corrector"
+    )
+    online_epsilon: float = Field(0.5, gt=0, description="huber's knee, in standardised units")
+    online_eta0: float = Field(0.01, gt=0)
+    online_max_correction_ms: float = Field(200.0, ge=0)
     telemetry_flush_ticks: int = Field(30, ge=1)
     seed: int = 0
 
@@ -375,6 +381,7 @@ class _Experiment:
     router: Router | None = None
     verdict: ExperimentVerdict | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    last_look_ts: float = -math.inf
 
 
 class FeedbackLoop:
@@ -487,6 +494,7 @@ class FeedbackLoop:
     ) -> None:
         if self.alerts is None:
             return
+        self._progress(f"alert: {severity} {kind} on {subject}")
         self.alerts.emit(
             kind=kind,
             subject=subject,
@@ -516,7 +524,15 @@ class FeedbackLoop:
         self._new_alarm = False
         self._ph_severity = "none"
         self._corrector = ResidualCorrector(
-            feature_names=FEATURE_NAMES, min_samples=c.online_min_samples
+            feature_names=FEATURE_NAMES,
+            min_samples=c.online_min_samples,
+            max_correction_ms=c.online_max_correction_ms,
+            params=LearnerParams(
+                loss=c.online_loss,
+                epsilon=c.online_epsilon,
+                eta0=c.online_eta0,
+                random_state=c.seed,
+            ),
         )
         self._online_buffer: list[tuple[np.ndarray, float, float]] = []
         self._online_scores: list[tuple[float, float, float]] = []
@@ -1124,6 +1140,7 @@ class FeedbackLoop:
             routed = None
             series = b - a
         exp.looks += 1
+        exp.last_look_ts = self.now
         exp.spent = verdict.spent_through_fraction
         exp.verdict = verdict
         rho1, n_eff = effective_sample_size(series)
@@ -1310,7 +1327,8 @@ class FeedbackLoop:
         """Flush telemetry, take a last look at a running experiment, expire labels that should
         have arrived (one horizon and a tick late) and record a summary event."""
         self.flush()
-        if self._experiment is not None:
+        exp = self._experiment
+        if exp is not None and exp.last_look_ts < self.now:
             self._look()
         if self._experiment is not None:
             v = self._experiment.verdict
