@@ -22,6 +22,7 @@ EXIT_NO_DATA = 1
 EXIT_USAGE = 2
 
 AGENTS = ("operator", "router", "drift_monitor", "feedback_learner", "experiment_monitor")
+MONITORS = ("drift_monitor", "feedback_learner", "experiment_monitor")
 
 _DESCRIPTION = """\
 Ask Arcpoint one question about the fleet and get an answer grounded in the database, e.g.
@@ -39,6 +40,8 @@ Ask Arcpoint one question about the fleet and get an answer grounded in the data
 context API's tools and answers from their results. With ANTHROPIC_API_KEY set the agents run
 on Claude; otherwise on the offline reasoner, a deterministic rule set that says so in every
 answer. --json prints {"answer", "trace_id", "tools_called", "llm", "evidence", ...}.
+--monitor NAME runs a scheduled monitor pass instead (drift_monitor may store drift reports,
+feedback_learner may request a retrain when the retraining policy allows it).
 
 Exit status: 0 answered, 1 no database or no data in it (the message says what to run),
 2 bad arguments.
@@ -57,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("question", help="the question, in quotes")
+    parser.add_argument("question", nargs="?", default="", help="the question, in quotes")
     parser.add_argument(
         "--db",
         metavar="PATH",
@@ -67,6 +70,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     parser.add_argument(
         "--agent", choices=AGENTS, default=None, help="send the question to this agent"
+    )
+    parser.add_argument(
+        "--monitor",
+        choices=MONITORS,
+        default=None,
+        help=(
+            "run a monitor instead of asking (drift_monitor, feedback_learner, "
+            "experiment_monitor): it may record findings within policy; traced as kind monitor"
+        ),
     )
     parser.add_argument(
         "--thread",
@@ -106,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     db = args.db or settings.db
     question = (args.question or "").strip()
-    if not question:
-        print("error: the question is empty", file=sys.stderr)
+    if not question and not args.monitor:
+        print("error: give a question (or --monitor NAME)", file=sys.stderr)
         return EXIT_USAGE
     problem = check_database(db)
     if problem is None:
@@ -157,7 +169,10 @@ def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str
             checkpoint_db=db if args.thread else None,
             traces=TraceStore(store),
         ) as graph:
-            result = graph.ask(question, thread_id=args.thread, agent=args.agent)
+            if args.monitor:
+                result = graph.run_monitor(args.monitor)
+            else:
+                result = graph.ask(question, thread_id=args.thread, agent=args.agent)
     finally:
         store.close()
     if args.json:
