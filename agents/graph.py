@@ -22,6 +22,7 @@ trace builder and the models live on the Python objects, not in the state.
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 import sqlite3
@@ -54,6 +55,8 @@ from agents.offline import OfflineModel, read_intent
 from agents.prompts import Prompt, load_prompt
 from context_api.api import ContextAPI
 from context_api.traces import TraceBuilder
+
+log = logging.getLogger(__name__)
 
 AGENT_NODES = ("operator", "router", "drift_monitor", "feedback_learner", "experiment_monitor")
 HISTORY_MESSAGES = 8
@@ -270,8 +273,11 @@ class OperatorGraph:
         self.last_trace = record
         trace_id = None
         if self._sink is not None:
-            self._sink(record)
-            trace_id = record.trace_id
+            try:
+                self._sink(record)
+                trace_id = record.trace_id
+            except Exception:  # the answer stands; the missing trace is logged loudly
+                log.exception("chat trace %s not written", record.trace_id)
         return TurnResult(
             answer=state["answer"],
             trace_id=trace_id,
