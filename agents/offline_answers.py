@@ -324,6 +324,20 @@ def _drift(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
             f"Drift: no drift found at {t(ds['now'])} on {day(ds['now'])} (max severity "
             f"{ds['max_severity']}); current window {ds['window'].replace('T', ' ')}."
         )
+        seen: dict[str, dict[str, Any]] = {}
+        for f in ds["live"]:
+            if f["test"] == "welch_t" and f["status"] != "insufficient_data":
+                seen.setdefault(f["backend"], f)
+        if seen:
+            lines.append(
+                "Mean absolute error, reference -> current: "
+                + "; ".join(
+                    f"{b} {ms(f['reference_mae_ms'])} -> {ms(f['current_mae_ms'])} "
+                    f"(p={f['p_adjusted']:.2g})"
+                    for b, f in seen.items()
+                )
+                + "."
+            )
     if ds["change_points"]:
         lines.append(
             "Page-Hinkley change points: "

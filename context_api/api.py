@@ -810,7 +810,7 @@ class ContextAPI:
             if report.drifted:
                 drifted.append(name)
         # Page-Hinkley over the longer history locates when the error level changed.
-        change_points = self._change_points(now, params.backend)
+        change_points = [c for c in self._change_points(now, params.backend) if c.ts >= ref_start]
         stored = self.store.list_drift_reports(since=ref_start, until=now + 1e-6, limit=20)
         if params.backend is not None:
             stored = [d for d in stored if d.backend in (None, params.backend)]
@@ -1284,6 +1284,12 @@ class ContextAPI:
         explanation = ex.explain_lines(
             row, cands, chosen, sla, base_reason, decided_by, fallback, amb
         )
+        escalation = self._escalation_of(row["decision_id"]) if row.get("ambiguous") else None
+        if escalation is not None and escalation.get("rationale"):
+            explanation.append(
+                f"Router agent ({escalation.get('llm')}, confidence "
+                f"{escalation.get('confidence')}): {escalation['rationale']}"
+            )
         return m.ExplainOut(
             decision_id=row["decision_id"],
             request_id=row.get("request_id"),
@@ -1304,7 +1310,41 @@ class ContextAPI:
             chosen=chosen,
             outcome=outcome,
             explanation=explanation,
+            escalation=escalation,
         )
+
+    def _escalation_of(self, decision_id: str) -> dict[str, Any] | None:
+        """The escalation trace of a decision (and the shared agent run it reused), if any."""
+        from context_api.traces import TraceStore
+
+        try:
+            traces = TraceStore(self.store)
+            found = traces.list(kind="escalation", parent_id=decision_id, limit=1)
+            if not found:
+                return None
+            trace = traces.get(found[0].trace_id)
+            if trace is None:
+                return None
+            final = trace.final if isinstance(trace.final, dict) else {}
+            source = trace
+            shared = trace.inputs.get("shared_trace_id")
+            if shared:
+                source = traces.get(shared) or trace
+            answer = source.final if isinstance(source.final, dict) else {}
+        except Exception:  # an odd or older file: the decision is still explained
+            return None
+        return {
+            "trace_id": trace.trace_id,
+            "agent_trace_id": source.trace_id,
+            "decided_by": final.get("decided_by"),
+            "backend": final.get("backend"),
+            "agent_backend": answer.get("agent_backend"),
+            "confidence": answer.get("confidence"),
+            "rationale": answer.get("rationale"),
+            "fallback_reason": trace.fallback_reason,
+            "llm": trace.llm,
+            "model": trace.model,
+        }
 
     def find_decisions(self, params: m.FindDecisionsInput | None = None) -> m.DecisionsOut:
         params = params or m.FindDecisionsInput()

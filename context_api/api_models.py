@@ -376,6 +376,9 @@ class ExplainOut(_Out):
     chosen: CandidateView | None
     outcome: dict[str, Any]
     explanation: list[str]
+    escalation: dict[str, Any] | None = Field(
+        None, description="the router agent's answer from the escalation trace, when escalated"
+    )
 
 
 class DecisionsOut(_Out):

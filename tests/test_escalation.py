@@ -304,3 +304,23 @@ def test_scoring_compares_the_used_backend_with_the_policy_pick() -> None:
     assert s["violation_prob_used"] == pytest.approx((0.05 + 0.2) / 2)
     assert s["violation_prob_policy_pick"] == pytest.approx((0.9 + 0.2) / 2)
     assert s["violation_prob_used_when_changed"] == pytest.approx(0.05)
+
+
+def test_an_escalated_decision_is_explained_with_the_agents_answer(tmp_path: Path) -> None:
+    from context_api.api import ContextAPI
+    from context_api.store import decision_row
+    from tests.agent_fixtures import agent_db
+
+    info = agent_db(tmp_path)
+    with Store(info.path) as store:
+        esc = Escalator(traces=TraceStore(store))
+        first = esc(request("r1"), ambiguous_decision("esc-1", backend="b1", ts=info.now))
+        shared = esc(request("r2"), ambiguous_decision("esc-2", backend="b1", ts=info.now))
+        store.insert_decisions([decision_row(first), decision_row(shared)])
+        api = ContextAPI(store)
+        for did in ("esc-1", "esc-2"):
+            ex = api.call("explain_decision", {"decision_id": did}).content
+            assert ex["decided_by"] == "router_agent" and ex["backend"] == "b2"
+            assert ex["escalation"]["rationale"].startswith("[offline reasoner] b2")
+            assert ex["escalation"]["agent_trace_id"] == esc.records[0].trace_id
+            assert any(line.startswith("Router agent (offline") for line in ex["explanation"])
