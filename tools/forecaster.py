@@ -3,11 +3,18 @@
 Training rows are (features at t, p95 at t + horizon) per backend, built by the same
 `FeatureWindow` code that serves. One forest serves every backend.
 
-Target. By default the forest learns `log1p(p95 at t+h) - log1p(p95_ma_short at t)`: the change
-of log latency against the current smoothed level. Latency spans two orders of magnitude between an
-idle and a saturated backend, trees cannot extrapolate, and a ratio target lets what is learned on
-one backend carry to another with a different base latency. Forecasts and every reported figure are
-back in ms. ("log" and "ms" targets are kept for comparison.)
+Target. By default the forest learns `log1p(p95 at t+h)`: latency spans two orders of magnitude
+between an idle and a saturated backend (up to the 30 s timeout), and in log space one error
+does not swamp the rest. Forecasts and every reported figure are back in ms. "log_ratio"
+(against the current 1-min mean) and "ms" targets are kept for comparison; on simulated
+histories they did no better.
+
+Leaves hold medians, not means (`refit_leaf_medians`): five minutes ahead a saturated backend
+either stays saturated or drains back to normal, a bimodal future whose mean lies where neither
+outcome does. The median is the MAE-optimal point forecast.
+
+Inputs. `predict` takes full `FEATURE_NAMES` rows, as the windows give them; the forest reads
+only its `model_features` (by default `DEFAULT_MODEL_FEATURES`, chosen by a measured ablation).
 
 Split. Strictly temporal, in three periods separated by gaps of at least the horizon, so no
 training target lies in a later period:
@@ -239,6 +246,7 @@ class Forecaster:
         trained_from_ts: float,
         trained_to_ts: float,
         hyperparameters: dict[str, Any],
+        ceiling_ms: float = math.inf,
         report: TrainReport | None = None,
         parent_version: str | None = None,
         created_at: str | None = None,
@@ -267,6 +275,8 @@ class Forecaster:
         ):
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be finite and >= 0, got {v!r}")
+        if not ceiling_ms > 0:  # NaN fails too
+            raise ValueError(f"ceiling_ms must be > 0, got {ceiling_ms!r}")
         if not 0 < nominal_coverage < 1:
             raise ValueError("nominal_coverage must lie in (0, 1)")
         if not trained_from_ts <= trained_to_ts:
@@ -279,6 +289,7 @@ class Forecaster:
         self.interval_multiplier = float(interval_multiplier)
         self.spread_floor = float(spread_floor)
         self.nominal_coverage = float(nominal_coverage)
+        self.ceiling_ms = float(ceiling_ms)
         self.trained_from_ts = float(trained_from_ts)
         self.trained_to_ts = float(trained_to_ts)
         self.hyperparameters = dict(hyperparameters)
@@ -299,6 +310,7 @@ class Forecaster:
             "interval_multiplier": self.interval_multiplier,
             "spread_floor": self.spread_floor,
             "nominal_coverage": self.nominal_coverage,
+            "ceiling_ms": self.ceiling_ms if math.isfinite(self.ceiling_ms) else None,
             "horizon_ticks": HORIZON_TICKS,
             "tick_seconds": TICK_SECONDS,
             "trained_from_ts": self.trained_from_ts,
@@ -324,16 +336,18 @@ class Forecaster:
         return np.expm1(z)
 
     def predict(self, X: np.ndarray) -> ForecastBatch:
-        """Forecasts in ms (never below 0) for feature rows X of shape (n, len(feature_names)),
-        as `FeatureWindow.features()` gives them; the model picks its `model_features`."""
+        """Forecasts in ms, within [0, ceiling_ms], for feature rows X of shape
+        (n, len(feature_names)) as `FeatureWindow.features()` gives them; the forest reads
+        its `model_features` columns."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X[None, :]
         mu, sd = self._target_space(X)  # validates shape and finiteness
         q = self.interval_multiplier
-        mean = np.maximum(self._to_ms(mu, X), 0.0)
-        lo = np.maximum(self._to_ms(mu - q * sd, X), 0.0)
-        hi = np.maximum(self._to_ms(mu + q * sd, X), 0.0)
+        top = self.ceiling_ms
+        mean = np.clip(self._to_ms(mu, X), 0.0, top)
+        lo = np.clip(self._to_ms(mu - q * sd, X), 0.0, top)
+        hi = np.clip(self._to_ms(mu + q * sd, X), 0.0, top)
         return ForecastBatch(mean=mean, lo=lo, hi=hi)
 
     def __repr__(self) -> str:
@@ -449,6 +463,9 @@ def train(
         trained_from_ts=float(fit.ts.min()) - (LONG_TICKS - 1) * TICK_SECONDS,
         trained_to_ts=float(cal.target_ts.max()),
         hyperparameters=hyper,
+        # No p95 above the highest one in training: beyond it the log-space interval's upper
+        # end only grows without meaning (the simulator's requests time out at 30 s).
+        ceiling_ms=float(max(fit.y.max(), cal.y.max())),
         parent_version=parent_version,
     )
     cal_fc = forecaster.predict(cal.X)

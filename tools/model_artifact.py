@@ -12,8 +12,8 @@ Layout for a base path `models/rf-1234` (a `.npz` or `.json` suffix given is ign
   `right`, `roots` (int32) and `value` (float64); see `tools.flat_forest.FlatForest`.
 * `models/rf-1234.json`: `ArtifactMetadata`: format name and version, version id and full content
   hash, parent version, created_at, feature names (input layout and the model's columns), target
-  encoding, interval multiplier and floor, training window, hyperparameters, each array's dtype
-  and shape, and the training report (hold-out metrics).
+  encoding, interval multiplier and floor, forecast ceiling, training window, hyperparameters,
+  each array's dtype and shape, and the training report (hold-out metrics).
 
 `load` refuses, with an `ArtifactError` naming the problem: an unknown format or format version,
 missing or extra arrays, dtypes or shapes that differ from the metadata, arrays that do not form
@@ -24,6 +24,7 @@ and any content that does not hash to the recorded version (a tampered or mismat
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +79,7 @@ class ArtifactMetadata(BaseModel):
     interval_multiplier: float
     spread_floor: float
     nominal_coverage: float
+    ceiling_ms: float | None
     horizon_ticks: int
     tick_seconds: float
     trained_from_ts: float
@@ -175,6 +177,7 @@ def from_arrays(
             interval_multiplier=meta.interval_multiplier,
             spread_floor=meta.spread_floor,
             nominal_coverage=meta.nominal_coverage,
+            ceiling_ms=math.inf if meta.ceiling_ms is None else meta.ceiling_ms,
             trained_from_ts=meta.trained_from_ts,
             trained_to_ts=meta.trained_to_ts,
             hyperparameters=meta.hyperparameters,
@@ -202,6 +205,7 @@ def _spec(meta: ArtifactMetadata) -> dict[str, Any]:
         "interval_multiplier": meta.interval_multiplier,
         "spread_floor": meta.spread_floor,
         "nominal_coverage": meta.nominal_coverage,
+        "ceiling_ms": meta.ceiling_ms,
         "horizon_ticks": meta.horizon_ticks,
         "tick_seconds": meta.tick_seconds,
         "trained_from_ts": meta.trained_from_ts,
