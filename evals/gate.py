@@ -6,6 +6,7 @@
       "ci_*":
         max_sla_violation_pct: 12
         expectations: all          # or a list of expectation names that must pass
+        kind: scenario             # optional: only entries of this kind
 
 A limit on a metric the entry does not report, or that has no value in this run, fails: a typo
 or a missing figure must not pass silently. Expectations that a block does not require are
@@ -36,6 +37,8 @@ class Block(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     expectations: Literal["all"] | list[str] = Field(default_factory=list)
+    kind: Literal["scenario", "telemetry", "nab_benchmark", "drift_benchmark"] | None = None
+    """Apply only to entries of this kind (so a glob can match scenarios but not benchmarks)."""
 
     @field_validator("expectations", mode="before")
     @classmethod
@@ -88,6 +91,8 @@ def apply_thresholds(th: Thresholds, results: list[EntryResult]) -> None:
     for entry in results:
         checks: list[PropertyResult] = []
         for pattern, block in th.blocks_for(entry.name):
+            if block.kind is not None and block.kind != entry.kind:
+                continue
             for key, limit in block.limits().items():
                 checks.append(_check(entry, pattern, key, limit))
             wanted = block.expectations

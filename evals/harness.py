@@ -325,31 +325,37 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
     tap = _DecisionTap(None)
     kwargs: dict[str, Any] = {}
     params = inspect.signature(run_scenario).parameters
+    use_loop = full and entry.loop is not None
+    loop_info: dict[str, Any] | None = None
     if full:
-        if config.record:
+        if config.record or use_loop:  # the loop keeps its state in a store
             db_path = config.out_dir / "work" / f"{entry.name}.db"
             db_path.parent.mkdir(parents=True, exist_ok=True)
             _fresh_db(db_path)
             store = Store(db_path)
-            store.register_model_version(
-                forecaster.version_id,
-                "forecaster",
-                created_at=START_TS - 600.0,
-                trained_from_ts=forecaster.trained_from_ts,
-                trained_to_ts=forecaster.trained_to_ts,
-                note=f"trained by arcpoint eval for {entry.name}",
-            )
-            store.activate_model_version(forecaster.version_id, reason="eval", at=START_TS - 600.0)
+            if not use_loop:  # the loop registers and activates its own champion
+                store.register_model_version(
+                    forecaster.version_id,
+                    "forecaster",
+                    created_at=START_TS - 600.0,
+                    trained_from_ts=forecaster.trained_from_ts,
+                    trained_to_ts=forecaster.trained_to_ts,
+                    note=f"trained by arcpoint eval for {entry.name}",
+                )
+                store.activate_model_version(
+                    forecaster.version_id, reason="eval", at=START_TS - 600.0
+                )
             run = store.start_run("eval", params={"scenario": entry.name}, started_at=START_TS)
             sink = StoreSink(store, run.run_id, source=f"eval:{entry.name}")
             sink.chaos(scenario, START_TS)
-            tap = _DecisionTap(sink)
+            # The loop stores its own (sampled) decisions, outcomes and telemetry.
+            tap = _DecisionTap(None if use_loop else sink)
             monitor = FleetMonitor(names, store, run_id=run.run_id)
             monitor.alerts = AlertService(store, clock=lambda: monitor.now, restore=False)
         else:
             monitor = FleetMonitor(names)
         hook = next((h for h in ("escalator", "escalate") if h in params), None)
-        if config.llm != "none" and hook is not None:
+        if config.llm != "none" and (hook is not None or use_loop):
             from agents.escalation import Escalator
 
             if store is not None:
@@ -357,13 +363,14 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
 
                 writer = TraceWriter(TraceStore(store))
             escalator = Escalator(_make_model(config.llm), traces=writer)
-            kwargs[hook] = escalator
+            if not use_loop:
+                kwargs[hook] = escalator
             score_here = hook == "escalate"  # the older replay did not score escalations
 
     def on_tick(result: Any) -> None:
         for n in names:
             chaos[n].append(tuple(result.backends[n].chaos))
-        if sink is not None:
+        if sink is not None and not use_loop:
             sink.tick(result)
         if escalator is not None and score_here:
             bts = result.backends
@@ -371,18 +378,39 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
 
     t0 = time.perf_counter()
     try:
-        res = run_scenario(
-            scenario,
-            policy,
-            forecaster,
-            seed=entry.seed,
-            sink=tap if full else None,
-            id_prefix=f"{entry.name}:{policy}:",
-            start_ts=START_TS,
-            on_tick=on_tick,
-            monitor=monitor,
-            **kwargs,
-        )
+        if use_loop:
+            from evals.loop_replay import loop_summary, run_with_loop
+
+            assert store is not None and entry.loop is not None
+            res, loop = run_with_loop(
+                scenario,
+                forecaster,
+                store,
+                seed=entry.seed,
+                start_ts=START_TS,
+                loop_config=entry.loop.config,
+                run_id=run.run_id,
+                alerts=AlertService(store, clock=lambda: monitor.now, restore=False),
+                artifact_dir=config.out_dir / "work" / f"{entry.name}.models",
+                sink=tap,
+                on_tick=on_tick,
+                monitor=monitor,
+                escalator=escalator,
+            )
+            loop_info = loop_summary(loop, START_TS)
+        else:
+            res = run_scenario(
+                scenario,
+                policy,
+                forecaster,
+                seed=entry.seed,
+                sink=tap if full else None,
+                id_prefix=f"{entry.name}:{policy}:",
+                start_ts=START_TS,
+                on_tick=on_tick,
+                monitor=monitor,
+                **kwargs,
+            )
         if sink is not None:
             sink.flush()
         alerts = []
@@ -439,6 +467,7 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
         alerts=alerts,
         decisions=tap.summary() if full else {},
         escalation=escalation,
+        loop=loop_info,
         db=str(db_path) if db_path else None,
     )
 
@@ -643,6 +672,14 @@ def score_scenario(
         ):
             drift_alarms.append((t, n))
     drift = score_drift(drift_alarms, drifts, windows)
+    harness_drift = None
+    if pred.loop is not None:
+        # The loop's detector judges the model, not a backend: score it fleet-wide.
+        harness_drift = drift
+        fleet_windows = {"fleet": merge_windows(w for ws in windows.values() for w in ws)}
+        loop_alarms = [(t, "fleet") for t in pred.loop["drift_detected_ts"]]
+        drift = score_drift(loop_alarms, [(a, b, ["fleet"]) for a, b, _ in drifts], fleet_windows)
+        drift_alarms = [(t, n) for t, _ in loop_alarms for n in pred.counts]
     baselines = [p for p in runs if p != "predictive"]
     best = min(baselines, key=lambda p: runs[p].summary["sla_violation_pct"], default=None)
     esc = pred.escalation
@@ -671,6 +708,10 @@ def score_scenario(
         metrics["sla_improvement_vs_best_baseline_pct"] = percent_better(
             p["sla_violation_pct"], b["sla_violation_pct"]
         )
+    if pred.loop is not None:
+        st = pred.loop["stats"]
+        for k in ("retrains", "experiments", "promotions", "rollbacks", "outcomes_accepted"):
+            metrics[f"loop_{k}"] = st.get(k, 0)
     expectations = check_expectations(entry, runs, policies, metrics, drift.delay_s)
     detail = {
         "traffic": entry.traffic.kind,
@@ -690,7 +731,11 @@ def score_scenario(
         "best_baseline": best,
         "anomaly": {**anomaly.to_json(), "during_any_chaos": during_chaos},
         "drift": drift.to_json(),
-        "drift_detector": f"calibrated Page-Hinkley (up, warm-up {spec.warmup_ticks} ticks, "
+        "drift_harness": harness_drift.to_json() if harness_drift else None,
+        "drift_detector": "the closed loop (agents.feedback_loop): Page-Hinkley and concept-drift "
+        "tests on sampled decisions' late outcomes, fleet-wide"
+        if pred.loop is not None
+        else f"calibrated Page-Hinkley (up, warm-up {spec.warmup_ticks} ticks, "
         f"h={spec.threshold_sigmas:g} sigma, k={spec.delta_sigmas:g} sigma) on |log error| of "
         "the 5-minute forecast, per backend",
         "alerts": {
@@ -833,6 +878,19 @@ def check_expectations(
         out.append(
             _at_least(
                 "min_anomaly_precision", metrics["anomaly_precision"], ex.min_anomaly_precision
+            )
+        )
+    if ex.loop_promotes is not None:
+        promotions = int(metrics.get("loop_promotions") or 0)
+        ok = (promotions > 0) == ex.loop_promotes
+        want = "a promotion" if ex.loop_promotes else "no promotion"
+        out.append(
+            PropertyResult(
+                "loop_promotes",
+                ok,
+                f"expected {want}; the loop promoted {promotions} challenger(s)",
+                promotions,
+                None,
             )
         )
     for beat in ex.beats_baselines:
@@ -1010,6 +1068,14 @@ def run_drift_benchmark(entry: DriftBenchmarkFile, out_dir: Path) -> EntryResult
     if ex.min_detected_pct is not None:
         expectations.append(
             _at_least("min_detected_pct", metrics["detected_pct"], ex.min_detected_pct, "%")
+        )
+    if ex.max_false_alarms_vs_river_best is not None:
+        expectations.append(
+            _at_most(
+                "max_false_alarms_vs_river_best",
+                metrics["false_alarms_vs_river_best"],
+                ex.max_false_alarms_vs_river_best,
+            )
         )
     if ex.max_delay_vs_river_best is not None:
         expectations.append(

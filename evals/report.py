@@ -173,6 +173,28 @@ def _checks(title: str, checks: Sequence[Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _loop_lines(loop: dict[str, Any]) -> list[str]:
+    st, first = loop.get("stats", {}), loop.get("first", {})
+
+    def at(key: str) -> str:
+        t = first.get(key)
+        return "-" if t is None else f"{t / 60:.0f} min"
+
+    lines = [
+        f"Closed loop: {st.get('outcomes_accepted', 0)} outcomes joined, "
+        f"{st.get('drift_reports', 0)} drift reports, {st.get('retrains', 0)} retrains, "
+        f"{st.get('experiments', 0)} experiments, {st.get('promotions', 0)} promotions, "
+        f"{st.get('rollbacks', 0)} rollbacks; active model `{loop.get('active_model')}`. "
+        f"First drift detected {at('drift_detected')}, challenger trained "
+        f"{at('challenger_trained')}, experiment verdict {at('experiment_verdict')}, "
+        f"promotion {at('promotion')}.",
+        "",
+    ]
+    for e in (loop.get("timeline") or [])[:20]:
+        lines.append(f"- {e['t_s'] / 60:.1f} min `{e['kind']}`: {e['summary'][:200]}")
+    return [*lines, ""]
+
+
 def report_markdown(suite: SuiteResult, command: str | None = None) -> str:
     failures = [e for e in suite.entries if not e.passed]
     parts = [
@@ -212,7 +234,7 @@ def report_markdown(suite: SuiteResult, command: str | None = None) -> str:
         if e.description:
             parts += [e.description, ""]
         if e.source:
-            parts += [f"Source: `{e.source}`; {e.seconds:.0f} s of replay.", ""]
+            parts += [f"Source: `{e.source}`; {e.seconds:.0f} s.", ""]
         if e.error:
             parts += [f"**Did not run:** {e.error}", ""]
             continue
@@ -254,7 +276,7 @@ def report_markdown(suite: SuiteResult, command: str | None = None) -> str:
                 "",
             ]
             if d.get("loop"):
-                parts += [f"Closed loop: `{json.dumps(d['loop'])[:600]}`", ""]
+                parts += _loop_lines(d["loop"])
             if d.get("db"):
                 parts += [f"Store of the predictive run: `{d['db']}`", ""]
         elif e.kind == "telemetry":

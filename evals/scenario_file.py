@@ -211,6 +211,34 @@ class DriftSpec(_Model):
     delta_sigmas: float = Field(0.3, ge=0, allow_inf_nan=False)
 
 
+class LoopSpec(_Model):
+    """Run the predictive replay through the closed loop (`agents.feedback_loop.FeedbackLoop`):
+    sampled decisions and their late outcomes in the store, drift detection on the forecaster's
+    errors, retraining, champion-challenger experiments, promotion and rollback. `config` holds
+    `LoopConfig` fields (checked when the file is loaded). The loop is built for hours of
+    traffic: its detector calibrates on its first 300 errors, so give it a long scenario."""
+
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid_config(self) -> LoopSpec:
+        from agents.feedback_loop import LoopConfig
+
+        try:
+            LoopConfig.model_validate(self.config)
+        except ValidationError as err:
+            problems = []
+            for e in err.errors(include_url=False):
+                where = ".".join(str(p) for p in e["loc"])
+                msg = e["msg"]
+                if e["type"] == "extra_forbidden":
+                    close = difflib.get_close_matches(where, LoopConfig.model_fields, n=1)
+                    msg = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
+                problems.append(f"config.{where}: {msg}")
+            raise ValueError("; ".join(problems)) from None
+        return self
+
+
 class TrafficLeaves(_Model):
     """`backend`'s traffic share falls to `max_share` or below within `within_s` of `after`."""
 
@@ -245,6 +273,8 @@ class Expectations(_Model):
     beats_baselines: list[BeatsBaselines] = Field(default_factory=list)
     min_anomaly_recall: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     min_anomaly_precision: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    loop_promotes: bool | None = None
+    """With `loop`: whether a challenger must (true) or must not (false) be promoted."""
 
     @model_validator(mode="before")
     @classmethod
@@ -325,6 +355,7 @@ class ScenarioFile(_Model):
     policies: list[PolicyName] = Field(default_factory=lambda: list(POLICY_NAMES))
     forecaster: ForecasterSpec = Field(default_factory=ForecasterSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
+    loop: LoopSpec | None = None
     expect: Expectations = Field(default_factory=Expectations)
     _source: Path | None = PrivateAttr(default=None)
 
@@ -365,6 +396,8 @@ class ScenarioFile(_Model):
                     "them (their labelled windows are the ground truth)"
                 )
             bad = self.expect.routing_keys()
+            if self.loop is not None:
+                bad.append("loop")
             if bad:
                 raise ValueError(
                     f"expect: {', '.join(bad)} need routing, which a telemetry (observe-only) "
@@ -408,6 +441,8 @@ class ScenarioFile(_Model):
                     f"expect.beats_baselines[{j}]: {missing} are not among the scenario's "
                     f"policies {self.policies}"
                 )
+        if self.expect.loop_promotes is not None and self.loop is None:
+            raise ValueError("expect.loop_promotes needs `loop:` (the closed loop) to run")
         if self.expect.drift_detected_within_s is not None and not any(
             ev.kind == "gradual_drift" for ev in self.chaos
         ):
@@ -514,6 +549,8 @@ class DriftBenchExpect(_Model):
     """Share of the drift streams' drifts the calibrated detector finds."""
     max_delay_vs_river_best: float | None = Field(None, gt=0, allow_inf_nan=False)
     """Calibrated Page-Hinkley's mean penalised delay over river's best detector's."""
+    max_false_alarms_vs_river_best: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """Its false alarms on the drift streams over those of river's best-delay detector."""
 
 
 class DriftBenchmarkFile(_Model):

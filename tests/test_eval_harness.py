@@ -360,3 +360,47 @@ def test_an_entry_that_cannot_run_fails_the_gate_without_stopping_the_others(
     assert "cannot open the arrival trace" in (trace.error or "")
     assert not suite.passed
     assert len(gate_failures(suite.entries)) == 2
+
+
+def test_the_loop_replay_scores_exactly_as_the_plain_replay(tmp_path: Path) -> None:
+    """Before the loop changes anything (no retrain in ten minutes), routing through it must
+    give the same requests, violations and costs as `run_scenario`: the scoring is shared."""
+    from context_api.store import Store
+    from evals.loop_replay import loop_summary, run_with_loop
+    from evals.replay import run_scenario
+    from tools.chaos import ChaosEvent, Scenario
+    from tools.forecaster import train
+    from tools.simulator import simulate_history
+
+    history = simulate_history(3600.0, seed=4, start_ts=START_TS - 4200.0)
+    forecaster, _ = train(history, n_estimators=4, max_depth=6, seed=0, n_jobs=1)
+    scenario = Scenario(
+        name="parity",
+        seed=8,
+        duration_s=600.0,
+        chaos=(ChaosEvent(kind="latency_spike", backend="b0", start_s=300.0, magnitude=3.0),),
+    )
+    plain = run_scenario(scenario, "predictive", forecaster, seed=8, start_ts=START_TS)
+    store = Store(tmp_path / "loop.db")
+    try:
+        looped, loop = run_with_loop(
+            scenario, forecaster, store, seed=8, start_ts=START_TS, loop_config={}
+        )
+        summary = loop_summary(loop, START_TS)
+    finally:
+        store.close()
+    assert looped.requests == plain.requests
+    assert looped.summary() == plain.summary()
+    assert [t.counts for t in looped.ticks] == [t.counts for t in plain.ticks]
+    assert summary["stats"]["decisions_sampled"] > 0
+    assert summary["timeline"][0]["kind"] == "champion_active"
+
+
+def test_a_block_can_be_limited_to_one_kind_of_entry(tmp_path: Path) -> None:
+    path = tmp_path / "th.yaml"
+    path.write_text("entries:\n  '*': {kind: scenario, max_escalation_pct: 6}\n")
+    scenario = _entry("s", {"escalation_pct": 4.0})
+    bench = EntryResult("b", "drift_benchmark", None, "", {"ph_speedup": 30.0}, {}, [], 0.0)
+    apply_thresholds(load_thresholds(path), [scenario, bench])
+    assert len(scenario.thresholds) == 1 and bench.thresholds == []
+    assert scenario.passed and bench.passed

@@ -332,3 +332,15 @@ def test_telemetry_series_get_their_labelled_windows(tmp_path: Path) -> None:
     (tmp_path / "labels.json").write_text(json.dumps({"other/x.csv": []}))
     with pytest.raises(ScenarioFileError, match="no entry for this series"):
         load_telemetry(e)
+
+
+def test_the_closed_loop_option() -> None:
+    e = parse_entry({"name": "x", "loop": {"config": {"ph_warmup": 100}}})
+    assert isinstance(e, ScenarioFile) and e.loop is not None
+    assert e.loop.config == {"ph_warmup": 100}
+    assert "did you mean 'ph_warmup'" in problems(
+        {"name": "x", "loop": {"config": {"ph_warmp": 1}}}
+    )
+    assert "needs `loop:`" in problems({"name": "x", "expect": {"loop_promotes": True}})
+    telemetry = {"kind": "telemetry", "series": [{"path": "a.csv"}]}
+    assert "loop" in problems({"name": "x", "traffic": telemetry, "loop": {}})

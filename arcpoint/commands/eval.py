@@ -160,7 +160,7 @@ def _command(args: argparse.Namespace, llm: str) -> str:
 def run_scenarios(args: argparse.Namespace) -> int:
     from evals.gate import ThresholdsError, apply_thresholds, gate_failures, load_thresholds
     from evals.harness import HarnessConfig, run_suite
-    from evals.report import headline_table, report_json, write_report
+    from evals.report import benchmark_table, headline_table, report_json, write_report
     from evals.scenario_file import ScenarioFileError, describe, load_paths
 
     if args.jobs < 1:
@@ -208,7 +208,11 @@ def run_scenarios(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report_json(suite, command), indent=2))
     else:
-        print(headline_table(suite.entries))
+        if any(e.kind in ("scenario", "telemetry") for e in suite.entries):
+            print(headline_table(suite.entries))
+        bench = benchmark_table(suite.entries)
+        if bench:
+            print(bench)
     _progress(f"report: {out / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
     if failures:
         _progress(f"GATE FAILED ({len(failures)}):")
