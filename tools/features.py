@@ -18,6 +18,10 @@ forecaster trains only on ready rows, and a server may choose to trust only read
 A gap longer than the long window (no point for more than LONG_TICKS ticks) empties the window:
 points from before an outage no longer describe the backend, and mixing them in would fake slopes.
 
+Not every feature feeds the forecaster: it fits on the subset that earned its place in a measured
+ablation (`tools.forecaster.DEFAULT_MODEL_FEATURES`); the load and failure features describe a
+backend for the router, the monitors and the operator.
+
 The ring is written twice (at i and i + capacity) so the most recent rows are always one
 contiguous slice: no copy or reordering per call.
 """
