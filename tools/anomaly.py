@@ -74,7 +74,8 @@ class DetectorConfig:
     range_weight: float = 1.0
     tail_quantile: float = 0.98
     alert_memory: int = 100
-    alert_margin: float = 0.0
+    alert_margin: float = 1.0
+    exclude_anomalies: bool = True
     seasonal_min_acf: float = 0.5
     features: FeatureSpec = field(default_factory=FeatureSpec)
     seed: int = 0
@@ -136,6 +137,7 @@ class IsolationForestDetector:
         cfg = self.config
         self._max_period = cfg.window // 2
         self._history = _History(cfg.window + cfg.features.history_needed(self._max_period))
+        self._surprises = _History(cfg.window)
         self._model: _Model | None = None
         self._since_fit = 0
         self._fits = 0
@@ -153,6 +155,7 @@ class IsolationForestDetector:
         self._history.append(v)
         self.n_seen += 1
         result = self._score_current() if self._model is not None else NOT_READY
+        self._surprises.append(result.surprise)
         self._since_fit += 1
         due = self._since_fit >= self.config.refit_every
         if (self._model is None and self.n_seen >= self.config.warmup) or (self._model and due):
@@ -179,6 +182,21 @@ class IsolationForestDetector:
             alert=self._gate.update(surprise),
         )
 
+    def _typical(self, n_train: int) -> np.ndarray:
+        """Mask of the training rows to keep: all but the `contamination` share most surprising.
+
+        Past anomalies left in the training window would teach the forest that they are normal
+        and hide the next one; dropping only the declared contamination share keeps a lasting
+        change of regime (hundreds of points) in the data, so the model still adapts to it.
+        """
+        surprise = self._surprises.tail(n_train)
+        keep = np.ones(n_train, dtype=bool)
+        k = int(self.config.contamination * n_train)
+        if k > 0 and len(surprise) == n_train:
+            worst = np.argpartition(surprise, -k)[-k:]
+            keep[worst[surprise[worst] > 0]] = False
+        return keep
+
     def _refit(self) -> None:
         cfg = self.config
         n_train = min(len(self._history), cfg.window)
@@ -191,9 +209,14 @@ class IsolationForestDetector:
             )
         values = self._history.tail(n_train + cfg.features.history_needed(period))
         rows = np.arange(len(values) - n_train, len(values))
+        if cfg.exclude_anomalies:
+            rows = rows[self._typical(n_train)]
         X = feature_rows(values, rows, cfg.features, period)
         forest = fit_forest(
-            X, n_estimators=cfg.n_estimators, max_samples=cfg.max_samples, seed=cfg.seed + self._fits
+            X,
+            n_estimators=cfg.n_estimators,
+            max_samples=cfg.max_samples,
+            seed=cfg.seed + self._fits,
         )
         calibrator = TailCalibrator(forest.score(X), cfg.tail_quantile)
         low = X.min(axis=0)
@@ -257,7 +280,9 @@ class GaussianDetector:
         if len(self._z) >= cfg.warmup and (
             self._calibrator is None or self._since >= cfg.recalibrate_every
         ):
-            self._calibrator = TailCalibrator(self._z.tail(cfg.calibration_window), cfg.tail_quantile)
+            self._calibrator = TailCalibrator(
+                self._z.tail(cfg.calibration_window), cfg.tail_quantile
+            )
             self._since = 0
         return result
 

@@ -80,8 +80,6 @@ class AlertGate:
 
     def update(self, surprise: float) -> float:
         """The alert strength for this tick: 0 unless `surprise` is a new peak."""
-        fire = surprise > 0.0 and (
-            not self._recent or surprise > max(self._recent) + self.margin
-        )
+        fire = surprise > 0.0 and (not self._recent or surprise > max(self._recent) + self.margin)
         self._recent.append(surprise)
         return alert_strength(surprise) if fire else 0.0

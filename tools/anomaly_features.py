@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-FEATURES = ("value", "level", "slope", "spread", "seasonal", "change", "zscore")
+FEATURES = ("value", "level", "slope", "spread", "seasonal", "change", "zscore", "shift")
 """Known features.
 
 value     the value itself
@@ -23,6 +23,7 @@ seasonal  value minus the median of the values 1, 2, ... `season_cycles` periods
           no period was found); the median keeps one odd cycle from echoing a period later
 change    value minus the previous value
 zscore    value minus the mean of the `baseline_window` values before it, over their std
+shift     level minus the mean of the `baseline_window` values (a slower level shift)
 """
 
 
@@ -52,7 +53,7 @@ class FeatureSpec:
             self.slope_lag + 1,
             self.spread_window,
             self.season_cycles * period + 1,
-            self.baseline_window + 1 if "zscore" in self.names else 2,
+            self.baseline_window + 1 if {"zscore", "shift"} & set(self.names) else 2,
         )
 
 
@@ -124,6 +125,11 @@ def feature_rows(
             cols.append(_seasonal(values, rows, period, spec.season_cycles))
         elif name == "zscore":
             cols.append(_zscore(values, rows, spec.baseline_window))
+        elif name == "shift":
+            cols.append(
+                _rolling_mean(values, rows, spec.level_window)
+                - _rolling_mean(values, rows, spec.baseline_window)
+            )
         elif name == "change":
             cols.append(values[rows] - values[np.maximum(rows - 1, 0)])
     return np.column_stack(cols)
