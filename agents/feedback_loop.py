@@ -123,8 +123,10 @@ def _default_retrain() -> RetrainPolicy:
 
 
 def _default_experiment() -> ExperimentConfig:
+    # Units are 60 s blocks (see LoopConfig.experiment_block_s): at least 20 per arm before any
+    # test, 90 (an hour and a half) at the planned horizon.
     return ExperimentConfig(
-        alpha=0.05, min_samples_per_arm=200, planned_samples_per_arm=1500, n_bootstrap=2000
+        alpha=0.05, min_samples_per_arm=20, planned_samples_per_arm=90, n_bootstrap=2000
     )
 
 
@@ -160,6 +162,12 @@ class LoopConfig(BaseModel):
     retrain: RetrainPolicy = Field(default_factory=_default_retrain)
     experiment: ExperimentConfig = Field(default_factory=_default_experiment)
     mode: Mode = "shadow"
+    experiment_block_s: float | None = Field(
+        60.0,
+        gt=0,
+        description="the experiment's unit: mean error per block of this many seconds "
+        "(batch means); None compares single requests",
+    )
     watch_after_promotion: bool = True
     n_estimators: int = Field(60, ge=1)
     max_depth: int | None = 12
@@ -318,6 +326,26 @@ def effective_sample_size(
     return rho1, n / (1.0 + 2.0 * total)
 
 
+def block_means(
+    ts: Sequence[float] | np.ndarray,
+    values: Sequence[float] | np.ndarray,
+    start: float,
+    block_s: float,
+) -> np.ndarray:
+    """Mean of `values` per time block of `block_s` seconds from `start`, in block order,
+    for the blocks that hold any value (the batch-means method: errors of nearby ticks are
+    correlated, means of blocks longer than that correlation are close to independent)."""
+    t = np.asarray(ts, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if t.size == 0:
+        return np.empty(0)
+    ids = np.floor((t - start) / block_s).astype(np.int64)
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    sums = np.bincount(inverse, weights=v, minlength=uniq.size)
+    counts = np.bincount(inverse, minlength=uniq.size)
+    return sums / counts
+
+
 def _severity_max(*levels: str) -> str:
     return max(levels, key=SEVERITY_ORDER.index)
 
@@ -382,6 +410,11 @@ class _Experiment:
     verdict: ExperimentVerdict | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     last_look_ts: float = -math.inf
+
+    @property
+    def label(self) -> str:
+        """Short name for timelines: 'exp2' of '<run id>:exp2'."""
+        return self.experiment_id.rsplit(":", 1)[-1]
 
 
 class FeedbackLoop:
@@ -1102,7 +1135,7 @@ class FeedbackLoop:
         )
         self._note(
             "experiment_started",
-            f"experiment {eid} ({name}, {mode} mode: {what}): {champion.version_id} vs "
+            f"{exp.label} started ({name}, {mode} mode: {what}): {champion.version_id} vs "
             f"{challenger.version_id}",
             experiment_id=eid,
             mode=mode,
@@ -1111,43 +1144,74 @@ class FeedbackLoop:
             challenger=challenger.version_id,
         )
 
-    def _arm_errors(self, exp: _Experiment) -> tuple[np.ndarray, np.ndarray]:
+    def _arm_errors(self, exp: _Experiment) -> dict[str, np.ndarray]:
+        """Each arm's absolute errors per sampled request (time order) and, when the
+        experiment's unit is a time block, per block (the mean error of the block's requests).
+
+        Shadow mode keeps only requests both models predicted, so the arrays pair up."""
         rows = self.store.experiment_errors(exp.experiment_id)
         if exp.mode == "split":
-            a = np.array([r["abs_error"] for r in rows if r["arm"] == "champion"])
-            b = np.array([r["abs_error"] for r in rows if r["arm"] == "challenger"])
-            return a, b
-        pairs: dict[str, dict[str, float]] = {}
-        for r in rows:
-            pairs.setdefault(r["decision_id"], {})[r["arm"]] = r["abs_error"]
-        both = [p for p in pairs.values() if len(p) == 2]  # rows come in decision time order
-        return (
-            np.array([p["champion"] for p in both]),
-            np.array([p["challenger"] for p in both]),
-        )
+            arms = {
+                arm: (
+                    np.array([r["decision_ts"] for r in rows if r["arm"] == arm]),
+                    np.array([r["abs_error"] for r in rows if r["arm"] == arm]),
+                )
+                for arm in ("champion", "challenger")
+            }
+        else:
+            pairs: dict[str, dict[str, float]] = {}
+            when: dict[str, float] = {}
+            for r in rows:
+                pairs.setdefault(r["decision_id"], {})[r["arm"]] = r["abs_error"]
+                when[r["decision_id"]] = r["decision_ts"]
+            both = [(when[d], p) for d, p in pairs.items() if len(p) == 2]
+            t = np.array([w for w, _ in both])
+            arms = {
+                arm: (t, np.array([p[arm] for _, p in both])) for arm in ("champion", "challenger")
+            }
+        out = {f"{arm}_requests": e for arm, (_, e) in arms.items()}
+        block = self.config.experiment_block_s
+        for arm, (t, e) in arms.items():
+            out[arm] = e if block is None else block_means(t, e, exp.started_at, block)
+        return out
 
     def _look(self) -> None:
         exp = self._experiment
         assert exp is not None
         cfg = self.config.experiment
-        a, b = self._arm_errors(exp)
+        errs = self._arm_errors(exp)
+        a, b = errs["champion"], errs["challenger"]
+        ra, rb = errs["champion_requests"], errs["challenger_requests"]
+        logged = routed = None
         if exp.mode == "split":
             verdict = evaluate_split(a, b, cfg, previous_information_fraction=exp.spent)
             routed = srm_check(exp.routed["champion"], exp.routed["challenger"], cfg.split)
-            series = np.concatenate([a, b]) if a.size and b.size else a
+            logged = srm_check(ra.size, rb.size, cfg.split, cfg.srm_alpha)
+            rho_a, neff_a = effective_sample_size(a)
+            rho_b, neff_b = effective_sample_size(b)
+            rho1, n_eff = max(rho_a, rho_b), min(neff_a, neff_b)
         else:
             verdict = evaluate_shadow(a, b, cfg, previous_information_fraction=exp.spent)
-            routed = None
-            series = b - a
+            rho1, n_eff = effective_sample_size(b - a)
         exp.looks += 1
         exp.last_look_ts = self.now
         exp.spent = verdict.spent_through_fraction
         exp.verdict = verdict
-        rho1, n_eff = effective_sample_size(series)
+        unit = (
+            "request"
+            if self.config.experiment_block_s is None
+            else f"{self.config.experiment_block_s:g} s block"
+        )
         detail = {
             "look": exp.looks,
             "state": verdict.state,
             "summary": verdict.summary,
+            "unit": unit,
+            "requests": {"champion": int(ra.size), "challenger": int(rb.size)},
+            "request_mae_ms": {
+                "champion": _r(float(ra.mean())) if ra.size else None,
+                "challenger": _r(float(rb.mean())) if rb.size else None,
+            },
             "alpha_spent_at_look": verdict.alpha_spent_at_look,
             "alpha_spent_total": verdict.alpha_spent_total,
             "information_fraction": verdict.information_fraction,
@@ -1157,6 +1221,7 @@ class FeedbackLoop:
             "effective_samples": _r(n_eff, 1),
             "routed_requests": dict(exp.routed) if exp.mode == "split" else None,
             "routed_srm": routed.model_dump() if routed is not None else None,
+            "logged_srm": logged.model_dump() if logged is not None else None,
         }
         exp.detail = detail
         self.store.record_experiment_result(
@@ -1171,17 +1236,16 @@ class FeedbackLoop:
                 p_value=verdict.p_value,
                 ci_lo=verdict.ci_low_ms,
                 ci_hi=verdict.ci_high_ms,
-                srm_p_value=(verdict.srm.p_value if verdict.srm else None),
+                srm_p_value=(routed.p_value if routed is not None else None),
                 detail=detail,
             )
         )
-        if routed is not None and routed.detected:
-            self._end_experiment(
-                "aborted",
-                f"sample ratio mismatch in the routed traffic: {routed.summary}",
-                None,
-            )
-            return
+        for what, check in (("routed traffic", routed), ("sampled requests", logged)):
+            if check is not None and check.detected:
+                self._end_experiment(
+                    "aborted", f"sample ratio mismatch in the {what}: {check.summary}", None
+                )
+                return
         if verdict.recommendation == "continue":
             return
         self._conclude(exp, verdict)
@@ -1192,10 +1256,15 @@ class FeedbackLoop:
             if v.ci_low_ms is not None and v.ci_high_ms is not None
             else "no CI"
         )
+        names = (
+            ("challenger", "champion")
+            if exp.purpose == "challenge"
+            else ("previous model", "promoted model")
+        )
         figures = (
-            f"MAE challenger {v.mae_challenger_ms:.1f} vs champion {v.mae_champion_ms:.1f} ms, "
-            f"{ci}, p={v.p_value:.2g} (allowed {v.alpha_spent_at_look:.2g} at look {exp.looks}),"
-            f" n={v.n_champion}/{v.n_challenger}"
+            f"MAE {names[0]} {v.mae_challenger_ms:.1f} vs {names[1]} {v.mae_champion_ms:.1f} ms,"
+            f" {ci}, p={v.p_value:.2g} (allowed {v.alpha_spent_at_look:.2g} at look "
+            f"{exp.looks}), n={v.n_champion}/{v.n_challenger}"
             if v.p_value is not None
             and v.mae_challenger_ms is not None
             and v.mae_champion_ms is not None
@@ -1208,7 +1277,13 @@ class FeedbackLoop:
         status: Literal["concluded", "aborted"] = (
             "aborted" if v.state == "srm_failed" else "concluded"
         )
-        self._end_experiment(status, f"{v.state}: {figures}", winner)
+        said = v.state
+        if exp.purpose == "watch":
+            said = {
+                "challenger_wins": "previous model better",
+                "champion_wins": "promoted model better",
+            }.get(v.state, v.state)
+        self._end_experiment(status, f"{said}: {figures}", winner)
         if exp.purpose == "challenge":
             if v.state == "challenger_wins":
                 self._promote(exp, v)
@@ -1225,7 +1300,7 @@ class FeedbackLoop:
         else:
             self._note(
                 "promotion_confirmed",
-                f"post-promotion watch: {exp.champion.version_id} holds ({v.state}); "
+                f"post-promotion watch: {exp.champion.version_id} holds ({said}); "
                 f"{exp.challenger.version_id} stays retired",
                 state=v.state,
             )
@@ -1250,10 +1325,12 @@ class FeedbackLoop:
             "verdict": v.model_dump(mode="json") if v is not None else None,
             "look_detail": exp.detail,
             "started_at": exp.started_at,
+            "champion": exp.champion.version_id,
+            "challenger": exp.challenger.version_id,
         }
         self._note(
             "experiment_verdict",
-            f"experiment {exp.experiment_id} {status}: {verdict}",
+            f"{exp.label} {status}: {verdict}",
             store_event=False,
             **detail,
         )
@@ -1271,19 +1348,54 @@ class FeedbackLoop:
         )
 
     def _promote(self, exp: _Experiment, v: ExperimentVerdict) -> None:
-        old = exp.champion
-        new = exp.challenger
-        reason = f"won {exp.experiment_id}: challenger_wins, p={v.p_value:.2g}"
-        self.store.activate_model_version(new.version_id, reason=reason, at=self.now)
-        self.fleet.set_forecaster(new)
+        self.promote(exp.challenger, reason=f"won {exp.label}: challenger_wins, p={v.p_value:.2g}")
+
+    # ------------------------------------------------------------------ operator actions
+    def challenge(self, challenger: Forecaster, *, mode: Mode | None = None) -> str:
+        """Start a champion-vs-challenger experiment with a model trained elsewhere (the loop
+        starts its own after a retrain). Registers the model if the store does not know it.
+        Returns the experiment id; ValueError while another experiment runs."""
+        if self._experiment is not None:
+            raise ValueError(f"experiment {self._experiment.experiment_id} is still running")
+        if challenger.version_id == self.champion.version_id:
+            raise ValueError("the challenger is the champion")
+        self.models[challenger.version_id] = challenger
+        register_forecaster(
+            self.store,
+            challenger,
+            artifact_dir=self.artifact_dir,
+            at=self.now,
+            parent_id=challenger.parent_version
+            if challenger.parent_version and self.store.get_model_version(challenger.parent_version)
+            else None,
+            note="challenger submitted to the feedback loop",
+        )
+        self._start_experiment(challenger, purpose="challenge", mode=mode or self.config.mode)
+        assert self._experiment is not None
+        return self._experiment.experiment_id
+
+    def promote(self, model: Forecaster, *, reason: str) -> None:
+        """Make `model` the active version and the router's forecaster (no restart), and,
+        unless disabled, watch it against the previous champion in shadow."""
+        if self._experiment is not None:
+            self._end_experiment("aborted", f"superseded by a promotion: {reason}", None)
+        old = self.champion
+        if old.version_id == model.version_id:
+            return
+        self.models[model.version_id] = model
+        register_forecaster(
+            self.store, model, artifact_dir=self.artifact_dir, at=self.now, note="promoted"
+        )
+        self.store.activate_model_version(model.version_id, reason=reason, at=self.now)
+        self.fleet.set_forecaster(model)
         self.stats["promotions"] += 1
         self._last_training_end = self.now
-        self._start_model(new, self.now)
+        self._start_model(model, self.now)
         self._note(
             "promotion",
-            f"promoted {new.version_id} (parent {old.version_id}); the router forecasts with it "
-            "from the next tick, no restart",
-            version=new.version_id,
+            f"promoted {model.version_id} (previous {old.version_id}); the router forecasts with "
+            "it from the next tick, no restart",
+            version=model.version_id,
             previous=old.version_id,
             reason=reason,
         )
@@ -1291,9 +1403,9 @@ class FeedbackLoop:
             "model_change",
             KIND,
             "info",
-            f"None: promoted after a won experiment; roll back with `arcpoint models rollback "
-            f"--to {old.version_id}` if needed.",
-            version=new.version_id,
+            f"None: {reason}. Roll back with `arcpoint models rollback --to {old.version_id}` "
+            "if needed.",
+            version=model.version_id,
             previous=old.version_id,
         )
         if self.config.watch_after_promotion:
@@ -1302,7 +1414,7 @@ class FeedbackLoop:
     def _rollback(self, exp: _Experiment, v: ExperimentVerdict) -> None:
         bad = exp.champion
         good = exp.challenger
-        reason = f"post-promotion watch {exp.experiment_id}: previous model better"
+        reason = f"post-promotion watch {exp.label}: previous model better"
         self.store.rollback_model(KIND, to_version=good.version_id, reason=reason, at=self.now)
         self.fleet.set_forecaster(good)
         self.stats["rollbacks"] += 1
@@ -1336,6 +1448,7 @@ class FeedbackLoop:
             self._end_experiment("aborted", f"run ended before a verdict ({state})", None)
         expired = self.store.expire_pending(self.now, max_age_s=HORIZON_S + 2 * TICK_SECONDS)
         self.stats["outcomes_expired"] = expired
+        self.stats["outcomes_pending_at_end"] = len(self._pending)  # labels not due yet
         self._note(
             "loop_finished",
             f"loop finished: {self.stats['outcomes_accepted']} outcomes joined, "

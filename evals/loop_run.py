@@ -125,6 +125,8 @@ class LoopRunResult:
     timeline: dict[str, Any]
     entries: list[TimelineEntry]
     run_id: str
+    loop: FeedbackLoop
+    """The loop itself (its store is closed): models, errors, statistics."""
 
 
 def artifact_dir_for(db: str) -> Path:
@@ -182,7 +184,7 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
         alerts = AlertService(store, clock=lambda: loop.now, restore=False)
         loop = FeedbackLoop(
             store,
-            _backends(scenario),
+            backends_of(scenario),
             champion,
             config=config.loop,
             run_id=run.run_id,
@@ -206,7 +208,7 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
             run_id=run.run_id,
         )
         t0 = time.perf_counter()
-        _replay(scenario, loop, progress)
+        replay(scenario, loop, progress)
         loop.finish()
         seconds["replay"] = time.perf_counter() - t0
         seconds["total"] = time.perf_counter() - wall
@@ -215,19 +217,27 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
         alerts.close()
     finally:
         store.close()
-    return LoopRunResult(timeline=timeline, entries=list(loop.timeline), run_id=run.run_id)
+    return LoopRunResult(
+        timeline=timeline, entries=list(loop.timeline), run_id=run.run_id, loop=loop
+    )
 
 
-def _backends(scenario: Scenario) -> tuple[BackendInfo, ...]:
+def backends_of(scenario: Scenario) -> tuple[BackendInfo, ...]:
     return tuple(
         BackendInfo(s.name, s.cost_per_request, s.capacity_rps) for s in scenario.backends()
     )
 
 
-def _replay(scenario: Scenario, loop: FeedbackLoop, progress: Progress) -> None:
+def replay(
+    scenario: Scenario,
+    loop: FeedbackLoop,
+    progress: Progress = lambda _m: None,
+    *,
+    start_ts: float = START_TS,
+) -> None:
     """Request by request, as `evals.replay` does, but through the loop (which may switch the
     router's forecaster or split traffic between two routers mid-run)."""
-    sim = FleetSimulator(scenario, start_ts=START_TS)
+    sim = FleetSimulator(scenario, start_ts=start_ts)
     names = [s.name for s in sim.fleet]
     req_no = 0
     ticks = 0
@@ -250,22 +260,64 @@ def _replay(scenario: Scenario, loop: FeedbackLoop, progress: Progress) -> None:
 
 
 # ------------------------------------------------------------------------------------ timeline
-def _first(entries: list[TimelineEntry], kind: str, **match: Any) -> TimelineEntry | None:
-    for e in entries:
-        if e.kind == kind and all(e.detail.get(k) == v for k, v in match.items()):
-            return e
-    return None
-
-
 def _mae(values: list[float] | np.ndarray) -> float | None:
     a = np.asarray(values, dtype=float)
     return round(float(a.mean()), 2) if a.size else None
 
 
+def _experiment_view(e: TimelineEntry, rel: Callable[[float | None], float | None]) -> dict:
+    v = e.detail.get("verdict") or {}
+    look = e.detail.get("look_detail") or {}
+    return {
+        "id": e.detail["experiment_id"],
+        "purpose": e.detail["purpose"],
+        "mode": e.detail["mode"],
+        "champion": e.detail["champion"],
+        "challenger": e.detail["challenger"],
+        "started_s": rel(e.detail.get("started_at")),
+        "ended_s": rel(e.ts),
+        "status": e.detail["status"],
+        "winner": e.detail.get("winner"),
+        "state": v.get("state"),
+        "recommendation": v.get("recommendation"),
+        "test": v.get("test"),
+        "p_value": v.get("p_value"),
+        "alpha": v.get("alpha"),
+        "alpha_spent_at_look": v.get("alpha_spent_at_look"),
+        "alpha_spent_total": v.get("alpha_spent_total"),
+        "spending": v.get("spending"),
+        "ci_level": v.get("ci_level"),
+        "ci_low_ms": v.get("ci_low_ms"),
+        "ci_high_ms": v.get("ci_high_ms"),
+        "ci_method": v.get("ci_method"),
+        "mae_champion_ms": v.get("mae_champion_ms"),
+        "mae_challenger_ms": v.get("mae_challenger_ms"),
+        "mae_difference_ms": v.get("mae_difference_ms"),
+        "n_champion": v.get("n_champion"),
+        "n_challenger": v.get("n_challenger"),
+        "min_samples_per_arm": v.get("min_samples_per_arm"),
+        "looks": e.detail.get("looks"),
+        "information_fraction": v.get("information_fraction"),
+        "srm": v.get("srm"),
+        "unit": look.get("unit"),
+        "requests": look.get("requests"),
+        "request_mae_ms": look.get("request_mae_ms"),
+        "logged_srm": look.get("logged_srm"),
+        "routed_requests": look.get("routed_requests"),
+        "routed_srm": look.get("routed_srm"),
+        "lag1_autocorrelation": look.get("lag1_autocorrelation"),
+        "effective_samples": look.get("effective_samples"),
+        "summary": v.get("summary"),
+    }
+
+
 def build_timeline(
     loop: FeedbackLoop, scenario: Scenario, config: LoopRunConfig, seconds: dict[str, float]
 ) -> dict[str, Any]:
-    """The run as one JSON-able dict: ground truth, each milestone, the figures."""
+    """The run as one JSON-able dict: ground truth, each milestone, the figures.
+
+    Every challenger and experiment is listed; the headline ones are those that led to the
+    first promotion (or the last challenge when nothing was promoted)."""
     start = loop.start_ts
     drift = scenario.chaos[0]
     drift_ts = start + drift.start_s
@@ -274,76 +326,55 @@ def build_timeline(
     def rel(ts: float | None) -> float | None:
         return None if ts is None else round(ts - start, 1)
 
-    detected = _first(entries, "drift_detected")
-    trained = _first(entries, "challenger_trained")
-    verdict = _first(entries, "experiment_verdict", purpose="challenge")
-    promotion = _first(entries, "promotion")
-    watch = _first(entries, "experiment_verdict", purpose="watch")
+    def milestone(e: TimelineEntry | None) -> dict[str, Any] | None:
+        return None if e is None else {"ts": e.ts, "t_s": rel(e.ts), "summary": e.summary}
+
+    detected = next((e for e in entries if e.kind == "drift_detected"), None)
+    promotion = next((e for e in entries if e.kind == "promotion"), None)
+    challengers = [
+        {
+            **milestone(e),
+            "version": e.detail["version"],
+            "parent": e.detail["parent"],
+            "window_s": [rel(e.detail["window"]["start_ts"]), rel(e.detail["window"]["end_ts"])],
+            "starts_at_drift": e.detail["window"]["starts_at_drift"],
+            "holdout": e.detail["holdout"],
+        }
+        for e in entries
+        if e.kind == "challenger_trained"
+    ]
+    experiments = [_experiment_view(e, rel) for e in entries if e.kind == "experiment_verdict"]
+    challenges = [x for x in experiments if x["purpose"] == "challenge"]
+    promoted = promotion.detail["version"] if promotion else None
+    decisive = next((x for x in challenges if x["winner"] == promoted and promoted), None)
+    decisive = decisive or (challenges[-1] if challenges else None)
+    headline = next(
+        (c for c in challengers if decisive and c["version"] == decisive["challenger"]),
+        challengers[-1] if challengers else None,
+    )
+    watch = next(
+        (x for x in experiments if x["purpose"] == "watch" and x["champion"] == promoted), None
+    )
     false_alarms = [a for a in loop.ph_alarms if a < drift_ts]
 
     champion_errors = loop.model_errors[0]
     ts0 = np.asarray(champion_errors.ts)
     e0 = np.asarray(champion_errors.abs_err)
     before_drift = e0[ts0 < drift_ts]
-    drifted_until = promotion.ts if promotion else loop.now
-    drifted = e0[(ts0 >= drift_ts) & (ts0 < drifted_until)]
-
-    experiment = None
-    if verdict is not None:
-        v = verdict.detail.get("verdict") or {}
-        look = verdict.detail.get("look_detail") or {}
-        experiment = {
-            "id": verdict.detail["experiment_id"],
-            "mode": verdict.detail["mode"],
-            "started_s": rel(verdict.detail.get("started_at")),
-            "concluded_s": rel(verdict.ts),
-            "state": v.get("state"),
-            "recommendation": v.get("recommendation"),
-            "test": v.get("test"),
-            "p_value": v.get("p_value"),
-            "alpha_spent_at_look": v.get("alpha_spent_at_look"),
-            "alpha_spent_total": v.get("alpha_spent_total"),
-            "ci_level": v.get("ci_level"),
-            "ci_low_ms": v.get("ci_low_ms"),
-            "ci_high_ms": v.get("ci_high_ms"),
-            "ci_method": v.get("ci_method"),
-            "mae_champion_ms": v.get("mae_champion_ms"),
-            "mae_challenger_ms": v.get("mae_challenger_ms"),
-            "n_champion": v.get("n_champion"),
-            "n_challenger": v.get("n_challenger"),
-            "min_samples_per_arm": v.get("min_samples_per_arm"),
-            "looks": verdict.detail.get("looks"),
-            "information_fraction": v.get("information_fraction"),
-            "spending": v.get("spending"),
-            "srm": v.get("srm"),
-            "routed_requests": look.get("routed_requests"),
-            "routed_srm": look.get("routed_srm"),
-            "lag1_autocorrelation": look.get("lag1_autocorrelation"),
-            "effective_samples": look.get("effective_samples"),
-            "summary": v.get("summary"),
-        }
+    drifted = e0[(ts0 >= drift_ts) & (ts0 < (promotion.ts if promotion else loop.now))]
     after = None
     if watch is not None:
-        v = watch.detail.get("verdict") or {}
+        new, old = watch["mae_champion_ms"], watch["mae_challenger_ms"]
         after = {
-            "promoted_mae_ms": v.get("mae_champion_ms"),
-            "previous_champion_mae_ms": v.get("mae_challenger_ms"),
-            "n": v.get("n_champion"),
-            "difference_ms": v.get("mae_difference_ms"),
-            "watch_state": v.get("state"),
-            "watch_status": watch.detail.get("status"),
-            "improvement": (
-                round(1.0 - v["mae_champion_ms"] / v["mae_challenger_ms"], 4)
-                if v.get("mae_champion_ms") is not None and v.get("mae_challenger_ms")
-                else None
-            ),
+            "promoted_mae_ms": new,
+            "previous_champion_mae_ms": old,
+            "n": watch["n_champion"],
+            "watch_state": watch["state"],
+            "watch_status": watch["status"],
+            "improvement": round(1.0 - new / old, 4) if new is not None and old else None,
         }
     online = [o for o in loop.online if o["model_version"] == champion_errors.version]
     online_drifted = [o for o in online if o["ts"] > drift_ts]
-
-    def milestone(e: TimelineEntry | None) -> dict[str, Any] | None:
-        return None if e is None else {"ts": e.ts, "t_s": rel(e.ts), "summary": e.summary}
-
     return {
         "scenario": {
             "name": scenario.name,
@@ -376,30 +407,18 @@ def build_timeline(
             "trees": config.champion_trees,
             "history_hours": config.history_hours,
         },
+        "start_ts": start,
         "drift_began_s": drift.start_s,
         "drift_detected": milestone(detected),
         "detection_delay_s": rel(detected.ts - drift.start_s) if detected else None,
-        "change_point_estimate_s": rel(detected.detail.get("change_point_ts"))
-        if detected
-        else None,
+        "change_point_estimate_s": (
+            rel(detected.detail.get("change_point_ts")) if detected else None
+        ),
         "detection_severity": detected.detail.get("severity") if detected else None,
         "false_alarms_before_drift": len(false_alarms),
         "page_hinkley_alarms_s": [rel(a) for a in loop.ph_alarms],
-        "challenger_trained": (
-            {
-                **milestone(trained),
-                "version": trained.detail["version"],
-                "parent": trained.detail["parent"],
-                "window_s": [
-                    rel(trained.detail["window"]["start_ts"]),
-                    rel(trained.detail["window"]["end_ts"]),
-                ],
-                "holdout": trained.detail["holdout"],
-            }
-            if trained
-            else None
-        ),
-        "experiment": experiment,
+        "challenger_trained": headline,
+        "experiment": decisive,
         "promotion": (
             {**milestone(promotion), "version": promotion.detail["version"]} if promotion else None
         ),
@@ -411,12 +430,15 @@ def build_timeline(
             "after_promotion": after,
         },
         "online_learner": {
-            "kind": "residual correction of the champion forest (SGD, micro-batches)",
+            "kind": "residual correction of the champion forest (SGD, huber, micro-batches)",
             "drifted_forest_mae_ms": _mae([o["forest_mae_ms"] for o in online_drifted]),
             "drifted_corrected_mae_ms": _mae([o["corrected_mae_ms"] for o in online_drifted]),
             "windows": online,
         },
+        "challengers": challengers,
+        "experiments": experiments,
         "error_analysis": loop.analyses,
+        "error_analysis_window_s": config.loop.analysis_every_s,
         "active_version_at_end": loop.champion.version_id,
         "stats": loop.stats,
         "events": [{"t_s": rel(e.ts), "kind": e.kind, "summary": e.summary} for e in loop.timeline],
@@ -496,16 +518,26 @@ def _figures(t: dict[str, Any]) -> list[str]:
             else "no CI"
         )
         p = f"p = {e['p_value']:.2g}" if e["p_value"] is not None else "no test"
+        req = e.get("requests") or {}
         out.append(
             f"  experiment       {e['mode']} mode, {e['state']} after {e['looks']} looks "
-            f"({e['spending']} alpha spending): {e['test']} {p} "
-            f"(allowed {e['alpha_spent_at_look']:.2g} at the last look), MAE challenger - "
-            f"champion {ci}; n = {e['n_champion']} champion / {e['n_challenger']} challenger "
-            f"(min {e['min_samples_per_arm']}; lag-1 autocorrelation "
-            f"{e['lag1_autocorrelation']}, effective n ~{e['effective_samples']})"
+            f"({e['spending']} alpha spending, alpha {e['alpha']:g}): {e['test']} {p} "
+            f"(allowed {e['alpha_spent_at_look']:.2g} at the last look); MAE challenger - "
+            f"champion {ci}"
         )
-        if e.get("routed_srm"):
-            out.append(f"                   routed split: {e['routed_srm']['summary']}")
+        out.append(
+            f"                   n = {e['n_champion']} champion / {e['n_challenger']} challenger"
+            f" {e['unit']}s (min {e['min_samples_per_arm']}; {req.get('champion')} / "
+            f"{req.get('challenger')} requests); lag-1 autocorrelation of the units "
+            f"{e['lag1_autocorrelation']}, effective n ~{e['effective_samples']}"
+        )
+        for what in ("routed_srm", "logged_srm"):
+            if e.get(what):
+                label = "routed" if what == "routed_srm" else "sampled"
+                out.append(f"                   {label} split: {e[what]['summary']}")
+    others = [c["version"] for c in t["challengers"] if c is not t["challenger_trained"]]
+    if others:
+        out.append(f"                   other challengers: {', '.join(others)} (see the events)")
     p = t["promotion"]
     out.append(
         f"  promotion        {p['version']} at {clock(p['t_s'])}"
@@ -520,7 +552,9 @@ def _figures(t: dict[str, Any]) -> list[str]:
     )
     a = m["after_promotion"]
     if a:
-        imp = f", {a['improvement']:+.1%} better" if a["improvement"] is not None else ""
+        imp = ""
+        if a["improvement"] is not None:
+            imp = f", {abs(a['improvement']):.1%} {'better' if a['improvement'] >= 0 else 'worse'}"
         out.append(
             f"                   after promotion, same requests: promoted "
             f"{_ms(a['promoted_mae_ms'])} vs previous champion "
@@ -532,6 +566,21 @@ def _figures(t: dict[str, Any]) -> list[str]:
             f"  online learner   residual correction on the drifted regime (prequential): "
             f"{_ms(o['drifted_corrected_mae_ms'])} vs forest {_ms(o['drifted_forest_mae_ms'])}"
         )
+    if t["error_analysis"]:
+        minutes = t["error_analysis_window_s"] / 60
+        out.append(
+            f"  error analysis   {minutes:g}-min windows (by outcome time): model, n, MAE, bias"
+        )
+        for w in t["error_analysis"]:
+            cells = "; ".join(
+                f"{v} n={m['n']} MAE {_ms(m['mae_ms'])} bias {m['bias_ms']:+.0f} ms"
+                for v, m in w["models"].items()
+            )
+            flagged = len(w["biased_segments"])
+            out.append(
+                f"    {clock(w['window_start_ts'] - t['start_ts']):>8}  {cells}"
+                + (f"; {flagged} biased segment(s)" if flagged else "")
+            )
     s = t["stats"]
     out.append(
         f"  store            {s['decisions_sampled']} sampled decisions, "
