@@ -407,6 +407,7 @@ def build_timeline(
             "trees": config.champion_trees,
             "history_hours": config.history_hours,
         },
+        "run_id": loop.run_id,
         "start_ts": start,
         "drift_began_s": drift.start_s,
         "drift_detected": milestone(detected),
