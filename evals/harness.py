@@ -75,6 +75,8 @@ class HarnessConfig:
     jobs: int = 2
     record: bool = True
     """Write the predictive run (telemetry, decisions, outcomes, anomalies, alerts) to a store."""
+    claude_model_id: str | None = None
+    """The Claude model for `llm="claude"` (default: the client's default)."""
 
 
 @dataclass(frozen=True)
@@ -247,11 +249,11 @@ def _fresh_db(path: Path) -> None:
             p.unlink()
 
 
-def _make_model(llm: str) -> Any:
+def _make_model(llm: str, claude_model_id: str | None = None) -> Any:
     if llm == "claude":
-        from agents.llm.claude import ClaudeModel
+        from agents.llm.claude import ClaudeConfig, ClaudeModel
 
-        return ClaudeModel()
+        return ClaudeModel(ClaudeConfig(model_id=claude_model_id) if claude_model_id else None)
     from agents.offline import OfflineModel
 
     return OfflineModel()
@@ -362,7 +364,7 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
                 from context_api.traces import TraceStore, TraceWriter
 
                 writer = TraceWriter(TraceStore(store))
-            escalator = Escalator(_make_model(config.llm), traces=writer)
+            escalator = Escalator(_make_model(config.llm, config.claude_model_id), traces=writer)
             if not use_loop:
                 kwargs[hook] = escalator
             score_here = hook == "escalate"  # the older replay did not score escalations

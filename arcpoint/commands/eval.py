@@ -158,6 +158,7 @@ def _command(args: argparse.Namespace, llm: str) -> str:
 
 
 def run_scenarios(args: argparse.Namespace) -> int:
+    from arcpoint.settings import load_settings
     from evals.gate import ThresholdsError, apply_thresholds, gate_failures, load_thresholds
     from evals.harness import HarnessConfig, run_suite
     from evals.report import benchmark_table, headline_table, report_json, write_report
@@ -192,7 +193,13 @@ def run_scenarios(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     suite = run_suite(
         entries,
-        HarnessConfig(out_dir=out, llm=llm, jobs=args.jobs, record=not args.no_record),  # type: ignore[arg-type]
+        HarnessConfig(
+            out_dir=out,
+            llm=llm,  # type: ignore[arg-type]
+            jobs=args.jobs,
+            record=not args.no_record,
+            claude_model_id=load_settings().model,
+        ),
         progress=_progress,
     )
     if thresholds is not None:
