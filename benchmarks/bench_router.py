@@ -22,6 +22,7 @@ import numpy as np
 
 from agents.router import Router
 from context_api.fleet_state import FleetState
+from tools.features import feature_index
 from tools.fleet import DEFAULT_FLEET
 from tools.forecaster import build_dataset, train
 from tools.policy import PredictivePolicy
@@ -85,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     # shared machine; the parts of a refresh are timed alongside for the breakdown.
     from sklearn.ensemble import RandomForestRegressor
 
+    # Like for like: the served model's columns, target and hyperparameters.
     hp = forecaster.hyperparameters
     data = build_dataset(history)
+    cols = [feature_index(f) for f in forecaster.model_features]
     rf = RandomForestRegressor(
         n_estimators=args.trees,
         max_depth=hp.get("max_depth"),
@@ -94,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         max_features=hp.get("max_features", 1.0),
         random_state=0,
         n_jobs=1,
-    ).fit(data.X, data.y)
-    rows = fleet.features()
+    ).fit(data.X[:, cols], np.log1p(data.y))
+    rows = fleet.features()[:, cols]
     for _ in range(20):
         rf.predict(rows)
     for _ in range(300):
