@@ -42,7 +42,7 @@ class AnomalyScore:
     severity    1 - p in [0, 1], p the chance a training point scores at least this high
     surprise    -log10 p: 3 means one in a thousand, comparable across series
     is_anomaly  p < contamination
-    alert       in [0, 1): > 0 only at a new peak of surprise (one alert per incident)
+    alert       in [0, 1]: > 0 only at a new peak of surprise (one alert per incident)
     ready       False while warming up (no model yet: every other field is 0)
     """
 

@@ -61,7 +61,8 @@ def surprise_of(p: float) -> float:
 
 
 def alert_strength(surprise: float) -> float:
-    """A [0, 1) alert level that stays ordered far past double precision: 1 - p ** 0.1."""
+    """A [0, 1] alert level, 1 - p ** 0.1: still ordered for p down to ~1e-150, where 1 - p
+    itself stopped changing at double precision long before."""
     return 1.0 - 10.0 ** (-surprise / 10.0)
 
 

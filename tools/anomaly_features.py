@@ -58,10 +58,13 @@ class FeatureSpec:
 
 
 def _rolling_mean(values: np.ndarray, rows: np.ndarray, w: int) -> np.ndarray:
-    ref = values[rows].mean() if len(rows) else 0.0  # centring keeps the cumsum well conditioned
-    c = np.concatenate(([0.0], np.cumsum(values - ref)))
-    lo = np.maximum(rows - w + 1, 0)
-    return (c[rows + 1] - c[lo]) / (rows + 1 - lo) + ref
+    out = np.empty(len(rows))
+    full = rows >= w - 1
+    if full.any():
+        out[full] = sliding_window_view(values, w)[rows[full] - w + 1].mean(axis=1)
+    for k in np.flatnonzero(~full):
+        out[k] = values[: rows[k] + 1].mean()
+    return out
 
 
 def _rolling_std(values: np.ndarray, rows: np.ndarray, w: int) -> np.ndarray:
