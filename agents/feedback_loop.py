@@ -20,8 +20,14 @@ hundreds of times and let a test count them as independent. The loop records `sa
 requests per tick, drawn by a seeded generator independently of the experiment's arm
 assignment (so the arms' share among the samples is unbiased and the SRM check on them is
 valid). Errors of consecutive ticks are still correlated (lag-1 autocorrelation about 0.3-0.5
-per backend): each experiment look reports the lag-1 autocorrelation of its error series and
-the effective sample size it implies, beside the nominal one the tests use.
+per backend, gone after about a minute), so an experiment's unit is not the request but a
+60 s block (`experiment_block_s`): each arm's mean absolute error per block, the batch-means
+method. The minimum and planned samples per arm count blocks; each look also reports the
+requests behind them, the lag-1 autocorrelation of the block series and the effective sample
+size it implies, so an operator can see whether the independence the tests assume holds.
+
+Detection runs on a model's errors after a burn-in (`burn_in_s`: the fleet and the router
+settle first); its reference is the model's first `reference_samples` errors after that.
 
 The steps, in the order they run each tick:
 
@@ -50,7 +56,14 @@ The steps, in the order they run each tick:
 
 The loop also follows the store: when the active version changes underneath it (`arcpoint
 models rollback` from another process), the next check loads that version's artifact and swaps
-it into the router.
+it into the router. An operator (or an agent) can also submit a model trained elsewhere as a
+challenger (`challenge`) or promote one directly (`promote`, which still starts the watch).
+
+Why the watch matters: in shadow mode the challenger is scored only on the traffic the
+champion routed. Once it routes, its forecasts move traffic (for example back onto a backend
+the champion had drained), into states it never saw; the watch scores it there, against the
+previous champion, and rolls it back when it loses. Split mode measures each model on the
+traffic it routes itself, at the price of power (independent arms, half the samples each).
 """
 
 from __future__ import annotations
@@ -98,6 +111,7 @@ __all__ = [
     "FeedbackLoop",
     "LoopConfig",
     "TimelineEntry",
+    "block_means",
     "cusum_change_point",
     "effective_sample_size",
     "load_forecaster",
@@ -1306,7 +1320,12 @@ class FeedbackLoop:
             )
 
     def _end_experiment(
-        self, status: Literal["concluded", "aborted"], verdict: str, winner: str | None
+        self,
+        status: Literal["concluded", "aborted"],
+        verdict: str,
+        winner: str | None,
+        *,
+        alert: bool = True,
     ) -> None:
         exp = self._experiment
         assert exp is not None
@@ -1334,6 +1353,8 @@ class FeedbackLoop:
             store_event=False,
             **detail,
         )
+        if not alert:
+            return
         self._alert(
             "experiment_verdict",
             exp.experiment_id,
@@ -1445,7 +1466,9 @@ class FeedbackLoop:
         if self._experiment is not None:
             v = self._experiment.verdict
             state = v.state if v is not None else "collecting"
-            self._end_experiment("aborted", f"run ended before a verdict ({state})", None)
+            self._end_experiment(
+                "aborted", f"run ended before a verdict ({state})", None, alert=False
+            )
         expired = self.store.expire_pending(self.now, max_age_s=HORIZON_S + 2 * TICK_SECONDS)
         self.stats["outcomes_expired"] = expired
         self.stats["outcomes_pending_at_end"] = len(self._pending)  # labels not due yet

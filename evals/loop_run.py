@@ -2,9 +2,9 @@
 
 The scenario (`loop_scenario`): traffic held flat (no diurnal swing, the usual short bursts), so
 that the only change is the drift: from `drift_start_s` on, the primary backend's service time
-grows (x1.5 over an hour by default) and then stays there, so its load-latency curve bends
-earlier for good. The ground truth (when the drift began) comes from the scenario, never from
-the loop.
+grows (x2.5 over an hour by default, at 16 rps: a quarter of the fleet's capacity) and then
+stays there, so its load-latency curve bends earlier for good. The ground truth (when the drift
+began) comes from the scenario, never from the loop.
 
 `run_loop` trains the first champion on simulated history that ends where the scenario starts,
 stores it, and replays the scenario request by request through `agents.feedback_loop`: the
@@ -45,9 +45,9 @@ def loop_scenario(
     seed: int = 0,
     drift_start_s: float = 3600.0,
     ramp_s: float = 3600.0,
-    drift_factor: float = 1.5,
+    drift_factor: float = 2.5,
     backend: str | None = "b0",
-    mean_rps: float = 22.0,
+    mean_rps: float = 16.0,
 ) -> Scenario:
     """Flat traffic; from `drift_start_s` the backend's service time ramps up to x`drift_factor`
     over `ramp_s`, then levels off until the end.
@@ -55,8 +55,8 @@ def loop_scenario(
     `gradual_drift` is a linear ramp that ends with its window, so the plateau is composed: the
     rising ramp continues at the same slope to the end, and a second, opposite ramp (factor
     below 1) starts when the first should stop. Their product is a parabola whose top is set
-    at the middle of the plateau: the factor stays within a few percent of `drift_factor`
-    (x1.5 -> x1.6 -> x1.5 with the defaults over a 2 h plateau).
+    at the middle of the plateau: over a 2 h plateau the factor goes x1.5 -> x1.6 -> x1.5 for
+    `drift_factor` 1.5, and x2.5 -> x2.9 -> x2.5 for the default 2.5 (a level, not a ramp).
     """
     duration = hours * 3600.0
     plateau_start = drift_start_s + ramp_s
@@ -111,9 +111,9 @@ class LoopRunConfig:
     history_hours: float = 6.0
     drift_start_s: float = 3600.0
     ramp_s: float = 3600.0
-    drift_factor: float = 1.5
+    drift_factor: float = 2.5
     drift_backend: str | None = "b0"
-    mean_rps: float = 22.0
+    mean_rps: float = 16.0
     champion_trees: int = 60
     loop: LoopConfig = field(default_factory=LoopConfig)
     artifact_dir: str | None = None

@@ -23,13 +23,15 @@ and print the loop's timeline:
     watch, and MAE before and after (the previous champion and the promoted model on the same
     requests).
 
-The scenario: flat traffic; from hour 1 the primary backend's service time grows to x1.5 over an
-hour, then stays there. The first champion is trained on simulated history that ends where the
-scenario starts. Outcomes are kept for a seeded sample of requests per tick (3 by default); an
-outcome is the backend's measured p95 five minutes after the decision, so it arrives five
-minutes late. Everything lands in the SQLite store: decisions, outcomes, drift reports, model
-versions and activations, experiments with every look, alerts and events (`arcpoint models`
-lists the versions and rolls back). Model artifacts go to <db stem>.models/ beside the database.
+The scenario: flat traffic (16 rps); from hour 1 the primary backend's service time grows to
+x2.5 over an hour, then stays there. The first champion is trained on simulated history that
+ends where the scenario starts. Outcomes are kept for a seeded sample of requests per tick
+(3 by default); an outcome is the backend's measured p95 five minutes after the decision, so it
+arrives five minutes late. Experiments compare 60 s blocks (mean absolute error per block), so
+that correlated neighbouring requests are not counted as independent. Everything lands in the
+SQLite store: decisions, outcomes, drift reports, model versions and activations, experiments
+with every look, alerts and events (`arcpoint models` lists the versions and rolls back).
+Model artifacts go to <db stem>.models/ beside the database.
 """
 
 
