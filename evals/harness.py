@@ -185,10 +185,11 @@ class SuiteResult:
 
 
 def _round(v: Any) -> Any:
+    """Six significant digits: enough for a cost per request in dollars, no float noise."""
     if isinstance(v, float):
         if not math.isfinite(v):
             return None
-        return round(v, 4)
+        return float(f"{v:.6g}")
     return v
 
 
@@ -454,7 +455,7 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
         )
     return PolicyRun(
         policy=policy,
-        summary=res.summary(),
+        summary={**res.summary(), "mean_cost": res.mean_cost},
         requests=res.requests,
         ts=ts,
         counts=series("counts"),

@@ -16,7 +16,8 @@ EVALS_DIR = Path(__file__).resolve().parents[2] / "evals"
 HELP = """\
 Replay every scenario file (or folder of them: its *.yaml files, not recursively) end to end
 and score it. A simulated scenario runs through the predictive router with the whole loop
-(escalation to the router agent, fleet monitor with anomaly alerts, drift detection) and
+(escalation to the router agent, fleet monitor with anomaly alerts, drift detection; with
+`loop:` in the file, the closed loop: late outcomes, retraining, experiments, promotion) and
 through each reactive baseline; a telemetry scenario (e.g. NAB series) replays observe-only
 through the monitor; `nab_benchmark` and `drift_benchmark` entries run `arcpoint nab` and
 benchmarks/bench_drift.py. Scores: SLA violation %, p95 latency, mean cost, flaps, escalation
@@ -30,7 +31,7 @@ Progress goes to stderr, log lines (alerts included) to OUT/eval.log.
 Exit status: 0 when every entry ran and met its thresholds (THRESHOLDS file), 1 when one
 broke a threshold or failed to run, 2 on invalid input (a bad scenario or thresholds file).
 
-Suites: evals/scenarios/ (one per chaos kind, an Azure-trace one, a NAB one),
+Suites: evals/scenarios/ (one per chaos kind, the closed loop, an Azure-trace one, a NAB one),
 evals/scenarios/ci/ (small, under 2 minutes), evals/scenarios/real/ (NAB + drift benchmarks
 and the real-data scenarios).
 """
