@@ -475,7 +475,7 @@ class FeedbackLoop:
         self._pending: deque[_Pending] = deque()
         self._X: np.ndarray | None = None
         self._shadow_pred: dict[str, np.ndarray] = {}
-        self._rps_by_decision: dict[str, float] = {}
+        self._rps_by_decision: dict[str, tuple[float, float]] = {}
         self._next_check = start_ts + self.config.check_every_s
         self._next_analysis = start_ts + self.config.analysis_every_s
         self._last_training_end = champion.trained_to_ts
@@ -488,6 +488,7 @@ class FeedbackLoop:
             "outcomes_recorded": 0,
             "outcomes_accepted": 0,
             "outcomes_missing_label": 0,
+            "outcomes_expired": 0,
             "drift_reports": 0,
             "alerts": 0,
             "retrains": 0,
@@ -635,7 +636,7 @@ class FeedbackLoop:
             if self._corrector.active and d.model_version == self.champion.version_id:
                 corrected = float(self._corrector.predict_many(x[None, :], [chosen.forecast_ms])[0])
             self._pending.append(_Pending(d.decision_id, i, d.ts, d.ts + HORIZON_S, x, corrected))
-            self._rps_by_decision[d.decision_id] = float(x[_RPS])
+            self._rps_by_decision[d.decision_id] = (d.ts, float(x[_RPS]))
             if exp is not None:
                 preds.extend(self._experiment_rows(exp, d, i, chosen.forecast_ms))
         if rows:
@@ -759,6 +760,10 @@ class FeedbackLoop:
     # ------------------------------------------------------------------ 4. checks
     def _check(self) -> None:
         self._sync_from_store()
+        # a label that should have come one horizon and two ticks ago will not: expire, counted
+        self.stats["outcomes_expired"] += self.store.expire_pending(
+            self.now, max_age_s=HORIZON_S + 2 * TICK_SECONDS
+        )
         if self.now >= self._next_analysis:
             self._analyse()
             self._next_analysis += self.config.analysis_every_s
@@ -805,9 +810,12 @@ class FeedbackLoop:
             model_version=[r["model_version"] or "none" for r in rows],
             backend=[r["backend"] for r in rows],
             ts=[r["ts"] for r in rows],
-            load=[self._rps_by_decision.get(r["decision_id"], 0.0) for r in rows],
+            load=[self._rps_by_decision.get(r["decision_id"], (0.0, 0.0))[1] for r in rows],
             window_seconds=self.config.analysis_every_s,
         )
+        self._rps_by_decision = {  # only the next window's decisions can still be analysed
+            k: v for k, v in self._rps_by_decision.items() if v[0] >= self.now - HORIZON_S
+        }
         overall = [m for m in report.metrics if m.backend is None and m.window_start is None]
         biased = [t for t in report.bias.tests if t.biased]
         entry = {
@@ -831,10 +839,42 @@ class FeedbackLoop:
             ],
         }
         self.analyses.append(entry)
+        per_backend = [
+            {
+                "model_version": m.model_version,
+                "backend": m.backend,
+                "n": m.n,
+                "mae_ms": _r(m.mae_ms),
+                "rmse_ms": _r(m.rmse_ms),
+                "r2": _r(m.r2, 3),
+                "mape_pct": _r(m.mape_pct),
+            }
+            for m in report.metrics
+            if m.backend is not None
+        ]
+        distributions = [
+            {
+                "model_version": d.model_version,
+                "n": d.n,
+                "percentiles_ms": d.percentiles_ms,
+                "skew": _r(d.skew, 3) if d.skew is not None else None,
+                "excess_kurtosis": _r(d.excess_kurtosis, 3)
+                if d.excess_kurtosis is not None
+                else None,
+                "normality": d.normality.model_dump(),
+            }
+            for d in report.distributions
+        ]
         self.store.record_event(
             "error_analysis",
             subject=KIND,
-            detail={**entry, "summary": report.summary},
+            detail={
+                **entry,
+                "per_backend": per_backend,
+                "distributions": distributions,
+                "skipped": len(report.skipped_metrics) + len(report.bias.skipped),
+                "summary": report.summary,
+            },
             ts=self.now,
             run_id=self.run_id,
         )
@@ -1470,7 +1510,7 @@ class FeedbackLoop:
                 "aborted", f"run ended before a verdict ({state})", None, alert=False
             )
         expired = self.store.expire_pending(self.now, max_age_s=HORIZON_S + 2 * TICK_SECONDS)
-        self.stats["outcomes_expired"] = expired
+        self.stats["outcomes_expired"] += expired
         self.stats["outcomes_pending_at_end"] = len(self._pending)  # labels not due yet
         self._note(
             "loop_finished",
