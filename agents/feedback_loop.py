@@ -604,11 +604,15 @@ class FeedbackLoop:
         telemetry: Sequence[TelemetryPoint],
         arrivals: int,
     ) -> None:
-        """One tick: the decisions routed during it, then the telemetry that ended it."""
+        """One tick: the decisions routed during it, then the telemetry that ended it.
+
+        Bad telemetry (unknown backend, out of order, NaN or negative values) raises the
+        FleetState's ValueError before anything of this tick is stored."""
         self.now = float(ts)
         self._ticks += 1
-        self._record_decisions(decisions)
+        X, shadow = self._X, self._shadow_pred  # what this tick's decisions were made with
         self._ingest(telemetry, arrivals)
+        self._record_decisions(decisions, X, shadow)
         alarm = self._resolve_outcomes(telemetry)
         if alarm or self.now >= self._next_check:
             self._check()
@@ -616,8 +620,13 @@ class FeedbackLoop:
                 self._next_check += self.config.check_every_s
 
     # -- 1. decisions
-    def _record_decisions(self, decisions: Sequence[Decision]) -> None:
-        if self._X is None or not decisions or self._ticks <= LONG_TICKS:
+    def _record_decisions(
+        self,
+        decisions: Sequence[Decision],
+        X: np.ndarray | None,
+        shadow: dict[str, np.ndarray],
+    ) -> None:
+        if X is None or not decisions or self._ticks <= LONG_TICKS:
             return  # no forecast from full feature windows yet
         k = min(self.config.samples_per_tick, len(decisions))
         picks = np.sort(self._rng.choice(len(decisions), size=k, replace=False))
@@ -630,7 +639,7 @@ class FeedbackLoop:
             if chosen is None or not math.isfinite(chosen.forecast_ms):
                 continue
             i = index[d.backend]
-            x = self._X[i]
+            x = X[i]
             rows.append(decision_row(d, run_id=self.run_id))
             corrected = None
             if self._corrector.active and d.model_version == self.champion.version_id:
@@ -638,20 +647,25 @@ class FeedbackLoop:
             self._pending.append(_Pending(d.decision_id, i, d.ts, d.ts + HORIZON_S, x, corrected))
             self._rps_by_decision[d.decision_id] = (d.ts, float(x[_RPS]))
             if exp is not None:
-                preds.extend(self._experiment_rows(exp, d, i, chosen.forecast_ms))
+                preds.extend(self._experiment_rows(exp, d, i, chosen.forecast_ms, shadow))
         if rows:
             self.stats["decisions_sampled"] += self.store.insert_decisions(rows)
         if preds:
             self.store.record_experiment_predictions(preds)
 
     def _experiment_rows(
-        self, exp: _Experiment, d: Decision, i: int, routed_ms: float
+        self,
+        exp: _Experiment,
+        d: Decision,
+        i: int,
+        routed_ms: float,
+        shadow_pred: dict[str, np.ndarray],
     ) -> list[tuple[Any, ...]]:
         eid = exp.experiment_id
         if exp.mode == "split":
             arm = "challenger" if d.model_version == exp.challenger.version_id else "champion"
             return [(eid, d.decision_id, arm, d.model_version, routed_ms, 1)]
-        shadow = self._shadow_pred.get(exp.challenger.version_id)
+        shadow = shadow_pred.get(exp.challenger.version_id)
         if shadow is None or not math.isfinite(float(shadow[i])):
             return []
         return [
@@ -662,14 +676,14 @@ class FeedbackLoop:
     # -- 2. telemetry
     def _ingest(self, telemetry: Sequence[TelemetryPoint], arrivals: int) -> None:
         points = list(telemetry)
+        self.router.on_telemetry(points, arrivals=arrivals)  # validates: raises on bad points
+        exp = self._experiment
+        if exp is not None and exp.router is not None:
+            exp.router.on_telemetry(points, arrivals=arrivals)
         self._recent_points.append(points)
         self._telemetry_buffer.extend(points)
         if self._ticks % self.config.telemetry_flush_ticks == 0:
             self.flush()
-        self.router.on_telemetry(points, arrivals=arrivals)
-        exp = self._experiment
-        if exp is not None and exp.router is not None:
-            exp.router.on_telemetry(points, arrivals=arrivals)
         try:
             self._X = self.fleet.features()
         except ValueError:

@@ -8,6 +8,7 @@ a compact drift scenario checks the whole chain through the store.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 
@@ -33,6 +34,7 @@ from tools.experiment_stats import ExperimentConfig, assign_arm
 from tools.forecaster import Forecaster, train
 from tools.policy import PredictivePolicy
 from tools.retrain_policy import RetrainPolicy
+from tools.routing import RouteRequest
 from tools.simulator import FleetSimulator, simulate_history
 from tools.telemetry import HORIZON_TICKS, TICK_SECONDS
 from tools.traffic import TrafficModel
@@ -161,6 +163,23 @@ def test_outcomes_arrive_one_horizon_late_and_are_joined_in_the_store(tmp_path, 
     assert stats.pending == loop.stats["outcomes_pending_at_end"] > 0
     assert stats.expired == loop.stats["outcomes_expired"] == 0
     assert stats.resolved + stats.pending == loop.stats["decisions_sampled"]
+    store.close()
+
+
+def test_bad_telemetry_raises_before_anything_of_the_tick_is_stored(tmp_path, good) -> None:
+    loop, store = make_loop(tmp_path, good)
+    replay(calm(8), loop)
+    loop.flush()
+    before = (len(store.list_telemetry(run_id="t")), loop.stats["decisions_sampled"])
+    sim = FleetSimulator(calm(20), start_ts=START_TS + 480.0)
+    n = sim.arrivals()
+    decisions = [loop.route(RouteRequest(f"x{i}")) for i in range(n)]
+    result = sim.step({"b0": n})
+    bad = [dataclasses.replace(result.telemetry[0], p95_ms=math.nan), *result.telemetry[1:]]
+    with pytest.raises(ValueError, match="p95_ms"):
+        loop.on_tick(result.ts, decisions, bad, arrivals=n)
+    loop.flush()
+    assert (len(store.list_telemetry(run_id="t")), loop.stats["decisions_sampled"]) == before
     store.close()
 
 
