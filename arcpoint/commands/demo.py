@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for history, training and replay")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also log each alert as it fires (they are always stored: `arcpoint alerts`)",
+    )
+    p.add_argument(
         "--no-decisions",
         action="store_true",
         help="do not write per-request decisions to the store",
@@ -67,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     settings = load_settings()
+    if not args.verbose:
+        # The alert log channel would interleave dozens of lines with the progress; the alerts
+        # themselves are stored and summarised below.
+        logging.getLogger("arcpoint.alerts").setLevel(logging.ERROR)
     if args.trees < 1 or args.history_hours <= 0 or args.jobs < 1:
         print("error: --trees, --history-hours and --jobs must be positive", file=sys.stderr)
         return 2
