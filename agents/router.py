@@ -64,8 +64,9 @@ class Router:
     ) -> None:
         """`escalation_budget`: the fraction of requests that may go to the router agent.
 
-        A token bucket: every routed request adds `escalation_budget` tokens (up to
-        `escalation_burst`), every escalation spends one. An ambiguous request that finds the
+        A token bucket that starts empty: every routed request adds `escalation_budget` tokens
+        (up to `escalation_burst`), every escalation spends one, so escalations never exceed
+        the budget's share of the requests routed so far. An ambiguous request that finds the
         bucket empty takes the policy's answer and is counted in `stats.over_budget`: the
         slow path stays a small, bounded share of traffic whatever the fleet does. None means
         every ambiguous request is escalated.
@@ -77,7 +78,7 @@ class Router:
         self.escalate = escalate
         self.escalation_budget = escalation_budget
         self.escalation_burst = escalation_burst
-        self._tokens = escalation_burst
+        self._tokens = 0.0  # earned, never granted up front: escalations stay within budget
         self.stats = RouterStats()
 
     def on_telemetry(
