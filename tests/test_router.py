@@ -17,7 +17,9 @@ class _NoFleet:
 
 
 def make_router(escalate=None, views=()):
-    return Router(PredictivePolicy(FLEET), _NoFleet(views), escalate=escalate)
+    return Router(
+        PredictivePolicy(FLEET), _NoFleet(views), escalate=escalate, escalation_budget=None
+    )
 
 
 def test_invalid_sla_is_rejected_before_routing():
