@@ -64,12 +64,12 @@ class Router:
     ) -> None:
         """`escalation_budget`: the fraction of requests that may go to the router agent.
 
-        A token bucket that starts empty: every routed request adds `escalation_budget` tokens
-        (up to `escalation_burst`), every escalation spends one, so escalations never exceed
-        the budget's share of the requests routed so far. An ambiguous request that finds the
-        bucket empty takes the policy's answer and is counted in `stats.over_budget`: the
-        slow path stays a small, bounded share of traffic whatever the fleet does. None means
-        every ambiguous request is escalated.
+        A token bucket that starts full: every routed request adds `escalation_budget` tokens
+        (up to `escalation_burst`), every escalation spends one, so over a run escalations come
+        to the budget's share of requests plus at most one initial burst. An ambiguous request
+        that finds the bucket empty takes the policy's answer and is counted in
+        `stats.over_budget`: the slow path stays a small, bounded share of traffic whatever the
+        fleet does. None means every ambiguous request is escalated.
         """
         if escalation_budget is not None and not 0.0 <= escalation_budget <= 1.0:
             raise ValueError("escalation_budget must lie in [0, 1]")
@@ -78,7 +78,7 @@ class Router:
         self.escalate = escalate
         self.escalation_budget = escalation_budget
         self.escalation_burst = escalation_burst
-        self._tokens = 0.0  # earned, never granted up front: escalations stay within budget
+        self._tokens = escalation_burst
         self.stats = RouterStats()
 
     def on_telemetry(

