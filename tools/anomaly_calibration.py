@@ -71,11 +71,12 @@ class AlertGate:
 
     `margin` (decimal orders of magnitude) asks a later peak to be that much rarer before it
     alerts again, so a sustained anomaly that wobbles does not re-alert at each wobble.
+    `memory=0` turns the gate off: every tick reports its own strength.
     """
 
     def __init__(self, memory: int = 100, margin: float = 0.0) -> None:
-        if memory < 1:
-            raise ValueError("memory must be at least 1 tick")
+        if memory < 0:
+            raise ValueError("memory must be >= 0 ticks")
         self.margin = margin
         self._recent: deque[float] = deque(maxlen=memory)
 

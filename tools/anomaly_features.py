@@ -46,6 +46,11 @@ class FeatureSpec:
         if min(windows) < 1 or self.baseline_window < 2:
             raise ValueError("feature windows must be at least 1 tick")
 
+    def reach(self) -> int:
+        """How many rows (a row itself included) the short-window features of a value reach:
+        a value at row r still shows in the level, slope or spread of rows r .. r + reach - 1."""
+        return max(self.level_window, self.slope_lag + 1, self.spread_window)
+
     def history_needed(self, period: int) -> int:
         """How many values (the current one included) the features of one row read."""
         return max(

@@ -47,7 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score only this profile (repeatable; default: all three)",
     )
     p.add_argument(
-        "--detector", default="iforest", choices=sorted(VARIANTS), help="detector variant"
+        "--detector",
+        default="iforest",
+        choices=sorted(VARIANTS),
+        metavar="VARIANT",
+        help="detector variant (listed below; default iforest)",
     )
     p.add_argument("--contamination", type=float, help="share of anomalies expected in training")
     p.add_argument("--trees", type=int, help="trees per Isolation Forest")
@@ -61,12 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _resolve(arg: Path | None, default: Path, flag: str) -> Path:
+def _resolve(arg: Path | None, default: Path, flag: str) -> Path | None:
     if arg is not None:
         return arg
     if default.exists():
         return default
-    raise SystemExit(f"arcpoint nab: {flag} is required ({default} does not exist here)")
+    print(f"arcpoint nab: {flag} is required ({default} does not exist here)", file=sys.stderr)
+    return None
 
 
 def _detect_file(job: tuple[str, str, Any]) -> tuple[str, list[float], int, int, float]:
@@ -107,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     data_dir = _resolve(args.data, DEFAULT_DATA, "--data")
     labels_path = _resolve(args.labels, DEFAULT_LABELS, "--labels")
+    if data_dir is None or labels_path is None:
+        return 2
     if not data_dir.is_dir():
         print(f"arcpoint nab: --data {data_dir} is not a directory", file=sys.stderr)
         return 2
