@@ -114,7 +114,7 @@ def write_results(
         for ts, v, s, lab in zip(
             series.raw_timestamps, series.values, anomaly_scores, labels, strict=True
         ):
-            w.writerow([ts, repr(float(v)), f"{float(s):.6f}", int(lab)])
+            w.writerow([ts, repr(float(v)), repr(float(s)), int(lab)])  # exact: re-scorable
 
 
 def dump_json(path: Path, payload: object) -> None:
