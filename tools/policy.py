@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtr
 
 from tools.routing import (
     DEFAULT_SLA_MS,
@@ -87,10 +88,6 @@ class _TierPlan:
     """Per backend index: (backend, reason, ambiguous, ambiguous_reason)."""
     candidates: tuple[Candidate, ...]
     sla_ms: float
-
-
-def _norm_cdf(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
 
 
 class PredictivePolicy:
@@ -377,7 +374,7 @@ class PredictivePolicy:
         # Probability that each backend's p95 will be past the SLA, reading the forecast
         # interval as Gaussian (its half-width is 1.645 sigma for the nominal 90%).
         sigma = np.maximum((hi - lo) / (2.0 * 1.6448536269514722), 1e-6)
-        p_breach = np.where(known, _norm_cdf((forecast - sla_ms) / sigma), 0.5)
+        p_breach = np.where(known, ndtr((forecast - sla_ms) / sigma), 0.5)
         clear = healthy & known & (p_breach < 0.25)
         idx = np.arange(len(self.backends))
         decisions = []
