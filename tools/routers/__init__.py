@@ -1,0 +1,1 @@
+"""Per-request routing policies: the predictive router and every baseline, behind one interface."""
