@@ -319,6 +319,8 @@ def _surge(w: Workload, ev: ChaosEvent, rng: np.random.Generator) -> Workload:
     n = src.size
     t = w.arrival_s[src] + rng.uniform(-SURGE_JITTER_S, SURGE_JITTER_S, n)
     t = np.clip(t, ev.start_s, min(ev.end_s, w.duration_s) - 1e-6)
+    order = np.argsort(t, kind="stable")
+    t, src = t[order], src[order]
     extra = replace(
         w,
         arrival_s=t,
