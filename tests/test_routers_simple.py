@@ -1,4 +1,4 @@
-"""static, round_robin, least_request (Envoy) and peak_ewma (Finagle): each rule on a worked case."""
+"""static, round_robin, least_request (Envoy), peak_ewma (Finagle): each rule on a worked case."""
 
 from __future__ import annotations
 
