@@ -58,7 +58,7 @@ PS = 1_000_000_000_000
 """Picoseconds per second."""
 _INF = 1 << 200
 _CHAOS, _ARRIVE, _TIMEOUT, _DELIVER, _PROBE, _SCRAPE, _TICK, _ENGINE = range(8)
-_PROBE_AT, _PROBE_REPLY, _SCRAPE_TAKE, _SCRAPE_SHOW = 0, 1, 0, 1
+_SCRAPE_TAKE, _SCRAPE_SHOW = 0, 1
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,7 @@ class _Run:
         ]
         self.view = _View(self, profiles(fleet))
         self.scrapes: list[EngineMetrics | None] = [None] * nb
+        self.pending_scrapes: deque[EngineMetrics] = deque()
         self.heap: list[tuple] = []
         self.pushed = [-1] * nb
         self.version = [0] * nb
@@ -244,6 +245,7 @@ class _Run:
         self.scr_err = [0] * nb
         self.recent: list[deque[float]] = [deque(maxlen=config.recent) for _ in range(nb)]
         self.probe_no = 0
+        self.probes: dict[int, tuple[int, float | None, float]] = {}
         self.ticks: list[SimTick] = []
         self.tick_no = 0
         self.cascade_for = [0.0] * nb
@@ -287,10 +289,18 @@ class _Run:
         return done
 
     def send_probe(self, b: int) -> None:
+        """A probe reads the backend's state now and answers one probe delay later (a hung
+        backend never answers)."""
+        if self.failed_mode[b] == 0:
+            return
         self.probe_no += 1
-        half = self.probe_rtt[b] // 2
-        now = round(self.view.now_s * PS)
-        self._push((now + half) << 3 | _PROBE, self.probe_no, _PROBE, b, _PROBE_AT)
+        running, waiting, _ = self.engines[b].snapshot()
+        rec = self.recent[b]
+        lat = sorted(rec)[(len(rec) - 1) // 2] if rec else None
+        now = self.view.now_s
+        self.probes[self.probe_no] = (running + waiting, lat, now)
+        t = round(now * PS) + self.probe_rtt[b]
+        self._push(t << 3 | _PROBE, self.probe_no, _PROBE, b, self.probe_no)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -370,7 +380,7 @@ class _Run:
                 continue
             if kh == _INF:
                 break
-            key, tb, kind, a, b = heapq.heappop(heap)
+            key, _, kind, a, b = heapq.heappop(heap)
             t = key >> 3
             view.now_s = t / PS
             if kind == _ENGINE:
@@ -383,7 +393,7 @@ class _Run:
                 if self.status[a] < 0:
                     self._finish(a, t, b)
             elif kind == _PROBE:
-                self._probe(a, b, tb, t)
+                self._probe(a, b, t)
             elif kind == _SCRAPE:
                 self._scrape(a, b, t)
             elif kind == _TICK:
@@ -419,20 +429,9 @@ class _Run:
         )
         self.policy.on_complete(done, view)
 
-    def _probe(self, b: int, stage: int, no: int, t: int) -> None:
-        if stage == _PROBE_AT:
-            running, waiting, _ = self.engines[b].snapshot()
-            if self.failed_mode[b] == 0:
-                return  # a hung backend never answers
-            rec = self.recent[b]
-            lat = sorted(rec)[(len(rec) - 1) // 2] if rec else None
-            self._pending_probe = getattr(self, "_pending_probe", {})
-            self._pending_probe[no] = (running + waiting, lat, t - self.probe_rtt[b] // 2)
-            self._push((t + self.probe_rtt[b] - self.probe_rtt[b] // 2) << 3 | _PROBE, no,
-                       _PROBE, b, _PROBE_REPLY)  # fmt: skip
-            return
-        in_flight, lat, sent = self._pending_probe.pop(no)
-        self.policy.on_probe(ProbeReply(b, sent / PS, t / PS, in_flight, lat), self.view)
+    def _probe(self, b: int, no: int, t: int) -> None:
+        in_flight, lat, sent = self.probes.pop(no)
+        self.policy.on_probe(ProbeReply(b, sent, t / PS, in_flight, lat), self.view)
 
     def _scrape(self, stage: int, b: int, t: int) -> None:
         if stage == _SCRAPE_TAKE:
@@ -457,14 +456,13 @@ class _Run:
                 if stale == 0:
                     self._show(m)
                 else:
-                    self._pending_scrapes = getattr(self, "_pending_scrapes", deque())
-                    self._pending_scrapes.append(m)
+                    self.pending_scrapes.append(m)
                     self._push((t + stale) << 3 | _SCRAPE, 1 + i, _SCRAPE, _SCRAPE_SHOW, i)
             nxt = t + self.scrape_ps
             if nxt <= self.end_time_ps:
                 self._push(nxt << 3 | _SCRAPE, 0, _SCRAPE, _SCRAPE_TAKE, 0)
             return
-        self._show(self._pending_scrapes.popleft())
+        self._show(self.pending_scrapes.popleft())
 
     def _show(self, m: EngineMetrics) -> None:
         self.scrapes[m.backend] = m
@@ -567,7 +565,6 @@ class _Run:
                         self._recover_at(end_ps, b)
 
     def _recover_at(self, t: int, b: int) -> None:
-        self.extra_actions = getattr(self, "extra_actions", [])
         self.plan = ChaosPlan(
             (*self.plan.actions, (t / PS, b, RECOVER, float(self.failed_mode[b]))),
             self.plan.labels,
