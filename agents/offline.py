@@ -358,6 +358,7 @@ class OfflineModel:
 
     name = "offline"
     model_id = OFFLINE_MODEL_ID
+    cost_basis = "offline:free"
 
     def run(
         self,
@@ -376,13 +377,13 @@ class OfflineModel:
             messages=messages,
             tools=tools,
             execute=execute,
-            next_turn=self._next_turn,
+            next_turn=self.next_turn,
             max_turns=max_turns,
             deadline_s=deadline_s,
             cost_basis="offline:free",
         )
 
-    def _next_turn(self, request: TurnRequest) -> ModelReply:
+    def next_turn(self, request: TurnRequest) -> ModelReply:
         question = _question(request.messages)
         names = {t.name for t in request.tools}
         intent = read_intent(question, names)
