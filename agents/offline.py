@@ -154,6 +154,20 @@ def read_intent(question: str, tools: set[str]) -> Intent:
     return intent
 
 
+_INTENT_OWNER = {
+    "drift": "drift_monitor",
+    "experiments": "experiment_monitor",
+    "performance": "feedback_learner",
+    "models": "feedback_learner",
+    "recommend": "router",
+}
+
+
+def owner(question: str) -> str:
+    """The agent that owns a question by the offline rules (the operator keeps the rest)."""
+    return _INTENT_OWNER.get(read_intent(question, set()).name, "operator")
+
+
 # --- planning: which tool calls come next ---------------------------------------------------------
 
 
@@ -388,24 +402,29 @@ class OfflineModel:
         names = {t.name for t in request.tools}
         intent = read_intent(question, names)
         done = request.tool_calls
+        if "handoff" in names and not done:
+            target = owner(question)
+            if target != "operator":
+                return _reply(
+                    [("handoff", {"agent": target, "reason": f"a {intent.name} question"})], 0
+                )
         calls = plan_calls(intent, names, done) if request.turn_index < 5 else []
         if calls:
-            blocks: list[dict[str, Any]] = [
-                {
-                    "type": "tool_use",
-                    "id": f"offline_{request.turn_index}_{i}",
-                    "name": name,
-                    "input": args,
-                }
-                for i, (name, args) in enumerate(calls)
-            ]
-            return ModelReply(model_id=self.model_id, content=blocks, stop_reason="tool_use")
+            return _reply(calls, request.turn_index)
         text = compose_answer(intent, done, question)
         return ModelReply(
             model_id=self.model_id,
             content=[{"type": "text", "text": text}],
             stop_reason="end_turn",
         )
+
+
+def _reply(calls: list[tuple[str, dict[str, Any]]], turn: int) -> ModelReply:
+    blocks: list[dict[str, Any]] = [
+        {"type": "tool_use", "id": f"offline_{turn}_{i}", "name": name, "input": args}
+        for i, (name, args) in enumerate(calls)
+    ]
+    return ModelReply(model_id=OFFLINE_MODEL_ID, content=blocks, stop_reason="tool_use")
 
 
 def _question(messages: Sequence[dict[str, Any]]) -> str:
