@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import operator
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from langgraph.graph import END, START, StateGraph
 from agents.llm.base import LLMModel
 from agents.nodes.base import (
     HANDOFF_TARGETS,
-    MONITOR_TASKS,
     AgentResult,
     TraceSink,
     agent_loop,
@@ -64,7 +62,6 @@ class ChatState(TypedDict, total=False):
     """The thread's history: {"role", "content"} dicts, appended by `respond`."""
     question: str
     forced_agent: str | None
-    monitor: bool
     handoff: str | None
     agent: str
     answer: str
@@ -183,14 +180,12 @@ class OperatorGraph:
             turn.history = history
             messages = [*history, {"role": "user", "content": state["question"]}]
             with turn.builder.node(name, input={"history_messages": len(history)}):
-                monitor = bool(state.get("monitor"))
                 result = run_agent(
                     name,
                     self.model,
                     self.api,
                     messages,
-                    loop=None if monitor else self.loops[name],
-                    monitor=monitor,
+                    loop=self.loops[name],
                     builder=turn.builder,
                     deadline_s=self.deadline_s,
                 )
@@ -222,7 +217,6 @@ class OperatorGraph:
         *,
         thread_id: str | None = None,
         agent: str | None = None,
-        monitor: bool = False,
     ) -> TurnResult:
         """Answer one question (in a thread when checkpointing), write its trace."""
         question = question.strip()
@@ -231,11 +225,10 @@ class OperatorGraph:
         if agent is not None and agent not in AGENT_NODES:
             raise ValueError(f"unknown agent {agent!r}; known: {', '.join(AGENT_NODES)}")
         thread_id = thread_id or f"ask-{uuid.uuid4().hex[:12]}"
-        kind = "monitor" if monitor else "chat"
         builder = TraceBuilder(
-            kind,
+            "chat",
             parent_id=thread_id,
-            inputs={"question": question, "agent": agent, "monitor": monitor},
+            inputs={"question": question, "agent": agent},
             llm=self.model.name,
             model=self.model.model_id,
             model_versions=model_versions(self.api),
@@ -244,7 +237,7 @@ class OperatorGraph:
         config = {"configurable": {"thread_id": thread_id}}
         try:
             state = self.graph.invoke(
-                {"question": question, "forced_agent": agent, "monitor": monitor, "handoff": None},
+                {"question": question, "forced_agent": agent, "handoff": None},
                 config=config if self.checkpointer is not None else None,
             )
         finally:
@@ -282,15 +275,6 @@ class OperatorGraph:
             fallback_reason=result.fallback_reason,
             prompt_hash=result.prompt.sha256,
             handoff=state.get("handoff"),
-        )
-
-    def run_monitor(self, agent: str) -> TurnResult:
-        """A scheduled monitor run (drift_monitor, feedback_learner or experiment_monitor)."""
-        task = MONITOR_TASKS.get(agent)
-        if task is None:
-            raise ValueError(f"{agent!r} is not a monitor; monitors: {', '.join(MONITOR_TASKS)}")
-        return self.ask(
-            task, thread_id=f"monitor-{agent}-{int(time.time())}", agent=agent, monitor=True
         )
 
     def history(self, thread_id: str) -> list[dict[str, str]]:

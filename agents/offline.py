@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents import offline_monitors
 from agents.llm.base import (
     ChatMessage,
     LLMRun,
@@ -33,7 +34,7 @@ from agents.llm.base import (
     ToolSpec,
     TurnRequest,
 )
-from agents.offline_answers import OFFLINE_TAG, compose_answer
+from agents.offline_answers import FOOTER, OFFLINE_TAG, compose_answer
 from agents.tool_loop import run_tool_loop
 
 OFFLINE_MODEL_ID = "arcpoint-offline-reasoner-1"
@@ -402,6 +403,17 @@ class OfflineModel:
         names = {t.name for t in request.tools}
         intent = read_intent(question, names)
         done = request.tool_calls
+        task = offline_monitors.monitor_intent(question)
+        if task is not None:
+            calls = offline_monitors.plan(task, names, done) if request.turn_index < 5 else []
+            if calls:
+                return _reply(calls, request.turn_index)
+            text = f"{OFFLINE_TAG} {offline_monitors.report(task, done)}\n\n{FOOTER}"
+            return ModelReply(
+                model_id=self.model_id,
+                content=[{"type": "text", "text": text}],
+                stop_reason="end_turn",
+            )
         if "handoff" in names and not done:
             target = owner(question)
             if target != "operator":

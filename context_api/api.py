@@ -32,6 +32,7 @@ from context_api.agent_tools.decisions import DecisionTools
 from context_api.agent_tools.drift import DriftTools
 from context_api.agent_tools.experiments import ExperimentTools
 from context_api.agent_tools.fleet import FleetTools
+from context_api.agent_tools.learning import LearningTools
 from context_api.agent_tools.models import ModelTools
 from context_api.agent_tools.quality import QualityTools
 from context_api.timefmt import ToolError, iso, parse_time
@@ -44,6 +45,7 @@ class ContextAPI(
     DriftTools,
     QualityTools,
     ExperimentTools,
+    LearningTools,
     AlertTools,
 ):
     """Typed, read-mostly access to the store for agents and operators (see `ToolBase` for the

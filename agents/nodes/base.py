@@ -45,26 +45,23 @@ READ_TOOLS = (
 AGENT_TOOLS: dict[str, tuple[str, ...]] = {
     "operator": READ_TOOLS,
     "router": ("recommend_backend", "forecasts", "capacity_risk", "fleet_state", "backend_detail"),
-    "drift_monitor": ("drift_status", "quality_timeline", "performance", "anomalies"),
-    "feedback_learner": ("performance", "retrain_check", "model_versions", "drift_status"),
+    "drift_monitor": (
+        "drift_status",
+        "quality_timeline",
+        "performance",
+        "anomalies",
+        "retrain_check",
+    ),
+    "feedback_learner": (
+        "performance",
+        "retrain_check",
+        "retrain_requests",
+        "model_versions",
+        "drift_status",
+    ),
     "experiment_monitor": ("experiments", "model_versions"),
 }
-"""Read tools per agent (in chat and advisory use)."""
-
-MONITOR_WRITE_TOOLS: dict[str, tuple[str, ...]] = {
-    "drift_monitor": ("record_drift_reports",),
-    "feedback_learner": ("request_retrain",),
-}
-"""Write tools an agent gets only when it runs as a scheduled monitor, each bounded by policy."""
-
-MONITOR_TASKS: dict[str, str] = {
-    "drift_monitor": "Scheduled monitor run: check the forecaster for drift and report.",
-    "feedback_learner": (
-        "Scheduled monitor run: review forecast accuracy against outcomes and decide, within "
-        "the retraining policy, whether to request a retrain."
-    ),
-    "experiment_monitor": "Scheduled monitor run: check every experiment and recommend.",
-}
+"""Read tools per agent (a monitor pass adds its write tools: `agents.monitor_graph`)."""
 
 TraceSink = Callable[[TraceRecord], Any]
 
@@ -220,7 +217,7 @@ def run_agent(
     messages: Sequence[ChatMessage | dict[str, Any]],
     *,
     loop: tuple[AgentLoop, Prompt, Callable[[str, dict[str, Any]], ToolResult]] | None = None,
-    monitor: bool = False,
+    extra_tools: Sequence[str] = (),
     builder: TraceBuilder | None = None,
     deadline_s: float | None = None,
     max_turns: int = 6,
@@ -228,9 +225,8 @@ def run_agent(
 ) -> AgentResult:
     """One agent's turn through its graph, recorded in `builder`. When Claude fails, the
     offline reasoner answers instead (through the same agent's graph) and says so."""
-    extra = MONITOR_WRITE_TOOLS.get(agent, ()) if monitor else ()
     graph, prompt, execute = loop or agent_loop(
-        agent, model, api, extra_tools=extra, max_turns=max_turns
+        agent, model, api, extra_tools=extra_tools, max_turns=max_turns
     )
     run = graph.run(messages, execute, deadline_s=deadline_s)
     if builder is not None:
@@ -244,9 +240,10 @@ def run_agent(
     log.warning("%s agent failed on %s (%s)", agent, model.name, reason)
     if offline_fallback and not isinstance(model, OfflineModel):
         offline = OfflineModel()
-        handoff = any(t.name == "handoff" for t in graph.tools)
+        names = [t.name for t in graph.tools]
+        extra = [n for n in names if n not in AGENT_TOOLS[agent] and n != "handoff"]
         again_loop, _, again_exec = agent_loop(
-            agent, offline, api, extra_tools=extra, handoff=handoff, max_turns=max_turns
+            agent, offline, api, extra_tools=extra, handoff="handoff" in names, max_turns=max_turns
         )
         again = again_loop.run(messages, again_exec)
         if builder is not None:

@@ -6,6 +6,7 @@
 - `models`: forecaster versions, accuracy against outcomes, the retraining policy;
 - `drift`: concept drift and change points, the drift monitor's record;
 - `quality`: the SLA-violation timeline with its likely causes, anomalies;
-- `experiments`: champion-vs-challenger experiments;
+- `learning`: the retrain requests and training a challenger for one;
+- `experiments`: champion-vs-challenger experiments, and proposing the change a verdict calls for;
 - `alerts`: recent alerts.
 """

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 
 from context_api import api_models as m
 from context_api import queries as q
+from context_api.model_store import ModelCache, artifact_dir_for
 from context_api.store import Store
 from context_api.timefmt import ToolError, iso, num, parse_time, rnd
 from context_api.timefmt import iso_or_unknown as _iso
@@ -133,7 +135,8 @@ class ToolBase:
     `backends` gives costs and capacities when known (else they are read from stored decisions,
     or from the simulator's default fleet when the stored backends are exactly it);
     `forecaster` (a `tools.forecaster.Forecaster`) forecasts from stored telemetry instead of
-    reading the router's cached forecasts.
+    reading the router's cached forecasts; `artifact_dir` is where trained models are written
+    (default: `<db stem>.models/` beside the database).
     """
 
     TOOLS: tuple[ToolInfo, ...] = ()
@@ -146,6 +149,7 @@ class ToolBase:
         forecaster: Any = None,
         sla_ms: float = DEFAULT_SLA_MS,
         clock: Callable[[], float] = time.time,
+        artifact_dir: str | Path | None = None,
     ) -> None:
         if not (math.isfinite(sla_ms) and sla_ms > 0):
             raise ValueError("sla_ms must be finite and > 0")
@@ -154,6 +158,11 @@ class ToolBase:
         self.sla_ms = float(sla_ms)
         self._clock = clock
         self._backends = {b.name: b for b in backends} if backends else None
+        if artifact_dir is None and store.path != ":memory:":
+            artifact_dir = artifact_dir_for(store.path)
+        self.artifact_dir = None if artifact_dir is None else Path(artifact_dir)
+        """Where tools that train models write their artifacts (None: in-memory store)."""
+        self.models = ModelCache(store)
 
     def now(self, at: float | str | None = None) -> float:
         latest = q.latest_telemetry_ts(self.store)

@@ -150,12 +150,12 @@ class ModelTools(ToolBase):
         return inputs, {"active_version": active.version_id if active else None}
 
     def retrain_check(self, params: m.RetrainCheckInput | None = None) -> m.RetrainCheckOut:
-        from tools.retrain_policy import decide_retrain
+        from tools.retrain_policy import decide_retrain, loop_policy
 
         params = params or m.RetrainCheckInput()
         now = self.now(params.at)
         inputs, extra = self._retrain_inputs(now)
-        decision = decide_retrain(inputs)
+        decision = decide_retrain(inputs, loop_policy())
         return m.RetrainCheckOut(
             now=_iso(now),
             retrain=decision.retrain,
@@ -165,11 +165,14 @@ class ModelTools(ToolBase):
         )
 
     def request_retrain(self, params: m.RequestRetrainInput) -> m.WriteOut:
-        from tools.retrain_policy import decide_retrain
+        from tools.retrain_policy import decide_retrain, loop_policy
 
+        busy = self._retrain_in_progress()
+        if busy is not None:
+            return m.WriteOut(ok=False, message=f"refused: {busy}", detail={})
         now = self.now(params.at)
         inputs, extra = self._retrain_inputs(now)
-        decision = decide_retrain(inputs)
+        decision = decide_retrain(inputs, loop_policy())
         if not decision.retrain:
             return m.WriteOut(
                 ok=False,
@@ -196,3 +199,22 @@ class ModelTools(ToolBase):
             message=f"retrain requested (event {event_id}): {decision.summary}",
             detail={"event_id": event_id, "window": window, "triggers": list(decision.triggers)},
         )
+
+    def _retrain_in_progress(self) -> str | None:
+        """Why a new retrain request would be premature (None: it would not)."""
+        from context_api import approvals
+
+        handled = {
+            int(e.detail.get("request_id", -1))
+            for e in self.store.list_events(kind="retrain_handled", subject="forecaster")
+        }
+        for e in self.store.list_events(kind="retrain_requested", subject="forecaster"):
+            if e.id not in handled:
+                return f"retrain request {e.id} is still waiting for the feedback learner"
+        running = self.store.list_experiments("running")
+        if running:
+            return f"experiment {running[0].experiment_id} is still judging the last challenger"
+        waiting = approvals.pending(self.store, "forecaster")
+        if waiting:
+            return f"approval {waiting[0].approval_id} is still waiting for an operator"
+        return None
