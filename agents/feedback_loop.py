@@ -85,6 +85,7 @@ from context_api.model_store import load_forecaster, register_forecaster, save_f
 from context_api.store import DriftReport as StoredDriftReport
 from context_api.store import ExperimentResult, Store, decision_row
 from tools.drift import EFFECT_BANDS, SEVERITY_ORDER, concept_drift
+from tools.drift.page_hinkley import PageHinkley, robust_sigma
 from tools.error_analysis import analyze_errors
 from tools.experiment_stats import (
     ExperimentConfig,
@@ -97,7 +98,6 @@ from tools.experiment_stats import (
 from tools.features import FEATURE_NAMES, LONG_TICKS, feature_index
 from tools.forecaster import Forecaster, train
 from tools.online_learner import LearnerParams, ResidualCorrector
-from tools.page_hinkley import PageHinkley, robust_sigma
 from tools.policy import PredictivePolicy
 from tools.retrain_policy import (
     RetrainDecision,
@@ -576,7 +576,10 @@ class FeedbackLoop:
         """Write buffered telemetry to the store."""
         if self._telemetry_buffer:
             self.store.insert_telemetry(
-                self._telemetry_buffer, source="feedback_loop", run_id=self.run_id
+                self._telemetry_buffer,
+                source="feedback_loop",
+                run_id=self.run_id,
+                simulated=self.run_id is not None,  # a loop under a run replays a simulated fleet
             )
             self._telemetry_buffer = []
 

@@ -19,7 +19,7 @@ from context_api.store import DriftReport as StoredDriftReport
 from context_api.timefmt import iso_or_unknown as _iso
 from context_api.timefmt import num, rnd
 from tools.drift import concept_drift
-from tools.page_hinkley import PageHinkley
+from tools.drift.page_hinkley import PageHinkley
 
 
 class DriftTools(ToolBase):
