@@ -36,6 +36,8 @@ FEATURES: tuple[str, ...] = (
     "log_prefill_tokens",
     "in_flight",
     "log_in_flight_tokens",
+    "log_recent_tokens",
+    "log_pending_work",
     "routed_since_scrape",
     "scrape_running",
     "scrape_waiting",
@@ -50,6 +52,24 @@ FEATURES: tuple[str, ...] = (
 """Column order of a feature row (the artifact records it; a mismatch refuses to load)."""
 F = {name: i for i, name in enumerate(FEATURES)}
 N_FEATURES = len(FEATURES)
+MONOTONE_INCREASING = frozenset(
+    {
+        "log_prefill_tokens",
+        "in_flight",
+        "log_in_flight_tokens",
+        "log_recent_tokens",
+        "log_pending_work",
+        "routed_since_scrape",
+        "scrape_running",
+        "scrape_waiting",
+        "scrape_kv_usage",
+    }
+)
+"""Features latency can only grow with (the forest is constrained so): more queued work never
+predicts a faster answer, so one more request sent always counts against a backend."""
+RECENT_TAU_S = 1.0
+"""Prompt tokens routed to a backend are counted in `log_recent_tokens` with this decay: the
+prefill work most likely still queued or running there."""
 
 PROMPT_TOKEN_OFFSET = 256.0
 """`log_ttft_per_token` divides a TTFT by prompt tokens plus this (a fixed cost per request)."""
@@ -81,6 +101,8 @@ class FleetTracker:
         "mean_output",
         "n",
         "observed",
+        "recent_t",
+        "recent_tokens",
         "routed_since_scrape",
         "started_s",
     )
@@ -93,6 +115,8 @@ class FleetTracker:
         self.n = n
         self.alpha = alpha
         self.in_flight_tokens = [0] * n
+        self.recent_tokens = [0.0] * n
+        self.recent_t = [start_s] * n
         self.routed_since_scrape = [0] * n
         self.log_ttft = [PRIOR["log_ttft_ms"]] * n
         self.log_ttft_tok = [PRIOR["log_ttft_per_token"]] * n
@@ -109,7 +133,18 @@ class FleetTracker:
         self.mean_output = 200.0
 
     # -- events ---------------------------------------------------------------------------------
-    def on_route(self, b: int, input_tokens: int) -> None:
+    def recent(self, b: int, now: float) -> float:
+        """Prompt tokens routed to b, decayed by `RECENT_TAU_S` to `now`."""
+        dt = now - self.recent_t[b]
+        return (
+            self.recent_tokens[b] * math.exp(-dt / RECENT_TAU_S)
+            if dt > 0
+            else self.recent_tokens[b]
+        )
+
+    def on_route(self, b: int, input_tokens: int, now: float) -> None:
+        self.recent_tokens[b] = self.recent(b, now) + input_tokens
+        self.recent_t[b] = now
         self.in_flight_tokens[b] += input_tokens
         self.routed_since_scrape[b] += 1
         self.mean_input += 0.01 * (input_tokens - self.mean_input)
@@ -160,20 +195,23 @@ class FleetTracker:
         x[0] = math.log1p(max(prefill_tokens, 0.0))
         x[1] = view.in_flight[b]
         x[2] = math.log1p(self.in_flight_tokens[b])
-        x[3] = self.routed_since_scrape[b]
+        recent = self.recent(b, now)
+        x[3] = math.log1p(recent)
+        x[4] = self.log_ttft_tok[b] + math.log(recent + prefill_tokens + PROMPT_TOKEN_OFFSET)
+        x[5] = self.routed_since_scrape[b]
         if m is None:
-            x[4] = x[5] = x[6] = 0.0
-            x[7] = min(MAX_AGE_S, max(0.0, now - self.started_s))
+            x[6] = x[7] = x[8] = 0.0
+            x[9] = min(MAX_AGE_S, max(0.0, now - self.started_s))
         else:
-            x[4] = m.num_requests_running
-            x[5] = m.num_requests_waiting
-            x[6] = m.kv_cache_usage_perc
-            x[7] = min(MAX_AGE_S, max(0.0, now - m.scraped_at_s))
-        x[8] = self.log_ttft[b]
-        x[9] = self.log_ttft_tok[b]
-        x[10] = self.log_tpot[b]
-        x[11] = self.log_e2e[b]
-        x[12] = min(MAX_AGE_S, max(0.0, now - self.heard_s[b]))
+            x[6] = m.num_requests_running
+            x[7] = m.num_requests_waiting
+            x[8] = m.kv_cache_usage_perc
+            x[9] = min(MAX_AGE_S, max(0.0, now - m.scraped_at_s))
+        x[10] = self.log_ttft[b]
+        x[11] = self.log_ttft_tok[b]
+        x[12] = self.log_tpot[b]
+        x[13] = self.log_e2e[b]
+        x[14] = min(MAX_AGE_S, max(0.0, now - self.heard_s[b]))
         return x
 
 
@@ -187,13 +225,18 @@ def vary(
     moves the in-flight count, the in-flight prompt tokens by the mean prompt, and (if sent) the
     requests routed since the scrape: what `FleetTracker.row` would read after them.
     """
-    toks = np.log1p(np.maximum(np.asarray(prefill_tokens, dtype=float), 0.0))
+    raw = np.maximum(np.asarray(prefill_tokens, dtype=float), 0.0)
     d = np.asarray(deltas, dtype=float)
-    nt, nd = toks.size, d.size
+    nt, nd = raw.size, d.size
     X = np.repeat(base[None, :], nt * nd, axis=0)
     dd = np.tile(d, nt)
-    X[:, 0] = np.repeat(toks, nd)
+    sent = np.maximum(dd, 0.0)
+    tok = np.repeat(raw, nd)
+    X[:, 0] = np.log1p(tok)
     X[:, 1] = np.maximum(base[1] + dd, 0.0)
     X[:, 2] = np.log1p(np.maximum(np.expm1(base[2]) + dd * mean_input, 0.0))
-    X[:, 3] = base[3] + np.maximum(dd, 0.0)
+    recent = np.expm1(base[3]) + sent * mean_input
+    X[:, 3] = np.log1p(recent)
+    X[:, 4] = base[11] + np.log(recent + tok + PROMPT_TOKEN_OFFSET)
+    X[:, 5] = base[5] + sent
     return X

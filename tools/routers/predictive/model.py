@@ -30,7 +30,9 @@ from tools.routers.predictive.features import FEATURES
 FORMAT = "arcpoint.latency_model"
 FORMAT_VERSION = 1
 TARGETS = ("ttft", "e2e")
-CAL_PROBS = np.concatenate(([0.001, 0.0025, 0.005], np.linspace(0.01, 0.99, 99), [0.995, 0.9975, 0.999]))
+CAL_PROBS = np.concatenate(
+    ([0.001, 0.0025, 0.005], np.linspace(0.01, 0.99, 99), [0.995, 0.9975, 0.999])
+)
 """Probabilities at which the standardised residuals' quantiles are stored."""
 MIN_SD = 0.05
 """Floor on the predicted spread of log latency (5%): no prediction is ever certain."""
@@ -59,8 +61,18 @@ class MomentForest:
         return m1, np.maximum(sd, MIN_SD)
 
     def cdf(self, t: np.ndarray | float) -> np.ndarray:
-        """P(z <= t) for standardised residual(s) t."""
-        return np.interp(t, self.z, CAL_PROBS, left=0.0, right=1.0)
+        """P(z <= t) for standardised residual(s) t: the calibration's empirical CDF, its tails
+        beyond the outermost stored quantiles continued as a normal's (so probabilities of
+        missing an SLO stay comparable, never exactly 0 or 1, however far out a row lies)."""
+        t = np.asarray(t, dtype=np.float64)
+        z, probs = self.z, CAL_PROBS
+        mid = np.interp(t, z, probs)
+        lo_z, hi_z = min(float(z[0]), -1.0), max(float(z[-1]), 1.0)
+        with np.errstate(over="ignore"):
+            upper = 1.0 - (1.0 - probs[-1]) * np.exp(-(t * t - hi_z * hi_z) / 2.0)
+            lower = probs[0] * np.exp(-(t * t - lo_z * lo_z) / 2.0)
+        return np.where(t > z[-1], np.maximum(upper, probs[-1]),
+                        np.where(t < z[0], np.minimum(lower, probs[0]), mid))  # fmt: skip
 
     def zq(self, p: float) -> float:
         """The calibrated quantile of the standardised residual at probability p."""
@@ -111,7 +123,7 @@ class LatencyModel:
                     f"{name} forest reads {getattr(self, name).forest.n_features} features; "
                     f"this code computes {len(FEATURES)}"
                 )
-        arrays, meta = self.to_arrays()
+        _arrays, meta = self.to_arrays()
         self.version_id = meta["version_id"]
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

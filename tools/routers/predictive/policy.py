@@ -52,7 +52,14 @@ from tools.routers.predictive.table import (
     token_position,
 )
 
-REASONS = ("cheapest_likely", "likeliest_at_risk", "explore", "only_candidate", "all_ejected")
+REASONS = (
+    "cheapest_likely",
+    "likeliest_at_risk",
+    "lost_everywhere",
+    "explore",
+    "only_candidate",
+    "all_ejected",
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,14 @@ class PredictiveSettings:
 
     target: float = 0.95
     """Probability of meeting the SLO a backend needs to be chosen on price."""
+    risk_ratio: float = 2.0
+    """...and its probability of missing the SLO may be at most this many times the best
+    backend's: price decides between backends about as safe as the safest, never trades a
+    request's SLO for a cheaper token while a much safer backend is free."""
+    lost_p: float = 0.0
+    """Below this probability on every backend the request is lost whatever the choice; it then
+    goes where it takes capacity from no request that can still be served (the backend it is
+    least likely to meet its SLO on). 0: off."""
     refresh_s: float = 1.0
     """The grid is re-evaluated at least this often (and on every scrape)."""
     alpha: float = 0.1
@@ -85,13 +100,22 @@ class PredictiveSettings:
     """False: the ablation without the per-request predictor (see `LiveOnly`)."""
 
     def __post_init__(self) -> None:
-        for name in ("target", "close_p", "low_p", "max_ejection_fraction", "eject_error_rate"):
+        for name in (
+            "target",
+            "lost_p",
+            "close_p",
+            "low_p",
+            "max_ejection_fraction",
+            "eject_error_rate",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {v!r}")
         for name in ("refresh_s", "silent_s", "explore_s", "base_ejection_s", "max_ejection_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if not self.risk_ratio >= 1.0:
+            raise ValueError("risk_ratio must be >= 1")
         if not 0.0 <= self.correction_rate < 1.0:
             raise ValueError("correction_rate must lie in [0, 1)")
 
@@ -151,6 +175,7 @@ class PredictiveRouter(PolicyBase):
         self.corr_e = [0.0] * n
         self.ejected_until = [-math.inf] * n
         self.ejections = [0] * n
+        self._readmit = [False] * n
         self.last_sent = [0.0] * n
         self.alarms: Mapping[str, str] = {}
         self.prefix = PrefixIndex(n, s.prefix_capacity_blocks)
@@ -203,8 +228,7 @@ class PredictiveRouter(PolicyBase):
             return
         self.ejections[b] += 1
         self.ejected_until[b] = now + min(s.max_ejection_s, s.base_ejection_s * self.ejections[b])
-        # Back from ejection, the backend starts with a clean error record (as Envoy's does).
-        self.tracker.err[b] = 0.0
+        self._readmit[b] = True
         self._dirty = True
 
     # -- the hot path -----------------------------------------------------------------------------
@@ -220,6 +244,11 @@ class PredictiveRouter(PolicyBase):
         heard = tracker.heard_s
         ejected = [ej[b] > now for b in range(n)]
         for b in range(n):
+            if self._readmit[b] and not ejected[b]:
+                # Back from ejection with a clean error record, as Envoy's hosts come back.
+                self._readmit[b] = False
+                tracker.err[b] = 0.0
+                self._refresh(view)
             if not ejected[b] and inflight[b] and now - heard[b] > s.silent_s:
                 self._eject(b, now)
                 ejected[b] = ej[b] > now
@@ -235,14 +264,14 @@ class PredictiveRouter(PolicyBase):
             p = self.live.p(request, inflight, ejected)  # type: ignore[union-attr]
         pick, reason = self._pick(p, cost, ejected, now, request)
         amb = None
-        if reason in ("likeliest_at_risk", "cheapest_likely"):
+        if reason in ("likeliest_at_risk", "cheapest_likely", "lost_everywhere"):
             amb = self._ambiguity(p, pick, ejected)
         if amb is not None:
             self.ambiguous += 1
         self.counts[reason] += 1
         self.last = Choice(pick, reason, amb, p, cost, ejected)
         # bookkeeping of the request sent
-        tracker.on_route(pick, inp)
+        tracker.on_route(pick, inp, now)
         self.last_sent[pick] = now
         if hashes:
             self.prefix.add(hashes[:256], pick)
@@ -251,9 +280,7 @@ class PredictiveRouter(PolicyBase):
             d = inflight[pick] - self.table.base_in_flight[pick]
             mt, _, me, _ = self.table.moments(pick, tok, d)
             shift = self._shift
-            self._pending[request.request_id] = (
-                pick, mt - shift[0][pick], me - shift[1][pick]
-            )
+            self._pending[request.request_id] = (pick, mt - shift[0][pick], me - shift[1][pick])
         return pick
 
     def _tokens(self, inp: int, matched: dict[int, int] | None, b: int) -> float:
@@ -317,17 +344,21 @@ class PredictiveRouter(PolicyBase):
             for b in live:
                 if now - self.last_sent[b] > s.explore_s:
                     return b, "explore"
-        best, best_key = -1, None
-        target = s.target
-        for b in live:
-            if p[b] >= target:
-                key = (cost[b], -p[b])
-                if best_key is None or key < best_key:
-                    best, best_key = b, key
-        if best >= 0:
-            return best, "cheapest_likely"
         top = max(live, key=lambda b: (p[b], -cost[b]))
-        return top, "likeliest_at_risk"
+        p_top = p[top]
+        if p_top < s.lost_p:
+            return min(live, key=lambda b: (p[b], cost[b])), "lost_everywhere"
+        if p_top < s.target:
+            return top, "likeliest_at_risk"
+        # cheapest among the backends nearly as safe as the safest
+        limit = (1.0 - p_top) * s.risk_ratio
+        best, best_key = top, (cost[top], -p_top)
+        for b in live:
+            if 1.0 - p[b] <= limit and p[b] >= s.target:
+                key = (cost[b], -p[b])
+                if key < best_key:
+                    best, best_key = b, key
+        return best, "cheapest_likely"
 
     def _ambiguity(self, p: list[float], pick: int, ejected: list[bool]) -> str | None:
         s = self.settings

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tools.routers.base import RouterView
 from tools.routers.predictive.features import FleetTracker, vary
 from tools.routers.predictive.model import LatencyModel
-from tools.routers.base import RouterView
 
 TOKEN_GRID = np.exp(np.linspace(math.log(16.0), math.log(32768.0), 16))
 """Prefill tokens at which the model is evaluated (a factor 1.66 apart)."""
@@ -62,7 +62,7 @@ class PredictionTable:
     """Per backend: the model's (mu, sd) of log TTFT and log e2e over the grid, and P(meet SLO)
     tables per SLO pair; `base_in_flight` is each backend's in-flight count at the refresh."""
 
-    __slots__ = ("base_in_flight", "me", "model", "mt", "n", "p", "se", "st", "fail")
+    __slots__ = ("base_in_flight", "fail", "me", "model", "mt", "n", "p", "se", "st")
 
     def __init__(self, model: LatencyModel, n: int) -> None:
         self.model = model

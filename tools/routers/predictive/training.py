@@ -40,7 +40,12 @@ from tools.routers.base import (
     RoutingPolicy,
 )
 from tools.routers.llmd import DEFAULT_LRU_CAPACITY_PER_SERVER, PrefixIndex
-from tools.routers.predictive.features import N_FEATURES, FleetTracker
+from tools.routers.predictive.features import (
+    FEATURES,
+    MONOTONE_INCREASING,
+    N_FEATURES,
+    FleetTracker,
+)
 from tools.routers.predictive.model import (
     CAL_PROBS,
     LatencyModel,
@@ -162,9 +167,7 @@ def training_run(seed: int, duration_s: float = 600.0) -> Built:
 class Recorder(PolicyBase):
     """Wraps a behaviour policy; logs the chosen backend's feature row with the outcome."""
 
-    def __init__(
-        self, base: RoutingPolicy, n: int, epsilon: float = 0.0, seed: int = 0
-    ) -> None:
+    def __init__(self, base: RoutingPolicy, n: int, epsilon: float = 0.0, seed: int = 0) -> None:
         self.base = base
         self.name = f"recorded-{getattr(base, 'name', 'policy')}"
         self.scrape_interval_s = getattr(base, "scrape_interval_s", None)
@@ -191,7 +194,7 @@ class Recorder(PolicyBase):
             tok = float(max(1, inp - hit * BLOCK_TOKENS))
             self.prefix.add(hashes, b)
         self.pending[request.request_id] = self.tracker.row(b, view, tok)
-        self.tracker.on_route(b, inp)
+        self.tracker.on_route(b, inp, view.now_s)
         return b
 
     def on_complete(self, completion: Completion, view: RouterView) -> None:
@@ -282,12 +285,14 @@ def _forest(X: np.ndarray, y: np.ndarray, hp: dict[str, Any], seed: int) -> Mome
 
     from tools.flat_forest import FlatForest
 
+    mono = [1 if name in MONOTONE_INCREASING else 0 for name in FEATURES]
     rf = RandomForestRegressor(
         n_estimators=hp["n_estimators"],
         max_depth=hp["max_depth"],
         min_samples_leaf=hp["min_samples_leaf"],
         max_features=hp["max_features"],
         max_samples=hp["max_samples"],
+        monotonic_cst=mono,
         random_state=seed,
         n_jobs=hp.get("n_jobs", 2),
     ).fit(X, y)
@@ -298,11 +303,11 @@ def _forest(X: np.ndarray, y: np.ndarray, hp: dict[str, Any], seed: int) -> Mome
 
 
 DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
-    "n_estimators": 40,
-    "max_depth": 14,
-    "min_samples_leaf": 30,
+    "n_estimators": 30,
+    "max_depth": 12,
+    "min_samples_leaf": 200,
     "max_features": 0.6,
-    "max_samples": 0.5,
+    "max_samples": 0.3,
 }
 
 
@@ -324,6 +329,7 @@ def fit(
     calibration_share: float = 0.2,
     trained_on: dict[str, Any] | None = None,
     max_rows: int = 400_000,
+    parent_version: str | None = None,
 ) -> LatencyModel:
     """Fit on (1 - calibration_share) of the runs, calibrate on the rest."""
     hp = {**DEFAULT_HYPERPARAMETERS, **(hyperparameters or {})}
@@ -353,7 +359,9 @@ def fit(
         "calibration_runs": int(np.unique(cal_ds.group).size),
         "fit_seconds": round(time.perf_counter() - t0, 1),
     }
-    return LatencyModel(ttft, e2e, hyperparameters=hp_out, trained_on=info)
+    return LatencyModel(
+        ttft, e2e, hyperparameters=hp_out, trained_on=info, parent_version=parent_version
+    )
 
 
 def evaluate(model: LatencyModel, ds: Dataset) -> dict[str, Any]:
