@@ -22,6 +22,15 @@ FOOTER = (
 )
 
 
+def fallback_footer(model: str, reason: str) -> str:
+    """The footer when a configured model failed and the offline reasoner stood in: the key is
+    set, so telling the user to set it would send them the wrong way."""
+    return (
+        f"(Answered by Arcpoint's offline reasoner because {model} could not answer ({reason}); "
+        "check the model endpoint and key, then ask again.)"
+    )
+
+
 def _last(done: Sequence[ToolCallRecord], name: str) -> dict[str, Any] | None:
     for call in reversed(done):
         if call.name == name and not call.result.is_error and isinstance(call.result.content, dict):

@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from arcpoint.settings import ConfigurationError
     from context_api.runs import Terminated, interruption_exit_code, terminate_raises
 
     # Ctrl-C raises KeyboardInterrupt and SIGTERM raises Terminated, so every command unwinds
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with terminate_raises():
             return int(args.func(args) or 0)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, Terminated) as exc:
         print(
             "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated", file=sys.stderr
