@@ -118,6 +118,8 @@ class Intent:
     unrecorded: str | None = None
     follow_up: bool = False
     refers_back: bool = False
+    explicit: bool = False
+    """The subject was named by a keyword (not inferred from a bare backend or window)."""
 
     @property
     def backend(self) -> str | None:
@@ -361,7 +363,7 @@ def read_intent(question: str, tools: set[str] | frozenset[str] = frozenset()) -
     if "routing_context" in tools or "submit_decision" in tools:
         intent.name = "route"
         return intent
-    unrecorded = next((w for w in UNRECORDED if re.search(rf"\b{w}\b", low)), None)
+    unrecorded = next((w for w in UNRECORDED if re.search(rf"\b{w}s?\b", low)), None)
     if unrecorded:
         intent.name, intent.unrecorded = "unrecorded", UNRECORDED[unrecorded]
         return intent
@@ -373,7 +375,7 @@ def read_intent(question: str, tools: set[str] | frozenset[str] = frozenset()) -
         return intent
     for name, words in _RULES:
         if has(*words):
-            intent.name = name
+            intent.name, intent.explicit = name, True
             return intent
     if intent.version:
         intent.name = "model_history"
@@ -414,9 +416,10 @@ def resolve(
 
 def _carry(intent: Intent, focus: Intent) -> Intent:
     """`intent` with what it does not say taken from `focus`."""
+    inherit = intent.name == "unknown" or (intent.follow_up and not intent.explicit)
     return replace(
         intent,
-        name=focus.name if intent.name == "unknown" else intent.name,
+        name=focus.name if inherit else intent.name,
         backends=intent.backends or list(focus.backends),
         window=focus.window if intent.window.empty else intent.window,
         tier=intent.tier or focus.tier,
