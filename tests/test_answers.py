@@ -23,9 +23,11 @@ def db(tmp_path: Path) -> FixtureInfo:
 
 
 def _thread(db: FixtureInfo, *questions: str) -> list:
-    with Store(db.path) as store:
-        with OperatorGraph(ContextAPI(store), checkpoint_db=db.path) as graph:
-            return [graph.ask(q, thread_id="thread-1") for q in questions]
+    with (
+        Store(db.path) as store,
+        OperatorGraph(ContextAPI(store), checkpoint_db=db.path) as graph,
+    ):
+        return [graph.ask(q, thread_id="thread-1") for q in questions]
 
 
 def test_unknown_entities_are_named_and_nothing_else_is_said(db: FixtureInfo) -> None:

@@ -25,7 +25,7 @@ def fleet(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
         if b["status"] in ("ejected", "failing"):
             lines.append(
                 f"- {b['backend']}: {b['status'].upper()} ({'; '.join(b['status_reasons'])}); "
-                f"it takes no traffic until it recovers."
+                f"p95 {ms(b['p95_ms'])}; it takes no traffic until it recovers."
             )
             continue
         parts = [f"p95 {ms(b['p95_ms'])}"]

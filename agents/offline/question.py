@@ -62,6 +62,13 @@ _FOLLOW_UP = re.compile(
     r"what of|then)\b",
     re.I,
 )
+_TASK = re.compile(
+    r"^\s*(?:please\s+)?(?:write|compose|draft|translate|summari[sz]e this|tell me a (?:joke|story)"
+    r"|sing|generate (?:code|a)|create (?:a|an) (?:poem|story|essay|function|script)|print your)\b"
+    r"|\b(?:poem|haiku|limerick|essay|song|recipe)\b",
+    re.I,
+)
+"""Requests for a piece of writing or code: outside what Arcpoint does, whatever their topic."""
 _PRONOUN = re.compile(r"\b(it|its|it's|that backend|this backend|that one|there)\b", re.I)
 
 UNRECORDED = {
@@ -259,8 +266,13 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "recommend",
         (
-            "which backend",
-            "what backend",
+            "which backend should",
+            "which backend for",
+            "which backend to",
+            "which backend would",
+            "what backend should",
+            "what backend for",
+            "what backend to",
             "should i use",
             "should we use",
             "recommend",
@@ -287,7 +299,9 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "went wrong",
             "outage",
             "spike",
-            "slo",
+            " slo ",
+            " slo?",
+            " slos",
             "sla miss",
         ),
     ),
@@ -321,6 +335,17 @@ _BACKEND_WORDS = (
     "working",
 )
 _FLEET_WORDS = (
+    "slowest",
+    "fastest",
+    "latency",
+    "sla",
+    "on fire",
+    "down",
+    "serving",
+    "traffic",
+    "load",
+    "rps",
+    "requests per second",
     "state",
     "status",
     "fleet",
@@ -362,6 +387,8 @@ def read_intent(question: str, tools: set[str] | frozenset[str] = frozenset()) -
 
     if "routing_context" in tools or "submit_decision" in tools:
         intent.name = "route"
+        return intent
+    if _TASK.search(text):
         return intent
     unrecorded = next((w for w in UNRECORDED if re.search(rf"\b{w}s?\b", low)), None)
     if unrecorded:
@@ -416,7 +443,9 @@ def resolve(
 
 def _carry(intent: Intent, focus: Intent) -> Intent:
     """`intent` with what it does not say taken from `focus`."""
-    inherit = intent.name == "unknown" or (intent.follow_up and not intent.explicit)
+    inherit = intent.name == "unknown" or (
+        (intent.follow_up or intent.refers_back) and not intent.explicit
+    )
     return replace(
         intent,
         name=focus.name if inherit else intent.name,
