@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.llm.base import ChatMessage, LLMModel, LLMRun, ToolResult, ToolSpec
 from agents.offline import OfflineModel
-from agents.offline_answers import FOOTER, fallback_footer
+from agents.offline.text import FOOTER, fallback_footer
 from agents.prompts import Prompt, load_prompt
 from agents.tool_loop import AgentLoop
 from context_api.api import ContextAPI
@@ -41,6 +41,10 @@ READ_TOOLS = (
     "model_versions",
     "performance",
     "retrain_check",
+    "compare_backends",
+    "cost",
+    "model_history",
+    "approvals",
 )
 
 AGENT_TOOLS: dict[str, tuple[str, ...]] = {
@@ -58,9 +62,10 @@ AGENT_TOOLS: dict[str, tuple[str, ...]] = {
         "retrain_check",
         "retrain_requests",
         "model_versions",
+        "model_history",
         "drift_status",
     ),
-    "experiment_monitor": ("experiments", "model_versions"),
+    "experiment_monitor": ("experiments", "approvals", "model_versions", "model_history"),
 }
 """Read tools per agent (a monitor pass adds its write tools: `agents.monitor_graph`)."""
 
