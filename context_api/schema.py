@@ -393,6 +393,20 @@ _V6_TRACES_FTS_MERGE = (
     "INSERT INTO traces_fts (traces_fts, rank) VALUES ('automerge', 16)",
 )
 
+_V7_OUTCOME_DETAILS = (
+    # What an LLM request's outcome carries beyond its end-to-end latency (which `outcomes` holds
+    # as `actual_latency_ms`): time to first token and how it ended (ok, timeout, error,
+    # rejected). Written in the same transaction as the outcome row (context_api/outcome_details.py).
+    """
+    CREATE TABLE outcome_details (
+        decision_id TEXT PRIMARY KEY NOT NULL REFERENCES outcomes (decision_id),
+        ttft_ms REAL,
+        status TEXT NOT NULL
+            CHECK (status = 'ok' OR status = 'timeout' OR status = 'error' OR status = 'rejected')
+    ) STRICT, WITHOUT ROWID
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core: decisions, outcomes, telemetry, model versions, events, runs", _V1_CORE),
     Migration(2, "monitoring: drift reports, anomalies, experiments", _V2_MONITORING),
@@ -400,6 +414,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "alerts: duplicates link to the alert they repeat", _V4_ALERT_DUPLICATES),
     Migration(5, "reasoning traces: hash-chained, with steps and full-text search", _V5_TRACES),
     Migration(6, "traces: merge the full-text index less often", _V6_TRACES_FTS_MERGE),
+    Migration(7, "outcomes: time to first token and status", _V7_OUTCOME_DETAILS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,123 @@
+"""The thin adapter between the HTTP service and the router.
+
+The service speaks the per-request vocabulary of `tools.routers.base` (a request with its tier,
+SLO and input tokens; completions with TTFT, end-to-end latency and status; engine scrapes
+named after vLLM's metrics) and keeps that state in `LiveFleet`, which implements
+`RouterView`. Today's `agents.Router` plans once per tick, so this adapter turns each tick's
+completions and scrapes into `TelemetryPoint`s for it and asks it for a decision per request.
+When the per-request policy lands, only `route()` and `tick()` here change: the endpoints, the
+writer and the live state stay as they are.
+
+Escalation never runs on the event loop: the Router's escalation hook only *marks* a request
+that its budget lets through (`_Deferred`), and `escalate()` runs the router agent on a worker
+thread, bounded by the agent's own deadline.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from agents.router import Router
+from context_api.fleet_state import FleetState
+from tools.routing import TIERS, Decision, RouteRequest
+from tools.telemetry import TelemetryPoint
+
+Z90 = 1.6448536269514722
+
+
+class _Deferred:
+    """The Router's escalation hook: records that the budget allowed an escalation."""
+
+    def __init__(self) -> None:
+        self.wanted = False
+
+    def __call__(self, request: RouteRequest, decision: Decision) -> Decision:
+        self.wanted = True
+        return decision
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInput:
+    request_id: str | None
+    tier: str
+    sla_ms: float | None
+    input_tokens: int | None
+    metadata: Mapping[str, str]
+
+
+def p_meet_slo(decision: Decision) -> float | None:
+    """P(latency within the decision's SLA) on the chosen backend, reading the forecast interval
+    as Gaussian (the policy's own reading); None without a forecast."""
+    c = decision.chosen
+    if c is None or not (math.isfinite(c.forecast_ms) and math.isfinite(c.lo_ms)):
+        return None
+    sigma = max((c.hi_ms - c.lo_ms) / (2.0 * Z90), 1e-6)
+    return 1.0 - 0.5 * math.erfc(-((c.forecast_ms - decision.sla_ms) / sigma) / math.sqrt(2.0))
+
+
+class RouterAdapter:
+    """Routes with `agents.Router`; see the module docstring."""
+
+    def __init__(
+        self,
+        router_factory,
+        fleet: FleetState,
+        *,
+        escalator=None,
+        escalation_budget: float | None = 0.05,
+    ) -> None:
+        self._hook = _Deferred()
+        self.router: Router = router_factory(self._hook if escalator is not None else None)
+        self.router.escalation_budget = escalation_budget
+        self.fleet = fleet
+        self.escalator = escalator
+        self._prefix = f"s{secrets.token_hex(4)}-"
+        self._requests = 0
+
+    @property
+    def tiers(self) -> tuple[str, ...]:
+        return tuple(TIERS)
+
+    def route(self, req: RouteInput) -> tuple[Decision, RouteRequest, bool]:
+        """The policy's decision, the request as the Router saw it, and whether the escalation
+        budget admitted it to the router agent."""
+        self._requests += 1
+        request = RouteRequest(
+            req.request_id or f"{self._prefix}r{self._requests}",
+            req.tier,
+            req.sla_ms,
+            req.metadata,
+        )
+        self._hook.wanted = False
+        decision = self.router.route(request)
+        # The policy stamps the plan's tick time (0 before the first tick); a decision's time is
+        # when it was made, which outcome lags and expiry are measured from.
+        decision = replace(decision, ts=time.time())
+        wanted = self._hook.wanted
+        self._hook.wanted = False
+        return decision, request, wanted
+
+    def escalate(self, request: RouteRequest, decision: Decision) -> Decision:
+        """Run the router agent (on a worker thread; the agent holds its own deadline)."""
+        assert self.escalator is not None
+        return self.escalator(request, decision)
+
+    def tick(self, points: list[TelemetryPoint], arrivals: int, alarms: Mapping[str, str]) -> None:
+        """A tick of live telemetry: refresh forecasts, re-plan (microseconds to a millisecond)."""
+        self.router.on_telemetry(points, arrivals, alarms)
+        if self.escalator is not None:
+            self.escalator.score_pending(self._violation_prob)
+
+    def _violation_prob(self, backend: str, sla_ms: float) -> float:
+        view = self.fleet.view
+        if view is None:
+            return math.nan
+        for b in view.backends:
+            if b.name == backend and math.isfinite(b.forecast_ms):
+                sigma = max((b.forecast_hi_ms - b.forecast_lo_ms) / (2.0 * Z90), 1e-6)
+                return 0.5 * math.erfc(-((b.forecast_ms - sla_ms) / sigma) / math.sqrt(2.0))
+        return math.nan
