@@ -396,7 +396,7 @@ _V6_TRACES_FTS_MERGE = (
 _V7_OUTCOME_DETAILS = (
     # What an LLM request's outcome carries beyond its end-to-end latency (which `outcomes` holds
     # as `actual_latency_ms`): time to first token and how it ended (ok, timeout, error,
-    # rejected). Written in the same transaction as the outcome row (context_api/outcome_details.py).
+    # rejected). Written in the same transaction as the outcome row (outcome_details.py).
     """
     CREATE TABLE outcome_details (
         decision_id TEXT PRIMARY KEY NOT NULL REFERENCES outcomes (decision_id),

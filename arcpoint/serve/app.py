@@ -270,7 +270,12 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
             )
 
         def answer() -> Any:
-            return svc.graph().ask(body.question, thread_id=body.thread_id)
+            graph = svc.graph()
+            if graph.api.is_empty():
+                from context_api.api import EMPTY_HINT
+
+                return _NoData(EMPTY_HINT, graph.model.name, graph.model.model_id)
+            return graph.ask(body.question, thread_id=body.thread_id)
 
         try:
             result = await svc.on_agent_thread(answer)
@@ -381,6 +386,19 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, metrics=svc.metrics)
     return app
+
+
+class _NoData:
+    """An answer for a database with nothing in it yet (says what to do)."""
+
+    def __init__(self, hint: str, llm: str, model: str | None) -> None:
+        self.answer = hint
+        self.trace_id = None
+        self.agent = None
+        self.llm = llm
+        self.model = model
+        self.tools_called: list[str] = []
+        self.thread_id = None
 
 
 async def _to_thread(fn: Any, *args: Any) -> Any:
