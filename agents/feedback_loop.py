@@ -84,6 +84,7 @@ from context_api.fleet_state import FleetState
 from context_api.store import DriftReport as StoredDriftReport
 from context_api.store import ExperimentResult, Store, decision_row
 from tools.drift import EFFECT_BANDS, SEVERITY_ORDER, concept_drift
+from tools.drift.page_hinkley import PageHinkley, robust_sigma
 from tools.error_analysis import analyze_errors
 from tools.experiment_stats import (
     ExperimentConfig,
@@ -96,7 +97,6 @@ from tools.experiment_stats import (
 from tools.features import FEATURE_NAMES, LONG_TICKS, feature_index
 from tools.forecaster import Forecaster, train
 from tools.online_learner import LearnerParams, ResidualCorrector
-from tools.page_hinkley import PageHinkley, robust_sigma
 from tools.policy import PredictivePolicy
 from tools.retrain_policy import RetrainDecision, RetrainInputs, RetrainPolicy, decide_retrain
 from tools.routing import BackendInfo, Decision, RouteRequest

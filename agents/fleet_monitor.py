@@ -1,7 +1,7 @@
 """The deterministic watch over live telemetry: anomalies and failing backends become alerts.
 
 One streaming Isolation Forest detector per backend scores each tick's log p95 latency (tools/
-anomaly.py: no look-ahead, periodic refit, calibrated severity). A new peak of rarity is stored
+anomaly/: no look-ahead, periodic refit, calibrated severity). A new peak of rarity is stored
 as an anomaly and raised as an alert; a backend whose error rate reaches `failing_error_rate`
 raises an SLA-risk alert. Alerts go through the AlertService, which deduplicates and rate-limits
 per (kind, subject), so a flapping signal does not flood anyone. The monitor returns the

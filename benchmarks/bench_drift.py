@@ -4,7 +4,7 @@
 
 Everything is measured in one run beside river (a test dependency: pip install -e '.[test]').
 
-1. Speed. ``tools.page_hinkley.PageHinkley.detect`` against a loop of river's
+1. Speed. ``tools.drift.page_hinkley.PageHinkley.detect`` against a loop of river's
    ``drift.PageHinkley.update`` + ``drift_detected`` (how river is used), same parameters (river's
    defaults), same stream, identical detections asserted. Two streams: 100,000 samples of
    N(0, 1) -- with river's defaults an alarm storm, a detection every ~1,600 samples, the worst
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.page_hinkley import PageHinkley
+from tools.drift.page_hinkley import PageHinkley
 
 BURN_IN = 500
 MAX_DELAY = 1000

@@ -37,7 +37,7 @@ from context_api.store import Store
 from context_api.timefmt import ToolError, iso, num, parse_time, rnd
 from context_api.timefmt import iso_or_unknown as _iso
 from tools.drift import concept_drift
-from tools.page_hinkley import PageHinkley
+from tools.drift.page_hinkley import PageHinkley
 from tools.routing import DEFAULT_SLA_MS, TIERS, BackendInfo
 
 Z90 = 1.6448536269514722

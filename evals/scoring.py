@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.page_hinkley import PageHinkley
+from tools.drift.page_hinkley import PageHinkley
 from tools.telemetry import HORIZON_TICKS, TICK_SECONDS
 
 FLAP_MOVE = 0.10

@@ -16,9 +16,9 @@ from tools.anomaly import (
     make_detector,
     score_series,
 )
-from tools.anomaly_calibration import AlertGate, TailCalibrator, alert_strength
-from tools.anomaly_features import FeatureSpec, detect_period, feature_rows
-from tools.anomaly_forest import FlatIsolationForest
+from tools.anomaly.calibration import AlertGate, TailCalibrator, alert_strength
+from tools.anomaly.features import FeatureSpec, detect_period, feature_rows
+from tools.anomaly.forest import FlatIsolationForest
 
 SMALL = DetectorConfig(window=400, warmup=100, refit_every=50, n_estimators=30)
 

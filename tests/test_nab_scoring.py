@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools.nab_scoring import (
+from tools.anomaly.nab_scoring import (
     PROFILES,
     FileLabels,
     optimise_threshold,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tools.page_hinkley import PageHinkley, robust_sigma
+from tools.drift.page_hinkley import PageHinkley, robust_sigma
 
 drift = pytest.importorskip("river.drift")
 

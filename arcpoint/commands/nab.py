@@ -2,8 +2,8 @@
 
 Every CSV under --data is streamed through a fresh detector, one point at a time (no look-ahead);
 the per-file results (`timestamp,value,anomaly_score,label`) go under --out, and the NAB score for
-each profile is computed by `tools.nab_scoring` with one threshold per profile tuned over the
-whole corpus, as NAB does.
+each profile is computed by `tools.anomaly.nab_scoring` with one threshold per profile tuned over
+the whole corpus, as NAB does.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     from arcpoint.nab_io import NabFormatError, dump_json, read_labels, read_series, write_results
     from tools.anomaly import DetectorConfig
-    from tools.nab_scoring import (
+    from tools.anomaly.nab_scoring import (
         PROFILES,
         FileLabels,
         probationary_length,

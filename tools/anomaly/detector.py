@@ -3,15 +3,15 @@
 Each tick, `update(x)` scores the new value against a model fitted on earlier values only, then
 learns it (prequential: no look-ahead). The model is a scikit-learn Isolation Forest over
 telemetry features of the recent window (value, level, slope, spread, seasonal residual; see
-`anomaly_features`), refitted every `refit_every` ticks on the last `window` ticks and flattened
-into arrays (`anomaly_forest`) so that scoring one point costs tens of microseconds. Four things
+`features`), refitted every `refit_every` ticks on the last `window` ticks and flattened
+into arrays (`forest`) so that scoring one point costs tens of microseconds. Four things
 turn its raw isolation score into something an operator can act on:
 
 * Range excess. An Isolation Forest cannot tell "a bit outside everything seen" from "far outside":
   both isolate at the root. The distance by which a point leaves the training range of any
   feature (in units of that range) is added to its isolation score, weighted by `range_weight`.
 * Calibration. The raw score becomes a tail probability p under the training scores (empirical
-  inside the range, an exponential tail past its upper quantile; `anomaly_calibration`), so
+  inside the range, an exponential tail past its upper quantile; `calibration`), so
   `severity = 1 - p` means the same rarity on every series and `is_anomaly` is p < contamination.
 * Contamination. At each refit the `contamination` share of the window that scored rarest (and
   the rows whose short-window features still read those values) is left out of the training
@@ -36,9 +36,9 @@ from typing import Protocol
 
 import numpy as np
 
-from tools.anomaly_calibration import AlertGate, TailCalibrator, alert_strength, surprise_of
-from tools.anomaly_features import FeatureSpec, detect_period, feature_rows
-from tools.anomaly_forest import FlatIsolationForest, fit_forest
+from tools.anomaly.calibration import AlertGate, TailCalibrator, alert_strength, surprise_of
+from tools.anomaly.features import FeatureSpec, detect_period, feature_rows
+from tools.anomaly.forest import FlatIsolationForest, fit_forest
 
 
 @dataclass(frozen=True, slots=True)

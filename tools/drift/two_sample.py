@@ -52,7 +52,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy import stats
 
-from tools.page_hinkley import robust_sigma
+from tools.drift.page_hinkley import robust_sigma
 
 Severity = Literal["none", "low", "medium", "high", "critical"]
 Status = Literal["ok", "drift", "insufficient_data"]
