@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from arcpoint.client import ArcpointError, Client
+from arcpoint.serve.process import ServerProcess
 from context_api.store import Store
-from tests.serve_process import ServerProcess
 
 TOKEN = "process-test-token-0123456789abcdef"
 

@@ -1,4 +1,11 @@
-"""Start a real `arcpoint serve` process for tests and benchmarks, and find its port."""
+"""Start a real `arcpoint serve` process and wait until it is ready (tests, benchmarks, scripts).
+
+    with ServerProcess(Path("arcpoint.db"), "--no-monitors") as server:
+        Client(server.url).route()
+
+The server binds port 0 (any free port) and prints the address it got; this reads it from its
+standard output, then polls `/readyz`. `stop()` kills the process (SIGKILL) if it still runs.
+"""
 
 from __future__ import annotations
 
