@@ -697,7 +697,10 @@ class FeedbackLoop:
         """Write buffered telemetry to the store."""
         if self._telemetry_buffer:
             self.store.insert_telemetry(
-                self._telemetry_buffer, source="feedback_loop", run_id=self.run_id
+                self._telemetry_buffer,
+                source="feedback_loop",
+                run_id=self.run_id,
+                simulated=self.run_id is not None,  # a loop under a run replays a simulated fleet
             )
             self._telemetry_buffer = []
 

@@ -41,11 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from context_api.runs import Terminated, interruption_exit_code, terminate_raises
+
+    # Ctrl-C raises KeyboardInterrupt and SIGTERM raises Terminated, so every command unwinds
+    # (workers stopped, its run marked interrupted) and exits 130 or 143 as a shell expects.
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        with terminate_raises():
+            return int(args.func(args) or 0)
+    except (KeyboardInterrupt, Terminated) as exc:
+        print(
+            "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated", file=sys.stderr
+        )
+        return interruption_exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
+RunStatus = Literal["running", "finished", "failed", "interrupted", "replaced"]
 SEVERITY_LEVELS = ("none", "low", "medium", "high", "critical")
 ALERT_SEVERITIES = ("info", "low", "medium", "high", "critical")
 
@@ -340,7 +341,7 @@ class Run(BaseModel):
     command: str
     params: dict[str, Any]
     summary: dict[str, Any] | None
-    status: Literal["running", "finished", "failed"]
+    status: RunStatus
 
 
 # --- the interface ------------------------------------------------------------------------------
@@ -388,7 +389,9 @@ class StoreProtocol(Protocol):
         *,
         source: str | None = None,
         run_id: str | None = None,
+        simulated: bool = False,
     ) -> int: ...
+    def stored_timestamps(self, backend: str, lo: float, hi: float) -> set[float]: ...
     def list_telemetry(
         self,
         backend: str | None = None,
@@ -462,7 +465,9 @@ class StoreProtocol(Protocol):
     def start_run(self, command: str, **fields: Any) -> Run: ...
     def finish_run(self, run_id: str, **fields: Any) -> Run: ...
     def get_run(self, run_id: str) -> Run | None: ...
-    def list_runs(self, limit: int = 20) -> list[Run]: ...
+    def list_runs(self, limit: int | None = 20, *, command: str | None = None) -> list[Run]: ...
+    def delete_run_rows(self, run_id: str) -> dict[str, int]: ...
+    def replace_runs(self, command: str, *, keep: str) -> list[Run]: ...
 
 
 # --- the SQLite store ---------------------------------------------------------------------------
@@ -802,8 +807,18 @@ class Store:
         *,
         source: str | None = None,
         run_id: str | None = None,
+        simulated: bool = False,
     ) -> int:
-        """Store telemetry points (already validated at ingest) in one transaction."""
+        """Store telemetry points (already validated at ingest) in one transaction.
+
+        The file holds one measurement per backend and time: a point whose (backend, ts) is
+        already stored is skipped, and the count returned is of rows newly stored. Real
+        telemetry (the default) shares one scope; a simulated run (`simulated=True`, with its
+        `run_id`) is a fleet of its own, unique within the run.
+        """
+        if simulated and not run_id:
+            raise ValueError("simulated telemetry needs its run_id")
+        scope = run_id if simulated else ""
         values = [
             (
                 p.ts,
@@ -816,16 +831,28 @@ class Store:
                 1 if p.load_known else 0,
                 source,
                 run_id,
+                scope,
             )
             for p in points
         ]
         with self.transaction() as conn:
+            before = conn.total_changes
             conn.executemany(
                 "INSERT INTO telemetry (ts, backend, rps, p50_ms, p95_ms, error_rate, in_flight,"
-                " load_known, source, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " load_known, source, run_id, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 values,
             )
-        return len(values)
+            return conn.total_changes - before
+
+    def stored_timestamps(self, backend: str, lo: float, hi: float) -> set[float]:
+        """Real-fleet timestamps already stored for `backend` in [lo, hi] (an index range)."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT ts FROM telemetry WHERE backend = ? AND ts >= ? AND ts <= ? AND scope = ''",
+                (backend, lo, hi),
+            ).fetchall()
+        return {r[0] for r in rows}
 
     def list_telemetry(
         self,
@@ -1595,12 +1622,14 @@ class Store:
         run_id: str,
         *,
         summary: Mapping[str, Any] | None = None,
-        status: Literal["finished", "failed"] = "finished",
+        status: Literal["finished", "failed", "interrupted"] = "finished",
         finished_at: float | None = None,
     ) -> Run:
+        """Close a run. A summary of None keeps the one already stored."""
         with self.transaction() as conn:
             cur = conn.execute(
-                "UPDATE runs SET finished_at = ?, summary = ?, status = ? WHERE run_id = ?",
+                "UPDATE runs SET finished_at = ?, summary = COALESCE(?, summary), status = ?"
+                " WHERE run_id = ?",
                 (
                     time.time() if finished_at is None else finished_at,
                     None if summary is None else _dumps(dict(summary)),
@@ -1618,6 +1647,75 @@ class Store:
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", [run_id])
         return self._run(rows[0]) if rows else None
 
-    def list_runs(self, limit: int = 20) -> list[Run]:
-        rows = self._query(f"SELECT * FROM runs ORDER BY started_at DESC{_limit(limit)}")
+    def list_runs(self, limit: int | None = 20, *, command: str | None = None) -> list[Run]:
+        """Newest first."""
+        where, params = _where([("command = ?", command)])
+        rows = self._query(
+            f"SELECT * FROM runs{where} ORDER BY started_at DESC, run_id DESC{_limit(limit)}",
+            params,
+        )
         return [self._run(r) for r in rows]
+
+    def delete_run_rows(self, run_id: str) -> dict[str, int]:
+        """Delete every row a run wrote (telemetry, decisions and their outcomes, events,
+        anomalies, drift reports, experiments, alerts); the `runs` row stays as history.
+
+        Reasoning traces are append-only and stay. Returns rows deleted per table.
+        """
+        statements = (
+            (
+                "outcomes",
+                "DELETE FROM outcomes WHERE decision_id IN"
+                " (SELECT decision_id FROM decisions WHERE run_id = ?)",
+            ),
+            (
+                "experiment_predictions",
+                "DELETE FROM experiment_predictions WHERE experiment_id IN"
+                " (SELECT experiment_id FROM experiments WHERE run_id = ?)",
+            ),
+            (
+                "experiment_results",
+                "DELETE FROM experiment_results WHERE experiment_id IN"
+                " (SELECT experiment_id FROM experiments WHERE run_id = ?)",
+            ),
+            ("experiments", "DELETE FROM experiments WHERE run_id = ?"),
+            ("decisions", "DELETE FROM decisions WHERE run_id = ?"),
+            ("telemetry", "DELETE FROM telemetry WHERE run_id = ?"),
+            ("events", "DELETE FROM events WHERE run_id = ?"),
+            ("anomalies", "DELETE FROM anomalies WHERE run_id = ?"),
+            ("drift_reports", "DELETE FROM drift_reports WHERE run_id = ?"),
+            (
+                "alert_deliveries",
+                "DELETE FROM alert_deliveries WHERE alert_id IN"
+                " (SELECT alert_id FROM alerts WHERE run_id = ?)",
+            ),
+            ("alerts", "DELETE FROM alerts WHERE run_id = ?"),
+            ("ingest_rejections", "DELETE FROM ingest_rejections WHERE run_id = ?"),
+            ("ingest_rejection_counts", "DELETE FROM ingest_rejection_counts WHERE run_id = ?"),
+        )
+        deleted: dict[str, int] = {}
+        with self.transaction() as conn:
+            for table, sql in statements:
+                n = conn.execute(sql, (run_id,)).rowcount
+                if n:
+                    deleted[table] = n
+        return deleted
+
+    def replace_runs(self, command: str, *, keep: str) -> list[Run]:
+        """Delete the rows of every earlier run of `command` except `keep`, marking them
+        'replaced' (one transaction): a rerun replaces what the last one wrote."""
+        replaced = []
+        with self.transaction() as conn:
+            for run in self.list_runs(limit=None, command=command):
+                if run.run_id == keep or run.status == "replaced":
+                    continue
+                deleted = self.delete_run_rows(run.run_id)
+                conn.execute(
+                    "UPDATE runs SET status = 'replaced', summary = ? WHERE run_id = ?",
+                    (
+                        _dumps({**(run.summary or {}), "replaced_by": keep, "deleted": deleted}),
+                        run.run_id,
+                    ),
+                )
+                replaced.append(run)
+        return replaced

@@ -180,7 +180,7 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
             },
             started_at=START_TS,
         )
-        store.insert_telemetry(history, source="loop:history", run_id=run.run_id)
+        store.insert_telemetry(history, source="loop:history", run_id=run.run_id, simulated=True)
         alerts = AlertService(store, clock=lambda: loop.now, restore=False)
         loop = FeedbackLoop(
             store,
