@@ -198,6 +198,7 @@ def test_telemetry_and_outcomes_become_ticks_the_router_and_store_see(client, tm
         assert len(store.list_telemetry()) == len(points)
     fleet = client.get("/v1/fleet").json()
     assert {b["name"] for b in fleet["backends"]} == {"b0", "b1", "b2", "b3"}
+    assert sum(b["planned_share"] for b in fleet["backends"]) == pytest.approx(1.0, abs=1e-3)
     assert sum(b["in_flight"] for b in fleet["backends"]) == unreported
     hist = client.get("/v1/fleet/history").json()
     assert len(hist["ticks"]) == 1

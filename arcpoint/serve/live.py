@@ -137,12 +137,18 @@ class LiveFleet:
     def expire(self, now: float, max_age_s: float) -> int:
         """Forget in-flight requests older than `max_age_s` (their outcome will never come)."""
         cutoff = now - max_age_s
-        stale = [d for d, (_, ts) in self._open.items() if ts < cutoff]
-        for d in stale:
-            i, _ = self._open.pop(d)
+        opened = self._open
+        n = 0
+        while opened:  # insertion order is time order: stop at the first fresh one
+            d = next(iter(opened))
+            i, ts = opened[d]
+            if ts >= cutoff:
+                break
+            del opened[d]
             self._in_flight[i] -= 1
-        self.expired += len(stale)
-        return len(stale)
+            n += 1
+        self.expired += n
+        return n
 
     # -- ticks --------------------------------------------------------------------------------
 

@@ -359,9 +359,11 @@ class Service:
         fleet = self.adapter.fleet.view if self.adapter is not None else None
         shares: dict[str, float] = {}
         if self.adapter is not None:
-            shares_fn = getattr(self.adapter.router.policy, "shares", None)
-            if callable(shares_fn):
-                shares = {k: float(v) for k, v in shares_fn().items()}
+            planned = getattr(self.adapter.router.policy, "shares", None)  # a policy's plan
+            if callable(planned):
+                planned = planned()
+            if isinstance(planned, dict):
+                shares = {k: float(v) for k, v in planned.items()}
         return {
             "queues": queues,
             "in_flight": dict(zip(self.names, self.live.in_flight, strict=True)),

@@ -11,6 +11,8 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from tools.routing import TIERS
+
 if TYPE_CHECKING:
     from arcpoint.serve.schemas import ApprovalAnswer
     from arcpoint.serve.service import Service
@@ -27,9 +29,13 @@ def fleet(svc: Service) -> dict[str, Any]:
     view = svc.adapter.fleet.view
     by_name = {b.name: b for b in view.backends} if view is not None else {}
     shares = svc.snapshot_gauges()["shares"]
-    last = svc.live.history[-1][1] if svc.live.history else ()
-    last_by = {t.backend: t for t in last}
     window = list(svc.live.history)[-30:]
+    # Each backend's latest tick that measured its latency (a quiet tick measures nothing).
+    last_by = {}
+    for _, ticks in window:
+        for t in ticks:
+            if t.e2e_p95_ms is not None or t.backend not in last_by:
+                last_by[t.backend] = t
     routed = {n: 0 for n in svc.names}
     errors = dict(routed)
     completed = dict(routed)
@@ -69,6 +75,7 @@ def fleet(svc: Service) -> dict[str, Any]:
     return {
         "now": time.time(),
         "tick_s": svc.config.tick_s,
+        "sla_ms": TIERS["standard"].sla_ms,
         "last_tick": svc.last_tick,
         "model_version": view.model_version if view is not None else None,
         "backends": backends,
