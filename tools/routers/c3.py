@@ -119,9 +119,11 @@ class C3Policy(PolicyBase):
         self._tick(now)
         n = self._n
         start = self._rng.randrange(n)  # ties broken by a random rotation, as absim's replica set
-        order = [(start + k) % n for k in range(n)]
         out = view.in_flight
-        order.sort(key=lambda i: self.score(i, out[i]))
+        score = self.score
+        keyed = [(score(i, out[i]), k) for k, i in enumerate([*range(start, n), *range(start)])]
+        keyed.sort()
+        order = [(start + k) % n for _, k in keyed]
         if not self.rate_control:
             return order[0]
         best_wait = float("inf")

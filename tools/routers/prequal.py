@@ -33,6 +33,7 @@ probe's latency is whatever the replica reports; `None`, no recent completion, c
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections import deque
@@ -82,7 +83,11 @@ class PrequalPolicy(PolicyBase):
         )
         self.pool: dict[int, list[float]] = {}
         """Backend -> [received_at_s, rif, latency_ms, uses_left]: one entry per replica."""
-        self._rifs: deque[int] = deque(maxlen=rif_window)
+        self._rif_window = rif_window
+        self._rifs: deque[int] = deque()
+        """Recent probe replies' RIF, oldest first; `_rifs_sorted` holds the same, sorted."""
+        self._rifs_sorted: list[int] = []
+        self._targets = list(range(n))
         self._probe_credit = 0.0
         self._remove_credit = 0.0
         self._remove_oldest_next = True
@@ -99,15 +104,26 @@ class PrequalPolicy(PolicyBase):
         if k <= 0:
             return
         self._probe_credit -= k
-        for i in self._rng.sample(range(self._n), min(k, self._n)):
-            view.send_probe(i)
+        # distinct targets uniformly at random: a partial Fisher-Yates shuffle
+        targets = self._targets
+        n = self._n
+        rand = self._rng.random
+        for j in range(min(k, n)):
+            r = j + int(rand() * (n - j))
+            targets[j], targets[r] = targets[r], targets[j]
+            view.send_probe(targets[j])
             self.probes_sent += 1
 
     def on_probe(self, reply: ProbeReply, view: RouterView) -> None:
         b = reply.backend
         if not 0 <= b < self._n:
             return
-        self._rifs.append(reply.in_flight)
+        rif = reply.in_flight
+        self._rifs.append(rif)
+        bisect.insort(self._rifs_sorted, rif)
+        if len(self._rifs) > self._rif_window:
+            old = self._rifs.popleft()
+            del self._rifs_sorted[bisect.bisect_left(self._rifs_sorted, old)]
         uses = self.b_reuse
         whole = math.floor(uses)
         uses_left = whole + (1 if self._rng.random() < uses - whole else 0)
@@ -122,9 +138,9 @@ class PrequalPolicy(PolicyBase):
 
     def hot_threshold(self) -> float | None:
         """The Q_RIF quantile of recent probe replies' RIF (`None` before any reply)."""
-        if not self._rifs:
+        rifs = self._rifs_sorted
+        if not rifs:
             return None
-        rifs = sorted(self._rifs)
         return float(rifs[int(self.q_rif * (len(rifs) - 1))])
 
     def choose(self, request: RequestInfo, view: RouterView) -> int:
