@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents import offline_monitors
 from agents.llm.base import (
     ChatMessage,
     LLMRun,
@@ -33,7 +34,7 @@ from agents.llm.base import (
     ToolSpec,
     TurnRequest,
 )
-from agents.offline_answers import OFFLINE_TAG, compose_answer
+from agents.offline_answers import FOOTER, OFFLINE_TAG, compose_answer
 from agents.tool_loop import run_tool_loop
 
 OFFLINE_MODEL_ID = "arcpoint-offline-reasoner-1"
@@ -152,6 +153,20 @@ def read_intent(question: str, tools: set[str]) -> Intent:
     else:
         intent.name = "unknown"
     return intent
+
+
+_INTENT_OWNER = {
+    "drift": "drift_monitor",
+    "experiments": "experiment_monitor",
+    "performance": "feedback_learner",
+    "models": "feedback_learner",
+    "recommend": "router",
+}
+
+
+def owner(question: str) -> str:
+    """The agent that owns a question by the offline rules (the operator keeps the rest)."""
+    return _INTENT_OWNER.get(read_intent(question, set()).name, "operator")
 
 
 # --- planning: which tool calls come next ---------------------------------------------------------
@@ -358,6 +373,7 @@ class OfflineModel:
 
     name = "offline"
     model_id = OFFLINE_MODEL_ID
+    cost_basis = "offline:free"
 
     def run(
         self,
@@ -376,35 +392,51 @@ class OfflineModel:
             messages=messages,
             tools=tools,
             execute=execute,
-            next_turn=self._next_turn,
+            next_turn=self.next_turn,
             max_turns=max_turns,
             deadline_s=deadline_s,
             cost_basis="offline:free",
         )
 
-    def _next_turn(self, request: TurnRequest) -> ModelReply:
+    def next_turn(self, request: TurnRequest) -> ModelReply:
         question = _question(request.messages)
         names = {t.name for t in request.tools}
         intent = read_intent(question, names)
         done = request.tool_calls
+        task = offline_monitors.monitor_intent(question)
+        if task is not None:
+            calls = offline_monitors.plan(task, names, done) if request.turn_index < 5 else []
+            if calls:
+                return _reply(calls, request.turn_index)
+            text = f"{OFFLINE_TAG} {offline_monitors.report(task, done)}\n\n{FOOTER}"
+            return ModelReply(
+                model_id=self.model_id,
+                content=[{"type": "text", "text": text}],
+                stop_reason="end_turn",
+            )
+        if "handoff" in names and not done:
+            target = owner(question)
+            if target != "operator":
+                return _reply(
+                    [("handoff", {"agent": target, "reason": f"a {intent.name} question"})], 0
+                )
         calls = plan_calls(intent, names, done) if request.turn_index < 5 else []
         if calls:
-            blocks: list[dict[str, Any]] = [
-                {
-                    "type": "tool_use",
-                    "id": f"offline_{request.turn_index}_{i}",
-                    "name": name,
-                    "input": args,
-                }
-                for i, (name, args) in enumerate(calls)
-            ]
-            return ModelReply(model_id=self.model_id, content=blocks, stop_reason="tool_use")
+            return _reply(calls, request.turn_index)
         text = compose_answer(intent, done, question)
         return ModelReply(
             model_id=self.model_id,
             content=[{"type": "text", "text": text}],
             stop_reason="end_turn",
         )
+
+
+def _reply(calls: list[tuple[str, dict[str, Any]]], turn: int) -> ModelReply:
+    blocks: list[dict[str, Any]] = [
+        {"type": "tool_use", "id": f"offline_{turn}_{i}", "name": name, "input": args}
+        for i, (name, args) in enumerate(calls)
+    ]
+    return ModelReply(model_id=OFFLINE_MODEL_ID, content=blocks, stop_reason="tool_use")
 
 
 def _question(messages: Sequence[dict[str, Any]]) -> str:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
         "claude-sonnet-4-6", validation_alias=AliasChoices("ARCPOINT_MODEL", "ANTHROPIC_MODEL")
     )
     escalation_deadline_s: float = Field(1.5, gt=0)
+    auto_approve: bool = False
+    """Approve the monitors' proposed model changes without an operator (ARCPOINT_AUTO_APPROVE).
+    Off by default: a promotion or rollback waits for `arcpoint approvals approve`."""
     outcome_max_age_s: float = Field(3600.0, gt=0)
     webhook_url: str | None = None
 

@@ -132,6 +132,29 @@ class RecordDriftInput(DriftInput):
     min_severity: Literal["low", "medium", "high", "critical"] = "medium"
 
 
+class RetrainRequestsInput(_In):
+    include_handled: bool = Field(False, description="also list requests already acted on")
+
+
+class TrainChallengerInput(_In):
+    request_id: int = Field(ge=1, description="the retrain request's id (from retrain_requests)")
+
+
+class StartExperimentInput(_In):
+    challenger_id: str = Field(min_length=1, max_length=200, description="a trained version")
+
+
+class ExperimentIdInput(_In):
+    experiment_id: str = Field(min_length=1, max_length=200)
+
+
+class ProposeChangeInput(_In):
+    experiment_id: str = Field(
+        min_length=1, max_length=200, description="the concluded experiment behind the change"
+    )
+    reason: str = Field(min_length=3, max_length=500, description="why, citing its figures")
+
+
 # --- outputs -----------------------------------------------------------------------------------
 
 
@@ -330,12 +353,20 @@ class ExperimentOut(_Out):
     ended_at: str | None
     verdict: str | None
     winner_id: str | None
+    purpose: str | None = Field(None, description="challenge, or a post-promotion watch")
+    source: str | None = Field(
+        None, description="telemetry: judged over the store; otherwise by the loop that ran it"
+    )
     live: dict[str, Any] | None = Field(description="a fresh evaluation of a running experiment")
     last_result: dict[str, Any] | None
 
 
 class ExperimentsOut(_Out):
     experiments: list[ExperimentOut]
+    untested_challengers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="trained versions that never served nor entered an experiment, newest first",
+    )
     notes: list[str]
 
 
@@ -429,6 +460,12 @@ class RetrainCheckOut(_Out):
     summary: str
     decision: dict[str, Any]
     inputs: dict[str, Any]
+
+
+class RetrainRequestsOut(_Out):
+    now: str
+    pending: list[dict[str, Any]]
+    handled: list[dict[str, Any]]
 
 
 class WriteOut(_Out):

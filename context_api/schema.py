@@ -468,7 +468,38 @@ def _v7_data(conn: sqlite3.Connection) -> None:
     )
 
 
-_V8_OUTCOME_DETAILS = (
+_V8_APPROVALS = (
+    # A proposed change to the serving model (promotion or rollback) and the operator's answer.
+    # The LangGraph thread waiting at the approval interrupt is named, so an answer given from
+    # another process (`arcpoint approvals`, the HTTP service) resumes it.
+    """
+    CREATE TABLE approvals (
+        approval_id TEXT PRIMARY KEY NOT NULL,
+        created_at REAL NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('promote', 'rollback')),
+        model_kind TEXT NOT NULL,
+        version_id TEXT NOT NULL,
+        current_version_id TEXT,
+        experiment_id TEXT,
+        summary TEXT NOT NULL,
+        evidence TEXT NOT NULL DEFAULT '{}',
+        proposed_by TEXT NOT NULL,
+        thread_id TEXT,
+        trace_id TEXT,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (
+            status IN ('pending', 'approved', 'rejected', 'applied', 'superseded', 'failed')
+        ),
+        decided_at REAL,
+        decided_by TEXT,
+        reason TEXT,
+        applied_at REAL,
+        result TEXT
+    ) STRICT
+    """,
+    "CREATE INDEX approvals_status ON approvals (status, created_at)",
+)
+
+_V9_OUTCOME_DETAILS = (
     # What an LLM request's outcome carries beyond its end-to-end latency (which `outcomes` holds
     # as `actual_latency_ms`): time to first token and how it ended (ok, timeout, error,
     # rejected). Written in the same transaction as the outcome row (outcome_details.py).
@@ -496,7 +527,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         _V7_RUNS_AND_UNIQUE_TELEMETRY,
         _v7_data,
     ),
-    Migration(8, "outcomes: time to first token and status", _V8_OUTCOME_DETAILS),
+    Migration(8, "approvals: proposed model changes and the operator's answers", _V8_APPROVALS),
+    Migration(9, "outcomes: time to first token and status", _V9_OUTCOME_DETAILS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

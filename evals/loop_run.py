@@ -19,13 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agents.feedback_loop import FeedbackLoop, LoopConfig, TimelineEntry, clock
 from context_api.alerting import AlertService
+from context_api.model_store import artifact_dir_for
 from context_api.store import Store
 from tools.chaos import ChaosEvent, Scenario
 from tools.forecaster import Forecaster, train
@@ -127,11 +127,6 @@ class LoopRunResult:
     run_id: str
     loop: FeedbackLoop
     """The loop itself (its store is closed): models, errors, statistics."""
-
-
-def artifact_dir_for(db: str) -> Path:
-    p = Path(db)
-    return p.with_name(p.stem + ".models")
 
 
 def train_champion(

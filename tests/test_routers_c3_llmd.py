@@ -110,3 +110,10 @@ def test_prefix_index_evicts_least_recently_used_blocks_per_server():
     assert index.match([1, 2]) == {1: 1, 0: 1}
     assert index.match([5, 2]) == {}
     assert index.match([2, 3]) == {0: 2}
+
+
+def test_llmd_declares_the_epp_metrics_refresh_interval():
+    assert LlmdPolicy(backends(2)).scrape_interval_s == 0.05
+    assert LlmdPolicy(backends(2), refresh_metrics_interval_s=1.0).scrape_interval_s == 1.0
+    with pytest.raises(ValueError, match="refresh_metrics_interval_s"):
+        LlmdPolicy(backends(2), refresh_metrics_interval_s=0.0)

@@ -40,8 +40,8 @@ Ask Arcpoint one question about the fleet and get an answer grounded in the data
 context API's tools and answers from their results. With ANTHROPIC_API_KEY set the agents run
 on Claude; otherwise on the offline reasoner, a deterministic rule set that says so in every
 answer. --json prints {"answer", "trace_id", "tools_called", "llm", "evidence", ...}.
---monitor NAME runs a scheduled monitor pass instead (drift_monitor may store drift reports,
-feedback_learner may request a retrain when the retraining policy allows it).
+--monitor NAME runs one monitor's pass instead, as `arcpoint monitor --once --only NAME` does
+(it may act within policy; a proposed model change waits for `arcpoint approvals`).
 
 Exit status: 0 answered, 1 no database or no data in it (the message says what to run),
 2 bad arguments.
@@ -76,8 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=MONITORS,
         default=None,
         help=(
-            "run a monitor instead of asking (drift_monitor, feedback_learner, "
-            "experiment_monitor): it may record findings within policy; traced as kind monitor"
+            "run one monitor's pass instead of asking (see `arcpoint monitor`): it may act "
+            "within policy; traced as kind monitor"
         ),
     )
     parser.add_argument(
@@ -163,16 +163,15 @@ def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str
         if api.is_empty():
             return _report_no_data(args, f"{db}: {EMPTY_HINT}", settings)
         model = model_from_settings(settings)
+        if args.monitor:
+            return _monitor(args, api, model, settings, store)
         with OperatorGraph(
             api,
             model,
             checkpoint_db=db if args.thread else None,
             traces=TraceStore(store),
         ) as graph:
-            if args.monitor:
-                result = graph.run_monitor(args.monitor)
-            else:
-                result = graph.ask(question, thread_id=args.thread, agent=args.agent)
+            result = graph.ask(question, thread_id=args.thread, agent=args.agent)
     finally:
         store.close()
     if args.json:
@@ -183,6 +182,19 @@ def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str
         if result.trace_id:
             tail += f", trace {result.trace_id}: arcpoint traces show {result.trace_id}"
         print(f"\n{tail}]", file=sys.stderr)
+    return EXIT_OK
+
+
+def _monitor(args: argparse.Namespace, api: Any, model: Any, settings: Any, store: Any) -> int:
+    from agents.monitor_graph import MonitorGraph
+    from arcpoint.commands.monitor import print_pass
+    from context_api.traces import TraceStore
+
+    with MonitorGraph(
+        api, model, traces=TraceStore(store), auto_approve=settings.auto_approve
+    ) as graph:
+        result = graph.run((args.monitor,))
+    print_pass(result, args.json)
     return EXIT_OK
 
 

@@ -147,6 +147,10 @@ class PolicyBase:
     """Convenience base: ignores the signals a policy does not use."""
 
     name = "base"
+    scrape_interval_s: float | None = None
+    """How often this router polls the engines' metrics when it has a cadence of its own (the
+    llm-d endpoint picker polls every 50 ms); `None`: the environment's scrape interval. Optional:
+    an environment reads it with `getattr(policy, "scrape_interval_s", None)`."""
 
     def choose(self, request: RequestInfo, view: RouterView) -> int:  # pragma: no cover
         raise NotImplementedError

@@ -16,11 +16,16 @@ Sources (kubernetes-sigs/gateway-api-inference-extension):
 
 The queue and KV-cache figures are the endpoint's last scraped `num_requests_waiting` and
 `kv_cache_usage_perc` (stale by the scrape's age, as the EPP's are); an endpoint never scraped
-reads as zeros, as the EPP's empty metrics do. Requests without prefix hashes score 0 on every
-endpoint for prefix, so the prefix scorer then has no effect. The prompt's block hashes come from
-the request (`RequestInfo.prefix_hashes`, the trace's block hashes) instead of the EPP hashing
-the prompt text; the EPP also prepends a hash of the model name, which adds the same one block
-to every endpoint that served the model and is left out here (one model per fleet).
+reads as zeros, as the EPP's empty metrics do. The EPP polls every endpoint every 50 ms
+(`--refresh-metrics-interval`); the policy says so in `scrape_interval_s` for an environment that
+honours it. That cadence matters: between two polls every request sees the same scores and goes
+to the same endpoint, so with 1 s scrapes the picker herds.
+
+Requests without prefix hashes score 0 on every endpoint for prefix, so the prefix scorer then
+has no effect. The prompt's block hashes come from the request (`RequestInfo.prefix_hashes`, the
+trace's block hashes) instead of the EPP hashing the prompt text; the EPP also prepends a hash of
+the model name, which adds the same one block to every endpoint that served the model and is left
+out here (one model per fleet).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from tools.routers.base import (
 DEFAULT_WEIGHTS = {"queue": 2.0, "kv_cache": 2.0, "prefix": 3.0}
 DEFAULT_LRU_CAPACITY_PER_SERVER = 31_250
 DEFAULT_MAX_PREFIX_BLOCKS = 256
+DEFAULT_REFRESH_METRICS_INTERVAL_S = 0.05
+"""The EPP's `--refresh-metrics-interval` default (50 ms): how often it polls each endpoint."""
 
 
 class PrefixIndex:
@@ -91,6 +98,7 @@ class LlmdPolicy(PolicyBase):
         weights: dict[str, float] | None = None,
         lru_capacity_per_server: int = DEFAULT_LRU_CAPACITY_PER_SERVER,
         max_prefix_blocks: int = DEFAULT_MAX_PREFIX_BLOCKS,
+        refresh_metrics_interval_s: float = DEFAULT_REFRESH_METRICS_INTERVAL_S,
     ) -> None:
         n = len(backends)
         if n == 0:
@@ -103,6 +111,9 @@ class LlmdPolicy(PolicyBase):
             w.update(weights)
         if max_prefix_blocks < 1:
             raise ValueError("llmd: max_prefix_blocks must be positive")
+        if not refresh_metrics_interval_s > 0:
+            raise ValueError("llmd: refresh_metrics_interval_s must be positive")
+        self.scrape_interval_s = float(refresh_metrics_interval_s)
         self._n = n
         self._rng = random.Random(seed)
         self.w_queue, self.w_kv, self.w_prefix = w["queue"], w["kv_cache"], w["prefix"]
