@@ -221,3 +221,33 @@ def test_health_readiness_and_openapi(client):
     schema = client.get("/openapi.json").json()
     assert {"/v1/route", "/v1/outcomes", "/v1/telemetry", "/v1/ask"} <= set(schema["paths"])
     assert client.get("/docs").status_code == 200
+
+
+def test_approvals_list_and_answer_through_the_monitor_graph(tmp_path):
+    from tests.serve_world import waiting_world
+
+    db, approval_id, champion = waiting_world(tmp_path)
+    app = create_app(_config(tmp_path, db=str(db)))
+    with TestClient(app) as c:
+        pending = c.get("/v1/approvals").json()["approvals"]
+        assert [a["approval_id"] for a in pending] == [approval_id]
+        assert pending[0]["action"] == "promote"
+        assert c.get("/v1/fleet").json()["model_version"] == champion
+        no_reason = c.post(f"/v1/approvals/{approval_id}", json={"decision": "reject"})
+        assert no_reason.status_code == 422
+        assert no_reason.json()["detail"][0]["field"] == "body.reason"
+        unknown = c.post("/v1/approvals/apr-nope", json={"decision": "approve"})
+        assert unknown.status_code == 404
+        ok = c.post(
+            f"/v1/approvals/{approval_id}",
+            json={"decision": "approve", "reason": "figures hold", "by": "alice"},
+        )
+        assert ok.status_code == 200, ok.text
+        promoted = ok.json()["approval"]["version_id"]
+        assert ok.json()["approval"]["status"] == "applied"
+        assert ok.json()["serving"] == promoted != champion
+        assert c.get("/v1/approvals").json()["approvals"] == []
+        again = c.post(f"/v1/approvals/{approval_id}", json={"decision": "approve"})
+        assert again.status_code == 409 and "already answered" in again.text
+    with Store(db) as store:
+        assert store.active_model_version("forecaster").version_id == promoted

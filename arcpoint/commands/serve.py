@@ -100,6 +100,7 @@ def build_config(args: argparse.Namespace):
         scrape_interval_s=args.scrape_interval,
         monitor_interval_s=args.monitor_interval,
         run_monitors=not args.no_monitors,
+        auto_approve=settings.auto_approve,
         outcome_max_age_s=settings.outcome_max_age_s,
         sla_ms=settings.sla_ms,
         anthropic_api_key=settings.anthropic_api_key,

@@ -369,7 +369,10 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
 
     @v1.post("/approvals/{approval_id}", dependencies=auth, tags=["approvals"])
     async def answer_approval(approval_id: str, body: ApprovalAnswer) -> dict[str, Any]:
-        """Approve or reject a proposal waiting for an operator (resumes the waiting graph)."""
+        """Approve or reject a proposal waiting for an operator (resumes the waiting graph).
+        A rejection needs a reason."""
+        if body.decision == "reject" and not (body.reason or "").strip():
+            raise _err(422, "body.reason", "a rejection needs a reason")
         try:
             return await svc.on_agent_thread(views.answer_approval, svc, approval_id, body)
         except LookupError as exc:

@@ -47,6 +47,8 @@ class ServeConfig(BaseModel):
     model: str = "claude-sonnet-4-6"
     escalation_deadline_s: float | None = None
     run_monitors: bool = True
+    auto_approve: bool = False
+    """Apply the monitors' proposals without an operator (ARCPOINT_AUTO_APPROVE; off)."""
     log_requests: bool = False
 
     def token_value(self) -> str | None:

@@ -6,8 +6,10 @@ Every `monitor_interval_s` the service, on its agent thread (never the event loo
    error analysis stay honest;
 2. loads the store's active forecaster if it changed (a promotion, or `arcpoint models
    rollback`), so the router serves it from the next tick without a restart;
-3. runs each monitor agent of the operator graph (drift_monitor, feedback_learner,
-   experiment_monitor), each writing its trace.
+3. runs one pass of the monitors' graph (`agents.monitor_graph`: drift_monitor, feedback_learner,
+   experiment_monitor, as `arcpoint monitor --once` does). A proposed promotion or rollback
+   waits at its approval interrupt until an operator answers (`/v1/approvals`, the dashboard or
+   `arcpoint approvals`), unless ARCPOINT_AUTO_APPROVE is set; the pass writes a `monitor` trace.
 
 Each step's last run, duration and error are kept for `/v1/monitors` and counted in
 `arcpoint_monitor_runs_total{monitor,result}`; a failing step is logged and retried at the next
@@ -26,8 +28,6 @@ if TYPE_CHECKING:
     from arcpoint.serve.service import Service
 
 log = logging.getLogger("arcpoint.serve.monitors")
-
-AGENT_MONITORS = ("drift_monitor", "feedback_learner", "experiment_monitor")
 
 
 @dataclass
@@ -59,24 +59,26 @@ def _sync_forecaster(service: Service) -> str:
     return f"now serving {version}" if version else "unchanged"
 
 
-def _agent(name: str):
-    def run(service: Service) -> tuple[str, str | None]:
-        assert service.agent_store is not None
-        if (
-            service.agent_store.outcome_stats().resolved == 0
-            and not service.agent_store.list_telemetry(limit=1)
-        ):
-            return "skipped: no telemetry or outcomes yet", None
-        result = service.graph().run_monitor(name)
-        return result.answer[:500], result.trace_id
-
-    return run
+def _monitor_pass(service: Service) -> tuple[str, str | None]:
+    assert service.agent_store is not None
+    if service.agent_store.active_model_version("forecaster") is None:
+        return "skipped: no forecaster to watch yet", None
+    run = service.monitor_graph().run()
+    if run.waiting and run.proposal is not None:
+        summary = f"waiting for approval {run.proposal.get('approval_id')}"
+    elif run.applied:
+        summary = f"applied: {run.applied.get('status')}"
+    else:
+        summary = "; ".join(
+            f"{r.get('agent')}: {str(r.get('answer', ''))[:80]}" for r in run.reports
+        )
+    return summary[:500], run.trace_id
 
 
 STEPS = (
     ("expire_outcomes", _expire),
+    ("monitor_pass", _monitor_pass),
     ("sync_forecaster", _sync_forecaster),
-    *((name, _agent(name)) for name in AGENT_MONITORS),
 )
 
 

@@ -69,6 +69,7 @@ class Service:
         self.escalations: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task] = []
         self._graph: Any = None
+        self._monitor_graph: Any = None
         self.monitor: FleetMonitor | None = None
         self.last_tick: float | None = None
         self.tick_error: str | None = None
@@ -176,8 +177,9 @@ class Service:
         if self.adapter is not None and self.adapter.escalator is not None:
             self.adapter.escalator.close()
         self.agent_pool.shutdown(wait=False, cancel_futures=True)
-        if self._graph is not None:
-            self._graph.close()
+        for graph in (self._graph, self._monitor_graph):
+            if graph is not None:
+                graph.close()
         for s in (self.store, self.agent_store):
             if s is not None:
                 s.close()
@@ -343,11 +345,32 @@ class Service:
             )
         return self._graph
 
+    def monitor_graph(self) -> Any:
+        """The monitors' graph (built on first use, on the agent thread)."""
+        if self._monitor_graph is None:
+            from agents.monitor_graph import MonitorGraph
+            from context_api.api import ContextAPI
+
+            assert self.agent_store is not None
+            self._monitor_graph = MonitorGraph(
+                ContextAPI(self.agent_store, sla_ms=self.config.sla_ms),
+                self._llm(),
+                traces=TraceStore(self.agent_store),
+                auto_approve=self.config.auto_approve,
+            )
+        return self._monitor_graph
+
     async def on_agent_thread(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.agent_pool, fn, *args)
 
     # -- what the dashboard and /metrics read -------------------------------------------------
+
+    def serving_model(self) -> str | None:
+        """The forecaster version loaded for the next tick (None: routing without forecasts)."""
+        if self.adapter is None or self.adapter.fleet.forecaster is None:
+            return None
+        return self.adapter.fleet.forecaster.version_id
 
     def snapshot_gauges(self) -> dict[str, Any]:
         writer = self.writer
@@ -356,7 +379,6 @@ class Service:
             queues["decisions"] = (writer.depth, writer.max_queue)
         if self.trace_writer is not None:
             queues["traces"] = (self.trace_writer.pending, 1000)
-        fleet = self.adapter.fleet.view if self.adapter is not None else None
         shares: dict[str, float] = {}
         if self.adapter is not None:
             planned = getattr(self.adapter.router.policy, "shares", None)  # a policy's plan
@@ -368,6 +390,6 @@ class Service:
             "queues": queues,
             "in_flight": dict(zip(self.names, self.live.in_flight, strict=True)),
             "alarms": {n: n in self.alarms for n in self.names},
-            "model_version": fleet.model_version if fleet is not None else None,
+            "model_version": self.serving_model(),
             "shares": {k: v for k, v in shares.items() if math.isfinite(v)},
         }

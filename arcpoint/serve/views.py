@@ -77,7 +77,7 @@ def fleet(svc: Service) -> dict[str, Any]:
         "tick_s": svc.config.tick_s,
         "sla_ms": TIERS["standard"].sla_ms,
         "last_tick": svc.last_tick,
-        "model_version": view.model_version if view is not None else None,
+        "model_version": svc.serving_model(),
         "backends": backends,
         "window_ticks": len(window),
         "decisions": {
@@ -211,11 +211,38 @@ def escalations(svc: Service, limit: int) -> dict[str, Any]:
 
 
 def approvals(svc: Service, status: str) -> dict[str, Any]:
-    return {"available": False, "approvals": [], "status": status}
+    """The monitors' proposals (newest first); `pending` ones wait for an operator."""
+    from agents.approvals import list_approvals
+
+    assert svc.agent_store is not None
+    rows = list_approvals(svc.agent_store, "pending" if status == "pending" else None)
+    return {"available": True, "approvals": [a.model_dump(mode="json") for a in rows]}
 
 
 def answer_approval(svc: Service, approval_id: str, body: ApprovalAnswer) -> dict[str, Any]:
-    raise LookupError(f"no approval {approval_id!r} (the approvals flow is not installed)")
+    """Approve or reject, resuming the monitor pass that waits on it (agent thread). An approved
+    promotion is served from the next tick: the store's active version is loaded at once."""
+    from agents import approvals as flow
+    from agents.feedback_loop import sync_active_forecaster
+
+    store = svc.agent_store
+    assert store is not None and svc.adapter is not None
+    try:
+        flow.show_approval(store, approval_id)
+    except flow.ApprovalError as exc:
+        raise LookupError(str(exc)) from None
+    by = body.by or "http"
+    try:
+        if body.decision == "approve":
+            out = flow.approve(store, approval_id, by=by, reason=body.reason, model=svc._llm())
+        else:
+            out = flow.reject(store, approval_id, by=by, reason=body.reason or "", model=svc._llm())
+    except flow.ApprovalError as exc:
+        raise ValueError(str(exc)) from None
+    out["serving"] = sync_active_forecaster(store, svc.adapter.fleet) or (
+        svc.adapter.fleet.forecaster.version_id if svc.adapter.fleet.forecaster else None
+    )
+    return out
 
 
 def readiness(svc: Service) -> list[str]:
