@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.approvals import show_approval
 from arcpoint.client import Client
 from arcpoint.serve.process import ServerProcess
 from context_api.store import Store
@@ -37,24 +38,20 @@ def _need_chromium() -> None:
     pytest.skip("chromium is not installed (apt-get install -y chromium)")
 
 
-def _seed(db: Path, models: Path) -> str:
-    """A served forecaster and the last hour of telemetry, so the page has forecasts to show
-    (the server loads the active version and warms its windows from recent telemetry)."""
-    from agents.feedback_loop import register_forecaster
-    from tests.agent_fixtures import small_forecaster
+def _seed(folder: Path) -> tuple[Path, str, str]:
+    """A database whose monitors wait for an approval (a challenger won its experiment), plus
+    the last hour of telemetry so the served forecaster has windows to forecast from."""
+    from tests.serve_world import waiting_world
     from tools.simulator import simulate_history
 
-    fc = small_forecaster()
-    now = time.time()
+    db, approval_id, champion = waiting_world(folder)
     history = simulate_history(3600.0, seed=11, start_ts=0.0)
-    shift = now - 2.0 - max(p.ts for p in history)
+    shift = time.time() - 2.0 - max(p.ts for p in history)
     with Store(db) as store:
-        version = register_forecaster(store, fc, artifact_dir=models, at=now)
-        store.activate_model_version(version, reason="dashboard test", at=now)
         store.insert_telemetry(
             [dataclasses.replace(p, ts=p.ts + shift) for p in history], source="history"
         )
-    return version
+    return db, approval_id, champion
 
 
 def _traffic(client: Client, rounds: int) -> None:
@@ -80,10 +77,8 @@ def test_dashboard_loads_draws_live_charts_and_saves_a_screenshot(tmp_path):
     from playwright.sync_api import sync_playwright
 
     shot = Path(os.environ.get("ARCPOINT_SCREENSHOT_DIR", tmp_path)) / "dashboard.png"
-    version = _seed(tmp_path / "dash.db", tmp_path / "models")
-    with ServerProcess(
-        tmp_path / "dash.db", "--no-monitors", "--tick", "1", env={"ARCPOINT_TOKEN": TOKEN}
-    ) as server:
+    db, approval_id, version = _seed(tmp_path)
+    with ServerProcess(db, "--no-monitors", "--tick", "1", env={"ARCPOINT_TOKEN": TOKEN}) as server:
         with Client(server.url, token=TOKEN) as client:
             _traffic(client, 4)
         with sync_playwright() as pw:
@@ -133,9 +128,29 @@ def test_dashboard_loads_draws_live_charts_and_saves_a_screenshot(tmp_path):
                 )
                 assert all(p > 0 for p in e2e_points), e2e_points
                 assert page.locator("#live").get_attribute("class") == "pill ok"
+                # The pending promotion is shown; approving it from the page applies it.
+                card = page.locator(f'.approval[data-id="{approval_id}"]')
+                assert "promote" in card.inner_text()
+                page.fill("#token", TOKEN)
+                page.dispatch_event("#token", "change")
                 page.screenshot(path=str(shot), full_page=True)
+                card.locator("button.approve").click()
+                page.wait_for_function(
+                    "document.getElementById('answered').textContent.includes('approved')",
+                    timeout=60_000,
+                )
+                assert page.locator("#answered").inner_text() == f"{approval_id} approved: applied"
+                page.wait_for_function(
+                    f"document.getElementById('model').textContent !== '{version}'"
+                )
+                promoted = page.locator("#model").inner_text()
+                page.screenshot(path=str(shot.with_name("dashboard-approved.png")), full_page=True)
             finally:
                 browser.close()
     assert not problems, problems
     assert not outside, f"the page reached outside the service: {outside}"
     assert shot.stat().st_size > 10_000
+    with Store(db) as store:
+        approval = show_approval(store, approval_id)
+        assert approval["status"] == "applied" and approval["decided_by"] == "dashboard"
+        assert store.active_model_version("forecaster").version_id == promoted != version

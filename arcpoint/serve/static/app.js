@@ -264,8 +264,11 @@ async function answer(id, decision, node) {
     method: "POST", headers, body: JSON.stringify({ decision, reason, by: "dashboard" }),
   });
   const body = await r.json().catch(() => ({}));
-  node.replaceChildren(el("span", { class: r.ok ? "done" : "sev-high" },
-    r.ok ? `${decision}d` : `failed: ${(body.detail || []).map((d) => d.reason).join("; ") || r.status}`));
+  const message = r.ok
+    ? `${id} ${decision}d: ${(body.approval && body.approval.status) || "done"}`
+    : `${id}: ${decision} failed: ${(body.detail || []).map((d) => d.reason).join("; ") || r.status}`;
+  node.replaceChildren(el("span", { class: r.ok ? "done" : "sev-high" }, message));
+  $("answered").textContent = message;
   if (r.ok) refresh();
 }
 
@@ -281,9 +284,12 @@ function renderApprovals(a) {
       el("button", { type: "button", class: "approve", onclick: (ev) => answer(id, "approve", ev.target.parentNode) }, "Approve"),
       el("button", { type: "button", class: "reject", onclick: (ev) => answer(id, "reject", ev.target.parentNode) }, "Reject"));
     return el("div", { class: "approval", "data-id": id },
-      el("b", {}, x.title || x.kind || "proposal"), ` ${id}`,
-      el("div", {}, x.summary || x.reason || ""),
-      el("div", { class: "meta" }, `asked ${when(x.created_at)}`), actions);
+      el("b", {}, `${x.action || "change"} ${x.version_id || ""}`),
+      ` (serving ${x.current_version_id || "none"}) · ${id}`,
+      el("div", {}, x.summary || ""),
+      el("div", { class: "meta" }, `proposed by ${x.proposed_by || "?"} at ${when(x.created_at)}`,
+        x.trace_id ? el("a", { href: `#trace=${encodeURIComponent(x.trace_id)}` }, " · trace") : ""),
+      actions);
   });
   box.replaceChildren(...(items.length ? items : [el("p", { class: "empty" }, "none pending")]));
 }
