@@ -251,3 +251,28 @@ def test_approvals_list_and_answer_through_the_monitor_graph(tmp_path):
         assert again.status_code == 409 and "already answered" in again.text
     with Store(db) as store:
         assert store.active_model_version("forecaster").version_id == promoted
+
+
+def test_a_per_request_policy_is_served_through_the_same_endpoints(tmp_path):
+    # peak_ewma (Finagle) learns from every completion: a backend whose requests come back slow
+    # is avoided, which needs outcomes to reach the policy per request.
+    app = create_app(_config(tmp_path, policy="peak_ewma"))
+    with TestClient(app) as c:
+        first = [_route(c) for _ in range(40)]
+        assert {d["reason"] for d in first} == {"peak_ewma"}
+        rows = [
+            {"decision_id": d["decision_id"], "e2e_ms": 5000.0 if d["backend"] == "b0" else 40.0}
+            for d in first
+        ]
+        assert c.post("/v1/outcomes", json={"outcomes": rows}).json()["accepted"] == 40
+        later = [_route(c)["backend"] for _ in range(40)]
+        assert later.count("b0") <= 2, later
+        fleet = c.get("/v1/fleet").json()
+        assert fleet["router"]["routed"] == 80 and fleet["router"]["escalated"] == 0
+
+
+def test_an_unknown_policy_is_a_clear_error(tmp_path):
+    from arcpoint.cli import main
+
+    code = main(["serve", "--db", str(tmp_path / "x.db"), "--policy", "fastest"])
+    assert code == 2

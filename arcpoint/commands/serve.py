@@ -61,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--scrape-interval", type=float, default=5.0, metavar="S", help="scrape period (5)"
     )
+    parser.add_argument(
+        "--policy",
+        default="predictive",
+        metavar="NAME",
+        help="routing policy: predictive (default) or a baseline from tools/routers "
+        "(round_robin, least_request, peak_ewma, outlier_ejection, prequal, c3, llmd, static)",
+    )
     parser.add_argument("--no-monitors", action="store_true", help="do not run the monitors")
     parser.add_argument(
         "--max-body", type=int, default=1_048_576, metavar="BYTES", help="body size limit (1 MiB)"
@@ -100,6 +107,7 @@ def build_config(args: argparse.Namespace):
         scrape_interval_s=args.scrape_interval,
         monitor_interval_s=args.monitor_interval,
         run_monitors=not args.no_monitors,
+        policy=args.policy,
         auto_approve=settings.auto_approve,
         outcome_max_age_s=settings.outcome_max_age_s,
         sla_ms=settings.sla_ms,
@@ -116,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from arcpoint.serve.config import UnsafeBindError, check_bind
     from arcpoint.serve.fleet_file import FleetFileError
     from arcpoint.serve.run import serve
+    from context_api.store import SchemaTooNewError
 
     try:
         config = build_config(args)
@@ -125,6 +134,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         return serve(config)
-    except FleetFileError as exc:
+    except (FleetFileError, SchemaTooNewError, ValueError) as exc:  # bad file, db or policy
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

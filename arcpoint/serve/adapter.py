@@ -21,8 +21,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from agents.router import Router
+from agents.router import Router, RouterStats
 from context_api.fleet_state import FleetState
+from tools.routers.base import (
+    Completion,
+    EngineMetrics,
+    RequestInfo,
+    RouterView,
+    RoutingPolicy,
+)
 from tools.routing import TIERS, Decision, RouteRequest
 from tools.telemetry import TelemetryPoint
 
@@ -112,6 +119,23 @@ class RouterAdapter:
         if self.escalator is not None:
             self.escalator.score_pending(self._violation_prob)
 
+    @property
+    def stats(self) -> RouterStats:
+        return self.router.stats
+
+    def planned_shares(self) -> dict[str, float]:
+        """The policy's current split of traffic (a tick-level plan)."""
+        planned = getattr(self.router.policy, "shares", None)
+        if callable(planned):
+            planned = planned()
+        return {k: float(v) for k, v in planned.items()} if isinstance(planned, dict) else {}
+
+    def on_complete(self, completion: Completion, view: RouterView) -> None:
+        """The tick-level policy learns from each tick's telemetry, not per completion."""
+
+    def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
+        """Scrapes reach the tick-level policy through the tick's telemetry."""
+
     def _violation_prob(self, backend: str, sla_ms: float) -> float:
         view = self.fleet.view
         if view is None:
@@ -121,3 +145,61 @@ class RouterAdapter:
                 sigma = max((b.forecast_hi_ms - b.forecast_lo_ms) / (2.0 * Z90), 1e-6)
                 return 0.5 * math.erfc(-((b.forecast_ms - sla_ms) / sigma) / math.sqrt(2.0))
         return math.nan
+
+
+class PolicyAdapter:
+    """Serves a per-request policy (`tools.routers`, e.g. `least_request`, `prequal`, `c3`) on
+    the live view: `choose()` per request, `on_complete()` per accepted outcome, `on_scrape()`
+    per engine scrape. Ticks still refresh the forecasts that the dashboard and monitors read,
+    but the policy routes on what it sees per request. Nothing is escalated: these policies have
+    no notion of an ambiguous request."""
+
+    escalator = None
+
+    def __init__(self, policy: RoutingPolicy, fleet: FleetState, view: RouterView) -> None:
+        self.policy = policy
+        self.fleet = fleet
+        self.view = view
+        self.stats = RouterStats()
+        self._names = tuple(b.name for b in view.backends)
+        self._prefix = f"s{secrets.token_hex(4)}-"
+        self._n = 0
+
+    def route(self, req: RouteInput) -> tuple[Decision, RouteRequest, bool]:
+        self._n += 1
+        tier = TIERS[req.tier]
+        sla = req.sla_ms if req.sla_ms is not None else tier.sla_ms
+        now = time.time()
+        info = RequestInfo(self._n, now, req.input_tokens or 0, req.tier, sla, sla)
+        index = self.policy.choose(info, self.view)
+        request = RouteRequest(
+            req.request_id or f"{self._prefix}r{self._n}", req.tier, req.sla_ms, req.metadata
+        )
+        decision = Decision(
+            decision_id=f"{self._prefix}{self._n}",
+            request_id=request.request_id,
+            ts=now,
+            backend=self._names[index],
+            policy=self.policy.name,
+            reason=self.policy.name,
+            sla_ms=sla,
+            tier=req.tier,
+            model_version=self.fleet.forecaster.version_id if self.fleet.forecaster else None,
+        )
+        self.stats.routed += 1
+        return decision, request, False
+
+    def escalate(self, request: RouteRequest, decision: Decision) -> Decision:
+        return decision
+
+    def tick(self, points: list[TelemetryPoint], arrivals: int, alarms: Mapping[str, str]) -> None:
+        self.fleet.tick(points, arrivals, alarms)
+
+    def on_complete(self, completion: Completion, view: RouterView) -> None:
+        self.policy.on_complete(completion, view)
+
+    def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
+        self.policy.on_scrape(metrics, view)
+
+    def planned_shares(self) -> dict[str, float]:
+        return {}

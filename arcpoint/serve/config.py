@@ -46,6 +46,9 @@ class ServeConfig(BaseModel):
     anthropic_base_url: str | None = None
     model: str = "claude-sonnet-4-6"
     escalation_deadline_s: float | None = None
+    policy: str = "predictive"
+    """`predictive` (the forecaster-driven router, with escalation), or a per-request baseline
+    from `tools.routers` (least_request, peak_ewma, prequal, c3, llmd, ...)."""
     run_monitors: bool = True
     auto_approve: bool = False
     """Apply the monitors' proposals without an operator (ARCPOINT_AUTO_APPROVE; off)."""

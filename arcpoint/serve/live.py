@@ -67,7 +67,8 @@ class LiveFleet:
         self.index = {n: i for i, n in enumerate(self.names)}
         self._clock = clock
         self._in_flight = [0] * len(self.names)
-        self._open: dict[str, tuple[int, float]] = {}
+        self._open: dict[str, tuple[int, float, int, int]] = {}
+        """decision id -> (backend index, opened at, request number, input tokens)."""
         self._max_open = max_open
         self.forgotten = 0
         self.expired = 0
@@ -99,25 +100,28 @@ class LiveFleet:
 
     # -- events -------------------------------------------------------------------------------
 
-    def opened(self, decision_id: str, backend: str, ts: float) -> None:
+    def opened(
+        self, decision_id: str, backend: str, ts: float, request_no: int = 0, input_tokens: int = 0
+    ) -> None:
         i = self.index[backend]
         self._in_flight[i] += 1
         self._tick[i].routed += 1
-        self._open[decision_id] = (i, ts)
+        self._open[decision_id] = (i, ts, request_no, input_tokens)
         if len(self._open) > self._max_open:
             old_id = next(iter(self._open))
-            j, _ = self._open.pop(old_id)
+            j = self._open.pop(old_id)[0]
             self._in_flight[j] -= 1
             self.forgotten += 1
 
     def completed(
         self, decision_id: str, status: str, e2e_ms: float, ttft_ms: float | None
-    ) -> str | None:
-        """Close a decision's request; returns its backend (None when it was not in flight)."""
+    ) -> tuple[int, float, int, int] | None:
+        """Close a decision's request; returns what `opened` was told (None when it was not in
+        flight: already expired, or routed before a restart)."""
         entry = self._open.pop(decision_id, None)
         if entry is None:
             return None
-        i, _ = entry
+        i = entry[0]
         self._in_flight[i] -= 1
         buf = self._tick[i]
         if status == "ok":
@@ -129,7 +133,7 @@ class LiveFleet:
             if status == "timeout":
                 buf.e2e.append(e2e_ms)  # a timeout is a latency the user saw
                 buf.timeouts += 1
-        return self.names[i]
+        return entry
 
     def scraped(self, metrics: EngineMetrics) -> None:
         self._scrapes[metrics.backend] = metrics
@@ -141,7 +145,7 @@ class LiveFleet:
         n = 0
         while opened:  # insertion order is time order: stop at the first fresh one
             d = next(iter(opened))
-            i, ts = opened[d]
+            i, ts = opened[d][:2]
             if ts >= cutoff:
                 break
             del opened[d]

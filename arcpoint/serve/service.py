@@ -24,7 +24,7 @@ from typing import Any
 from agents.escalation import Escalator
 from agents.fleet_monitor import FleetMonitor
 from agents.router import Router
-from arcpoint.serve.adapter import RouteInput, RouterAdapter, p_meet_slo
+from arcpoint.serve.adapter import PolicyAdapter, RouteInput, RouterAdapter, p_meet_slo
 from arcpoint.serve.config import ServeConfig
 from arcpoint.serve.engine_metrics import EngineScrape, ScrapeDeltas
 from arcpoint.serve.fleet_file import FleetFile, load_fleet
@@ -38,6 +38,7 @@ from context_api.outcome_details import LLMOutcome, RowResult, record_llm_outcom
 from context_api.store import Store, decision_row, new_id
 from context_api.traces import TraceStore, TraceWriter
 from tools.policy import PredictivePolicy
+from tools.routers.base import Completion
 from tools.routing import Decision
 from tools.telemetry import TelemetryPoint
 
@@ -74,6 +75,7 @@ class Service:
         self.last_tick: float | None = None
         self.tick_error: str | None = None
         self.monitor_state: dict[str, Any] = {}
+        self._routed = 0
         self.forecast_history: list[dict[str, Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -94,12 +96,20 @@ class Service:
             keep_records=False,
             fleet=fleet_state,
         )
-        policy = PredictivePolicy(infos, id_prefix=f"{new_id()}-")
-        self.adapter = RouterAdapter(
-            lambda hook: Router(policy, fleet_state, escalate=hook),
-            fleet_state,
-            escalator=escalator,
-        )
+        if cfg.policy == "predictive":
+            policy = PredictivePolicy(infos, id_prefix=f"{new_id()}-")
+            self.adapter = RouterAdapter(
+                lambda hook: Router(policy, fleet_state, escalate=hook),
+                fleet_state,
+                escalator=escalator,
+            )
+        else:
+            from tools.routers.registry import make_policy
+
+            escalator.close()
+            self.adapter = PolicyAdapter(
+                make_policy(cfg.policy, self.fleet_file.profiles()), fleet_state, self.live
+            )
         self.monitor = FleetMonitor(self.names, self.store, AlertService(self.store))
         self._warm(fleet_state)
         self.writer = DecisionWriter(self._write_decisions, max_queue=cfg.decision_queue)
@@ -201,7 +211,10 @@ class Service:
         recorded = self.writer.submit(decision)
         if not recorded:
             m.decisions_dropped.inc()
-        self.live.opened(decision.decision_id, decision.backend, time.time())
+        self._routed += 1
+        self.live.opened(
+            decision.decision_id, decision.backend, decision.ts, self._routed, req.input_tokens or 0
+        )
         m.route_latency.observe(time.perf_counter() - t0)
         m.decisions.labels(decision.backend, decision.reason.split(";", 1)[0]).inc()
         if decision.ambiguous:
@@ -252,7 +265,21 @@ class Service:
             if res.status == "rejected":
                 m.outcomes_rejected.labels(res.reason or "unknown").inc()
             elif res.status == "accepted":
-                self.live.completed(row.decision_id, row.status, row.e2e_ms, row.ttft_ms)
+                opened = self.live.completed(row.decision_id, row.status, row.e2e_ms, row.ttft_ms)
+                if opened is not None and self.adapter is not None:
+                    i, at, number, tokens = opened
+                    completion = Completion(
+                        number,
+                        i,
+                        at,
+                        row.observed_at,
+                        row.status,
+                        row.ttft_ms,
+                        row.e2e_ms,
+                        tokens,
+                        0,
+                    )
+                    self.adapter.on_complete(completion, self.live)
 
     # -- telemetry ----------------------------------------------------------------------------
 
@@ -262,7 +289,10 @@ class Service:
             self.metrics.telemetry.labels(source, "unknown_backend").inc()
             return f"unknown backend {scrape.backend!r}; fleet: {', '.join(self.names)}"
         at = scrape.scraped_at if scrape.scraped_at is not None else time.time()
-        self.live.scraped(self.deltas.metrics(scrape, at))
+        metrics = self.deltas.metrics(scrape, at)
+        self.live.scraped(metrics)
+        if self.adapter is not None:
+            self.adapter.on_scrape(metrics, self.live)
         self.metrics.telemetry.labels(source, "accepted").inc()
         return None
 
@@ -381,11 +411,7 @@ class Service:
             queues["traces"] = (self.trace_writer.pending, 1000)
         shares: dict[str, float] = {}
         if self.adapter is not None:
-            planned = getattr(self.adapter.router.policy, "shares", None)  # a policy's plan
-            if callable(planned):
-                planned = planned()
-            if isinstance(planned, dict):
-                shares = {k: float(v) for k, v in planned.items()}
+            shares = self.adapter.planned_shares()
         return {
             "queues": queues,
             "in_flight": dict(zip(self.names, self.live.in_flight, strict=True)),

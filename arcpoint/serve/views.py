@@ -91,7 +91,7 @@ def fleet(svc: Service) -> dict[str, Any]:
 
 def _router_stats(svc: Service) -> dict[str, Any]:
     assert svc.adapter is not None
-    s = svc.adapter.router.stats
+    s = svc.adapter.stats
     return {
         "routed": s.routed,
         "ambiguous": s.ambiguous,
