@@ -1,5 +1,5 @@
-"""A real `arcpoint serve` process: kill -9 loses no acknowledged outcome, SIGTERM drains and
-flushes, and the client works against it."""
+"""A real `arcpoint serve` process: kill -9 loses no acknowledged outcome; the client works
+against it, and SIGTERM drains and flushes."""
 
 from __future__ import annotations
 
@@ -54,22 +54,7 @@ def test_kill_9_loses_no_acknowledged_outcome(tmp_path):
     assert not missing, f"{len(missing)} acknowledged outcomes lost"
 
 
-def test_sigterm_drains_and_flushes_every_routed_decision(tmp_path):
-    db = tmp_path / "term.db"
-    with ServerProcess(db, "--no-monitors", env={"ARCPOINT_TOKEN": TOKEN}) as server:
-        with Client(server.url, token=TOKEN) as client:
-            ids = [client.route(tier="batch").decision_id for _ in range(300)]
-        server.proc.send_signal(signal.SIGTERM)
-        code = server.proc.wait(10)  # drained and flushed within 10 s, or this raises
-        err = server.proc.stderr.read()
-    assert code in (0, 128 + signal.SIGTERM, -signal.SIGTERM), err
-    assert "decisions and traces flushed" in err
-    with Store(db) as store:
-        stored = {r["decision_id"] for r in store.db.query("SELECT decision_id FROM decisions")}
-    assert set(ids) <= stored
-
-
-def test_client_against_a_real_server(tmp_path):
+def test_client_against_a_real_server_then_sigterm_drains_and_flushes(tmp_path):
     db = tmp_path / "client.db"
     with ServerProcess(db, "--no-monitors", env={"ARCPOINT_TOKEN": TOKEN}) as server:
         with Client(server.url, token=TOKEN) as client:
@@ -87,3 +72,14 @@ def test_client_against_a_real_server(tmp_path):
             bad.route()
         assert info.value.status == 401
         assert info.value.detail[0]["field"] == "header.authorization"
+        # SIGTERM: every decision routed so far is flushed to the file before the exit.
+        with Client(server.url, token=TOKEN) as client:
+            ids = [client.route(tier="batch").decision_id for _ in range(300)]
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(10)  # drained and flushed within 10 s, or this raises
+        err = server.proc.stderr.read()
+    assert code in (0, 128 + signal.SIGTERM, -signal.SIGTERM), err
+    assert "decisions and traces flushed" in err
+    with Store(db) as store:
+        stored = {r["decision_id"] for r in store.db.query("SELECT decision_id FROM decisions")}
+    assert set(ids) | {d.decision_id} <= stored
