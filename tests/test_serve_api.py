@@ -119,6 +119,10 @@ def test_body_size_limit_refuses_before_parsing(tmp_path):
         assert r.status_code == 413
         assert "2048" in r.json()["detail"][0]["reason"]
         assert c.post("/v1/route", json={"tier": "standard"}).status_code == 200
+        # A chunked body (no Content-Length) is cut off once it passes the limit.
+        chunks = (b'{"tier": "standard", "metadata": {"x": "' + b"y" * 3000 + b'"}}',)
+        r = c.post("/v1/route", content=iter(chunks), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["detail"][0]["field"] == "body"
 
 
 def test_token_guards_state_changing_endpoints_and_never_leaks(tmp_path, caplog):
@@ -276,3 +280,56 @@ def test_an_unknown_policy_is_a_clear_error(tmp_path):
 
     code = main(["serve", "--db", str(tmp_path / "x.db"), "--policy", "fastest"])
     assert code == 2
+
+
+def test_the_scraper_reads_each_backends_vllm_metrics_page(tmp_path):
+
+    import httpx
+    import respx
+
+    from arcpoint.serve.scraper import scrape_once
+
+    page = (
+        "# TYPE vllm:num_requests_running gauge\n"
+        'vllm:num_requests_running{model_name="m"} 7\n'
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        'vllm:num_requests_waiting{model_name="m"} 3\n'
+        "# TYPE vllm:kv_cache_usage_perc gauge\n"
+        'vllm:kv_cache_usage_perc{model_name="m"} 0.62\n'
+    )
+    app = create_app(_config(tmp_path))
+    with TestClient(app) as c:
+        svc = app.state.service
+        targets = {"b0": "http://vllm-0.test/metrics", "b1": "http://vllm-1.test/metrics"}
+
+        async def run() -> int:
+            with respx.mock:
+                respx.get(targets["b0"]).mock(return_value=httpx.Response(200, text=page))
+                respx.get(targets["b1"]).mock(return_value=httpx.Response(503))
+                async with httpx.AsyncClient() as client:
+                    return await scrape_once(svc, client, targets)
+
+        assert c.portal.call(run) == 1
+        b0 = svc.live.last_scrape(0)
+        assert (b0.num_requests_running, b0.num_requests_waiting) == (7, 3)
+        assert b0.kv_cache_usage_perc == 0.62
+        assert svc.live.last_scrape(1) is None
+        text = c.get("/metrics").text
+        assert 'arcpoint_telemetry_scrapes_total{result="error",source="scrape"} 1.0' in text
+        assert c.get("/v1/fleet").json()["backends"][0]["kv_cache_usage_perc"] == 0.62
+
+
+def test_the_scheduled_monitors_run_and_report(tmp_path):
+    from arcpoint.serve.monitors import run_all
+
+    app = create_app(_config(tmp_path))
+    with TestClient(app) as c:
+        svc = app.state.service
+        c.portal.call(svc.on_agent_thread, run_all, svc, svc.monitor_state)
+        runs = {m["name"]: m for m in c.get("/v1/monitors").json()["monitors"]}
+        assert set(runs) == {"expire_outcomes", "monitor_pass", "sync_forecaster"}
+        assert all(m["result"] == "ok" for m in runs.values()), runs
+        assert runs["monitor_pass"]["detail"].startswith("skipped: no forecaster")
+        assert 'arcpoint_monitor_runs_total{monitor="monitor_pass",result="ok"} 1.0' in (
+            c.get("/metrics").text
+        )

@@ -19,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from arcpoint.serve.metrics import ServeMetrics
 
 Scope = dict[str, Any]
@@ -111,20 +113,21 @@ class BodyLimit:
                 return
             seen = [0]
             limit = self.max_bytes
+            reason = f"request body larger than {limit} bytes"
 
             async def receive_limited() -> dict[str, Any]:
                 message = await receive()
                 if message["type"] == "http.request":
                     seen[0] += len(message.get("body", b""))
                     if seen[0] > limit:
-                        raise _TooLarge
+                        # An HTTPException, so the framework's body reader passes it on as a
+                        # 413 instead of calling it a parse error.
+                        if self.metrics is not None:
+                            self.metrics.body_too_large.inc()
+                        raise HTTPException(413, detail=[{"field": "body", "reason": reason}])
                 return message
 
-            try:
-                await self.app(scope, receive_limited, send_wrapper)
-            except _TooLarge:
-                if not started[0]:
-                    await self._reject(send_wrapper, seen[0])
+            await self.app(scope, receive_limited, send_wrapper)
         finally:
             if self.metrics is not None:
                 route = scope.get("route")
@@ -154,7 +157,3 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
