@@ -76,6 +76,8 @@ class Service:
         self.tick_error: str | None = None
         self.monitor_state: dict[str, Any] = {}
         self._routed = 0
+        self._decision_counters: dict[tuple[str, str], Any] = {}
+        self._row_templates: dict[tuple[int, str], tuple[Any, Any]] = {}
         self.forecast_history: list[dict[str, Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -216,7 +218,13 @@ class Service:
             decision.decision_id, decision.backend, decision.ts, self._routed, req.input_tokens or 0
         )
         m.route_latency.observe(time.perf_counter() - t0)
-        m.decisions.labels(decision.backend, decision.reason.split(";", 1)[0]).inc()
+        key = (decision.backend, decision.reason)
+        counter = self._decision_counters.get(key)
+        if counter is None:  # labels() costs a lock and a lookup: keep the child per key
+            counter = m.decisions.labels(decision.backend, decision.reason.split(";", 1)[0])
+            if len(self._decision_counters) < 4096:
+                self._decision_counters[key] = counter
+        counter.inc()
         if decision.ambiguous:
             m.ambiguous.labels(decision.ambiguous_reason or "unspecified").inc()
         return decision, escalated, recorded
@@ -243,8 +251,33 @@ class Service:
         del self.escalations[:-200]
 
     def _write_decisions(self, decisions: list[Decision]) -> None:
+        """On the writer's thread. Every decision of one plan shares its candidates (a tuple
+        built once per tick), so their JSON is encoded once per (plan, backend) and reused:
+        `decision_row` per decision spent most of its time re-encoding the same list."""
         assert self.store is not None
-        self.store.insert_decisions([decision_row(d) for d in decisions])
+        cache = self._row_templates
+        rows = []
+        for d in decisions:
+            key = (id(d.candidates), d.backend)
+            hit = cache.get(key)
+            if hit is None or hit[0] is not d.candidates:
+                if len(cache) > 256:
+                    cache.clear()
+                hit = (d.candidates, decision_row(d))
+                cache[key] = hit
+            row = dict(hit[1])
+            row["decision_id"] = d.decision_id
+            row["ts"] = d.ts
+            row["request_id"] = d.request_id
+            row["tier"] = d.tier
+            row["sla_ms"] = d.sla_ms
+            row["policy"] = d.policy
+            row["reason"] = d.reason
+            row["ambiguous"] = d.ambiguous
+            row["ambiguous_reason"] = d.ambiguous_reason
+            row["model_version"] = d.model_version
+            rows.append(row)
+        self.store.insert_decisions(rows)
 
     p_meet_slo = staticmethod(p_meet_slo)
 
