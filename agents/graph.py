@@ -105,6 +105,10 @@ class _Turn:
     history: list[dict[str, str]] = field(default_factory=list)
 
 
+class TraceNotRecorded(RuntimeError):
+    """An answer's reasoning trace could not be written, so the answer is not given."""
+
+
 class OperatorGraph:
     """The chat graph over one context API and one model.
 
@@ -259,10 +263,15 @@ class OperatorGraph:
         trace_id = None
         if self._sink is not None:
             try:
-                self._sink(record)
+                self._sink(record)  # the store waits for a busy file within its bound
                 trace_id = record.trace_id
-            except Exception:  # the answer stands; the missing trace is logged loudly
-                log.exception("chat trace %s not written", record.trace_id)
+            except Exception as exc:
+                # An answer is never shown without its audit trace: the caller gets an error.
+                log.warning("chat trace %s not written: %s", record.trace_id, exc)
+                raise TraceNotRecorded(
+                    f"the answer's reasoning trace could not be recorded ({type(exc).__name__}: "
+                    f"{exc}); the answer is withheld. Try again when the database is free."
+                ) from exc
         return TurnResult(
             answer=state["answer"],
             trace_id=trace_id,

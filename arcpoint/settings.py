@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from context_api.bounds import ValueBounds
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ARCPOINT_", extra="ignore")
@@ -30,6 +32,18 @@ class Settings(BaseSettings):
     Off by default: a promotion or rollback waits for `arcpoint approvals approve`."""
     outcome_max_age_s: float = Field(3600.0, gt=0)
     webhook_url: str | None = None
+    max_latency_ms: float = Field(600_000.0, gt=0, allow_inf_nan=False)
+    max_rps: float = Field(1_000_000.0, gt=0, allow_inf_nan=False)
+    max_label_lag_s: float = Field(86_400.0, gt=0, allow_inf_nan=False)
+
+    @property
+    def bounds(self) -> ValueBounds:
+        """Physical bounds on ingested telemetry and recorded outcomes."""
+        return ValueBounds(
+            max_latency_ms=self.max_latency_ms,
+            max_rps=self.max_rps,
+            max_label_lag_s=self.max_label_lag_s,
+        )
 
     @property
     def llm(self) -> str:

@@ -149,15 +149,17 @@ def _report_no_data(args: argparse.Namespace, message: str, settings: Settings) 
 
 
 def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str) -> int:
-    from agents.graph import OperatorGraph
+    from agents.graph import OperatorGraph, TraceNotRecorded
     from context_api.api import EMPTY_HINT, ContextAPI
-    from context_api.store import SchemaTooNewError, Store
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
     from context_api.traces import TraceStore
 
-    try:
-        store = Store(db, outcome_max_age_s=settings.outcome_max_age_s)
-    except (SchemaTooNewError, Exception) as exc:  # not an Arcpoint file, or a newer one
-        return _report_no_data(args, f"Cannot open {db}: {exc}", settings)
+    try:  # never creates a file, never adds tables to a foreign one
+        store = open_existing(
+            db, outcome_max_age_s=settings.outcome_max_age_s, bounds=settings.bounds
+        )
+    except NotAnArcpointDatabase as exc:
+        return _report_no_data(args, f"Cannot answer from {db}: {exc}", settings)
     try:
         api = ContextAPI(store, sla_ms=settings.sla_ms)
         if api.is_empty():
@@ -171,7 +173,11 @@ def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str
             checkpoint_db=db if args.thread else None,
             traces=TraceStore(store),
         ) as graph:
-            result = graph.ask(question, thread_id=args.thread, agent=args.agent)
+            try:
+                result = graph.ask(question, thread_id=args.thread, agent=args.agent)
+            except TraceNotRecorded as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_NO_DATA
     finally:
         store.close()
     if args.json:

@@ -143,11 +143,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def _open(args: argparse.Namespace) -> tuple[TraceStore | None, int]:
     """The TraceStore for --db / $ARCPOINT_DB, or (None, exit code) after saying why not."""
-    import sqlite3
     from pathlib import Path
 
     from arcpoint.settings import load_settings
-    from context_api import schema
 
     path = args.db or load_settings().db
     if not Path(path).is_file():
@@ -157,25 +155,12 @@ def _open(args: argparse.Namespace) -> tuple[TraceStore | None, int]:
             file=sys.stderr,
         )
         return None, EXIT_NO_DB
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            version = schema.current_version(conn)
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        print(f"error: {path} is not a readable SQLite database ({exc})", file=sys.stderr)
-        return None, EXIT_NO_DB
-    if version == 0:
-        print(f"error: {path} is not an Arcpoint database (no Arcpoint schema)", file=sys.stderr)
-        return None, EXIT_NO_DB
-
-    from context_api.store import SchemaTooNewError
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
     from context_api.traces import TraceStore
 
-    try:
-        return TraceStore(path), EXIT_OK
-    except (SchemaTooNewError, sqlite3.Error) as exc:
+    try:  # never creates a file, never adds tables to a foreign one
+        return TraceStore(open_existing(path), own_store=True), EXIT_OK
+    except NotAnArcpointDatabase as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None, EXIT_NO_DB
 
