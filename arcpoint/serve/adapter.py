@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from agents.router import Router, RouterStats
+from context_api.agent_tools.base import p_over
 from context_api.fleet_state import FleetState
 from tools.routers.base import (
     Completion,
@@ -32,8 +33,6 @@ from tools.routers.base import (
 )
 from tools.routing import TIERS, Decision, RouteRequest
 from tools.telemetry import TelemetryPoint
-
-Z90 = 1.6448536269514722
 
 
 class _Deferred:
@@ -62,8 +61,8 @@ def p_meet_slo(decision: Decision) -> float | None:
     c = decision.chosen
     if c is None or not (math.isfinite(c.forecast_ms) and math.isfinite(c.lo_ms)):
         return None
-    sigma = max((c.hi_ms - c.lo_ms) / (2.0 * Z90), 1e-6)
-    return 1.0 - 0.5 * math.erfc(-((c.forecast_ms - decision.sla_ms) / sigma) / math.sqrt(2.0))
+    over = p_over(c.forecast_ms, c.lo_ms, c.hi_ms, decision.sla_ms)
+    return None if over is None else 1.0 - over
 
 
 class RouterAdapter:
@@ -142,8 +141,8 @@ class RouterAdapter:
             return math.nan
         for b in view.backends:
             if b.name == backend and math.isfinite(b.forecast_ms):
-                sigma = max((b.forecast_hi_ms - b.forecast_lo_ms) / (2.0 * Z90), 1e-6)
-                return 0.5 * math.erfc(-((b.forecast_ms - sla_ms) / sigma) / math.sqrt(2.0))
+                over = p_over(b.forecast_ms, b.forecast_lo_ms, b.forecast_hi_ms, sla_ms)
+                return math.nan if over is None else over
         return math.nan
 
 
