@@ -40,6 +40,10 @@ READ_TOOLS = (
     "model_versions",
     "performance",
     "retrain_check",
+    "compare_backends",
+    "cost",
+    "model_history",
+    "approvals",
 )
 
 AGENT_TOOLS: dict[str, tuple[str, ...]] = {
@@ -57,9 +61,10 @@ AGENT_TOOLS: dict[str, tuple[str, ...]] = {
         "retrain_check",
         "retrain_requests",
         "model_versions",
+        "model_history",
         "drift_status",
     ),
-    "experiment_monitor": ("experiments", "model_versions"),
+    "experiment_monitor": ("experiments", "approvals", "model_versions", "model_history"),
 }
 """Read tools per agent (a monitor pass adds its write tools: `agents.monitor_graph`)."""
 
