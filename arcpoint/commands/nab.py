@@ -165,20 +165,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    if args.jobs > 1 and n > 1:
-        import multiprocessing
+    from evals.workers import run_tasks  # Ctrl-C stops its workers within seconds
 
-        with multiprocessing.get_context("fork").Pool(min(args.jobs, n)) as pool:
-            for i, (path, alerts, n_anom, n_alert, secs) in enumerate(
-                pool.imap_unordered(_detect_file, jobs), start=1
-            ):
-                results[path] = (alerts, n_anom, n_alert, secs)
-                report(i, path, secs)
-    else:
-        for i, job in enumerate(jobs, start=1):
-            path, alerts, n_anom, n_alert, secs = _detect_file(job)
-            results[path] = (alerts, n_anom, n_alert, secs)
-            report(i, path, secs)
+    for i, (_, (path, alerts, n_anom, n_alert, secs)) in enumerate(
+        run_tasks(_detect_file, jobs, min(args.jobs, n)), start=1
+    ):
+        results[path] = (alerts, n_anom, n_alert, secs)
+        report(i, path, secs)
 
     corpus = {rel[f]: (np.asarray(results[str(f)][0]), file_labels[f]) for f in files}
     scored = {name: score_corpus(corpus, PROFILES[name]) for name in profiles}
