@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             results = asyncio.run(drive(server.url, ids, args.phase_s, args.rounds))
             metrics_ok = server.proc.poll() is None
     results["wall_s"] = round(time.perf_counter() - t_start, 1)
+    # Other work on the machine while this ran (2 cores): the figures move with it.
     results["load_average_1m"] = round(os.getloadavg()[0], 2)
-    """Other work on the machine while this ran (2 cores): the figures move with it."""
     total_errors = sum(results[str(c)][k]["errors"] for c in CONCURRENCY for k in ("route", "noop"))
     ratios = [results[str(c)]["p99_ratio"] for c in CONCURRENCY]
     targets = {
