@@ -46,11 +46,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.graph import build_router_graph
 from agents.llm.base import LLMModel
 from agents.nodes.base import TraceSink, trace_sink
 from agents.nodes.router import RoutingCase, Verdict
 from agents.offline import OfflineModel
+from agents.router_graph import build_router_graph
 from context_api.fleet_state import FleetState
 from context_api.traces import TraceBuilder
 from tools.routing import Decision, RouteRequest

@@ -81,6 +81,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.router import Router
 from context_api.alerting import AlertService
 from context_api.fleet_state import FleetState
+from context_api.model_store import load_forecaster, register_forecaster, save_forecaster
 from context_api.store import DriftReport as StoredDriftReport
 from context_api.store import ExperimentResult, Store, decision_row
 from tools.drift import EFFECT_BANDS, SEVERITY_ORDER, concept_drift
@@ -98,8 +99,15 @@ from tools.features import FEATURE_NAMES, LONG_TICKS, feature_index
 from tools.forecaster import Forecaster, train
 from tools.online_learner import LearnerParams, ResidualCorrector
 from tools.policy import PredictivePolicy
-from tools.retrain_policy import RetrainDecision, RetrainInputs, RetrainPolicy, decide_retrain
+from tools.retrain_policy import (
+    RetrainDecision,
+    RetrainInputs,
+    RetrainPolicy,
+    decide_retrain,
+    loop_policy,
+)
 from tools.routing import BackendInfo, Decision, RouteRequest
+from tools.series_stats import block_means, cusum_change_point, effective_sample_size
 from tools.telemetry import HORIZON_TICKS, TICK_SECONDS, TelemetryPoint
 
 KIND = "forecaster"
@@ -122,20 +130,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------- configuration
-def _default_retrain() -> RetrainPolicy:
-    # The forecaster's temporal split (fit | gap | calibration | gap | hold-out, gaps of one
-    # horizon) needs about 45 minutes of telemetry with the loop's split fractions, so the
-    # post-drift window waits for that.
-    return RetrainPolicy(
-        drift_trigger="high",
-        min_mae_samples=200,
-        min_new_samples=300,
-        cooldown_seconds=1800.0,
-        train_window_seconds=7200.0,
-        min_train_window_seconds=2700.0,
-    )
-
-
 def _default_experiment() -> ExperimentConfig:
     # Units are 60 s blocks (see LoopConfig.experiment_block_s): at least 20 per arm before any
     # test, 90 (an hour and a half) at the planned horizon.
@@ -173,7 +167,7 @@ class LoopConfig(BaseModel):
     min_concept_samples: int = Field(30, ge=10)
     drift_alpha: float = Field(0.05, gt=0, lt=0.5)
     analysis_every_s: float = Field(1800.0, gt=0, description="error analysis window")
-    retrain: RetrainPolicy = Field(default_factory=_default_retrain)
+    retrain: RetrainPolicy = Field(default_factory=loop_policy)
     experiment: ExperimentConfig = Field(default_factory=_default_experiment)
     mode: Mode = "shadow"
     experiment_block_s: float | None = Field(
@@ -209,49 +203,6 @@ class TimelineEntry(BaseModel):
 
 
 # --------------------------------------------------------------------------------- artifacts
-def save_forecaster(forecaster: Forecaster, directory: str | Path) -> str:
-    """Write the forecaster as arrays plus JSON (`tools.model_artifact`, no pickle) under
-    `directory`, named by its version; returns the `.npz` path (the store's artifact_path)."""
-    from tools import model_artifact
-
-    npz_path, _ = model_artifact.save(forecaster, Path(directory) / forecaster.version_id)
-    return str(npz_path)
-
-
-def load_forecaster(path: str | Path) -> Forecaster:
-    """Load and verify an artifact written by `save_forecaster`; loading cannot run code."""
-    from tools import model_artifact
-
-    return model_artifact.load(Path(path))
-
-
-def register_forecaster(
-    store: Store,
-    forecaster: Forecaster,
-    *,
-    artifact_dir: str | Path | None,
-    at: float,
-    parent_id: str | None = None,
-    note: str | None = None,
-) -> str:
-    """Save (when a directory is given) and register a forecaster; a version already known is
-    left as it is (training is deterministic, so the same id means the same model)."""
-    if store.get_model_version(forecaster.version_id) is not None:
-        return forecaster.version_id
-    path = save_forecaster(forecaster, artifact_dir) if artifact_dir is not None else None
-    report = forecaster.report
-    store.register_model_version(
-        forecaster.version_id,
-        KIND,
-        parent_id=parent_id,
-        created_at=at,
-        trained_from_ts=forecaster.trained_from_ts,
-        trained_to_ts=forecaster.trained_to_ts,
-        metrics=report.model_dump(mode="json") if report is not None else {},
-        artifact_path=path,
-        note=note,
-    )
-    return forecaster.version_id
 
 
 def sync_active_forecaster(
@@ -286,78 +237,6 @@ def sync_active_forecaster(
 
 
 # --------------------------------------------------------------------------------- statistics
-def cusum_change_point(
-    ts: Sequence[float] | np.ndarray,
-    values: Sequence[float] | np.ndarray,
-    *,
-    reference_mean: float,
-    k: float,
-) -> float | None:
-    """Where an upward shift began: the time after the last zero of the one-sided CUSUM
-    S_i = max(0, S_{i-1} + x_i - reference_mean - k) (Page's change-point estimate).
-
-    None when the CUSUM ends at zero (no shift in these values)."""
-    x = np.asarray(values, dtype=np.float64)
-    t = np.asarray(ts, dtype=np.float64)
-    if x.size == 0 or x.size != t.size:
-        return None
-    s = 0.0
-    last_zero = -1
-    for i, v in enumerate(x - reference_mean - k):
-        s = max(0.0, s + float(v))
-        if s == 0.0:
-            last_zero = i
-    if s == 0.0 or last_zero + 1 >= x.size:
-        return None
-    return float(t[last_zero + 1])
-
-
-def effective_sample_size(
-    values: Sequence[float] | np.ndarray, max_lag: int = 20
-) -> tuple[float, float]:
-    """(lag-1 autocorrelation, effective sample size) of a series in time order.
-
-    n_eff = n / (1 + 2 sum rho_k), summing lags until the first non-positive autocorrelation
-    (Geyer's initial positive sequence, simplified): what the t-tests' nominal n overstates.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    n = x.size
-    if n < 3:
-        return 0.0, float(n)
-    x = x - x.mean()
-    var = float(x @ x) / n
-    if var == 0.0:
-        return 0.0, float(n)
-    total = 0.0
-    rho1 = 0.0
-    for lag in range(1, min(max_lag, n - 1) + 1):
-        rho = float(x[:-lag] @ x[lag:]) / (n * var)
-        if lag == 1:
-            rho1 = rho
-        if rho <= 0.0:
-            break
-        total += rho
-    return rho1, n / (1.0 + 2.0 * total)
-
-
-def block_means(
-    ts: Sequence[float] | np.ndarray,
-    values: Sequence[float] | np.ndarray,
-    start: float,
-    block_s: float,
-) -> np.ndarray:
-    """Mean of `values` per time block of `block_s` seconds from `start`, in block order,
-    for the blocks that hold any value (the batch-means method: errors of nearby ticks are
-    correlated, means of blocks longer than that correlation are close to independent)."""
-    t = np.asarray(ts, dtype=np.float64)
-    v = np.asarray(values, dtype=np.float64)
-    if t.size == 0:
-        return np.empty(0)
-    ids = np.floor((t - start) / block_s).astype(np.int64)
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    sums = np.bincount(inverse, weights=v, minlength=uniq.size)
-    counts = np.bincount(inverse, minlength=uniq.size)
-    return sums / counts
 
 
 def _severity_max(*levels: str) -> str:
@@ -697,7 +576,10 @@ class FeedbackLoop:
         """Write buffered telemetry to the store."""
         if self._telemetry_buffer:
             self.store.insert_telemetry(
-                self._telemetry_buffer, source="feedback_loop", run_id=self.run_id
+                self._telemetry_buffer,
+                source="feedback_loop",
+                run_id=self.run_id,
+                simulated=self.run_id is not None,  # a loop under a run replays a simulated fleet
             )
             self._telemetry_buffer = []
 

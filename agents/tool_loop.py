@@ -1,6 +1,6 @@
-"""The bounded tool loop shared by every model: ask, run the tools it asks for, repeat.
+"""The bounded model/tool cycle every agent runs, as a LangGraph graph (`AgentLoop`).
 
-A model plugs in a "next turn" function (`TurnRequest -> ModelReply`); the loop owns everything
+A model plugs in a "next turn" function (`TurnRequest -> ModelReply`); the graph owns everything
 else, so Claude and the offline reasoner behave the same way: at most `max_turns` model turns, an
 overall deadline, tool inputs validated against the tool's schema before anything runs (an invalid
 one goes back to the model as an error result it can correct), tool exceptions caught, and tool
@@ -13,12 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from pydantic import BaseModel
 
 from agents.llm.base import (
@@ -43,6 +47,265 @@ MAX_TOOL_RESULT_CHARS = 16_000
 MAX_INVALID_TOOL_INPUTS = 2
 
 
+class LoopState(TypedDict, total=False):
+    """The loop's checkpointable state: plain JSON values only."""
+
+    messages: Annotated[list[dict[str, Any]], operator.add]
+    """The transcript in Messages API shape, for both models."""
+    turns: Annotated[list[dict[str, Any]], operator.add]
+    """One `LLMTurn` (as JSON) per model turn, its tool calls attached by the tools node."""
+    calls: Annotated[list[dict[str, Any]], operator.add]
+    """Every `ToolCallRecord` (as JSON) so far, with the turn it belongs to."""
+    pending: list[dict[str, Any]]
+    """The tool_use blocks of the last reply, for the tools node."""
+    invalid_inputs: int
+    stop: str | None
+    text: str
+    terminal: bool
+    error: dict[str, Any] | None
+    deadline: float | None
+    """Absolute time on the loop's clock by which the run must end (None: no deadline)."""
+
+
+@dataclass
+class LoopContext:
+    """What a run needs that is not state: the tool executor and the clock (never stored)."""
+
+    execute: ToolExecutor
+    clock: Callable[[], float] = time.monotonic
+
+
+class AgentLoop:
+    r"""One agent's model and tools as a compiled LangGraph graph::
+
+        START -> model -> (tool_use?) -> tools -> (terminal, malformed or out of turns?) -> END
+                   ^   \-> END                     |
+                   '----------------------------------'
+
+    The `model` node asks `next_turn` for one reply; the `tools` node validates each tool input
+    against its spec, runs it through the run's executor and hands the results back as quoted
+    JSON `tool_result` blocks; the conditions loop until the model answers, fails, calls a
+    terminal tool, or a bound (turns, invalid inputs, deadline) is hit. `tool_choice` forces a
+    tool on the first turn (the router's one-call escalation). Pass a `checkpointer` to keep the
+    state between steps (a chat thread, a monitor run).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        model_name: str,
+        model_id: str,
+        system: str,
+        tools: Sequence[ToolSpec],
+        next_turn: NextTurn,
+        max_turns: int = 6,
+        cost_basis: str = "",
+        tool_choice: dict[str, Any] | None = None,
+        max_invalid_tool_inputs: int = MAX_INVALID_TOOL_INPUTS,
+        max_tool_result_chars: int = MAX_TOOL_RESULT_CHARS,
+        checkpointer: Any = None,
+    ) -> None:
+        if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
+            raise ValueError(f"max_turns must be a positive integer, got {max_turns!r}")
+        names = [tool.name for tool in tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tool names must be unique, got {names}")
+        self.name = name
+        self.model_name = model_name
+        self.model_id = model_id
+        self.system = system
+        self.tools = list(tools)
+        self.by_name = {tool.name: tool for tool in tools}
+        self.next_turn = next_turn
+        self.max_turns = max_turns
+        self.cost_basis = cost_basis
+        self.tool_choice = tool_choice
+        self.max_invalid = max_invalid_tool_inputs
+        self.max_chars = max_tool_result_chars
+        graph = StateGraph(LoopState, context_schema=LoopContext)
+        graph.add_node("model", self._model)
+        graph.add_node("tools", self._tools)
+        graph.add_edge(START, "model")
+        graph.add_conditional_edges("model", _after_model, ["model", "tools", END])
+        graph.add_conditional_edges("tools", self._after_tools, ["model", END])
+        self.graph = graph.compile(checkpointer=checkpointer, name=name)
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def _model(self, state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
+        clock = runtime.context.clock
+        index = len(state.get("turns") or [])
+        deadline = state.get("deadline")
+        if deadline is not None and clock() >= deadline:
+            return _fail("timeout", f"deadline passed before turn {index + 1}", state)
+        request = TurnRequest(
+            system=self.system,
+            messages=[dict(m) for m in state.get("messages") or []],
+            tools=self.tools,
+            turn_index=index,
+            deadline=deadline,
+            tool_calls=[
+                ToolCallRecord.model_validate(c["record"]) for c in state.get("calls") or []
+            ],
+            tool_choice=self.tool_choice if index == 0 else None,
+        )
+        reply = _safe_next_turn(self.next_turn, request, self.model_id)
+        turn = _turn_record(index, request, reply, []).model_dump(mode="json")
+        out: dict[str, Any] = {
+            "turns": [turn],
+            "stop": reply.stop_reason,
+            "text": reply.text,
+            "pending": [],
+        }
+        if reply.error is not None:
+            out["error"] = reply.error.model_dump(mode="json")
+            return out
+        stop = reply.stop_reason
+        if stop == "tool_use":
+            if not reply.tool_uses:
+                out["error"] = _error("api_error", "stop_reason tool_use without tool_use blocks")
+                return out
+            out["pending"] = reply.tool_uses
+            out["messages"] = [{"role": "assistant", "content": reply.content}]
+        elif stop == "pause_turn":
+            # The API paused a long turn; sending its content back lets it continue.
+            out["messages"] = [{"role": "assistant", "content": reply.content}]
+            if index + 1 >= self.max_turns:
+                out["error"] = _max_turns(self.max_turns)
+        elif stop not in ("end_turn", "stop_sequence"):
+            out["error"] = _stop_reason_error(stop, reply).model_dump(mode="json")
+        return out
+
+    def _tools(self, state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
+        ctx = runtime.context
+        index = len(state.get("turns") or []) - 1
+        records: list[ToolCallRecord] = []
+        invalid = int(state.get("invalid_inputs") or 0)
+        terminal = False
+        for use in state.get("pending") or []:
+            record = _run_tool(use, self.by_name, ctx.execute, ctx.clock, self.max_chars)
+            records.append(record)
+            invalid += 0 if record.input_valid else 1
+            terminal = terminal or (record.result.terminal and not record.result.is_error)
+        blocks = [_tool_result_block(r, self.max_chars) for r in records]
+        out: dict[str, Any] = {
+            "messages": [{"role": "user", "content": blocks}],
+            "calls": [{"turn": index, "record": r.model_dump(mode="json")} for r in records],
+            "invalid_inputs": invalid,
+            "terminal": terminal,
+            "pending": [],
+        }
+        if invalid >= self.max_invalid:
+            out["error"] = _error(
+                "malformed_tool_input", f"{invalid} tool inputs failed validation in this run"
+            )
+        elif not terminal and index + 1 >= self.max_turns:
+            out["error"] = _max_turns(self.max_turns)
+        return out
+
+    def _after_tools(self, state: LoopState) -> str:
+        if state.get("error") is not None or state.get("terminal"):
+            return END
+        return "model"
+
+    # -- running ----------------------------------------------------------------------------
+
+    def start(
+        self,
+        messages: Sequence[ChatMessage | dict[str, Any]],
+        *,
+        deadline_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> LoopState:
+        """The input state of a run (validates the arguments; raises ValueError on a bad one)."""
+        transcript = _check_arguments(messages, deadline_s)
+        return {
+            "messages": transcript,
+            "invalid_inputs": 0,
+            "terminal": False,
+            "error": None,
+            "deadline": None if deadline_s is None else clock() + deadline_s,
+        }
+
+    def run(
+        self,
+        messages: Sequence[ChatMessage | dict[str, Any]],
+        execute: ToolExecutor,
+        *,
+        deadline_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        config: dict[str, Any] | None = None,
+    ) -> LLMRun:
+        """Run the graph to the end and return the run's record."""
+        started = clock()
+        state = self.start(messages, deadline_s=deadline_s, clock=clock)
+        final = self.graph.invoke(
+            state, config=config, context=LoopContext(execute=execute, clock=clock)
+        )
+        return self.record(final, max(0.0, clock() - started))
+
+    def record(self, state: dict[str, Any], duration_s: float) -> LLMRun:
+        """The `LLMRun` of a finished state: turns with their tool calls, usage, cost, error."""
+        turns = [LLMTurn.model_validate(t) for t in state.get("turns") or []]
+        for call in state.get("calls") or []:
+            turns[call["turn"]].tool_calls.append(ToolCallRecord.model_validate(call["record"]))
+        err = state.get("error")
+        error = LLMError.model_validate(err) if err else None
+        stop = state.get("stop")
+        if error is None and state.get("terminal"):
+            stop = "terminal_tool"
+        usage = sum((t.usage for t in turns), TokenUsage())
+        run = LLMRun(
+            model_name=self.model_name,
+            model_id=self.model_id,
+            final_text=state.get("text") or "",
+            stop_reason=stop or "error",
+            turns=turns,
+            usage=usage,
+            cost_usd=sum(t.cost_usd for t in turns),
+            cost_basis=self.cost_basis,
+            duration_s=duration_s,
+            error=error,
+        )
+        log.info(
+            "llm run agent=%s model=%s turns=%d stop=%s error=%s tokens_in=%d tokens_out=%d"
+            " cost_usd=%.6f",
+            self.name,
+            self.model_id,
+            len(turns),
+            run.stop_reason,
+            error.kind if error else None,
+            usage.input_tokens,
+            usage.output_tokens,
+            run.cost_usd,
+        )
+        return run
+
+
+def _after_model(state: LoopState) -> str:
+    if state.get("error") is not None:
+        return END
+    stop = state.get("stop")
+    if stop == "tool_use":
+        return "tools"
+    if stop == "pause_turn":
+        return "model"
+    return END
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return LLMError(kind=kind, message=message).model_dump(mode="json")  # type: ignore[arg-type]
+
+
+def _max_turns(n: int) -> dict[str, Any]:
+    return _error("max_turns", f"no final answer within {n} turns")
+
+
+def _fail(kind: str, message: str, state: LoopState) -> dict[str, Any]:
+    return {"error": _error(kind, message), "pending": []}
+
+
 def run_tool_loop(
     *,
     model_name: str,
@@ -56,115 +319,28 @@ def run_tool_loop(
     deadline_s: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     cost_basis: str = "",
+    tool_choice: dict[str, Any] | None = None,
     max_invalid_tool_inputs: int = MAX_INVALID_TOOL_INPUTS,
     max_tool_result_chars: int = MAX_TOOL_RESULT_CHARS,
 ) -> LLMRun:
-    """Drive `next_turn` until the model answers, fails, or a bound is hit.
+    """Run `next_turn` over `tools` through a one-off `AgentLoop` until it answers or fails.
 
     Raises `ValueError` only for caller bugs (bad arguments), before any model call.
     """
-    transcript = _check_arguments(messages, tools, max_turns, deadline_s)
-    by_name = {tool.name: tool for tool in tools}
-    start = clock()
-    deadline = None if deadline_s is None else start + deadline_s
-    turns: list[LLMTurn] = []
-    calls_so_far: list[ToolCallRecord] = []
-    invalid_inputs = 0
-
-    def finish(error: LLMError | None, stop_reason: str | None, text: str = "") -> LLMRun:
-        usage = sum((t.usage for t in turns), TokenUsage())
-        run = LLMRun(
-            model_name=model_name,
-            model_id=model_id,
-            final_text=text,
-            stop_reason=stop_reason or "error",
-            turns=turns,
-            usage=usage,
-            cost_usd=sum(t.cost_usd for t in turns),
-            cost_basis=cost_basis,
-            duration_s=max(0.0, clock() - start),
-            error=error,
-        )
-        log.info(
-            "llm run model=%s turns=%d stop=%s error=%s tokens_in=%d tokens_out=%d cost_usd=%.6f",
-            model_id,
-            len(turns),
-            run.stop_reason,
-            error.kind if error else None,
-            usage.input_tokens,
-            usage.output_tokens,
-            run.cost_usd,
-        )
-        return run
-
-    for index in range(max_turns):
-        if deadline is not None and clock() >= deadline:
-            return finish(
-                LLMError(
-                    kind="timeout",
-                    message=f"deadline of {deadline_s}s passed before turn {index + 1}",
-                ),
-                turns[-1].stop_reason if turns else None,
-            )
-        request = TurnRequest(
-            system=system,
-            messages=[dict(m) for m in transcript],
-            tools=list(tools),
-            turn_index=index,
-            deadline=deadline,
-            tool_calls=list(calls_so_far),
-        )
-        reply = _safe_next_turn(next_turn, request, model_id)
-        stop = reply.stop_reason
-        tool_records: list[ToolCallRecord] = []
-        loop_error: LLMError | None = reply.error
-        terminal = False
-
-        if loop_error is None and stop == "tool_use":
-            uses = reply.tool_uses
-            if not uses:
-                loop_error = LLMError(
-                    kind="api_error", message="stop_reason tool_use without tool_use blocks"
-                )
-            else:
-                results = []
-                for use in uses:
-                    record = _run_tool(use, by_name, execute, clock, max_tool_result_chars)
-                    tool_records.append(record)
-                    invalid_inputs += 0 if record.input_valid else 1
-                    terminal = terminal or (record.result.terminal and not record.result.is_error)
-                    results.append(_tool_result_block(record, max_tool_result_chars))
-                transcript.append({"role": "assistant", "content": reply.content})
-                transcript.append({"role": "user", "content": results})
-                calls_so_far.extend(tool_records)
-                if invalid_inputs >= max_invalid_tool_inputs:
-                    loop_error = LLMError(
-                        kind="malformed_tool_input",
-                        message=f"{invalid_inputs} tool inputs failed validation in this run",
-                    )
-
-        turns.append(_turn_record(index, request, reply, tool_records))
-        if loop_error is not None:
-            return finish(loop_error, stop, reply.text)
-        if stop == "tool_use":
-            if terminal:
-                return finish(None, "terminal_tool", reply.text)
-            continue
-        if stop == "pause_turn":
-            # The API paused a long turn; sending its content back lets it continue.
-            transcript.append({"role": "assistant", "content": reply.content})
-            continue
-        if stop in ("end_turn", "stop_sequence"):
-            return finish(None, stop, reply.text)
-        return finish(_stop_reason_error(stop, reply), stop, reply.text)
-
-    return finish(
-        LLMError(kind="max_turns", message=f"no final answer within {max_turns} turns"),
-        turns[-1].stop_reason if turns else None,
-        "".join(b.get("text", "") for b in turns[-1].output if b.get("type") == "text")
-        if turns
-        else "",
+    loop = AgentLoop(
+        name=f"{model_name}_loop",
+        model_name=model_name,
+        model_id=model_id,
+        system=system,
+        tools=tools,
+        next_turn=next_turn,
+        max_turns=max_turns,
+        cost_basis=cost_basis,
+        tool_choice=tool_choice,
+        max_invalid_tool_inputs=max_invalid_tool_inputs,
+        max_tool_result_chars=max_tool_result_chars,
     )
+    return loop.run(messages, execute, deadline_s=deadline_s, clock=clock)
 
 
 def tool_result_json(content: Any, limit: int = MAX_TOOL_RESULT_CHARS) -> str:
@@ -178,13 +354,8 @@ def tool_result_json(content: Any, limit: int = MAX_TOOL_RESULT_CHARS) -> str:
 
 
 def _check_arguments(
-    messages: Sequence[ChatMessage | dict[str, Any]],
-    tools: Sequence[ToolSpec],
-    max_turns: int,
-    deadline_s: float | None,
+    messages: Sequence[ChatMessage | dict[str, Any]], deadline_s: float | None
 ) -> list[dict[str, Any]]:
-    if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
-        raise ValueError(f"max_turns must be a positive integer, got {max_turns!r}")
     if deadline_s is not None and (
         isinstance(deadline_s, bool)
         or not isinstance(deadline_s, int | float)
@@ -194,9 +365,6 @@ def _check_arguments(
         raise ValueError(
             f"deadline_s must be a positive finite number of seconds or None, got {deadline_s!r}"
         )
-    names = [tool.name for tool in tools]
-    if len(set(names)) != len(names):
-        raise ValueError(f"tool names must be unique, got {names}")
     parsed = [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages]
     if not parsed:
         raise ValueError("messages must contain at least one user message")

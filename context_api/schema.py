@@ -393,6 +393,126 @@ _V6_TRACES_FTS_MERGE = (
     "INSERT INTO traces_fts (traces_fts, rank) VALUES ('automerge', 16)",
 )
 
+_V7_RUNS_AND_UNIQUE_TELEMETRY = (
+    # Runs can end interrupted (Ctrl-C, SIGTERM) or be replaced by a rerun of the same command
+    # (their rows deleted, the run kept as history). SQLite cannot alter a CHECK: rebuild.
+    """
+    CREATE TABLE runs_v7 (
+        run_id TEXT PRIMARY KEY NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        command TEXT NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}',
+        summary TEXT,
+        status TEXT NOT NULL DEFAULT 'running'
+            CHECK (status IN ('running', 'finished', 'failed', 'interrupted', 'replaced'))
+    ) STRICT
+    """,
+    "INSERT INTO runs_v7 SELECT run_id, started_at, finished_at, command, params, summary, status"
+    " FROM runs",
+    "DROP TABLE runs",
+    "ALTER TABLE runs_v7 RENAME TO runs",
+    "CREATE INDEX runs_command_started_at ON runs (command, started_at)",
+    # One measurement per backend and time. `scope` is '' for the real fleet (ingest, a
+    # service), so two ingests of one file cannot both land; a simulated run writes its own
+    # run id, since each simulated fleet is a world of its own on the same clock.
+    "ALTER TABLE telemetry ADD COLUMN scope TEXT NOT NULL DEFAULT ''",
+    # Rejections are summarised per (run, source, reason); only the first few are kept as rows.
+    "ALTER TABLE ingest_rejections ADD COLUMN run_id TEXT",
+    """
+    CREATE TABLE ingest_rejection_counts (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        count INTEGER NOT NULL CHECK (count >= 0),
+        kept INTEGER NOT NULL CHECK (kept >= 0 AND kept <= count),
+        first_line INTEGER,
+        last_line INTEGER,
+        at REAL NOT NULL
+    ) STRICT
+    """,
+    "CREATE INDEX ingest_rejection_counts_source ON ingest_rejection_counts (source, reason)",
+)
+
+
+def _v7_data(conn: sqlite3.Connection) -> None:
+    """Give simulated rows their run's scope, drop exact repeats, then make (backend, ts) unique.
+
+    Rows written by anything but `ingest` under a run id were simulated. What is left repeated
+    within one scope is a second copy of the same measurement (the bug this migration closes);
+    the lowest id is kept and the count removed is logged as an event.
+    """
+    conn.execute(
+        "UPDATE telemetry SET scope = run_id WHERE run_id IS NOT NULL"
+        " AND run_id NOT IN (SELECT run_id FROM runs WHERE command = 'ingest')"
+    )
+    removed = conn.execute(
+        "DELETE FROM telemetry WHERE EXISTS (SELECT 1 FROM telemetry AS t"
+        " WHERE t.backend = telemetry.backend AND t.ts = telemetry.ts"
+        " AND t.scope = telemetry.scope AND t.id < telemetry.id)"
+    ).rowcount
+    conn.execute("DROP INDEX telemetry_backend_ts")
+    conn.execute("CREATE UNIQUE INDEX telemetry_backend_ts_scope ON telemetry (backend, ts, scope)")
+    if removed:
+        conn.execute(
+            "INSERT INTO events (ts, kind, subject, detail)"
+            " VALUES (?, 'migration', 'telemetry', ?)",
+            (time.time(), f'{{"version":7,"duplicate_rows_removed":{int(removed)}}}'),
+        )
+    conn.execute(
+        "INSERT INTO ingest_rejection_counts"
+        " (run_id, source, reason, count, kept, first_line, last_line, at)"
+        " SELECT NULL, source, reason, COUNT(*), COUNT(*), MIN(line), MAX(line), MAX(at)"
+        " FROM ingest_rejections GROUP BY source, reason"
+    )
+
+
+_V8_APPROVALS = (
+    # A proposed change to the serving model (promotion or rollback) and the operator's answer.
+    # The LangGraph thread waiting at the approval interrupt is named, so an answer given from
+    # another process (`arcpoint approvals`, the HTTP service) resumes it.
+    """
+    CREATE TABLE approvals (
+        approval_id TEXT PRIMARY KEY NOT NULL,
+        created_at REAL NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('promote', 'rollback')),
+        model_kind TEXT NOT NULL,
+        version_id TEXT NOT NULL,
+        current_version_id TEXT,
+        experiment_id TEXT,
+        summary TEXT NOT NULL,
+        evidence TEXT NOT NULL DEFAULT '{}',
+        proposed_by TEXT NOT NULL,
+        thread_id TEXT,
+        trace_id TEXT,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (
+            status IN ('pending', 'approved', 'rejected', 'applied', 'superseded', 'failed')
+        ),
+        decided_at REAL,
+        decided_by TEXT,
+        reason TEXT,
+        applied_at REAL,
+        result TEXT
+    ) STRICT
+    """,
+    "CREATE INDEX approvals_status ON approvals (status, created_at)",
+)
+
+_V9_OUTCOME_DETAILS = (
+    # What an LLM request's outcome carries beyond its end-to-end latency (which `outcomes` holds
+    # as `actual_latency_ms`): time to first token and how it ended (ok, timeout, error,
+    # rejected). Written in the same transaction as the outcome row (outcome_details.py).
+    """
+    CREATE TABLE outcome_details (
+        decision_id TEXT PRIMARY KEY NOT NULL REFERENCES outcomes (decision_id),
+        ttft_ms REAL,
+        status TEXT NOT NULL
+            CHECK (status = 'ok' OR status = 'timeout' OR status = 'error' OR status = 'rejected')
+    ) STRICT, WITHOUT ROWID
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core: decisions, outcomes, telemetry, model versions, events, runs", _V1_CORE),
     Migration(2, "monitoring: drift reports, anomalies, experiments", _V2_MONITORING),
@@ -400,6 +520,15 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "alerts: duplicates link to the alert they repeat", _V4_ALERT_DUPLICATES),
     Migration(5, "reasoning traces: hash-chained, with steps and full-text search", _V5_TRACES),
     Migration(6, "traces: merge the full-text index less often", _V6_TRACES_FTS_MERGE),
+    Migration(
+        7,
+        "runs end interrupted or replaced; telemetry unique per (backend, ts, scope); "
+        "ingest rejections summarised",
+        _V7_RUNS_AND_UNIQUE_TELEMETRY,
+        _v7_data,
+    ),
+    Migration(8, "approvals: proposed model changes and the operator's answers", _V8_APPROVALS),
+    Migration(9, "outcomes: time to first token and status", _V9_OUTCOME_DETAILS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -9,9 +9,10 @@ Why these settings:
   SIGKILL). What NORMAL gives up is the fsync per commit: an OS crash or power loss can lose the
   last commits since the previous checkpoint, never corrupt the file. Pass `synchronous="FULL"`
   when that matters more than commit latency.
-- busy timeout: another process holding the write lock makes us wait (default 5 s), not fail.
-  Every write transaction starts with `BEGIN IMMEDIATE`, so the wait happens up front, where the
-  busy timeout applies, rather than as an unretryable upgrade failure half-way through.
+- busy timeout: another process holding the write lock makes us wait (default 5 s per attempt,
+  retried up to `write_wait_s`, default 30 s), not fail. Every write transaction starts with
+  `BEGIN IMMEDIATE`, so the wait happens up front, where it can be retried, rather than as an
+  unretryable upgrade failure half-way through.
 - One connection per Store, shared by threads under a lock. Open one Store per process.
 
 The schema lives in `context_api/schema.py` as ordered migrations; opening a file upgrades it.
@@ -38,6 +39,7 @@ from pydantic import BaseModel, Field
 
 from context_api import outcomes as _outcomes
 from context_api import schema as _schema
+from context_api.bounds import DEFAULT_BOUNDS, ValueBounds
 from context_api.outcomes import (
     OutcomeBatchResult,
     OutcomeInput,
@@ -59,6 +61,7 @@ __all__ = [
     "Experiment",
     "ExperimentResult",
     "IngestRejection",
+    "IngestRejectionCount",
     "ModelActivation",
     "ModelVersion",
     "OutcomeBatchResult",
@@ -75,6 +78,7 @@ __all__ = [
 ]
 
 Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
+RunStatus = Literal["running", "finished", "failed", "interrupted", "replaced"]
 SEVERITY_LEVELS = ("none", "low", "medium", "high", "critical")
 ALERT_SEVERITIES = ("info", "low", "medium", "high", "critical")
 
@@ -196,6 +200,20 @@ class IngestRejection(BaseModel):
     line: int | None = None
     reason: str
     raw: str | None = None
+    at: float = Field(default_factory=time.time)
+    run_id: str | None = None
+
+
+class IngestRejectionCount(BaseModel):
+    """All rejections of one reason in one source by one run (the rows kept are a sample)."""
+
+    source: str
+    reason: str
+    count: int
+    kept: int
+    first_line: int | None = None
+    last_line: int | None = None
+    run_id: str | None = None
     at: float = Field(default_factory=time.time)
 
 
@@ -340,7 +358,7 @@ class Run(BaseModel):
     command: str
     params: dict[str, Any]
     summary: dict[str, Any] | None
-    status: Literal["running", "finished", "failed"]
+    status: RunStatus
 
 
 # --- the interface ------------------------------------------------------------------------------
@@ -388,7 +406,9 @@ class StoreProtocol(Protocol):
         *,
         source: str | None = None,
         run_id: str | None = None,
+        simulated: bool = False,
     ) -> int: ...
+    def stored_timestamps(self, backend: str, lo: float, hi: float) -> set[float]: ...
     def list_telemetry(
         self,
         backend: str | None = None,
@@ -396,7 +416,11 @@ class StoreProtocol(Protocol):
         until: float | None = None,
         limit: int | None = None,
     ) -> list[TelemetryPoint]: ...
-    def record_ingest_rejections(self, rows: Iterable[IngestRejection]) -> int: ...
+    def record_ingest_rejections(
+        self,
+        rows: Iterable[IngestRejection],
+        counts: Iterable[IngestRejectionCount] | None = None,
+    ) -> int: ...
     def list_ingest_rejections(
         self, source: str | None = None, limit: int = 100
     ) -> list[IngestRejection]: ...
@@ -462,7 +486,9 @@ class StoreProtocol(Protocol):
     def start_run(self, command: str, **fields: Any) -> Run: ...
     def finish_run(self, run_id: str, **fields: Any) -> Run: ...
     def get_run(self, run_id: str) -> Run | None: ...
-    def list_runs(self, limit: int = 20) -> list[Run]: ...
+    def list_runs(self, limit: int | None = 20, *, command: str | None = None) -> list[Run]: ...
+    def delete_run_rows(self, run_id: str) -> dict[str, int]: ...
+    def replace_runs(self, command: str, *, keep: str) -> list[Run]: ...
 
 
 # --- the SQLite store ---------------------------------------------------------------------------
@@ -513,6 +539,7 @@ class Store:
     `Store(path)` opens (creating and migrating) the file. Use as a context manager or call
     `close()`. `outcome_max_age_s` is the default age after which `expire_pending` gives up on an
     outcome. `migrate=False` refuses to touch an out-of-date file instead of upgrading it.
+    `bounds` are the physical limits outcomes are checked against (context_api/bounds.py).
     """
 
     def __init__(
@@ -523,6 +550,8 @@ class Store:
         busy_timeout_s: float = 5.0,
         outcome_max_age_s: float = 3600.0,
         migrate: bool = True,
+        bounds: ValueBounds = DEFAULT_BOUNDS,
+        write_wait_s: float = 30.0,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous must be NORMAL, FULL or EXTRA (OFF would lose commits)")
@@ -530,6 +559,8 @@ class Store:
             raise ValueError("outcome_max_age_s must be finite and > 0")
         self.path = str(path)
         self.outcome_max_age_s = float(outcome_max_age_s)
+        self.bounds = bounds
+        self.write_wait_s = float(write_wait_s)
         self._lock = threading.RLock()
         self._savepoints = itertools.count()
         conn = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False)
@@ -600,7 +631,7 @@ class Store:
                 else:
                     conn.execute(f"RELEASE {name}")
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin_write(conn)
             try:
                 yield conn
             except BaseException:
@@ -609,6 +640,24 @@ class Store:
                 raise
             else:
                 conn.execute("COMMIT")
+
+    def _begin_write(self, conn: sqlite3.Connection) -> None:
+        """`BEGIN IMMEDIATE`, waiting up to `write_wait_s` for another writer to finish.
+
+        SQLite's busy timeout covers one attempt; a writer that keeps the lock longer (a large
+        ingest between its chunks, a migration) is waited for again, within the bound, so a
+        short write (a reasoning trace) is never lost to a busy file.
+        """
+        deadline = time.monotonic() + self.write_wait_s
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -696,13 +745,14 @@ class Store:
                 [(decision_id, actual_latency_ms, observed_at)],
                 now=time.time(),
                 want_results=True,
+                bounds=self.bounds,
             )
         return results[0]
 
     def record_outcomes(self, batch: Iterable[OutcomeInput]) -> OutcomeBatchResult:
         """Batch form of `record_outcome`: one transaction, counts by status and reason."""
         with self.transaction() as conn:
-            summary, _ = _outcomes.record_outcomes(conn, batch, now=time.time())
+            summary, _ = _outcomes.record_outcomes(conn, batch, now=time.time(), bounds=self.bounds)
         return summary
 
     def expire_pending(self, now_ts: float, max_age_s: float | None = None) -> int:
@@ -802,8 +852,18 @@ class Store:
         *,
         source: str | None = None,
         run_id: str | None = None,
+        simulated: bool = False,
     ) -> int:
-        """Store telemetry points (already validated at ingest) in one transaction."""
+        """Store telemetry points (already validated at ingest) in one transaction.
+
+        The file holds one measurement per backend and time: a point whose (backend, ts) is
+        already stored is skipped, and the count returned is of rows newly stored. Real
+        telemetry (the default) shares one scope; a simulated run (`simulated=True`, with its
+        `run_id`) is a fleet of its own, unique within the run.
+        """
+        if simulated and not run_id:
+            raise ValueError("simulated telemetry needs its run_id")
+        scope = run_id if simulated else ""
         values = [
             (
                 p.ts,
@@ -816,16 +876,28 @@ class Store:
                 1 if p.load_known else 0,
                 source,
                 run_id,
+                scope,
             )
             for p in points
         ]
         with self.transaction() as conn:
+            before = conn.total_changes
             conn.executemany(
                 "INSERT INTO telemetry (ts, backend, rps, p50_ms, p95_ms, error_rate, in_flight,"
-                " load_known, source, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " load_known, source, run_id, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 values,
             )
-        return len(values)
+            return conn.total_changes - before
+
+    def stored_timestamps(self, backend: str, lo: float, hi: float) -> set[float]:
+        """Real-fleet timestamps already stored for `backend` in [lo, hi] (an index range)."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT ts FROM telemetry WHERE backend = ? AND ts >= ? AND ts <= ? AND scope = ''",
+                (backend, lo, hi),
+            ).fetchall()
+        return {r[0] for r in rows}
 
     def list_telemetry(
         self,
@@ -853,13 +925,50 @@ class Store:
             ).fetchall()
         return [TelemetryPoint(*r[:7], load_known=bool(r[7])) for r in rows]
 
-    def record_ingest_rejections(self, rows: Iterable[IngestRejection]) -> int:
-        values = [(r.source, r.line, r.reason, r.raw, r.at) for r in rows]
+    def record_ingest_rejections(
+        self,
+        rows: Iterable[IngestRejection],
+        counts: Iterable[IngestRejectionCount] | None = None,
+    ) -> int:
+        """Store rejected rows and, per (source, reason), how many there were in all.
+
+        Without `counts`, each row counts for itself. Returns the rows stored.
+        """
+        values = [(r.source, r.line, r.reason, r.raw, r.at, r.run_id) for r in rows]
+        if counts is None:
+            tally: dict[tuple[str, str, str | None], list[Any]] = {}
+            for source, line, reason, _, at, run_id in values:
+                entry = tally.setdefault((source, reason, run_id), [0, line, line, at])
+                entry[0] += 1
+                entry[1] = line if entry[1] is None or (line or 0) < entry[1] else entry[1]
+                entry[2] = line if entry[2] is None or (line or 0) > entry[2] else entry[2]
+            counts = [
+                IngestRejectionCount(
+                    source=s,
+                    reason=r,
+                    count=n,
+                    kept=n,
+                    first_line=lo,
+                    last_line=hi,
+                    run_id=run,
+                    at=at,
+                )
+                for (s, r, run), (n, lo, hi, at) in tally.items()
+            ]
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT INTO ingest_rejections (source, line, reason, raw, at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO ingest_rejections (source, line, reason, raw, at, run_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 values,
+            )
+            conn.executemany(
+                "INSERT INTO ingest_rejection_counts"
+                " (run_id, source, reason, count, kept, first_line, last_line, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (c.run_id, c.source, c.reason, c.count, c.kept, c.first_line, c.last_line, c.at)
+                    for c in counts
+                ],
             )
         return len(values)
 
@@ -875,7 +984,7 @@ class Store:
     def ingest_rejection_counts(self, source: str | None = None) -> dict[str, int]:
         where, params = _where([("source = ?", source)])
         rows = self._query(
-            f"SELECT reason, COUNT(*) AS n FROM ingest_rejections{where} GROUP BY reason",
+            f"SELECT reason, SUM(count) AS n FROM ingest_rejection_counts{where} GROUP BY reason",
             params,
         )
         return {r["reason"]: r["n"] for r in rows}
@@ -1595,12 +1704,14 @@ class Store:
         run_id: str,
         *,
         summary: Mapping[str, Any] | None = None,
-        status: Literal["finished", "failed"] = "finished",
+        status: Literal["finished", "failed", "interrupted"] = "finished",
         finished_at: float | None = None,
     ) -> Run:
+        """Close a run. A summary of None keeps the one already stored."""
         with self.transaction() as conn:
             cur = conn.execute(
-                "UPDATE runs SET finished_at = ?, summary = ?, status = ? WHERE run_id = ?",
+                "UPDATE runs SET finished_at = ?, summary = COALESCE(?, summary), status = ?"
+                " WHERE run_id = ?",
                 (
                     time.time() if finished_at is None else finished_at,
                     None if summary is None else _dumps(dict(summary)),
@@ -1618,6 +1729,75 @@ class Store:
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", [run_id])
         return self._run(rows[0]) if rows else None
 
-    def list_runs(self, limit: int = 20) -> list[Run]:
-        rows = self._query(f"SELECT * FROM runs ORDER BY started_at DESC{_limit(limit)}")
+    def list_runs(self, limit: int | None = 20, *, command: str | None = None) -> list[Run]:
+        """Newest first."""
+        where, params = _where([("command = ?", command)])
+        rows = self._query(
+            f"SELECT * FROM runs{where} ORDER BY started_at DESC, run_id DESC{_limit(limit)}",
+            params,
+        )
         return [self._run(r) for r in rows]
+
+    def delete_run_rows(self, run_id: str) -> dict[str, int]:
+        """Delete every row a run wrote (telemetry, decisions and their outcomes, events,
+        anomalies, drift reports, experiments, alerts); the `runs` row stays as history.
+
+        Reasoning traces are append-only and stay. Returns rows deleted per table.
+        """
+        statements = (
+            (
+                "outcomes",
+                "DELETE FROM outcomes WHERE decision_id IN"
+                " (SELECT decision_id FROM decisions WHERE run_id = ?)",
+            ),
+            (
+                "experiment_predictions",
+                "DELETE FROM experiment_predictions WHERE experiment_id IN"
+                " (SELECT experiment_id FROM experiments WHERE run_id = ?)",
+            ),
+            (
+                "experiment_results",
+                "DELETE FROM experiment_results WHERE experiment_id IN"
+                " (SELECT experiment_id FROM experiments WHERE run_id = ?)",
+            ),
+            ("experiments", "DELETE FROM experiments WHERE run_id = ?"),
+            ("decisions", "DELETE FROM decisions WHERE run_id = ?"),
+            ("telemetry", "DELETE FROM telemetry WHERE run_id = ?"),
+            ("events", "DELETE FROM events WHERE run_id = ?"),
+            ("anomalies", "DELETE FROM anomalies WHERE run_id = ?"),
+            ("drift_reports", "DELETE FROM drift_reports WHERE run_id = ?"),
+            (
+                "alert_deliveries",
+                "DELETE FROM alert_deliveries WHERE alert_id IN"
+                " (SELECT alert_id FROM alerts WHERE run_id = ?)",
+            ),
+            ("alerts", "DELETE FROM alerts WHERE run_id = ?"),
+            ("ingest_rejections", "DELETE FROM ingest_rejections WHERE run_id = ?"),
+            ("ingest_rejection_counts", "DELETE FROM ingest_rejection_counts WHERE run_id = ?"),
+        )
+        deleted: dict[str, int] = {}
+        with self.transaction() as conn:
+            for table, sql in statements:
+                n = conn.execute(sql, (run_id,)).rowcount
+                if n:
+                    deleted[table] = n
+        return deleted
+
+    def replace_runs(self, command: str, *, keep: str) -> list[Run]:
+        """Delete the rows of every earlier run of `command` except `keep`, marking them
+        'replaced' (one transaction): a rerun replaces what the last one wrote."""
+        replaced = []
+        with self.transaction() as conn:
+            for run in self.list_runs(limit=None, command=command):
+                if run.run_id == keep or run.status == "replaced":
+                    continue
+                deleted = self.delete_run_rows(run.run_id)
+                conn.execute(
+                    "UPDATE runs SET status = 'replaced', summary = ? WHERE run_id = ?",
+                    (
+                        _dumps({**(run.summary or {}), "replaced_by": keep, "deleted": deleted}),
+                        run.run_id,
+                    ),
+                )
+                replaced.append(run)
+        return replaced

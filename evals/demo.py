@@ -1,14 +1,14 @@
 """The main job: train the forecaster on simulated history, replay every chaos scenario through
 the predictive router and each baseline, and gather one table.
 
-Runs are independent, so they are spread over worker processes (forked: the trained forest is
-inherited, never serialised). Each worker writes the predictive router's decisions and their
-outcomes to the SQLite store itself (WAL lets the writers take turns).
+Runs are independent, so they are spread over worker processes (`evals.workers`, forked: the
+trained forest is inherited, never serialised; Ctrl-C stops them within seconds). Each worker
+writes the predictive router's decisions and their outcomes to the SQLite store itself (WAL
+lets the writers take turns), under the demo's run id.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,10 +19,12 @@ from agents.escalation import Escalator
 from agents.fleet_monitor import FleetMonitor
 from agents.offline import OfflineModel
 from context_api.alerting import AlertService
+from context_api.runs import RunLog
 from context_api.store import Store
 from context_api.traces import TraceStore, TraceWriter
 from evals.replay import POLICIES, RunResult, run_scenario
 from evals.store_sink import StoreSink
+from evals.workers import run_tasks
 from tools.chaos import SCENARIOS
 from tools.fleet import DEFAULT_FLEET
 from tools.forecaster import Forecaster, TrainReport, train
@@ -213,41 +215,35 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
                 note="trained by arcpoint demo on simulated history",
             )
         store.activate_model_version(forecaster.version_id, reason="demo")
-        run = store.start_run(
-            "demo",
-            params={
-                "history_hours": config.history_hours,
-                "n_estimators": config.n_estimators,
-                "seed": config.seed,
-                "scenarios": list(config.scenarios),
-                "policies": list(config.policies),
-                "forecaster": forecaster.version_id,
-            },
-        )
     finally:
         store.close()
-
-    tasks = [(s, p) for s in config.scenarios for p in config.policies]
-    _JOB.update(
-        forecaster=forecaster,
-        db=config.db,
-        run_id=run.run_id,
-        seed=config.seed,
-        record=config.record_decisions,
-        scenarios=config.scenarios,
-    )
-    t0 = time.perf_counter()
-    results: list[RunResult] = []
-    decisions = outcomes = 0
-    jobs = max(1, min(config.jobs, len(tasks), os.cpu_count() or 1))
-    if jobs == 1:
-        outputs = map(_run_one, tasks)
-        pool = None
-    else:
-        pool = mp.get_context("fork").Pool(jobs)
-        outputs = pool.imap_unordered(_run_one, tasks)
-    try:
-        for i, (result, d, o) in enumerate(outputs, 1):
+    params = {
+        "history_hours": config.history_hours,
+        "n_estimators": config.n_estimators,
+        "seed": config.seed,
+        "scenarios": list(config.scenarios),
+        "policies": list(config.policies),
+        "forecaster": forecaster.version_id,
+    }
+    # A rerun replaces the previous demo's rows (one simulated timeline per file, so answers
+    # never count two runs); Ctrl-C or SIGTERM leave this run marked interrupted.
+    with RunLog(config.db, "demo", params, replace_previous=True) as run:
+        for old in run.replaced:
+            progress(f"replaced the previous demo run {old.run_id} ({old.status})")
+        tasks = [(s, p) for s in config.scenarios for p in config.policies]
+        _JOB.update(
+            forecaster=forecaster,
+            db=config.db,
+            run_id=run.run_id,
+            seed=config.seed,
+            record=config.record_decisions,
+            scenarios=config.scenarios,
+        )
+        t0 = time.perf_counter()
+        results: list[RunResult] = []
+        decisions = outcomes = 0
+        jobs = max(1, min(config.jobs, len(tasks), os.cpu_count() or 1))
+        for i, (_, (result, d, o)) in enumerate(run_tasks(_run_one, tasks, jobs), 1):
             results.append(result)
             decisions += d
             outcomes += o
@@ -256,20 +252,11 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
                 f"[{i}/{len(tasks)}] {result.scenario} x {result.policy}: "
                 f"{result.sla_violation_pct:.1f}% over SLA ({elapsed:.0f} s)"
             )
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-    seconds["replay"] = time.perf_counter() - t0
-    order = {(s, p): i for i, (s, p) in enumerate(tasks)}
-    results.sort(key=lambda r: order[(r.scenario, r.policy)])
-
-    demo = DemoResult(forecaster, report, results, run.run_id, decisions, outcomes, seconds)
-    store = Store(config.db)
-    try:
-        store.finish_run(run.run_id, summary=demo.to_json())
-    finally:
-        store.close()
+        seconds["replay"] = time.perf_counter() - t0
+        order = {(s, p): i for i, (s, p) in enumerate(tasks)}
+        results.sort(key=lambda r: order[(r.scenario, r.policy)])
+        demo = DemoResult(forecaster, report, results, run.run_id, decisions, outcomes, seconds)
+        run.summary = demo.to_json()
     return demo
 
 

@@ -20,7 +20,6 @@ import inspect
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from context_api.runs import Terminated, mark_running_interrupted
 from evals.scenario_file import (
     BASELINE_NAMES,
     DriftBenchmarkFile,
@@ -54,6 +54,7 @@ from evals.scoring import (
     score_drift,
     traffic_shares,
 )
+from evals.workers import run_tasks
 from tools.chaos import Scenario
 from tools.telemetry import TICK_SECONDS
 
@@ -1168,15 +1169,13 @@ def run_suite(
     errors: dict[int, list[str]] = {}
     jobs = max(1, min(config.jobs, len(tasks), os.cpu_count() or 1))
     t0 = time.perf_counter()
-    pool = mp.get_context("fork").Pool(jobs) if jobs > 1 else None
+    work = [
+        (_run_series, (i, what)) if kind == "series" else (_run_policy, (i, what))
+        for kind, i, what in tasks
+    ]
     try:
-        pending = []
-        for kind, i, what in tasks:
-            fn, arg = (_run_series, (i, what)) if kind == "series" else (_run_policy, (i, what))
-            pending.append(_Lazy(fn, arg) if pool is None else pool.apply_async(fn, (arg,)))
-        for k, handle in enumerate(pending, 1):
-            kind, i, what = tasks[k - 1]
-            _, out, err = handle.get()
+        for k, (n, (_, out, err)) in enumerate(run_tasks(_call, work, jobs), 1):
+            kind, i, what = tasks[n]
             name = entries[i].name
             elapsed = time.perf_counter() - t0
             label = f"{name} series {what}" if kind == "series" else f"{name} x {what}"
@@ -1195,10 +1194,12 @@ def run_suite(
                     f"[{k}/{len(tasks)}] {label}: {out.summary['sla_violation_pct']:.1f}% over "
                     f"SLA, p95 {out.summary['p95_latency_ms']:.0f} ms ({elapsed:.0f} s)"
                 )
+    except (KeyboardInterrupt, Terminated):
+        # The workers are stopped; their stores still say `running`: say what happened.
+        for db in sorted((config.out_dir / "work").glob("*.db")):
+            mark_running_interrupted(db)
+        raise
     finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
         _JOB.clear()
 
     for i, e in enumerate(entries):
@@ -1228,14 +1229,9 @@ def run_suite(
     )
 
 
-class _Lazy:
-    """A task run on `get()`, with `AsyncResult`'s interface (the single-process path)."""
-
-    def __init__(self, fn: Callable[[Any], Any], arg: Any) -> None:
-        self.fn, self.arg = fn, arg
-
-    def get(self) -> Any:
-        return self.fn(self.arg)
+def _call(work: tuple[Callable[[Any], Any], Any]) -> Any:
+    fn, arg = work
+    return fn(arg)
 
 
 __all__ = [

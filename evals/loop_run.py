@@ -19,13 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agents.feedback_loop import FeedbackLoop, LoopConfig, TimelineEntry, clock
 from context_api.alerting import AlertService
+from context_api.model_store import artifact_dir_for
 from context_api.store import Store
 from tools.chaos import ChaosEvent, Scenario
 from tools.forecaster import Forecaster, train
@@ -129,11 +129,6 @@ class LoopRunResult:
     """The loop itself (its store is closed): models, errors, statistics."""
 
 
-def artifact_dir_for(db: str) -> Path:
-    p = Path(db)
-    return p.with_name(p.stem + ".models")
-
-
 def train_champion(
     hours: float, *, seed: int, trees: int, end_ts: float = START_TS
 ) -> tuple[Forecaster, list]:
@@ -180,7 +175,7 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
             },
             started_at=START_TS,
         )
-        store.insert_telemetry(history, source="loop:history", run_id=run.run_id)
+        store.insert_telemetry(history, source="loop:history", run_id=run.run_id, simulated=True)
         alerts = AlertService(store, clock=lambda: loop.now, restore=False)
         loop = FeedbackLoop(
             store,

@@ -62,7 +62,9 @@ class StoreSink:
 
     def flush(self) -> None:
         if self._telemetry:
-            self.store.insert_telemetry(self._telemetry, source=self.source, run_id=self.run_id)
+            self.store.insert_telemetry(
+                self._telemetry, source=self.source, run_id=self.run_id, simulated=True
+            )
             self._telemetry = []
 
     def __call__(self, decisions: list[Decision], latency_ms: np.ndarray, ok: np.ndarray) -> None:

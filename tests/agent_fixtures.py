@@ -180,7 +180,7 @@ def _replay(
         if decisions:
             sampled.append(decisions[0].decision_id)
             ambiguous.extend(d.decision_id for d in decisions[:50] if d.ambiguous)
-        store.insert_telemetry(result.telemetry, source="fixture", run_id=run_id)
+        store.insert_telemetry(result.telemetry, source="fixture", run_id=run_id, simulated=True)
         router.on_telemetry(result.telemetry, arrivals=n)
 
 

@@ -165,7 +165,8 @@ def test_chat_process_with_no_stdin_exits(db: FixtureInfo) -> None:
 def test_ask_can_run_a_monitor(db: FixtureInfo, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ask", "--monitor", "drift_monitor", "--db", str(db.path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["agent"] == "drift_monitor" and "record_drift_reports" in out["tools_called"]
+    [report] = out["reports"]
+    assert report["agent"] == "drift_monitor" and "drift_status" in report["tools_called"]
     with Store(db.path) as store:
         assert TraceStore(store).get(out["trace_id"]).kind == "monitor"
     assert main(["ask", "--db", str(db.path)]) == 2

@@ -78,6 +78,22 @@ class RetrainPolicy(BaseModel):
         return self
 
 
+def loop_policy() -> RetrainPolicy:
+    """The closed loop's policy (the feedback loop in replays and the monitors over a store).
+
+    The forecaster's temporal split (fit | gap | calibration | gap | hold-out, gaps of one
+    horizon) needs about 45 minutes of telemetry with the loop's split fractions, so the
+    post-drift window waits for that."""
+    return RetrainPolicy(
+        drift_trigger="high",
+        min_mae_samples=200,
+        min_new_samples=300,
+        cooldown_seconds=1800.0,
+        train_window_seconds=7200.0,
+        min_train_window_seconds=2700.0,
+    )
+
+
 class RetrainInputs(BaseModel):
     """What the loop knows at a check. Times are unix seconds; durations seconds."""
 

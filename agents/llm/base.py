@@ -106,10 +106,22 @@ class ToolSpec(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One message of the conversation the caller passes in (history plus the new question)."""
+    """One message of the conversation the caller passes in (history plus the new question).
+
+    `content` is text, or Messages API text blocks when parts of a message must stay apart
+    (the router's trusted routing context and the caller's quoted metadata)."""
 
     role: Literal["user", "assistant"]
-    content: str
+    content: str | list[dict[str, Any]]
+
+    @field_validator("content")
+    @classmethod
+    def _text_blocks_only(cls, value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        if isinstance(value, list):
+            for block in value:
+                if block.get("type") != "text" or not isinstance(block.get("text"), str):
+                    raise ValueError("message content blocks must be text blocks")
+        return value
 
 
 class TokenUsage(BaseModel):
@@ -191,6 +203,9 @@ class TurnRequest(BaseModel):
     """Absolute time on the loop's clock by which the reply must be back (None: no deadline)."""
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     """All tool calls made so far in this run (convenient for the offline reasoner)."""
+    tool_choice: dict[str, Any] | None = None
+    """Messages API `tool_choice` for this turn, e.g. {"type": "tool", "name": "submit_decision"}
+    forces that tool (None: the model decides)."""
 
 
 class LLMTurn(BaseModel):
@@ -240,10 +255,16 @@ class LLMRun(BaseModel):
 
 @runtime_checkable
 class LLMModel(Protocol):
-    """What the agents call. Implementations: `ClaudeModel` and the offline reasoner."""
+    """What the agents call. Implementations: `ClaudeModel` and the offline reasoner.
+
+    `next_turn` is one model call (the `model` node of every agent graph); `run` drives a whole
+    model/tool cycle through a one-off `agents.tool_loop.AgentLoop`."""
 
     name: str
     model_id: str
+    cost_basis: str
+
+    def next_turn(self, request: TurnRequest) -> ModelReply: ...
 
     def run(
         self,

@@ -96,6 +96,12 @@ class ClaudeModel:
         if api_key is not None:
             optional["api_key"] = api_key
         if base_url is not None:  # otherwise the SDK reads ANTHROPIC_BASE_URL
+            scheme = base_url.split("://", 1)[0].lower() if "://" in base_url else ""
+            if scheme not in ("http", "https"):
+                # httpx would refuse it on every attempt, and the SDK would retry that refusal.
+                raise ValueError(
+                    f"the model endpoint {base_url!r} must start with http:// or https://"
+                )
             optional["base_url"] = base_url
         if http_client is not None:
             optional["http_client"] = http_client
@@ -113,6 +119,10 @@ class ClaudeModel:
 
     def __repr__(self) -> str:
         return f"ClaudeModel(model_id={self.model_id!r}, base_url={self.base_url!r})"
+
+    @property
+    def cost_basis(self) -> str:
+        return price_for(self.model_id)[1]
 
     def run(
         self,
@@ -132,7 +142,7 @@ class ClaudeModel:
             messages=messages,
             tools=tools,
             execute=execute,
-            next_turn=self._next_turn,
+            next_turn=self.next_turn,
             max_turns=max_turns,
             deadline_s=deadline_s,
             clock=self._clock,
@@ -141,7 +151,7 @@ class ClaudeModel:
 
     # -- one model turn ----------------------------------------------------------------------
 
-    def _next_turn(self, request: TurnRequest) -> ModelReply:
+    def next_turn(self, request: TurnRequest) -> ModelReply:
         started = self._clock()
         if request.deadline is not None and request.deadline <= started:
             return self._failed(0, 0.0, LLMError(kind="timeout", message="deadline passed"))
@@ -232,6 +242,8 @@ class ClaudeModel:
             tools = [tool.to_api() for tool in request.tools]
             tools[-1]["cache_control"] = CACHE_CONTROL
             params["tools"] = tools
+            if request.tool_choice is not None:
+                params["tool_choice"] = request.tool_choice
         return params
 
     def _failed(self, attempts: int, latency: float, error: LLMError) -> ModelReply:

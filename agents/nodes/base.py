@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.llm.base import ChatMessage, LLMModel, LLMRun, ToolResult, ToolSpec
 from agents.offline import OfflineModel
+from agents.offline.text import FOOTER, fallback_footer
 from agents.prompts import Prompt, load_prompt
+from agents.tool_loop import AgentLoop
 from context_api.api import ContextAPI
 from context_api.traces import TraceBuilder, TraceRecord, TraceStore, TraceWriter
 
@@ -37,31 +41,33 @@ READ_TOOLS = (
     "model_versions",
     "performance",
     "retrain_check",
+    "compare_backends",
+    "cost",
+    "model_history",
+    "approvals",
 )
 
 AGENT_TOOLS: dict[str, tuple[str, ...]] = {
     "operator": READ_TOOLS,
     "router": ("recommend_backend", "forecasts", "capacity_risk", "fleet_state", "backend_detail"),
-    "drift_monitor": ("drift_status", "quality_timeline", "performance", "anomalies"),
-    "feedback_learner": ("performance", "retrain_check", "model_versions", "drift_status"),
-    "experiment_monitor": ("experiments", "model_versions"),
-}
-"""Read tools per agent (in chat and advisory use)."""
-
-MONITOR_WRITE_TOOLS: dict[str, tuple[str, ...]] = {
-    "drift_monitor": ("record_drift_reports",),
-    "feedback_learner": ("request_retrain",),
-}
-"""Write tools an agent gets only when it runs as a scheduled monitor, each bounded by policy."""
-
-MONITOR_TASKS: dict[str, str] = {
-    "drift_monitor": "Scheduled monitor run: check the forecaster for drift and report.",
-    "feedback_learner": (
-        "Scheduled monitor run: review forecast accuracy against outcomes and decide, within "
-        "the retraining policy, whether to request a retrain."
+    "drift_monitor": (
+        "drift_status",
+        "quality_timeline",
+        "performance",
+        "anomalies",
+        "retrain_check",
     ),
-    "experiment_monitor": "Scheduled monitor run: check every experiment and recommend.",
+    "feedback_learner": (
+        "performance",
+        "retrain_check",
+        "retrain_requests",
+        "model_versions",
+        "model_history",
+        "drift_status",
+    ),
+    "experiment_monitor": ("experiments", "approvals", "model_versions", "model_history"),
 }
+"""Read tools per agent (a monitor pass adds its write tools: `agents.monitor_graph`)."""
 
 TraceSink = Callable[[TraceRecord], Any]
 
@@ -136,25 +142,99 @@ class AgentResult:
         ]
 
 
+HANDOFF_TARGETS = ("router", "drift_monitor", "feedback_learner", "experiment_monitor")
+
+
+class Handoff(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent: Literal["router", "drift_monitor", "feedback_learner", "experiment_monitor"] = Field(
+        description=(
+            "router: which backend a request should use, routing decisions; drift_monitor: is "
+            "the forecaster drifting, since when, why; feedback_learner: forecast accuracy, "
+            "retraining, model versions and their history; experiment_monitor: champion vs "
+            "challenger experiments, promotions and rollbacks"
+        )
+    )
+    reason: str = Field(min_length=1, max_length=300, description="why this agent owns it")
+
+
+HANDOFF = ToolSpec.from_model(
+    "handoff",
+    "Hand the question to the specialist agent that owns it; it answers the user directly. "
+    "Answer yourself (with your own tools) when the question is about the fleet as a whole, "
+    "quality, capacity, alerts, anomalies or decisions.",
+    Handoff,
+)
+
+
+def agent_loop(
+    agent: str,
+    model: LLMModel,
+    api: ContextAPI,
+    *,
+    extra_tools: Sequence[str] = (),
+    handoff: bool = False,
+    max_turns: int = 6,
+    checkpointer: Any = None,
+) -> tuple[AgentLoop, Prompt, Callable[[str, dict[str, Any]], ToolResult]]:
+    """One agent's compiled model/tool graph over its context-API tools (plus `extra_tools`,
+    e.g. a monitor's write tools, and the `handoff` tool for the operator), its prompt, and the
+    executor its tools node calls."""
+    prompt = load_prompt(agent)
+    specs, execute = api_toolset(api, (*AGENT_TOOLS[agent], *extra_tools))
+    if handoff:
+        specs = [*specs, HANDOFF]
+        inner = execute
+
+        def execute(name: str, args: dict[str, Any]) -> ToolResult:
+            if name == "handoff":
+                return ToolResult(content={"handed_to": args["agent"]}, terminal=True)
+            return inner(name, args)
+
+    loop = AgentLoop(
+        name=agent,
+        model_name=model.name,
+        model_id=model.model_id,
+        system=prompt.text,
+        tools=specs,
+        next_turn=model.next_turn,
+        max_turns=max_turns,
+        cost_basis=model.cost_basis,
+        checkpointer=checkpointer,
+    )
+    return loop, prompt, execute
+
+
+def handed_to(run: LLMRun) -> str | None:
+    """The agent a run handed its question to (None: it answered itself)."""
+    for call in run.tool_calls:
+        if call.name == "handoff" and not call.result.is_error and call.input_valid:
+            agent = call.input.get("agent")
+            if agent in HANDOFF_TARGETS:
+                return str(agent)
+    return None
+
+
 def run_agent(
     agent: str,
     model: LLMModel,
     api: ContextAPI,
     messages: Sequence[ChatMessage | dict[str, Any]],
     *,
-    monitor: bool = False,
+    loop: tuple[AgentLoop, Prompt, Callable[[str, dict[str, Any]], ToolResult]] | None = None,
+    extra_tools: Sequence[str] = (),
     builder: TraceBuilder | None = None,
     deadline_s: float | None = None,
     max_turns: int = 6,
     offline_fallback: bool = True,
 ) -> AgentResult:
-    """One agent's turn: its prompt, its tools, the model's tool loop, recorded in `builder`."""
-    prompt = load_prompt(agent)
-    names = AGENT_TOOLS[agent] + (MONITOR_WRITE_TOOLS.get(agent, ()) if monitor else ())
-    specs, execute = api_toolset(api, names)
-    run = model.run(
-        prompt.text, messages, specs, execute, max_turns=max_turns, deadline_s=deadline_s
+    """One agent's turn through its graph, recorded in `builder`. When Claude fails, the
+    offline reasoner answers instead (through the same agent's graph) and says so."""
+    graph, prompt, execute = loop or agent_loop(
+        agent, model, api, extra_tools=extra_tools, max_turns=max_turns
     )
+    run = graph.run(messages, execute, deadline_s=deadline_s)
     if builder is not None:
         builder.add_llm_run(run)
     runs = [run]
@@ -166,13 +246,18 @@ def run_agent(
     log.warning("%s agent failed on %s (%s)", agent, model.name, reason)
     if offline_fallback and not isinstance(model, OfflineModel):
         offline = OfflineModel()
-        again = offline.run(prompt.text, messages, specs, execute, max_turns=max_turns)
+        names = [t.name for t in graph.tools]
+        extra = [n for n in names if n not in AGENT_TOOLS[agent] and n != "handoff"]
+        again_loop, _, again_exec = agent_loop(
+            agent, offline, api, extra_tools=extra, handoff="handoff" in names, max_turns=max_turns
+        )
+        again = again_loop.run(messages, again_exec)
         if builder is not None:
             builder.add_llm_run(again)
         runs.append(again)
         answer = (
             f"({model.name} could not answer: {reason}. The offline reasoner answered instead.)\n"
-            + again.final_text
+            + again.final_text.replace(FOOTER, fallback_footer(model.name, reason))
         )
         return AgentResult(
             agent, answer, again, prompt, offline.name, offline.model_id, reason, runs

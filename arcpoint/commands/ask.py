@@ -40,8 +40,8 @@ Ask Arcpoint one question about the fleet and get an answer grounded in the data
 context API's tools and answers from their results. With ANTHROPIC_API_KEY set the agents run
 on Claude; otherwise on the offline reasoner, a deterministic rule set that says so in every
 answer. --json prints {"answer", "trace_id", "tools_called", "llm", "evidence", ...}.
---monitor NAME runs a scheduled monitor pass instead (drift_monitor may store drift reports,
-feedback_learner may request a retrain when the retraining policy allows it).
+--monitor NAME runs one monitor's pass instead, as `arcpoint monitor --once --only NAME` does
+(it may act within policy; a proposed model change waits for `arcpoint approvals`).
 
 Exit status: 0 answered, 1 no database or no data in it (the message says what to run),
 2 bad arguments.
@@ -76,8 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=MONITORS,
         default=None,
         help=(
-            "run a monitor instead of asking (drift_monitor, feedback_learner, "
-            "experiment_monitor): it may record findings within policy; traced as kind monitor"
+            "run one monitor's pass instead of asking (see `arcpoint monitor`): it may act "
+            "within policy; traced as kind monitor"
         ),
     )
     parser.add_argument(
@@ -99,10 +99,16 @@ def model_from_settings(settings: Settings) -> LLMModel:
 
         return OfflineModel()
     from agents.llm.claude import ClaudeConfig, ClaudeModel
+    from arcpoint.settings import ConfigurationError
 
-    return ClaudeModel(
-        ClaudeConfig(model_id=settings.model), api_key=key, base_url=settings.anthropic_base_url
-    )
+    try:
+        return ClaudeModel(
+            ClaudeConfig(model_id=settings.model),
+            api_key=key,
+            base_url=settings.anthropic_base_url,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"ANTHROPIC_BASE_URL: {exc}") from None
 
 
 def check_database(db: str) -> str | None:
@@ -149,30 +155,42 @@ def _report_no_data(args: argparse.Namespace, message: str, settings: Settings) 
 
 
 def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str) -> int:
-    from agents.graph import OperatorGraph
+    from agents.graph import OperatorGraph, TraceNotRecorded
     from context_api.api import EMPTY_HINT, ContextAPI
-    from context_api.store import SchemaTooNewError, Store
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
     from context_api.traces import TraceStore
 
-    try:
-        store = Store(db, outcome_max_age_s=settings.outcome_max_age_s)
-    except (SchemaTooNewError, Exception) as exc:  # not an Arcpoint file, or a newer one
-        return _report_no_data(args, f"Cannot open {db}: {exc}", settings)
+    try:  # never creates a file, never adds tables to a foreign one
+        store = open_existing(
+            db, outcome_max_age_s=settings.outcome_max_age_s, bounds=settings.bounds
+        )
+    except NotAnArcpointDatabase as exc:
+        return _report_no_data(args, f"Cannot answer from {db}: {exc}", settings)
     try:
         api = ContextAPI(store, sla_ms=settings.sla_ms)
         if api.is_empty():
             return _report_no_data(args, f"{db}: {EMPTY_HINT}", settings)
         model = model_from_settings(settings)
+        if args.monitor:
+            return _monitor(args, api, model, settings, store)
+        if model.name != "offline" and not args.json:
+            print(
+                f"(asking {model.name}; an answer within {settings.ask_deadline_s:g} s, "
+                "from the offline reasoner if the model has not answered by then)",
+                file=sys.stderr,
+            )
         with OperatorGraph(
             api,
             model,
             checkpoint_db=db if args.thread else None,
             traces=TraceStore(store),
+            deadline_s=settings.ask_deadline_s,
         ) as graph:
-            if args.monitor:
-                result = graph.run_monitor(args.monitor)
-            else:
+            try:
                 result = graph.ask(question, thread_id=args.thread, agent=args.agent)
+            except TraceNotRecorded as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_NO_DATA
     finally:
         store.close()
     if args.json:
@@ -183,6 +201,19 @@ def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str
         if result.trace_id:
             tail += f", trace {result.trace_id}: arcpoint traces show {result.trace_id}"
         print(f"\n{tail}]", file=sys.stderr)
+    return EXIT_OK
+
+
+def _monitor(args: argparse.Namespace, api: Any, model: Any, settings: Any, store: Any) -> int:
+    from agents.monitor_graph import MonitorGraph
+    from arcpoint.commands.monitor import print_pass
+    from context_api.traces import TraceStore
+
+    with MonitorGraph(
+        api, model, traces=TraceStore(store), auto_approve=settings.auto_approve
+    ) as graph:
+        result = graph.run((args.monitor,))
+    print_pass(result, args.json)
     return EXIT_OK
 
 

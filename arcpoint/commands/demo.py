@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if not args.verbose:
         # The alert log channel would interleave dozens of lines with the progress; the alerts
-        # themselves are stored and summarised below.
-        logging.getLogger("arcpoint.alerts").setLevel(logging.ERROR)
+        # themselves are stored and summarised below. Critical alerts are logged at CRITICAL,
+        # so the level must sit above every level the channel uses.
+        logging.getLogger("arcpoint.alerts").setLevel(logging.CRITICAL + 1)
     if args.trees < 1 or args.history_hours <= 0 or args.jobs < 1:
         print("error: --trees, --history-hours and --jobs must be positive", file=sys.stderr)
         return 2

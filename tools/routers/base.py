@@ -8,7 +8,10 @@ policy sees only what a router in front of a real LLM fleet would see:
 * each completed request's TTFT, end-to-end latency and status, when it completes;
 * engine metrics scraped from each backend every few seconds, stale by the scrape's age
   (named after vLLM's Prometheus metrics);
-* for policies that probe (Prequal), a probe's reply after a network delay.
+* for policies that probe (Prequal), a probe's reply after a network delay;
+* for policies that plan per tick (the forecast-driven predictive policy), an optional
+  `on_tick(tick)` every telemetry tick (10 s) with the tick's router-side telemetry
+  (`tools.sim.run.SimTick`); the environment calls it only on policies that define it.
 
 It never sees a request's output length before the request completes, nor any engine state that
 was not scraped or probed. Backends are addressed by index into `RouterView.backends`; times are
@@ -147,6 +150,10 @@ class PolicyBase:
     """Convenience base: ignores the signals a policy does not use."""
 
     name = "base"
+    scrape_interval_s: float | None = None
+    """How often this router polls the engines' metrics when it has a cadence of its own (the
+    llm-d endpoint picker polls every 50 ms); `None`: the environment's scrape interval. Optional:
+    an environment reads it with `getattr(policy, "scrape_interval_s", None)`."""
 
     def choose(self, request: RequestInfo, view: RouterView) -> int:  # pragma: no cover
         raise NotImplementedError
@@ -158,4 +165,8 @@ class PolicyBase:
         return None
 
     def on_probe(self, reply: ProbeReply, view: RouterView) -> None:
+        return None
+
+    def on_tick(self, tick: object) -> None:
+        """Every telemetry tick (see the module docstring); ignored by default."""
         return None

@@ -1,0 +1,85 @@
+"""`arcpoint demo`, the main job, as a user runs it: a small, fast run, twice on one database
+(issue 14, points 4 and 12). Options come from the demo's own parser (tests/cli_runs.py)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli_runs import REPO, fast_demo_args, run_statuses
+
+
+def _demo(db: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "arcpoint", *fast_demo_args(db), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _counts(db: Path) -> dict[str, int]:
+    conn = sqlite3.connect(db)
+    try:
+        return {
+            table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("decisions", "outcomes", "telemetry", "anomalies", "alerts", "events")
+        }
+    finally:
+        conn.close()
+
+
+def _ask_fleet_state(db: Path) -> str:
+    """`ask`'s evidence for a fleet-state question, with the run's id taken out."""
+    out = subprocess.run(
+        [sys.executable, "-m", "arcpoint", "ask", "--db", str(db), "--json", "fleet state?"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    conn = sqlite3.connect(db)
+    try:
+        (run_id,) = conn.execute(
+            "SELECT run_id FROM runs WHERE status = 'finished' ORDER BY started_at DESC"
+        ).fetchone()
+    finally:
+        conn.close()
+    return json.dumps(json.loads(out.stdout)["evidence"]).replace(run_id, "RUN")
+
+
+@pytest.mark.slow
+def test_demo_runs_and_a_rerun_replaces_the_first(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    first = _demo(db, "--json", str(tmp_path / "demo.json"))
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    assert "SLA viol" in first.stdout and "predictive" in first.stdout
+    # Alert lines appear only with --verbose (the alerts are stored either way).
+    assert "CRITICAL" not in first.stderr and "ESCALATED" not in first.stderr
+    doc = json.loads((tmp_path / "demo.json").read_text())
+    assert doc["decisions_written"] > 0
+    # Costs print in milli-dollars to three decimals, with digits that were not rounded away.
+    cost = doc["scenarios"]["latency_spike"]["predictive"]["mean_cost"]
+    assert f"{cost * 1000:.3f}m" in first.stdout
+    assert round(cost, 4) != cost
+    once = _counts(db)
+    assert once["decisions"] == doc["decisions_written"] and once["telemetry"] > 0
+    assert once["alerts"] > 0
+    answer_once = _ask_fleet_state(db)
+
+    second = _demo(db)
+    assert second.returncode == 0, second.stderr
+    assert "replaced the previous demo run" in second.stderr
+    # The same run again: every table holds one run's rows, not two.
+    assert _counts(db) == once
+    assert run_statuses(db, "demo") == ["replaced", "finished"]
+    # ... and the operator's answers count the requests once, as after the first run.
+    assert _ask_fleet_state(db) == answer_once

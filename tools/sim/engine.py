@@ -1,0 +1,411 @@
+"""One LLM inference engine with continuous batching, simulated from event to event.
+
+The model (the same one `tools.sim.stepwise` steps iteration by iteration; `tests/test_sim_engine`
+checks that both give identical per-request results):
+
+* Requests wait in a FIFO queue. At each iteration boundary the scheduler builds the next batch
+  as vLLM's chunked-prefill scheduler does (Sarathi-Serve's stall-free batching): every running
+  sequence that has finished its prefill decodes one token; sequences still in prefill take
+  chunks of the remaining token budget (`max_num_batched_tokens`) in admission order; then
+  waiting requests are admitted in order while the budget, the running-sequence cap
+  (`max_num_seqs`) and the KV cache allow. A request reserves its prompt plus output tokens of
+  KV; the head of the queue that does not fit blocks the rest (first come, first served). With
+  prefix hashes, blocks already in the engine's prefix cache (LRU, as large as the KV cache)
+  skip their prefill.
+* An iteration takes `tools.sim.spec`'s cost model in integer picoseconds, times the backend's
+  current slowdown factor. When a sequence's prefill completes, its first token is out at the end
+  of that iteration; it then decodes one token per iteration and finishes with its last.
+* Arrivals, aborts (the router timed out) and slowdowns take effect at the first iteration
+  boundary at or after their time; an idle engine starts an iteration at once.
+
+Between events the batch keeps its composition, so iteration k of a run of iterations lasts
+A + S k exactly (decode contexts grow by one token per sequence per iteration, the one ongoing
+prefill chunk's attention by chunk^2), and the run's end time is a closed form. The engine
+therefore jumps from event to event: a request joining, a prefill finishing or changing chunk,
+a sequence finishing, an external change; never stepping the iterations in between.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from tools.sim.spec import EngineSpec
+
+OK, TIMEOUT, ERROR, REJECTED = 0, 1, 2, 3
+NONE, WAITING, PREFILL, DECODE, DONE = 0, 1, 2, 3, 4
+
+
+class Requests:
+    """Per-request sizes and engine-side results, shared by the engines of one run (lists
+    indexed by request id: the hot path reads them millions of times)."""
+
+    __slots__ = ("block", "done_ps", "first_ps", "inp", "out", "prefix", "state")
+
+    def __init__(
+        self,
+        inp: list[int],
+        out: list[int],
+        prefix: list[tuple[int, ...]] | None = None,
+        block_tokens: int = 16,
+    ) -> None:
+        n = len(inp)
+        self.inp = inp
+        self.out = out
+        self.prefix = prefix
+        self.block = block_tokens
+        self.first_ps = [-1] * n
+        """Engine time the first token was out (-1: none)."""
+        self.done_ps = [-1] * n
+        self.state = [NONE] * n
+
+
+Done = Callable[[int, int, int], None]
+"""on_done(request, time_ps, status): the engine finished with a request."""
+
+
+class PrefixCache:
+    """The engine's cache of prompt blocks (LRU by block hash), as vLLM's automatic prefix
+    caching keeps the blocks of finished requests until the space is needed."""
+
+    __slots__ = ("blocks", "capacity")
+
+    def __init__(self, capacity_blocks: int) -> None:
+        self.capacity = max(1, capacity_blocks)
+        self.blocks: OrderedDict[int, None] = OrderedDict()
+
+    def admit(self, hashes: tuple[int, ...]) -> int:
+        """Blocks of `hashes` already cached (the longest cached prefix); caches them all."""
+        blocks = self.blocks
+        hit = 0
+        for h in hashes:
+            if h in blocks:
+                hit += 1
+            else:
+                break
+        for h in hashes:
+            if h in blocks:
+                blocks.move_to_end(h)
+            else:
+                blocks[h] = None
+        while len(blocks) > self.capacity:
+            blocks.popitem(last=False)
+        return hit
+
+
+def prefill_tokens(req: Requests, r: int, cache: PrefixCache | None) -> int:
+    """Prompt tokens request r must compute on admission (at least one, as vLLM recomputes the
+    last prompt token to produce the first output)."""
+    n = req.inp[r]
+    if cache is None or req.prefix is None:
+        return n
+    hashes = req.prefix[r]
+    if not hashes:
+        return n
+    hit = cache.admit(hashes)
+    return max(1, n - hit * req.block)
+
+
+class EventEngine:
+    """The event-driven engine (see the module docstring). The run loop calls `arrive`,
+    `abort`, `set_factor`, `fail` and `recover` at their times and `boundary(next_ps)` when the
+    engine's own next event comes; `next_ps` is -1 while the engine has nothing to do."""
+
+    def __init__(self, spec: EngineSpec, req: Requests, on_done: Done) -> None:
+        self.spec = spec
+        self.req = req
+        self.on_done = on_done
+        self.B = spec.max_num_batched_tokens
+        self.max_seqs = spec.max_num_seqs
+        self.kv_cap = spec.kv_capacity_tokens
+        self.max_waiting = spec.max_waiting
+        self.factor = 1.0
+        self.coef = spec.coefficients_ps(1.0)
+        self.cache = PrefixCache(spec.kv_capacity_tokens // req.block) if req.prefix else None
+        self._reset()
+        self.next_ps = -1
+
+    def _reset(self) -> None:
+        self.waiting: deque[int] = deque()
+        self.n_waiting = 0  # live entries in `waiting`
+        self.running = 0
+        self.kv_used = 0
+        self.prefill: list[list[int]] = []  # [r, remaining, done, chunk] in admission order
+        self.heap: list[tuple[int, int]] = []  # (finish iteration, r) of decoding sequences
+        self.j_first: dict[int, int] = {}
+        self.n_d = 0
+        self.ctx_base = 0  # decode context sum at iteration i = ctx_base + n_d * i
+        self.iters = 0
+        self.busy = False
+        self.frozen = False
+        self.failing = False
+        self.removals: list[int] = []
+        self.seg_t0 = 0
+        self.A = 0
+        self.S = 0
+        self.cut = 0
+        self.budget_left = 0
+        self.multi = False  # the run has a budget-limited prefill (its chunk grows the slope)
+
+    # -- what the router's scrapes and probes read ---------------------------------------------
+    def snapshot(self) -> tuple[int, int, float]:
+        """(running, waiting, KV-cache usage 0-1)."""
+        return self.running, self.n_waiting, self.kv_used / self.kv_cap
+
+    # -- external events -----------------------------------------------------------------------
+    def arrive(self, r: int, t: int) -> None:
+        req = self.req
+        if self.failing:
+            req.state[r] = DONE
+            self.on_done(r, t, ERROR)
+            return
+        if req.inp[r] + req.out[r] > self.kv_cap or self.n_waiting >= self.max_waiting:
+            # Longer than the KV cache can ever hold, or the queue is full: refused at once.
+            req.state[r] = DONE
+            self.on_done(r, t, REJECTED if self.n_waiting >= self.max_waiting else ERROR)
+            return
+        blocked = self.n_waiting > 0
+        self.waiting.append(r)
+        self.n_waiting += 1
+        req.state[r] = WAITING
+        if self.frozen:
+            return
+        if not self.busy:
+            self._plan(t)
+        elif (
+            not blocked
+            and self.budget_left > 0
+            and self.running < self.max_seqs
+            and self.kv_used + req.inp[r] + req.out[r] <= self.kv_cap
+        ):
+            self._cut_at(t)
+
+    def abort(self, r: int, t: int) -> None:
+        req = self.req
+        st = req.state[r]
+        if st == WAITING:
+            req.state[r] = DONE
+            self.n_waiting -= 1
+            head = self._head()
+            if self.busy and head is not None and head != r:
+                self._cut_at(t)  # the next request may fit where this one did not
+        elif st in (PREFILL, DECODE):
+            self.removals.append(r)
+            if self.busy:
+                self._cut_at(t)
+
+    def set_factor(self, factor: float, t: int) -> None:
+        self.factor = factor
+        if self.busy:
+            self._cut_at(t)
+
+    def fail(self, mode: int, t: int) -> None:
+        """Hang (mode 0: nothing more completes) or fail fast (mode 1: every request in the
+        engine and every new one gets a 5xx)."""
+        if mode == 0:
+            self.frozen = True
+            self.busy = False
+            self.next_ps = -1
+            return
+        self._drop_all(t)
+        self.failing = True
+
+    def recover(self, t: int) -> None:
+        """The end of a failure: a hung engine restarts empty (what it held is lost)."""
+        if self.frozen:
+            self._drop_all(t)
+        self.failing = False
+
+    def _drop_all(self, t: int) -> None:
+        req = self.req
+        lost = [r for r in self.waiting if req.state[r] == WAITING]
+        lost += [e[0] for e in self.prefill]
+        lost += [r for _, r in self.heap if req.state[r] == DECODE]
+        for r in sorted(set(lost)):
+            req.state[r] = DONE
+            self.on_done(r, t, ERROR)
+        if self.cache is not None:
+            self.cache.blocks.clear()
+        self._reset()
+        self.next_ps = -1
+
+    # -- the engine's own events -----------------------------------------------------------------
+    def boundary(self, t: int) -> None:
+        """End of the run of iterations that ends at `t` (== next_ps)."""
+        req = self.req
+        k = self.cut + 1
+        self.iters += k
+        last = self.iters - 1
+        finished_prefill = []
+        for e in self.prefill:
+            c = e[3]
+            if c:
+                e[1] -= c * k
+                e[2] += c * k
+                if e[1] == 0:
+                    finished_prefill.append(e)
+        if finished_prefill:
+            self.prefill = [e for e in self.prefill if e[1] > 0]
+            for e in finished_prefill:
+                r = e[0]
+                req.first_ps[r] = t
+                o = req.out[r]
+                if o == 1:
+                    self._finish(r, t)
+                    continue
+                req.state[r] = DECODE
+                self.j_first[r] = last
+                heapq.heappush(self.heap, (last + o - 1, r))
+                self.n_d += 1
+                self.ctx_base += req.inp[r] - last
+        heap = self.heap
+        while heap and heap[0][0] <= last:
+            _, r = heapq.heappop(heap)
+            if req.state[r] != DECODE:
+                continue
+            self.n_d -= 1
+            self.ctx_base -= req.inp[r] - self.j_first.pop(r)
+            self._finish(r, t)
+        if self.removals:
+            self._apply_removals()
+        self._plan(t)
+
+    def _finish(self, r: int, t: int) -> None:
+        req = self.req
+        req.state[r] = DONE
+        req.done_ps[r] = t
+        self.kv_used -= req.inp[r] + req.out[r]
+        self.running -= 1
+        self.on_done(r, t, OK)
+
+    def _apply_removals(self) -> None:
+        req = self.req
+        for r in self.removals:
+            st = req.state[r]
+            if st == DECODE:
+                self.n_d -= 1
+                self.ctx_base -= req.inp[r] - self.j_first.pop(r)
+            elif st == PREFILL:
+                self.prefill = [e for e in self.prefill if e[0] != r]
+            else:
+                continue
+            req.state[r] = DONE
+            self.kv_used -= req.inp[r] + req.out[r]
+            self.running -= 1
+        self.removals = []
+
+    def _head(self) -> int | None:
+        w = self.waiting
+        state = self.req.state
+        while w and state[w[0]] != WAITING:
+            w.popleft()
+        return w[0] if w else None
+
+    def _plan(self, t: int) -> None:
+        """Schedule the next run of iterations, starting at `t`."""
+        req = self.req
+        if self.frozen:
+            self.busy = False
+            self.next_ps = -1
+            return
+        budget = self.B - self.n_d
+        tokens = self.n_d
+        pairs = 0
+        lim = None  # the budget-limited prefill entry, if any
+        finishing = False
+        for e in self.prefill:
+            c = min(e[1], budget)
+            e[3] = c
+            if c:
+                budget -= c
+                tokens += c
+                pairs += c * e[2] + c * c // 2
+                if c == e[1]:
+                    finishing = True
+                else:
+                    lim = e
+        if budget > 0 and self.n_waiting:
+            inp, out, state = req.inp, req.out, req.state
+            w = self.waiting
+            while budget > 0 and self.running < self.max_seqs:
+                while w and state[w[0]] != WAITING:
+                    w.popleft()
+                if not w:
+                    break
+                r = w[0]
+                need = inp[r] + out[r]
+                if self.kv_used + need > self.kv_cap:
+                    break
+                w.popleft()
+                self.n_waiting -= 1
+                self.kv_used += need
+                self.running += 1
+                state[r] = PREFILL
+                rem = prefill_tokens(req, r, self.cache)
+                c = min(rem, budget)
+                e = [r, rem, inp[r] - rem, c]
+                self.prefill.append(e)
+                budget -= c
+                tokens += c
+                pairs += c * e[2] + c * c // 2
+                if c == rem:
+                    finishing = True
+                else:
+                    lim = e
+        if tokens == 0:
+            self.busy = False
+            self.next_ps = -1
+            return
+        if self.factor != 1.0:
+            c0, ct, cc, cp = self.spec.coefficients_ps(self.factor)
+        else:
+            c0, ct, cc, cp = self.coef
+        n_d = self.n_d
+        self.A = c0 + ct * tokens + cc * (self.ctx_base + n_d * self.iters) + cp * pairs
+        length = 1 if finishing else None
+        slope = cc * n_d
+        if lim is not None and not finishing:
+            length = lim[1] // lim[3]
+            slope += cp * lim[3] * lim[3]
+        heap = self.heap
+        state = req.state
+        while heap and state[heap[0][1]] != DECODE:
+            heapq.heappop(heap)
+        if heap:
+            ld = heap[0][0] - self.iters + 1
+            length = ld if length is None else min(length, ld)
+        if length is None:  # cannot happen: tokens > 0 means a decode or a prefill is running
+            raise AssertionError("a run of iterations with nothing to end it")
+        self.S = slope
+        self.seg_t0 = t
+        self.cut = length - 1
+        self.budget_left = budget
+        self.busy = True
+        self.next_ps = self._end(self.cut)
+
+    def _end(self, k: int) -> int:
+        """End time of iteration k (0-based) of the current run."""
+        return self.seg_t0 + (k + 1) * self.A + self.S * (k * (k + 1) // 2)
+
+    def _cut_at(self, t: int) -> None:
+        """End the current run at the first iteration boundary at or after `t`."""
+        if t <= self.seg_t0:
+            k = 0
+        else:
+            A, S = self.A, self.S
+            d = t - self.seg_t0
+            if S == 0:
+                k = max(0, -(-d // A) - 1)
+            else:
+                b = A + S / 2.0
+                disc = b * b + 2.0 * S * (d - A)
+                k = max(0, math.ceil((-b + math.sqrt(max(disc, 0.0))) / S))
+                while k > 0 and self._end(k - 1) >= t:
+                    k -= 1
+                while self._end(k) < t:
+                    k += 1
+        if k < self.cut:
+            self.cut = k
+            self.next_ps = self._end(k)
