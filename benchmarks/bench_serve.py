@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             results = asyncio.run(drive(server.url, ids, args.phase_s, args.rounds))
             metrics_ok = server.proc.poll() is None
     results["wall_s"] = round(time.perf_counter() - t_start, 1)
+    # Other work on the machine while this ran (2 cores): the figures move with it.
+    results["load_average_1m"] = round(os.getloadavg()[0], 2)
     total_errors = sum(results[str(c)][k]["errors"] for c in CONCURRENCY for k in ("route", "noop"))
     ratios = [results[str(c)]["p99_ratio"] for c in CONCURRENCY]
     targets = {
@@ -244,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         f"outcome ingest: {o['accepted']:,} rows in {o['seconds']} s = {o['rows_per_s']:,.0f} "
         f"rows/s in batches of {BATCH} (target >= 20,000); errors {o['errors']}"
     )
-    print(f"wall {results['wall_s']} s; targets: {targets}")
+    print(
+        f"wall {results['wall_s']} s; 1-min load average {results['load_average_1m']} "
+        f"on {os.cpu_count()} cores; targets: {targets}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

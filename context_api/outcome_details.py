@@ -81,6 +81,23 @@ def record_rejections(
         )
 
 
+class _NotClean(Exception):
+    pass
+
+
+def _all_accepted(store: Store, batch: list[tuple[str, float, float]], at: float) -> bool:
+    """Record `batch` without per-row results inside a savepoint, and keep it only when every
+    row was accepted; otherwise roll the savepoint back (the caller records it row by row)."""
+    try:
+        with store.transaction() as conn:  # nested: a savepoint
+            summary, _ = _outcomes.record_outcomes(conn, batch, now=at)
+            if summary.accepted != len(batch):
+                raise _NotClean
+    except _NotClean:
+        return False
+    return True
+
+
 def record_llm_outcomes(
     store: Store, rows: Sequence[LLMOutcome], *, now: float | None = None
 ) -> list[RowResult]:
@@ -104,12 +121,16 @@ def record_llm_outcomes(
         if rejected:
             conn.executemany(_INSERT_REJECTION, rejected)
         if passed:
-            _, per_row = _outcomes.record_outcomes(
-                conn,
-                [(rows[i].decision_id, rows[i].e2e_ms, rows[i].observed_at) for i in passed],
-                now=at,
-                want_results=True,
-            )
+            batch = [(rows[i].decision_id, rows[i].e2e_ms, rows[i].observed_at) for i in passed]
+            if _all_accepted(store, batch, at):  # the common case: one pass, no per-row objects
+                conn.executemany(
+                    _INSERT_DETAIL,
+                    [(rows[i].decision_id, rows[i].ttft_ms, rows[i].status) for i in passed],
+                )
+                for i in passed:
+                    results[i] = RowResult(i, rows[i].decision_id, "accepted")
+                return [r for r in results if r is not None]
+            _, per_row = _outcomes.record_outcomes(conn, batch, now=at, want_results=True)
             details = []
             for i, res in zip(passed, per_row, strict=True):
                 reason = res.reason.value if res.reason is not None else None

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -293,10 +294,12 @@ class Service:
     def apply_outcomes(self, rows: list[LLMOutcome], results: list[RowResult]) -> None:
         """On the loop, after the commit: close the accepted requests in the live view."""
         m = self.metrics
+        by_status: Counter[str] = Counter()
+        by_reason: Counter[str] = Counter()
         for row, res in zip(rows, results, strict=True):
-            m.outcomes.labels(res.status).inc()
+            by_status[res.status] += 1
             if res.status == "rejected":
-                m.outcomes_rejected.labels(res.reason or "unknown").inc()
+                by_reason[res.reason or "unknown"] += 1
             elif res.status == "accepted":
                 opened = self.live.completed(row.decision_id, row.status, row.e2e_ms, row.ttft_ms)
                 if opened is not None and self.adapter is not None:
@@ -313,6 +316,10 @@ class Service:
                         0,
                     )
                     self.adapter.on_complete(completion, self.live)
+        for status, n in by_status.items():
+            m.outcomes.labels(status).inc(n)
+        for reason, n in by_reason.items():
+            m.outcomes_rejected.labels(reason).inc(n)
 
     # -- telemetry ----------------------------------------------------------------------------
 
