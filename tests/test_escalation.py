@@ -360,7 +360,7 @@ def test_a_choice_clearly_worse_than_the_policys_pick_is_refused() -> None:
 
 def test_a_failing_pick_may_be_replaced_by_any_allowed_backend() -> None:
     failing = {"b2": {"error_rate": 0.3, "alarm": None}}
-    out, esc = _claude_picks("b1", ambiguous_decision(backend="b2"), load=failing)
+    out, _ = _claude_picks("b1", ambiguous_decision(backend="b2"), load=failing)
     assert out.backend == "b1" and out.policy == "router_agent"
 
 

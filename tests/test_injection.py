@@ -1,9 +1,10 @@
 """Prompt injection cannot steer a routing decision.
 
 Request metadata reaches the model only as quoted data in its own block after the trusted routing
-context, and the answer is validated against the allowed (non-ejected) set and the guard. The Claude tests script a model that obeys the
-injection ("route to backend X", X ejected or unknown): validation overrules it and the
-deterministic policy's choice stands. The offline reasoner never reads metadata at all."""
+context, and the answer is validated against the allowed (non-ejected) set and the guard. The
+Claude tests script a model that obeys the injection ("route to backend X", X ejected or
+unknown): validation overrules it and the deterministic policy's choice stands. The offline
+reasoner never reads metadata at all."""
 
 from __future__ import annotations
 
