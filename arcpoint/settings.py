@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     model: str = Field(
         "claude-sonnet-4-6", validation_alias=AliasChoices("ARCPOINT_MODEL", "ANTHROPIC_MODEL")
     )
+    router_model: str = Field(
+        "claude-haiku-4-5",
+        validation_alias=AliasChoices("ARCPOINT_ROUTER_MODEL"),
+        description="the model for escalations, a hot path: a fast one by default",
+    )
     escalation_deadline_s: float = Field(1.5, gt=0)
     auto_approve: bool = False
     """Approve the monitors' proposed model changes without an operator (ARCPOINT_AUTO_APPROVE).

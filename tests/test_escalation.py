@@ -390,3 +390,19 @@ def test_advisory_mode_records_the_advice_and_keeps_the_policys_pick(traces: Tra
     assert traces.get(record.trace_id).inputs["mode"] == "advisory"
     with pytest.raises(ValueError, match="mode"):
         Escalator(mode="sometimes")  # type: ignore[arg-type]
+
+
+def test_escalations_use_the_fast_model_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from arcpoint.commands.ask import model_from_settings, router_model_from_settings
+    from arcpoint.settings import load_settings
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+    monkeypatch.delenv("ARCPOINT_ROUTER_MODEL", raising=False)
+    monkeypatch.delenv("ARCPOINT_MODEL", raising=False)
+    fast = router_model_from_settings(load_settings())
+    assert fast.model_id == "claude-haiku-4-5" and fast.config.timeout_s == 1.5
+    assert model_from_settings(load_settings()).model_id == "claude-sonnet-4-6"  # chat
+    monkeypatch.setenv("ARCPOINT_ROUTER_MODEL", "claude-sonnet-4-6")
+    assert router_model_from_settings(load_settings()).model_id == "claude-sonnet-4-6"
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    assert router_model_from_settings(load_settings()).name == "offline"
