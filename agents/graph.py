@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import operator
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,13 @@ class _Turn:
     builder: TraceBuilder
     results: list[AgentResult] = field(default_factory=list)
     history: list[dict[str, str]] = field(default_factory=list)
+    deadline: float | None = None
+    """Monotonic time by which the whole turn ends, every agent it passes through included."""
+
+    def remaining_s(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.001, self.deadline - time.monotonic())
 
 
 class TraceNotRecorded(RuntimeError):
@@ -191,7 +199,7 @@ class OperatorGraph:
                     messages,
                     loop=self.loops[name],
                     builder=turn.builder,
-                    deadline_s=self.deadline_s,
+                    deadline_s=turn.remaining_s(),
                 )
                 target = handed_to(result.run) if name == "operator" else None
                 turn.builder.set_node_output(
@@ -237,7 +245,10 @@ class OperatorGraph:
             model=self.model.model_id,
             model_versions=model_versions(self.api),
         )
-        self._turn = _Turn(builder)
+        self._turn = _Turn(
+            builder,
+            deadline=None if self.deadline_s is None else time.monotonic() + self.deadline_s,
+        )
         config = {"configurable": {"thread_id": thread_id}}
         try:
             state = self.graph.invoke(

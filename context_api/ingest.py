@@ -49,7 +49,7 @@ from typing import IO, Literal
 
 from pydantic import BaseModel, Field
 
-from context_api.bounds import DEFAULT_BOUNDS, ValueBounds
+from context_api.bounds import DEFAULT_BOUNDS, MAX_TS, MIN_TS, ValueBounds
 from context_api.ingest_values import (
     UNIT_NAMES,
     LongLine,
@@ -63,6 +63,9 @@ from context_api.ingest_values import (
     printable_raw,
     undecodable,
     unit_of,
+)
+from context_api.ingest_values import (
+    UNIT_SCALE as _UNIT_SCALE,
 )
 from context_api.ingest_values import iso as _iso
 from tools.telemetry import TICK_SECONDS, TelemetryPoint
@@ -345,6 +348,8 @@ class Ingestor:
         self._sources: list[SourceSummary] = []
         self._stats = _RowStats()
         self._units: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+        """Raw backend cells already checked -> the name (bounded)."""
         self.accepted = 0
         self.rejected = 0
         self.rejected_so_far = 0
@@ -866,18 +871,19 @@ class _FileParse:
             found = unit_of(number)
             if found is None:
                 raise ValueError(f"timestamp {number:.6g} is too large for any epoch unit")
-            if self.unit is None:
-                self.unit = found
-            elif found != self.unit and self.owner.time_unit == "auto":
+            unit = self.unit
+            if unit is None:
+                unit = self.unit = found
+            elif found != unit and self.owner.time_unit == "auto":
                 raise _Reject(
                     RejectReason.TIME_UNIT_MIXED,
                     f"timestamp {number:.15g} looks like {UNIT_NAMES[found]}, but this file's "
-                    f"numeric times are in {UNIT_NAMES[self.unit]}",
+                    f"numeric times are in {UNIT_NAMES[unit]}",
                 )
-            return check_time(
-                parse_timestamp(number, self.unit),  # type: ignore[arg-type]
-                f"{number:.15g}",
-            )
+            ts = number * _UNIT_SCALE[unit]
+            if MIN_TS <= ts < MAX_TS:
+                return ts
+            return check_time(ts, f"{number:.15g} ({UNIT_NAMES[unit]})")
         except ValueError as exc:
             raise _Reject(RejectReason.BAD_TIMESTAMP, str(exc)) from None
 
@@ -956,7 +962,12 @@ class _FileParse:
                 RejectReason.BAD_TYPE, f"backend has type {type(raw).__name__}, not a string"
             )
         else:
-            name = self.owner._check_backend_name(raw)
+            names = self.owner._names
+            name = names.get(raw)  # type: ignore[assignment]
+            if name is None:
+                name = self.owner._check_backend_name(raw)
+                if len(names) < 10_000:
+                    names[raw] = name
         allowed = self.owner.allowed
         if allowed is not None and name not in allowed:
             raise _Reject(

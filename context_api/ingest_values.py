@@ -13,7 +13,7 @@ from context_api.bounds import MAX_TS, MIN_TS
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
 UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
-_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+UNIT_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 # A unix time after 1973 has 9+ digits in seconds, 12+ in ms, 15+ in us, 18+ in ns; one before
 # 2100 has at most 10, 13, 16, 19. So the magnitude names the unit, except for times before 1973
 # in a finer unit (which read as seconds and are then refused or stand out in the report).
@@ -99,7 +99,7 @@ def parse_timestamp(raw: object, unit: TimeUnit = "auto") -> float:
         if found is None:
             raise ValueError(f"timestamp {number:.6g} is too large for any epoch unit")
         unit = found  # type: ignore[assignment]
-    return check_time(number * _SCALE[unit], f"{number:.15g} ({UNIT_NAMES[unit]})")
+    return check_time(number * UNIT_SCALE[unit], f"{number:.15g} ({UNIT_NAMES[unit]})")
 
 
 class LongLine(str):

@@ -19,6 +19,15 @@ FOOTER = (
 )
 
 
+def fallback_footer(model: str, reason: str) -> str:
+    """The footer when a configured model failed and the offline reasoner stood in: the key is
+    set, so telling the user to set it would send them the wrong way."""
+    return (
+        f"(Answered by Arcpoint's offline reasoner because {model} could not answer ({reason}); "
+        "check the model endpoint and key, then ask again.)"
+    )
+
+
 def last(done: Sequence[ToolCallRecord], name: str) -> dict[str, Any] | None:
     """The newest successful result of a tool."""
     for call in reversed(done):

@@ -99,10 +99,16 @@ def model_from_settings(settings: Settings) -> LLMModel:
 
         return OfflineModel()
     from agents.llm.claude import ClaudeConfig, ClaudeModel
+    from arcpoint.settings import ConfigurationError
 
-    return ClaudeModel(
-        ClaudeConfig(model_id=settings.model), api_key=key, base_url=settings.anthropic_base_url
-    )
+    try:
+        return ClaudeModel(
+            ClaudeConfig(model_id=settings.model),
+            api_key=key,
+            base_url=settings.anthropic_base_url,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"ANTHROPIC_BASE_URL: {exc}") from None
 
 
 def router_model_from_settings(settings: Settings) -> LLMModel:
@@ -191,11 +197,18 @@ def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str
         model = model_from_settings(settings)
         if args.monitor:
             return _monitor(args, api, model, settings, store)
+        if model.name != "offline" and not args.json:
+            print(
+                f"(asking {model.name}; an answer within {settings.ask_deadline_s:g} s, "
+                "from the offline reasoner if the model has not answered by then)",
+                file=sys.stderr,
+            )
         with OperatorGraph(
             api,
             model,
             checkpoint_db=db if args.thread else None,
             traces=TraceStore(store),
+            deadline_s=settings.ask_deadline_s,
         ) as graph:
             try:
                 result = graph.ask(question, thread_id=args.thread, agent=args.agent)

@@ -87,7 +87,13 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_NO_DATA
         model = model_from_settings(settings)
         thread = args.thread or f"chat-{uuid.uuid4().hex[:12]}"
-        with OperatorGraph(api, model, checkpoint_db=db, traces=TraceStore(store)) as graph:
+        with OperatorGraph(
+            api,
+            model,
+            checkpoint_db=db,
+            traces=TraceStore(store),
+            deadline_s=settings.ask_deadline_s,
+        ) as graph:
             return session(graph, thread, sys.stdin, sys.stdout, resumed=args.thread is not None)
     finally:
         store.close()

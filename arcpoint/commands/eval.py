@@ -177,7 +177,13 @@ def _command(args: argparse.Namespace, llm: str) -> str:
 
 def run_scenarios(args: argparse.Namespace) -> int:
     from arcpoint.settings import load_settings
-    from evals.gate import ThresholdsError, apply_thresholds, gate_failures, load_thresholds
+    from evals.gate import (
+        ThresholdsError,
+        apply_thresholds,
+        gate_failures,
+        load_thresholds,
+        lost_to_baselines,
+    )
     from evals.harness import HarnessConfig, run_suite
     from evals.report import benchmark_table, headline_table, report_json, write_report
     from evals.scenario_file import ScenarioFileError, describe, load_paths
@@ -239,6 +245,8 @@ def run_scenarios(args: argparse.Namespace) -> int:
         if bench:
             print(bench)
     _progress(f"report: {out / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
+    for line in lost_to_baselines(suite.entries):  # gated or not, a loss is never hidden
+        _progress(line)
     if failures:
         _progress(f"GATE FAILED ({len(failures)}):")
         for f in failures:
