@@ -57,7 +57,7 @@ from typing import Any, Literal
 
 from agents.llm.base import LLMModel
 from agents.nodes.base import TraceSink, trace_sink
-from agents.nodes.router import RoutingCase, Verdict
+from agents.nodes.router import RoutingCase, Verdict, guard
 from agents.offline import OfflineModel
 from agents.router_graph import build_router_graph
 from context_api.fleet_state import FleetState
@@ -412,11 +412,17 @@ class Escalator:
             return self._advise(case, verdict, trace_id, cached=cached)
         acceptable = {verdict.backend, *verdict.also_acceptable}
         moving = verdict.ok and d.backend not in acceptable
+        # A shared answer was given for another request's pick: the guard judges this move.
+        worse = guard(case, verdict.backend or "") if moving and cached else None
         with self._lock:
-            room = not moving or self._room(verdict.backend or "", case)
-            if moving and room:
+            room = not moving or worse is not None or self._room(verdict.backend or "", case)
+            if moving and room and worse is None:
                 self._moved[verdict.backend or ""] += 1
-        if verdict.ok and verdict.backend in case.allowed and room:
+        if worse is not None:
+            why = "clearly_worse"
+            out = dataclasses.replace(d, reason=f"{d.reason}{FALLBACK_MARK}{why}")
+            accepted = False
+        elif verdict.ok and verdict.backend in case.allowed and room:
             backend = d.backend if d.backend in acceptable else verdict.backend
             assert backend is not None
             out = dataclasses.replace(

@@ -406,3 +406,20 @@ def test_escalations_use_the_fast_model_setting(monkeypatch: pytest.MonkeyPatch)
     assert router_model_from_settings(load_settings()).model_id == "claude-sonnet-4-6"
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     assert router_model_from_settings(load_settings()).name == "offline"
+
+
+def test_a_shared_answer_is_guarded_for_each_requests_own_pick() -> None:
+    api = ScriptedAPI(
+        claude_tool_use(
+            "t1", "submit_decision", {"backend": "b0", "confidence": 0.5, "rationale": "coin flip"}
+        )
+    )
+    esc = Escalator(claude_model(api), deadline_s=5.0)
+    try:
+        first = esc(request("r1"), ambiguous_decision("d-1", backend="b1"))  # b1: ~1.0 breach
+        second = esc(request("r2"), ambiguous_decision("d-2", backend="b2"))  # b2: ~0 breach
+    finally:
+        esc.close()
+    assert len(api.bodies) == 1  # one agent run for the tick's shared picture
+    assert first.backend == "b0" and first.policy == "router_agent"
+    assert second.backend == "b2" and fallback_of(second) == "clearly_worse"

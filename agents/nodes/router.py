@@ -278,7 +278,7 @@ class RouterAgent:
             also = tuple(
                 b
                 for b in dict.fromkeys(sub.also_acceptable)
-                if b in case.allowed and b != sub.backend and guard(case, b) is None
+                if b in case.allowed and b != sub.backend
             )
             return Verdict(
                 sub.backend,
