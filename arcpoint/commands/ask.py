@@ -128,6 +128,34 @@ def open_for_reading(db: str, settings: Settings) -> tuple[Any, str | None]:
     return store, None
 
 
+def router_model_from_settings(settings: Settings) -> LLMModel:
+    """The escalation model: Claude's fast model (`ARCPOINT_ROUTER_MODEL`) when a key is set,
+    with a short answer budget and no retries beyond the deadline; else the offline reasoner."""
+    key = (
+        settings.anthropic_api_key.get_secret_value().strip() if settings.anthropic_api_key else ""
+    )
+    if not key:
+        from agents.offline import OfflineModel
+
+        return OfflineModel()
+    from agents.llm.claude import ClaudeConfig, ClaudeModel
+    from arcpoint.settings import ConfigurationError
+
+    try:
+        return ClaudeModel(
+            ClaudeConfig(
+                model_id=settings.router_model,
+                max_tokens=400,
+                timeout_s=settings.escalation_deadline_s,
+                max_retries=1,
+            ),
+            api_key=key,
+            base_url=settings.anthropic_base_url,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"ANTHROPIC_BASE_URL: {exc}") from None
+
+
 def check_database(db: str) -> str | None:
     """Why this file cannot be asked about (None when it can). Never creates the file."""
     if db != ":memory:" and not Path(db).is_file():
