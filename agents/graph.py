@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import operator
-import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
+from agents.checkpoints import CheckpointOwner
 from agents.llm.base import LLMModel
 from agents.nodes.base import (
     HANDOFF_TARGETS,
@@ -103,13 +104,20 @@ class _Turn:
     builder: TraceBuilder
     results: list[AgentResult] = field(default_factory=list)
     history: list[dict[str, str]] = field(default_factory=list)
+    deadline: float | None = None
+    """Monotonic time by which the whole turn ends, every agent it passes through included."""
+
+    def remaining_s(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.001, self.deadline - time.monotonic())
 
 
 class TraceNotRecorded(RuntimeError):
     """An answer's reasoning trace could not be written, so the answer is not given."""
 
 
-class OperatorGraph:
+class OperatorGraph(CheckpointOwner):
     """The chat graph over one context API and one model.
 
     `checkpoint_db` (a SQLite path, usually the Arcpoint database itself) makes threads durable
@@ -132,31 +140,12 @@ class OperatorGraph:
         self._sink: TraceSink | None = trace_sink(traces)
         self._turn: _Turn | None = None
         self.last_trace: Any = None
-        self._conn: sqlite3.Connection | None = None
-        checkpointer = None
-        if checkpoint_db is not None:
-            from langgraph.checkpoint.sqlite import SqliteSaver
-
-            self._conn = sqlite3.connect(str(checkpoint_db), check_same_thread=False)
-            checkpointer = SqliteSaver(self._conn)
-            checkpointer.setup()
-        self.checkpointer = checkpointer
+        checkpointer = self._open_checkpointer(checkpoint_db)
         self.loops = {
             name: agent_loop(name, self.model, api, handoff=name == "operator")
             for name in AGENT_NODES
         }
         self.graph = self._build().compile(checkpointer=checkpointer, name="operator_graph")
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> OperatorGraph:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the graph ---------------------------------------------------------------------------
 
@@ -191,7 +180,7 @@ class OperatorGraph:
                     messages,
                     loop=self.loops[name],
                     builder=turn.builder,
-                    deadline_s=self.deadline_s,
+                    deadline_s=turn.remaining_s(),
                 )
                 target = handed_to(result.run) if name == "operator" else None
                 turn.builder.set_node_output(
@@ -237,7 +226,10 @@ class OperatorGraph:
             model=self.model.model_id,
             model_versions=model_versions(self.api),
         )
-        self._turn = _Turn(builder)
+        self._turn = _Turn(
+            builder,
+            deadline=None if self.deadline_s is None else time.monotonic() + self.deadline_s,
+        )
         config = {"configurable": {"thread_id": thread_id}}
         try:
             state = self.graph.invoke(

@@ -201,7 +201,12 @@ class AgentLoop:
                 "malformed_tool_input", f"{invalid} tool inputs failed validation in this run"
             )
         elif not terminal and index + 1 >= self.max_turns:
-            out["error"] = _max_turns(self.max_turns)
+            bad = [r.name for r in records if not r.input_valid]
+            out["error"] = (
+                _error("malformed_tool_input", f"invalid input to {bad} on the last turn")
+                if bad
+                else _max_turns(self.max_turns)
+            )
         return out
 
     def _after_tools(self, state: LoopState) -> str:
@@ -304,6 +309,43 @@ def _max_turns(n: int) -> dict[str, Any]:
 
 def _fail(kind: str, message: str, state: LoopState) -> dict[str, Any]:
     return {"error": _error(kind, message), "pending": []}
+
+
+class RunsAgentLoop:
+    """`LLMModel.run` for a model that provides `next_turn`: its turns through a one-off
+    `AgentLoop` (the agents build their own loops; `run` serves one-shot callers and tests)."""
+
+    name: str
+    model_id: str
+    cost_basis: str
+    next_turn: NextTurn
+
+    def loop_clock(self) -> Callable[[], float]:
+        return time.monotonic
+
+    def run(
+        self,
+        system: str,
+        messages: Sequence[ChatMessage | dict[str, Any]],
+        tools: Sequence[ToolSpec],
+        execute: ToolExecutor,
+        *,
+        max_turns: int = 6,
+        deadline_s: float | None = None,
+    ) -> LLMRun:
+        return run_tool_loop(
+            model_name=self.name,
+            model_id=self.model_id,
+            system=system,
+            messages=messages,
+            tools=tools,
+            execute=execute,
+            next_turn=self.next_turn,
+            max_turns=max_turns,
+            deadline_s=deadline_s,
+            clock=self.loop_clock(),
+            cost_basis=self.cost_basis,
+        )
 
 
 def run_tool_loop(

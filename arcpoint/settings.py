@@ -12,6 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from context_api.bounds import ValueBounds
 
 
+class ConfigurationError(ValueError):
+    """A setting that cannot work (a model endpoint with a wrong scheme, ...): exit 2, no
+    traceback."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ARCPOINT_", extra="ignore")
 
@@ -26,7 +31,15 @@ class Settings(BaseSettings):
     model: str = Field(
         "claude-sonnet-4-6", validation_alias=AliasChoices("ARCPOINT_MODEL", "ANTHROPIC_MODEL")
     )
+    router_model: str = Field(
+        "claude-haiku-4-5",
+        validation_alias=AliasChoices("ARCPOINT_ROUTER_MODEL"),
+        description="the model for escalations, a hot path: a fast one by default",
+    )
     escalation_deadline_s: float = Field(1.5, gt=0)
+    ask_deadline_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    """A question's whole turn (every agent it passes through) ends by then, answered offline
+    if the model has not answered."""
     auto_approve: bool = False
     """Approve the monitors' proposed model changes without an operator (ARCPOINT_AUTO_APPROVE).
     Off by default: a promotion or rollback waits for `arcpoint approvals approve`."""

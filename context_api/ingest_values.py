@@ -13,7 +13,7 @@ from context_api.bounds import MAX_TS, MIN_TS
 
 TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
 UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
-_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+UNIT_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 # A unix time after 1973 has 9+ digits in seconds, 12+ in ms, 15+ in us, 18+ in ns; one before
 # 2100 has at most 10, 13, 16, 19. So the magnitude names the unit, except for times before 1973
 # in a finer unit (which read as seconds and are then refused or stand out in the report).
@@ -85,21 +85,36 @@ def parse_iso(text: str) -> float:
     return check_time(value, repr(text[:40]))
 
 
-def parse_timestamp(raw: object, unit: TimeUnit = "auto") -> float:
-    """Unix seconds from ISO 8601, `YYYY-mm-dd HH:MM:SS` or a unix time in `unit` (`auto`: the
-    unit its magnitude implies). Raises ValueError with a readable message."""
+def read_time(raw: object) -> tuple[float, str | None]:
+    """(unix seconds, None) for an ISO time; (the number, the unit its magnitude implies) for a
+    numeric one. Raises ValueError with a readable message."""
     number = number_or_none(raw)
     if number is None:
         assert isinstance(raw, str)
-        return parse_iso(raw.strip())
+        return parse_iso(raw.strip()), None
     if not math.isfinite(number):
         raise ValueError(f"timestamp {number} is not finite")
-    if unit == "auto":
-        found = unit_of(number)
-        if found is None:
-            raise ValueError(f"timestamp {number:.6g} is too large for any epoch unit")
-        unit = found  # type: ignore[assignment]
-    return check_time(number * _SCALE[unit], f"{number:.15g} ({UNIT_NAMES[unit]})")
+    found = unit_of(number)
+    if found is None:
+        raise ValueError(f"timestamp {number:.6g} is too large for any epoch unit")
+    return number, found
+
+
+def to_seconds(number: float, unit: str) -> float:
+    """A numeric time in `unit` as unix seconds, checked to lie in [1970, 2100)."""
+    ts = number * UNIT_SCALE[unit]
+    if MIN_TS <= ts < MAX_TS:
+        return ts
+    return check_time(ts, f"{number:.15g} ({UNIT_NAMES[unit]})")
+
+
+def parse_timestamp(raw: object, unit: TimeUnit = "auto") -> float:
+    """Unix seconds from ISO 8601, `YYYY-mm-dd HH:MM:SS` or a unix time in `unit` (`auto`: the
+    unit its magnitude implies). Raises ValueError with a readable message."""
+    value, found = read_time(raw)
+    if found is None:
+        return value
+    return to_seconds(value, found if unit == "auto" else unit)
 
 
 class LongLine(str):

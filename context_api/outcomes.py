@@ -139,6 +139,8 @@ def _safe_float(value: object) -> float | None:
         return None
     try:
         return float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an int past float's range: infinite, and rejected as such
+        return math.inf if value > 0 else -math.inf  # type: ignore[operator]
     except (TypeError, ValueError):
         return None
 

@@ -16,6 +16,7 @@ verdict, and MAE before and after the promotion.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import numpy as np
 from agents.feedback_loop import FeedbackLoop, LoopConfig, TimelineEntry, clock
 from context_api.alerting import AlertService
 from context_api.model_store import artifact_dir_for
+from context_api.runs import Terminated
 from context_api.store import Store
 from tools.chaos import ChaosEvent, Scenario
 from tools.forecaster import Forecaster, train
@@ -175,6 +177,9 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
             },
             started_at=START_TS,
         )
+        # A rerun replaces the previous loop's rows, so answers never count two runs.
+        for old in store.replace_runs("loop", keep=run.run_id):
+            progress(f"replaced the previous loop run {old.run_id} ({old.status})")
         store.insert_telemetry(history, source="loop:history", run_id=run.run_id, simulated=True)
         alerts = AlertService(store, clock=lambda: loop.now, restore=False)
         loop = FeedbackLoop(
@@ -210,6 +215,16 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
         timeline = build_timeline(loop, scenario, config, seconds)
         store.finish_run(run.run_id, summary=_summary(timeline), finished_at=loop.now)
         alerts.close()
+    except BaseException as exc:  # Ctrl-C, SIGTERM or an error: say so in the run's row
+        if "run" in locals():
+            interrupted = isinstance(exc, KeyboardInterrupt | Terminated)
+            with contextlib.suppress(Exception):
+                store.finish_run(
+                    run.run_id,
+                    summary={"error": f"{type(exc).__name__}: {exc}"[:500]},
+                    status="interrupted" if interrupted else "failed",
+                )
+        raise
     finally:
         store.close()
     return LoopRunResult(
@@ -418,6 +433,16 @@ def build_timeline(
         "promotion": (
             {**milestone(promotion), "version": promotion.detail["version"]} if promotion else None
         ),
+        "proposals": [
+            {
+                **milestone(e),
+                "approval_id": e.detail.get("approval_id"),
+                "action": e.detail.get("action"),
+                "version": e.detail.get("version"),
+            }
+            for e in entries
+            if e.kind == "change_proposed"
+        ],
         "mae_ms": {
             "champion_before_drift": _mae(before_drift),
             "champion_drifted_until_promotion": _mae(drifted),
@@ -534,11 +559,23 @@ def _figures(t: dict[str, Any]) -> list[str]:
     others = [c["version"] for c in t["challengers"] if c is not t["challenger_trained"]]
     if others:
         out.append(f"                   other challengers: {', '.join(others)} (see the events)")
+    for prop in t.get("proposals") or []:
+        out.append(
+            f"  proposed         {prop['action']} {prop['version']} at {clock(prop['t_s'])} "
+            f"(approval {prop['approval_id']})"
+        )
     p = t["promotion"]
+    waiting = [x for x in t.get("proposals") or [] if not p]
     out.append(
         f"  promotion        {p['version']} at {clock(p['t_s'])}"
         if p
         else "  promotion        none"
+        + (
+            f": approval {waiting[-1]['approval_id']} waits for an operator (`arcpoint approvals"
+            f" approve {waiting[-1]['approval_id']}`; `--auto-approve` approves in the replay)"
+            if waiting
+            else ""
+        )
     )
     m = t["mae_ms"]
     out.append(

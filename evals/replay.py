@@ -77,7 +77,7 @@ class RunResult:
         return {
             "sla_violation_pct": round(self.sla_violation_pct, 3),
             "p95_latency_ms": round(self.p95_latency_ms, 1),
-            "mean_cost": round(self.mean_cost, 4),
+            "mean_cost": float(f"{self.mean_cost:.6g}"),  # m$ shown to 3 decimals: keep them
             "reroutes": self.reroutes,
             "ambiguous_pct": round(self.ambiguous_pct, 3),
             "escalated_pct": round(self.escalated_pct, 3),

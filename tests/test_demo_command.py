@@ -66,6 +66,10 @@ def test_demo_runs_and_a_rerun_replaces_the_first(tmp_path: Path) -> None:
     assert "CRITICAL" not in first.stderr and "ESCALATED" not in first.stderr
     doc = json.loads((tmp_path / "demo.json").read_text())
     assert doc["decisions_written"] > 0
+    # Costs print in milli-dollars to three decimals, with digits that were not rounded away.
+    cost = doc["scenarios"]["latency_spike"]["predictive"]["mean_cost"]
+    assert f"{cost * 1000:.3f}m" in first.stdout
+    assert round(cost, 4) != cost
     once = _counts(db)
     assert once["decisions"] == doc["decisions_written"] and once["telemetry"] > 0
     assert once["alerts"] > 0
