@@ -5,8 +5,9 @@ requests the router has sent there or seen return since the refresh. So at each 
 backend (its new scrape, or a fixed interval checked as completions arrive: never on the
 request path) the model is evaluated over a grid of prefill tokens (log-spaced) x in-flight
 changes (-48 .. +64, finest near zero), in one batched forest walk; a request then interpolates
-bilinearly in log tokens and in-flight change. Probabilities of meeting an SLO are tabulated per (TTFT SLO, end-to-end SLO)
-pair the first time the pair is asked for after a refresh (a fleet has a handful of tiers).
+bilinearly in log tokens and in-flight change. Probabilities of meeting an SLO are tabulated
+per (TTFT SLO, end-to-end SLO) pair the first time the pair is asked for, and kept up to date
+at every refresh after that (a fleet has a handful of tiers).
 
 Everything the hot path reads is a Python list: indexing a list is several times faster than
 indexing a numpy array element by element.
