@@ -13,7 +13,7 @@ scrape). Then:
 * failing backends are ejected as Envoy's outlier detection does (error share over a threshold,
   ejection time growing with each ejection, at most half the fleet at once), and a backend that
   holds requests but has said nothing (no completion, no scrape) for `silent_s` is treated as hung
-  and ejected too;
+  and ejected too; back from ejection, a backend takes one request at a time until one succeeds;
 * a backend left without traffic for `explore_s` gets the next request whose SLO is the loosest
   seen, so its latency averages do not go stale for ever;
 * online, each backend's mean log TTFT and log e2e are corrected by a running average of the
@@ -72,7 +72,7 @@ class PredictiveSettings:
     """...and its probability of missing the SLO may be at most this many times the best
     backend's: price decides between backends about as safe as the safest, never trades a
     request's SLO for a cheaper token while a much safer backend is free."""
-    lost_p: float = 0.0
+    lost_p: float = 0.05
     """Below this probability on every backend the request is lost whatever the choice; it then
     goes where it takes capacity from no request that can still be served (the backend it is
     least likely to meet its SLO on). 0: off."""
@@ -186,6 +186,7 @@ class PredictiveRouter(PolicyBase):
         self.ejected_until = [-math.inf] * n
         self.ejections = [0] * n
         self._readmit = [False] * n
+        self.probation = [False] * n
         self.last_sent = [0.0] * n
         self.alarms: Mapping[str, str] = {}
         self.prefix = PrefixIndex(n, s.prefix_capacity_blocks)
@@ -214,6 +215,8 @@ class PredictiveRouter(PolicyBase):
         if self.live is not None:
             self.live.on_complete(c)
         b = c.backend
+        if c.status == "ok":
+            self.probation[b] = False
         pend = self._pending.pop(c.request_id, None)
         rate = self.settings.correction_rate
         if pend is not None and rate > 0.0 and c.status == "ok" and c.ttft_ms:
@@ -225,9 +228,9 @@ class PredictiveRouter(PolicyBase):
         s = self.settings
         t = self.tracker
         if (
-            c.status != "ok"
+            c.status in ("error", "rejected")
             and t.observed[b] >= s.eject_min_observed
-            and t.err[b] >= s.eject_error_rate
+            and t.hard_err[b] >= s.eject_error_rate
         ):
             self._eject(b, view.now_s)
         now = view.now_s
@@ -266,10 +269,15 @@ class PredictiveRouter(PolicyBase):
         ejected = [ej[b] > now for b in range(n)]
         for b in range(n):
             if self._readmit[b] and not ejected[b]:
-                # Back from ejection with a clean error record, as Envoy's hosts come back.
+                # Back from ejection with a clean error record, as Envoy's hosts come back, but
+                # on probation (a half-open circuit breaker): one request at a time until one
+                # succeeds, so a backend that is still hung swallows one request, not a flood.
                 self._readmit[b] = False
-                tracker.err[b] = 0.0
+                self.probation[b] = True
+                tracker.err[b] = tracker.hard_err[b] = 0.0
                 self._refresh(view, (b,))
+            if self.probation[b] and inflight[b] > 0:
+                ejected[b] = True
             if not ejected[b] and inflight[b] and now - heard[b] > s.silent_s:
                 self._eject(b, now)
                 ejected[b] = ej[b] > now
