@@ -325,8 +325,12 @@ class FeedbackLoop:
         artifact_dir: str | Path | None = None,
         start_ts: float,
         progress: Callable[[str], None] | None = None,
+        policy_factory: Callable[[tuple[BackendInfo, ...], str], PredictivePolicy] | None = None,
     ) -> None:
+        """`policy_factory(backends, id_prefix)` builds each router's policy (the champion's,
+        an experiment arm's); by default `PredictivePolicy` with its default configuration."""
         self.store = store
+        self._policy_factory = policy_factory
         self.backends = tuple(backends)
         self.names = [b.name for b in self.backends]
         self.config = config or LoopConfig()
@@ -396,6 +400,8 @@ class FeedbackLoop:
     # ------------------------------------------------------------------ plumbing
     def _policy(self, tag: str) -> PredictivePolicy:
         prefix = f"{self.run_id or 'loop'}:{tag}:"
+        if self._policy_factory is not None:
+            return self._policy_factory(self.backends, prefix)
         return PredictivePolicy(self.backends, id_prefix=prefix)
 
     @property

@@ -111,6 +111,9 @@ class SimTick:
     ttft_ms: dict[str, list[float]] = field(default_factory=dict)
     """TTFT of the requests that finished OK on each backend this tick (router side)."""
     failed: dict[str, int] = field(default_factory=dict)
+    outcomes: list[tuple[int, int, float | None, float, bool]] = field(default_factory=list)
+    """(request, status, TTFT ms or None, end-to-end ms, violated) of every request whose
+    outcome the router learnt during the tick, in that order."""
 
     def violation_prob(self, backend: str, ttft_slo_ms: float) -> float:
         """Share of this tick's finished requests on `backend` that failed or whose TTFT was
@@ -247,6 +250,7 @@ class _Run:
         self.probe_no = 0
         self.probes: dict[int, tuple[int, float | None, float]] = {}
         self.ticks: list[SimTick] = []
+        self.outcomes: list[tuple[int, int, float | None, float, bool]] = []
         self.tick_no = 0
         self.cascade_for = [0.0] * nb
         self.cascade_labels: list[dict[int, str]] = [{} for _ in range(nb)]
@@ -449,6 +453,7 @@ class _Run:
         violated = violated or e2e > self.e2e_slo[r]
         if violated:
             self.bad[b] += 1
+        self.outcomes.append((r, status, ttft, e2e, violated))
         if status == OK:
             self.ok_ttft[b].append(ttft)
             self.lat[b].append(ttft)
@@ -559,8 +564,9 @@ class _Run:
         self._cascade(t, k)
         tick = SimTick(
             k, ts, (t - self.tick_ps) / PS, arrivals, telemetry, counts, chaos, finished,
-            violated, ok_ttft, failed,
+            violated, ok_ttft, failed, self.outcomes,
         )  # fmt: skip
+        self.outcomes = []
         self.ticks.append(tick)
         if self.policy_tick is not None:
             self.policy_tick(tick)
