@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from evals.demo import DemoResult
+from evals.replay import RunResult
 from tools.sim.metrics import mean_interval
 
 _COLUMNS = (
@@ -35,14 +36,16 @@ def _cell(key: str, values: list[float | None], width: int) -> str:
     return f"{iv.mean:.1f}".rjust(width)
 
 
-def format_table(demo: DemoResult, policies: Sequence[str]) -> str:
+def format_table(
+    by_cell: Mapping[str, Mapping[str, Sequence[RunResult]]], policies: Sequence[str]
+) -> str:
     """Scenario x policy, one block per scenario, means over seeds; the SLO violation column
     carries the 95% interval's half-width, and the lowest mean is marked."""
     header = f"{'scenario':<18} {'policy':<17}" + "".join(
         f" {label:>{w}}" for _, label, w in _COLUMNS
     )
     lines = [header, "-" * len(header)]
-    for scenario, by_policy in demo.by_cell().items():
+    for scenario, by_policy in by_cell.items():
         means = {
             p: sum(r.sla_violation_pct for r in runs) / len(runs) for p, runs in by_policy.items()
         }

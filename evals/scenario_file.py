@@ -547,9 +547,9 @@ class ScenarioFile(_Model):
         t = self.traffic
         if not isinstance(t, ArrivalTraceTraffic):
             return None
-        from evals.workload_files import TraceError, read_trace
+        from evals.workload_files import TraceError, find_shared, read_trace
 
-        path = self.resolve(t.path)
+        path = find_shared(self.resolve(t.path))
         try:
             w, report = read_trace(path, time_unit=t.time_unit, block_tokens=t.block_tokens)
         except TraceError as err:

@@ -65,9 +65,15 @@ def test_demo_runs_and_a_rerun_replaces_the_first(tmp_path: Path) -> None:
     # Alert lines appear only with --verbose (the alerts are stored either way).
     assert "CRITICAL" not in first.stderr and "ESCALATED" not in first.stderr
     doc = json.loads((tmp_path / "demo.json").read_text())
-    assert doc["decisions_written"] > 0
+    # exactly the format: the forecaster, and per scenario and policy the mean figures
+    assert set(doc) == {"forecaster", "scenarios"}
+    cell = doc["scenarios"]["latency_spike"]["predictive"]
+    assert set(cell) == {
+        "sla_violation_pct", "goodput_rps", "ttft_p50_ms", "ttft_p99_ms", "tpot_p99_ms",
+        "e2e_p99_ms", "error_pct", "mean_cost", "flaps_per_h", "escalated_pct", "seeds",
+    }  # fmt: skip
     once = _counts(db)
-    assert once["decisions"] == doc["decisions_written"] and once["telemetry"] > 0
+    assert once["decisions"] > 0 and once["telemetry"] > 0
     assert once["alerts"] > 0
     answer_once = _ask_fleet_state(db)
 

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     rep = demo.report
     print()
-    print(format_table(demo, config.policies))
+    print(format_table(demo.by_cell(), config.policies))
     print(
         f"Means over {config.seeds} seed(s) per scenario; SLO viol % +- the half-width of its "
         "95% interval (Student t). * lowest mean. Latencies in ms (s where marked); cost in "
