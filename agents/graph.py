@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import operator
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,17 @@ class _Turn:
     builder: TraceBuilder
     results: list[AgentResult] = field(default_factory=list)
     history: list[dict[str, str]] = field(default_factory=list)
+    deadline: float | None = None
+    """Monotonic time by which the whole turn ends, every agent it passes through included."""
+
+    def remaining_s(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.001, self.deadline - time.monotonic())
+
+
+class TraceNotRecorded(RuntimeError):
+    """An answer's reasoning trace could not be written, so the answer is not given."""
 
 
 class OperatorGraph:
@@ -187,7 +199,7 @@ class OperatorGraph:
                     messages,
                     loop=self.loops[name],
                     builder=turn.builder,
-                    deadline_s=self.deadline_s,
+                    deadline_s=turn.remaining_s(),
                 )
                 target = handed_to(result.run) if name == "operator" else None
                 turn.builder.set_node_output(
@@ -233,7 +245,10 @@ class OperatorGraph:
             model=self.model.model_id,
             model_versions=model_versions(self.api),
         )
-        self._turn = _Turn(builder)
+        self._turn = _Turn(
+            builder,
+            deadline=None if self.deadline_s is None else time.monotonic() + self.deadline_s,
+        )
         config = {"configurable": {"thread_id": thread_id}}
         try:
             state = self.graph.invoke(
@@ -259,10 +274,15 @@ class OperatorGraph:
         trace_id = None
         if self._sink is not None:
             try:
-                self._sink(record)
+                self._sink(record)  # the store waits for a busy file within its bound
                 trace_id = record.trace_id
-            except Exception:  # the answer stands; the missing trace is logged loudly
-                log.exception("chat trace %s not written", record.trace_id)
+            except Exception as exc:
+                # An answer is never shown without its audit trace: the caller gets an error.
+                log.warning("chat trace %s not written: %s", record.trace_id, exc)
+                raise TraceNotRecorded(
+                    f"the answer's reasoning trace could not be recorded ({type(exc).__name__}: "
+                    f"{exc}); the answer is withheld. Try again when the database is free."
+                ) from exc
         return TurnResult(
             answer=state["answer"],
             trace_id=trace_id,

@@ -16,7 +16,12 @@ from collections.abc import Sequence
 from arcpoint import commands
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or with `only` that one when it names a command module.
+
+    Some commands' `register` imports what their options list (detector variants, monitors),
+    which costs seconds; a command run by name loads only its own module.
+    """
     parser = argparse.ArgumentParser(
         prog="arcpoint",
         description=(
@@ -24,11 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"arcpoint.commands.{info.name}")
-        module.register(sub)
+    names = sorted(
+        info.name
+        for info in pkgutil.iter_modules(commands.__path__)
+        if not info.name.startswith("_")
+    )
+    if only in names:
+        names = [only]
+    for name in names:
+        importlib.import_module(f"arcpoint.commands.{name}").register(sub)
     return parser
 
 
@@ -36,11 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from context_api.redact import install_log_redaction
 
     install_log_redaction()  # secrets never reach a log line, whoever logs them
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from arcpoint.settings import ConfigurationError
     from context_api.runs import Terminated, interruption_exit_code, terminate_raises
 
     # Ctrl-C raises KeyboardInterrupt and SIGTERM raises Terminated, so every command unwinds
@@ -48,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with terminate_raises():
             return int(args.func(args) or 0)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, Terminated) as exc:
         print(
             "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated", file=sys.stderr

@@ -35,11 +35,13 @@ from context_api.agent_tools.fleet import FleetTools
 from context_api.agent_tools.learning import LearningTools
 from context_api.agent_tools.models import ModelTools
 from context_api.agent_tools.quality import QualityTools
+from context_api.agent_tools.usage import UsageTools
 from context_api.timefmt import ToolError, iso, parse_time
 
 
 class ContextAPI(
     FleetTools,
+    UsageTools,
     DecisionTools,
     ModelTools,
     DriftTools,

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 TimeArg = float | str | None
 TIME_HELP = (
     "unix seconds, ISO 8601 (2023-11-14T23:10:00Z), a UTC clock time today (14:00), "
-    "a relative offset (-90m, -2h) or 'now'; default: the newest telemetry in the database"
+    "a relative offset (-90m, -2h), 'now', or 'today'/'yesterday' (00:00 UTC); default: the "
+    "newest telemetry in the database"
 )
 
 
@@ -132,6 +133,32 @@ class RecordDriftInput(DriftInput):
     min_severity: Literal["low", "medium", "high", "critical"] = "medium"
 
 
+class CompareInput(_In):
+    backends: list[str] | None = Field(
+        None, min_length=2, max_length=8, description="the backends to compare; default: all"
+    )
+    since: TimeArg = Field(None, description=f"start: {TIME_HELP}; default one hour before until")
+    until: TimeArg = Field(None, description=f"end: {TIME_HELP}")
+
+
+class CostInput(_In):
+    since: TimeArg = Field(None, description=f"start: {TIME_HELP}; default one hour before until")
+    until: TimeArg = Field(None, description=f"end: {TIME_HELP}")
+    backends: list[str] | None = Field(None, max_length=16, description="default: every backend")
+
+
+class ModelHistoryInput(_In):
+    version: str | None = Field(None, max_length=200, description="one version; default: serving")
+    kind: str = "forecaster"
+
+
+class ApprovalsInput(_In):
+    status: Literal["pending", "approved", "rejected", "applied", "superseded", "failed"] | None = (
+        None
+    )
+    approval_id: str | None = Field(None, max_length=100)
+
+
 class RetrainRequestsInput(_In):
     include_handled: bool = Field(False, description="also list requests already acted on")
 
@@ -246,6 +273,9 @@ class CapacityRiskOut(_Out):
     sla_ms: float
     risks: list[Risk]
     no_risk: list[str]
+    unknown: list[str] = Field(
+        default_factory=list, description="backends with no forecast: their SLA risk is unknown"
+    )
     fleet_capacity_rps: float | None
     fleet_load_rps: float
     projected_load_rps: float
@@ -424,6 +454,7 @@ class Recommendation(_Out):
     lo_ms: float | None
     hi_ms: float | None
     p_over_sla: float | None
+    p95_now_ms: float | None = Field(None, description="the latest measured p95")
     cost_per_request: float | None
     policy_share: float | None
 
@@ -434,8 +465,12 @@ class RecommendOut(_Out):
     sla_ms: float
     recommended: Recommendation | None
     confident: bool
+    basis: Literal["forecast", "measured_p95", "none"] = Field(
+        description="forecast: 5-minute forecasts; measured_p95: no forecast, the latest p95 only"
+    )
     alternatives: list[Recommendation]
     excluded: dict[str, str]
+    unknown: list[str] = Field(description="usable backends with no forecast: risk unknown")
     rationale: str
     model_version: str | None
 
@@ -460,6 +495,38 @@ class RetrainCheckOut(_Out):
     summary: str
     decision: dict[str, Any]
     inputs: dict[str, Any]
+
+
+class CompareOut(_Out):
+    since: str
+    until: str
+    sla_ms: float
+    backends: list[dict[str, Any]]
+    best: dict[str, str | None] = Field(description="per criterion, the better backend")
+    notes: list[str]
+
+
+class CostOut(_Out):
+    since: str
+    until: str
+    backends: list[dict[str, Any]]
+    total_usd: float | None = Field(description="estimated from the request rates served")
+    stored_decisions_usd: float | None = Field(description="over the decisions stored")
+    notes: list[str]
+
+
+class ModelHistoryOut(_Out):
+    kind: str
+    now: str | None
+    serving: dict[str, Any] | None
+    version: dict[str, Any] | None = Field(description="the version asked about, if any")
+    activations: list[dict[str, Any]]
+    notes: list[str]
+
+
+class ApprovalsOut(_Out):
+    pending: int
+    approvals: list[dict[str, Any]]
 
 
 class RetrainRequestsOut(_Out):

@@ -29,6 +29,8 @@ from typing import Literal, TypedDict
 
 from pydantic import BaseModel, Field
 
+from context_api.bounds import DEFAULT_BOUNDS, ValueBounds
+
 
 class RejectReason(StrEnum):
     """Why an outcome was not accepted. Stable codes: they are stored and counted."""
@@ -39,9 +41,14 @@ class RejectReason(StrEnum):
     NOT_A_NUMBER = "not_a_number"
     INFINITE = "infinite"
     NEGATIVE = "negative"
+    TOO_LARGE = "too_large"
+    """Above the physical bound on a latency (`ValueBounds.max_latency_ms`)."""
     BAD_OBSERVED_AT = "bad_observed_at"
     """`observed_at` is NaN or infinite."""
     OBSERVED_BEFORE_DECISION = "observed_before_decision"
+    LAG_TOO_LONG = "lag_too_long"
+    """Observed longer after the decision than `ValueBounds.max_label_lag_s` (often: the
+    observation time was sent in milliseconds)."""
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
     """Same decision id as an accepted outcome, but a different value."""
     EXPIRED = "expired"
@@ -132,6 +139,8 @@ def _safe_float(value: object) -> float | None:
         return None
     try:
         return float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an int past float's range: infinite, and rejected as such
+        return math.inf if value > 0 else -math.inf  # type: ignore[operator]
     except (TypeError, ValueError):
         return None
 
@@ -142,6 +151,7 @@ def record_outcomes(
     *,
     now: float,
     want_results: bool = False,
+    bounds: ValueBounds = DEFAULT_BOUNDS,
 ) -> tuple[OutcomeBatchResult, list[OutcomeResult]]:
     """Validate, join and write a batch of outcomes inside the caller's open transaction.
 
@@ -180,6 +190,7 @@ def record_outcomes(
                 detail=detail,
             )
 
+    max_latency, max_lag = bounds.max_latency_ms, bounds.max_label_lag_s
     # Pass 1: shape and value checks, no I/O.
     for index, row in enumerate(batch):
         if want_results:
@@ -239,6 +250,15 @@ def record_outcomes(
             reject(index, did, value, obs, RejectReason.INFINITE)
         elif v < 0.0:
             reject(index, did, value, obs, RejectReason.NEGATIVE)
+        elif v > max_latency:
+            reject(
+                index,
+                did,
+                value,
+                obs,
+                RejectReason.TOO_LARGE,
+                f"{v!r} ms is above the bound of {max_latency:g} ms",
+            )
         else:
             valid.append((index, did, v, obs))
 
@@ -290,6 +310,17 @@ def record_outcomes(
             )
             continue
         lag = obs - ts
+        if lag > max_lag:
+            hint = " (observed_at in milliseconds?)" if obs > 1e11 else ""
+            reject(
+                index,
+                did,
+                v,
+                obs,
+                RejectReason.LAG_TOO_LONG,
+                f"observed {lag:.6g} s after the decision, above the bound of {max_lag:g} s{hint}",
+            )
+            continue
         error = None if predicted is None else v - predicted
         accepted.append((did, v, obs, now, ts, backend, model_version, predicted, lag, error))
         in_batch[did] = v

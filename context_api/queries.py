@@ -264,3 +264,34 @@ def telemetry_summary(store: Store, since: float, until: float) -> dict[str, dic
     ):
         out[r["backend"]] = {"p95": r["p95"], "err": r["err"]}
     return out
+
+
+def telemetry_stats(store: Store, since: float, until: float) -> dict[str, dict[str, Any]]:
+    """Per backend over [since, until): ticks, latency (mean p50 and p95, max p95), errors (mean
+    and max rate), load (mean rps, and whether it is known) and the time span covered."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows(
+        store,
+        "SELECT backend, COUNT(*) AS ticks, MIN(ts) AS first_ts, MAX(ts) AS last_ts,"
+        " AVG(p50_ms) AS p50_mean, AVG(p95_ms) AS p95_mean, MAX(p95_ms) AS p95_max,"
+        " AVG(error_rate) AS err_mean, MAX(error_rate) AS err_max,"
+        " AVG(CASE WHEN load_known = 1 THEN rps END) AS rps_mean,"
+        " MIN(load_known) AS load_known"
+        " FROM telemetry WHERE ts >= ? AND ts < ? GROUP BY backend ORDER BY backend",
+        (since, until),
+    ):
+        out[r["backend"]] = r
+    return out
+
+
+def ticks_over(store: Store, since: float, until: float, sla_ms: float) -> dict[str, int]:
+    """Per backend: telemetry ticks whose p95 exceeded `sla_ms`."""
+    return {
+        r["backend"]: int(r["n"])
+        for r in rows(
+            store,
+            "SELECT backend, COUNT(*) AS n FROM telemetry WHERE ts >= ? AND ts < ? AND p95_ms > ?"
+            " GROUP BY backend",
+            (since, until, sla_ms),
+        )
+    }

@@ -9,9 +9,10 @@ Why these settings:
   SIGKILL). What NORMAL gives up is the fsync per commit: an OS crash or power loss can lose the
   last commits since the previous checkpoint, never corrupt the file. Pass `synchronous="FULL"`
   when that matters more than commit latency.
-- busy timeout: another process holding the write lock makes us wait (default 5 s), not fail.
-  Every write transaction starts with `BEGIN IMMEDIATE`, so the wait happens up front, where the
-  busy timeout applies, rather than as an unretryable upgrade failure half-way through.
+- busy timeout: another process holding the write lock makes us wait (default 5 s per attempt,
+  retried up to `write_wait_s`, default 30 s), not fail. Every write transaction starts with
+  `BEGIN IMMEDIATE`, so the wait happens up front, where it can be retried, rather than as an
+  unretryable upgrade failure half-way through.
 - One connection per Store, shared by threads under a lock. Open one Store per process.
 
 The schema lives in `context_api/schema.py` as ordered migrations; opening a file upgrades it.
@@ -38,6 +39,7 @@ from pydantic import BaseModel, Field
 
 from context_api import outcomes as _outcomes
 from context_api import schema as _schema
+from context_api.bounds import DEFAULT_BOUNDS, ValueBounds
 from context_api.outcomes import (
     OutcomeBatchResult,
     OutcomeInput,
@@ -59,6 +61,7 @@ __all__ = [
     "Experiment",
     "ExperimentResult",
     "IngestRejection",
+    "IngestRejectionCount",
     "ModelActivation",
     "ModelVersion",
     "OutcomeBatchResult",
@@ -197,6 +200,20 @@ class IngestRejection(BaseModel):
     line: int | None = None
     reason: str
     raw: str | None = None
+    at: float = Field(default_factory=time.time)
+    run_id: str | None = None
+
+
+class IngestRejectionCount(BaseModel):
+    """All rejections of one reason in one source by one run (the rows kept are a sample)."""
+
+    source: str
+    reason: str
+    count: int
+    kept: int
+    first_line: int | None = None
+    last_line: int | None = None
+    run_id: str | None = None
     at: float = Field(default_factory=time.time)
 
 
@@ -399,7 +416,11 @@ class StoreProtocol(Protocol):
         until: float | None = None,
         limit: int | None = None,
     ) -> list[TelemetryPoint]: ...
-    def record_ingest_rejections(self, rows: Iterable[IngestRejection]) -> int: ...
+    def record_ingest_rejections(
+        self,
+        rows: Iterable[IngestRejection],
+        counts: Iterable[IngestRejectionCount] | None = None,
+    ) -> int: ...
     def list_ingest_rejections(
         self, source: str | None = None, limit: int = 100
     ) -> list[IngestRejection]: ...
@@ -518,6 +539,7 @@ class Store:
     `Store(path)` opens (creating and migrating) the file. Use as a context manager or call
     `close()`. `outcome_max_age_s` is the default age after which `expire_pending` gives up on an
     outcome. `migrate=False` refuses to touch an out-of-date file instead of upgrading it.
+    `bounds` are the physical limits outcomes are checked against (context_api/bounds.py).
     """
 
     def __init__(
@@ -528,6 +550,8 @@ class Store:
         busy_timeout_s: float = 5.0,
         outcome_max_age_s: float = 3600.0,
         migrate: bool = True,
+        bounds: ValueBounds = DEFAULT_BOUNDS,
+        write_wait_s: float = 30.0,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous must be NORMAL, FULL or EXTRA (OFF would lose commits)")
@@ -535,6 +559,8 @@ class Store:
             raise ValueError("outcome_max_age_s must be finite and > 0")
         self.path = str(path)
         self.outcome_max_age_s = float(outcome_max_age_s)
+        self.bounds = bounds
+        self.write_wait_s = float(write_wait_s)
         self._lock = threading.RLock()
         self._savepoints = itertools.count()
         conn = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False)
@@ -605,7 +631,7 @@ class Store:
                 else:
                     conn.execute(f"RELEASE {name}")
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin_write(conn)
             try:
                 yield conn
             except BaseException:
@@ -614,6 +640,24 @@ class Store:
                 raise
             else:
                 conn.execute("COMMIT")
+
+    def _begin_write(self, conn: sqlite3.Connection) -> None:
+        """`BEGIN IMMEDIATE`, waiting up to `write_wait_s` for another writer to finish.
+
+        SQLite's busy timeout covers one attempt; a writer that keeps the lock longer (a large
+        ingest between its chunks, a migration) is waited for again, within the bound, so a
+        short write (a reasoning trace) is never lost to a busy file.
+        """
+        deadline = time.monotonic() + self.write_wait_s
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -701,13 +745,14 @@ class Store:
                 [(decision_id, actual_latency_ms, observed_at)],
                 now=time.time(),
                 want_results=True,
+                bounds=self.bounds,
             )
         return results[0]
 
     def record_outcomes(self, batch: Iterable[OutcomeInput]) -> OutcomeBatchResult:
         """Batch form of `record_outcome`: one transaction, counts by status and reason."""
         with self.transaction() as conn:
-            summary, _ = _outcomes.record_outcomes(conn, batch, now=time.time())
+            summary, _ = _outcomes.record_outcomes(conn, batch, now=time.time(), bounds=self.bounds)
         return summary
 
     def expire_pending(self, now_ts: float, max_age_s: float | None = None) -> int:
@@ -880,13 +925,50 @@ class Store:
             ).fetchall()
         return [TelemetryPoint(*r[:7], load_known=bool(r[7])) for r in rows]
 
-    def record_ingest_rejections(self, rows: Iterable[IngestRejection]) -> int:
-        values = [(r.source, r.line, r.reason, r.raw, r.at) for r in rows]
+    def record_ingest_rejections(
+        self,
+        rows: Iterable[IngestRejection],
+        counts: Iterable[IngestRejectionCount] | None = None,
+    ) -> int:
+        """Store rejected rows and, per (source, reason), how many there were in all.
+
+        Without `counts`, each row counts for itself. Returns the rows stored.
+        """
+        values = [(r.source, r.line, r.reason, r.raw, r.at, r.run_id) for r in rows]
+        if counts is None:
+            tally: dict[tuple[str, str, str | None], list[Any]] = {}
+            for source, line, reason, _, at, run_id in values:
+                entry = tally.setdefault((source, reason, run_id), [0, line, line, at])
+                entry[0] += 1
+                entry[1] = line if entry[1] is None or (line or 0) < entry[1] else entry[1]
+                entry[2] = line if entry[2] is None or (line or 0) > entry[2] else entry[2]
+            counts = [
+                IngestRejectionCount(
+                    source=s,
+                    reason=r,
+                    count=n,
+                    kept=n,
+                    first_line=lo,
+                    last_line=hi,
+                    run_id=run,
+                    at=at,
+                )
+                for (s, r, run), (n, lo, hi, at) in tally.items()
+            ]
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT INTO ingest_rejections (source, line, reason, raw, at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO ingest_rejections (source, line, reason, raw, at, run_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 values,
+            )
+            conn.executemany(
+                "INSERT INTO ingest_rejection_counts"
+                " (run_id, source, reason, count, kept, first_line, last_line, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (c.run_id, c.source, c.reason, c.count, c.kept, c.first_line, c.last_line, c.at)
+                    for c in counts
+                ],
             )
         return len(values)
 
@@ -902,7 +984,7 @@ class Store:
     def ingest_rejection_counts(self, source: str | None = None) -> dict[str, int]:
         where, params = _where([("source = ?", source)])
         rows = self._query(
-            f"SELECT reason, COUNT(*) AS n FROM ingest_rejections{where} GROUP BY reason",
+            f"SELECT reason, SUM(count) AS n FROM ingest_rejection_counts{where} GROUP BY reason",
             params,
         )
         return {r["reason"]: r["n"] for r in rows}

@@ -1,7 +1,8 @@
 """Times and numbers as the context API reads and writes them.
 
 Times come in as unix seconds, ISO 8601, a UTC clock time ("14:00": the most recent one at or
-before now), a relative offset ("-90m") or "now", and go out as ISO 8601 UTC. Numbers go out
+before now), a relative offset ("-90m"), "now", or "today"/"yesterday" (00:00 UTC of that
+day), and go out as ISO 8601 UTC. Numbers go out
 finite and rounded, or null.
 """
 
@@ -60,6 +61,10 @@ def parse_time(value: float | str | None, now: float) -> float | None:
     text = value.strip()
     if text.lower() == "now":
         return now
+    if text.lower() in ("today", "yesterday"):
+        day = datetime.fromtimestamp(now, UTC)
+        midnight = day.replace(hour=0, minute=0, second=0, microsecond=0)
+        return (midnight - timedelta(days=1 if text.lower() == "yesterday" else 0)).timestamp()
     try:
         return float(text)
     except ValueError:
@@ -82,7 +87,8 @@ def parse_time(value: float | str | None, now: float) -> float | None:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" UTC", "+00:00"))
     except ValueError:
         raise ToolError(
-            f"cannot read the time {text!r}: give unix seconds, ISO 8601, HH:MM (UTC), -90m or now"
+            f"cannot read the time {text!r}: give unix seconds, ISO 8601, HH:MM (UTC), -90m, now, "
+            "today or yesterday"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)

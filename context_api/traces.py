@@ -813,11 +813,14 @@ class TraceStore:
     """Append, read, search, export and verify traces in an Arcpoint SQLite file.
 
     `TraceStore(store)` uses an open `context_api.store.Store` (its connection and lock);
-    `TraceStore(path)` opens (creating and migrating) its own Store and closes it on `close()`.
+    `TraceStore(path)` opens (creating and migrating) its own Store and closes it on `close()`,
+    as it does a Store handed over with `own_store=True`.
     `redact=False` skips secret scrubbing: only for tests and benchmarks measuring its cost.
     """
 
-    def __init__(self, store: Store | str | Path, *, redact: bool = True) -> None:
+    def __init__(
+        self, store: Store | str | Path, *, redact: bool = True, own_store: bool = False
+    ) -> None:
         from context_api.store import Store
 
         if isinstance(store, str | Path):
@@ -825,7 +828,7 @@ class TraceStore:
             self._owns = True
         else:
             self.store = store
-            self._owns = False
+            self._owns = own_store
         self._redact = redact
 
     def close(self) -> None:

@@ -50,13 +50,12 @@ from pydantic import (
     model_validator,
 )
 
+from evals.agent_states import Setup, build_state
 from evals.scenario_file import (
     ForecasterSpec,
     PositiveSeconds,
-    ScenarioFile,
     ScenarioFileError,
     expand_paths,
-    load_file,
 )
 
 Progress = Callable[[str], None]
@@ -76,12 +75,32 @@ class _M(BaseModel):
 
 
 class StateSpec(_M):
-    scenario: str = Field(min_length=1)
+    """What the store holds when the question is asked (`evals.agent_states`)."""
+
+    scenario: str | None = Field(None, min_length=1)
     """A scenario file (relative to the case file), replayed through the predictive router with
     the fleet monitor into a fresh store."""
-    until: PositiveSeconds
+    until: PositiveSeconds | None = None
     """Stop the replay here: "now" for the agent is the last tick."""
+    ingest: str | None = Field(None, min_length=1)
+    """Or: a telemetry file (CSV or JSONL, relative to the case file) ingested into a fresh
+    store, as `arcpoint ingest` would (no decisions, no forecaster)."""
+    setup: list[Setup] = Field(default_factory=list)
+    """Named additions after the replay or ingest (see `evals.agent_states`)."""
     forecaster: ForecasterSpec = SMALL_FORECASTER
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StateSpec:
+        if (self.scenario is None) == (self.ingest is None):
+            raise ValueError("a state is a `scenario` (with `until`) or an `ingest` file")
+        if self.scenario is not None and self.until is None:
+            raise ValueError("a scenario state needs `until`")
+        return self
+
+
+class CallSpec(_M):
+    tool: str
+    args: dict[str, Any]
 
 
 class ToolsSpec(_M):
@@ -89,6 +108,11 @@ class ToolsSpec(_M):
     """Every one of these must be called (the calls made are a superset of this list)."""
     only: list[str] | None = None
     """Nothing outside these may be called (the calls made are a subset of this list)."""
+    must_not_call: list[str] = Field(default_factory=list)
+    """None of these may be called (e.g. no tool at all for an out-of-scope question)."""
+    called_with: list[CallSpec] = Field(default_factory=list)
+    """A call of the tool with at least these arguments (the time window read from the
+    question, the backend a follow-up kept)."""
 
 
 class FactSpec(_M):
@@ -144,6 +168,8 @@ class AgentCase(_M):
     name: str = Field(pattern=_NAME, max_length=80)
     description: str = ""
     question: str = Field(min_length=1, max_length=2000)
+    thread: list[str] = Field(default_factory=list, max_length=10)
+    """Earlier questions of the same chat thread, asked first (their answers are not scored)."""
     agent: str | None = None
     """Send the question to this agent; default: the operator graph's own dispatch."""
     state: StateSpec
@@ -157,11 +183,24 @@ class AgentCase(_M):
     def source(self) -> Path | None:
         return self._source
 
-    def scenario_path(self) -> Path:
-        p = Path(self.state.scenario)
+    def _relative(self, name: str) -> Path:
+        p = Path(name)
         if not p.is_absolute() and self._source is not None:
             p = self._source.parent / p
         return p
+
+    def scenario_path(self) -> Path:
+        assert self.state.scenario is not None
+        return self._relative(self.state.scenario)
+
+    def data_path(self) -> Path:
+        assert self.state.ingest is not None
+        return self._relative(self.state.ingest)
+
+    def state_key(self) -> str:
+        """Cases with the same key share one built store."""
+        source = self.scenario_path() if self.state.scenario else self.data_path()
+        return f"{source.resolve()}|{self.state.model_dump_json(exclude={'scenario', 'ingest'})}"
 
 
 def load_cases(paths: Iterable[str | Path]) -> list[AgentCase]:
@@ -187,8 +226,9 @@ def load_cases(paths: Iterable[str | Path]) -> list[AgentCase]:
             problems.append(f"{f}: " + "; ".join(lines))
             continue
         case._source = f
-        if not case.scenario_path().is_file():
-            problems.append(f"{f}: state.scenario {case.state.scenario!r} is not a file")
+        path = case.scenario_path() if case.state.scenario else case.data_path()
+        if not path.is_file():
+            problems.append(f"{f}: the state's file {path} is not a file")
             continue
         cases.append(case)
     names = [c.name for c in cases]
@@ -285,6 +325,21 @@ def score_answer(
         checks.append(
             Check("tools", f"calls {t}", t in called, f"called: {sorted(called) or 'nothing'}")
         )
+    for want in case.tools.called_with:
+        made = [e.get("input") or {} for e in evidence if e.get("tool") == want.tool]
+        ok = any(all(m.get(k) == v for k, v in want.args.items()) for m in made)
+        checks.append(
+            Check(
+                "tools",
+                f"calls {want.tool} with {want.args}",
+                ok,
+                f"called with {made}" if made else f"{want.tool} was not called",
+            )
+        )
+    for t in case.tools.must_not_call:
+        checks.append(
+            Check("tools", f"does not call {t}", t not in called, f"called: {sorted(called)}")
+        )
     if case.tools.only is not None:
         extra = sorted(called - set(case.tools.only))
         checks.append(
@@ -353,70 +408,6 @@ def score_answer(
             )
         )
     return checks
-
-
-# --- the state --------------------------------------------------------------------------------
-
-
-def build_state(case: AgentCase, db: Path, forecasters: dict[str, Any]) -> list[str]:
-    """Replay the case's scenario into a fresh store at `db`, up to `state.until`. Returns the
-    fleet's backend names."""
-    from agents.fleet_monitor import FleetMonitor
-    from context_api.alerting import AlertService
-    from context_api.store import Store
-    from evals.harness import train_forecaster
-    from evals.replay import run_policy
-    from evals.store_sink import StoreSink
-    from tools.sim.run import SimConfig
-
-    entry = load_file(case.scenario_path())
-    if not isinstance(entry, ScenarioFile) or entry.observe_only:
-        raise AgentCaseError(f"{case.name}: state.scenario must be a simulated scenario file")
-    until = min(case.state.until, entry.duration_s)
-    entry = entry.model_copy(
-        update={"duration_s": until, "chaos": [ev for ev in entry.chaos if ev.start_s < until]}
-    )
-    built = entry.build()
-    scenario = built.scenario
-    key = case.state.forecaster.model_dump_json()
-    if key not in forecasters:
-        forecasters[key] = train_forecaster(case.state.forecaster, lambda _m: None)[0]
-    forecaster = forecasters[key]
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
-    db.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(db)
-    try:
-        store.register_model_version(
-            forecaster.version_id,
-            "forecaster",
-            created_at=START_TS - 600.0,
-            trained_from_ts=forecaster.trained_from_ts,
-            trained_to_ts=forecaster.trained_to_ts,
-            note="agent eval state",
-        )
-        store.activate_model_version(forecaster.version_id, reason="eval", at=START_TS - 600.0)
-        run = store.start_run("eval-agents", params={"case": case.name}, started_at=START_TS)
-        sink = StoreSink(store, run.run_id, source=f"eval:{entry.name}")
-        sink.chaos(scenario, START_TS)
-        names = [b.name for b in scenario.backends()]
-        monitor = FleetMonitor(names, store, run_id=run.run_id)
-        monitor.alerts = AlertService(store, clock=lambda: monitor.now, restore=False)
-        run_policy(
-            built,
-            "predictive",
-            forecaster=forecaster,
-            sim_config=SimConfig(start_ts=START_TS),
-            sink=sink,
-            id_prefix=f"{entry.name}:",
-            on_tick=sink.tick,
-            monitor=monitor,
-        )
-        sink.flush()
-        store.finish_run(run.run_id, summary={"until_s": until})
-    finally:
-        store.close()
-    return names
 
 
 # --- Claude, recorded and replayed at the HTTP layer -------------------------------------------
@@ -611,7 +602,8 @@ class AgentEvalResult:
 
 
 def ask(case: AgentCase, db: Path, model: Any) -> Any:
-    """One question on the state in `db`, through the operator graph (as `arcpoint ask`)."""
+    """The case's thread then its question on the state in `db`, through the operator graph (as
+    `arcpoint chat` would); returns the scored turn."""
     from agents.graph import OperatorGraph
     from context_api.api import ContextAPI
     from context_api.store import Store
@@ -620,8 +612,12 @@ def ask(case: AgentCase, db: Path, model: Any) -> Any:
     store = Store(db)
     try:
         api = ContextAPI(store)
-        with OperatorGraph(api, model, traces=TraceStore(store)) as graph:
-            return graph.ask(case.question, agent=case.agent)
+        thread = f"case-{case.name}-{model.name}"
+        checkpoint = db if case.thread else None
+        with OperatorGraph(api, model, checkpoint_db=checkpoint, traces=TraceStore(store)) as g:
+            for earlier in case.thread:
+                g.ask(earlier, thread_id=thread, agent=case.agent)
+            return g.ask(case.question, thread_id=thread, agent=case.agent)
     finally:
         store.close()
 
@@ -632,6 +628,7 @@ def run_cases(
     models: Sequence[str],
     out_dir: Path,
     replay_dir: Path | None = None,
+    record_dir: Path | None = None,
     claude_model_id: str | None = None,
     claude_transport: Any = None,
     progress: Progress = lambda _m: None,
@@ -646,18 +643,12 @@ def run_cases(
     out_dir.mkdir(parents=True, exist_ok=True)
     result = AgentEvalResult()
     forecasters: dict[str, Any] = {}
-    states: dict[tuple[str, float, str], tuple[Path, list[str]]] = {}
+    states: dict[str, tuple[Path, list[str]]] = {}
     for case in cases:
-        key = (
-            str(case.scenario_path().resolve()),
-            case.state.until,
-            case.state.forecaster.model_dump_json(),
-        )
+        key = case.state_key()
         if key not in states:
             base = out_dir / "states" / f"state{len(states)}.db"
-            progress(
-                f"setting up {case.state.scenario} up to {case.state.until:g} s for {case.name}"
-            )
+            progress(f"setting up the state of {case.name}: {case.state.model_dump_json()}")
             fleet = build_state(case, base, forecasters)
             states[key] = (base, fleet)
         base, fleet = states[key]
@@ -721,7 +712,7 @@ def run_cases(
                 evidence=list(turn.evidence),
             )
             if recorder is not None:
-                rec_dir = out_dir / "recordings"
+                rec_dir = record_dir or out_dir / "recordings"
                 rec_dir.mkdir(parents=True, exist_ok=True)
                 (rec_dir / f"{case.name}.json").write_text(
                     json.dumps(

@@ -87,7 +87,7 @@ class DemoResult:
                 cell: dict[str, Any] = {}
                 for k in RUN_KEYS:
                     iv = mean_interval(r.metrics.get(k) for r in runs)
-                    cell[k] = None if iv is None else round(iv.mean, 6)
+                    cell[k] = None if iv is None else float(f"{iv.mean:.6g}")
                 cell["seeds"] = [r.seed for r in runs]
                 out.setdefault(scenario, {})[policy] = cell
         return out

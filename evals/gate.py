@@ -145,6 +145,24 @@ def _check(entry: EntryResult, pattern: str, key: str, limit: float) -> Property
     return PropertyResult(key, ok, f"{where} {metric} {v:.4g} {op} {limit:g}", v, limit)
 
 
+def lost_to_baselines(results: list[EntryResult]) -> list[str]:
+    """One line per scenario where the predictive loop had more SLA violations than the best
+    reactive baseline, gated or not: a loss stays visible when the gate passes."""
+    out = []
+    for e in results:
+        gain = e.metrics.get("sla_improvement_vs_best_baseline_pct")
+        if gain is None or not isinstance(gain, int | float) or not math.isfinite(gain):
+            continue
+        if gain < 0:
+            best = e.detail.get("best_baseline", "the best baseline")
+            out.append(
+                f"{e.name}: LOST to {best} "
+                f"({e.metrics.get('sla_violation_pct')} vs "
+                f"{e.metrics.get('best_baseline_sla_violation_pct')} % SLA violations)"
+            )
+    return out
+
+
 def gate_failures(results: list[EntryResult]) -> list[str]:
     """One line per failure that makes the run exit non-zero."""
     out = []

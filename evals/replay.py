@@ -75,8 +75,9 @@ class RunResult:
         return float(self.metrics["sla_violation_pct"] or 0.0)
 
     def summary(self) -> dict[str, float | int | None]:
+        # six significant digits: a cost of a few micro-dollars keeps its digits
         out: dict[str, float | int | None] = {
-            k: (None if v is None else round(v, 6)) for k, v in self.metrics.items()
+            k: (None if v is None else float(f"{v:.6g}")) for k, v in self.metrics.items()
         }
         out["ambiguous_pct"] = round(self.ambiguous_pct, 3)
         out["requests"] = self.requests

@@ -96,7 +96,7 @@ def headline_table(entries: Sequence[EntryResult]) -> str:
             f"{best} {_fmt(m.get('best_baseline_sla_violation_pct'))}" if best is not None else "-"
         )
         gain = m.get("sla_improvement_vs_best_baseline_pct")
-        gain_txt = "-" if gain is None else f"{-gain:+.0f}%"
+        gain_txt = "-" if gain is None else f"{-gain:+.0f}%" + (" LOST" if gain < 0 else "")
         delay = m.get("drift_delay_s")
         drifts = e.detail.get("drift", {}).get("drifts", 0)
         drift_txt = (

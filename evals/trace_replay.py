@@ -126,7 +126,7 @@ class ReplayResult:
             cell: dict[str, Any] = {}
             for k in RUN_KEYS:
                 iv = mean_interval(r.metrics.get(k) for r in runs)
-                cell[k] = None if iv is None else round(iv.mean, 6)
+                cell[k] = None if iv is None else float(f"{iv.mean:.6g}")
             cell["seeds"] = [r.seed for r in runs]
             out[policy] = cell
         return {"policies": out}

@@ -264,3 +264,60 @@ def test_run_cases_offline_then_claude_recorded_then_replayed(
     (run,) = replayed.runs
     assert run.passed and run.answer == claude.answer
     assert run.replay == {"exchanges": 2, "used": 2, "request_mismatches": [], "exhausted": False}
+
+
+# --- the committed suite ---------------------------------------------------------------------
+
+
+def test_the_suite_covers_real_use() -> None:
+    cases = load_cases([CASES])
+    assert len(cases) >= 40
+    by = {
+        "follow-ups": [c for c in cases if c.thread],
+        "out of scope (no tool at all)": [c for c in cases if c.tools.only == []],
+        "unknown entities": [c for c in cases if c.name.startswith("unknown_")],
+        "time windows": [
+            c for c in cases if any({"since", "around"} & set(w.args) for w in c.tools.called_with)
+        ],
+        "injection through the question": [
+            c for c in cases if c.name.startswith("injection_question")
+        ],
+        "injection through data": [
+            c for c in cases if {"injected_backend", "injected_metadata"} & set(c.state.setup)
+        ],
+        "approvals": [c for c in cases if "approvals" in c.tools.must_call],
+        "ingested telemetry": [c for c in cases if c.state.ingest],
+    }
+    thin = {k: len(v) for k, v in by.items() if len(v) < 2}
+    assert not thin, thin
+
+
+RECORDINGS = CASES / "recordings"
+
+
+@pytest.mark.parametrize(
+    "recording",
+    sorted(RECORDINGS.glob("*.json")) if RECORDINGS.is_dir() else [],
+    ids=lambda p: p.stem,
+)
+def test_committed_recordings_replay(recording: Path, tmp_path: Path) -> None:
+    """Every committed Claude recording replays through the real SDK to a passing case."""
+    [case] = [c for c in load_cases([CASES]) if c.name == recording.stem]
+    result = run_cases([case], models=["claude-replay"], out_dir=tmp_path, replay_dir=RECORDINGS)
+    [run] = result.runs
+    assert run.replay is not None and not run.replay["exhausted"], run.replay
+    assert run.passed, [c.to_json() for c in run.checks if not c.passed]
+
+
+def test_called_with_and_must_not_call() -> None:
+    c = case(
+        tools={
+            "called_with": [{"tool": "fleet_state", "args": {"since": "-1h"}}],
+            "must_not_call": ["recommend_backend"],
+        }
+    )
+    made = [{"tool": "fleet_state", "input": {"since": "-1h", "x": 1}, "ok": True, "result": {}}]
+    assert all(ch.passed for ch in score_answer(c, "", ["fleet_state"], made))
+    wrong = [{"tool": "fleet_state", "input": {"since": "-2h"}, "ok": True, "result": {}}]
+    checks = score_answer(c, "", ["fleet_state", "recommend_backend"], wrong)
+    assert [ch.passed for ch in checks] == [False, False]

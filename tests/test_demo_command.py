@@ -72,6 +72,10 @@ def test_demo_runs_and_a_rerun_replaces_the_first(tmp_path: Path) -> None:
         "sla_violation_pct", "goodput_rps", "ttft_p50_ms", "ttft_p99_ms", "tpot_p99_ms",
         "e2e_p99_ms", "error_pct", "mean_cost", "flaps_per_h", "escalated_pct", "seeds",
     }  # fmt: skip
+    # Costs print in micro-dollars to one decimal, with digits that were not rounded away.
+    cost = cell["mean_cost"]
+    assert f"{cost * 1e6:.1f}" in first.stdout
+    assert round(cost, 4) != cost
     once = _counts(db)
     assert once["decisions"] > 0 and once["telemetry"] > 0
     assert once["alerts"] > 0

@@ -11,8 +11,7 @@ import pytest
 
 from agents.llm.base import LLMModel, ToolResult, ToolSpec
 from agents.nodes.base import run_agent
-from agents.offline import OFFLINE_MODEL_ID, OfflineModel, choose_backend, read_intent
-from agents.offline_answers import OFFLINE_TAG
+from agents.offline import OFFLINE_MODEL_ID, OFFLINE_TAG, OfflineModel, choose_backend, read_intent
 from context_api.api import ContextAPI
 from context_api.store import Store
 from tests.agent_fixtures import FixtureInfo, agent_db
@@ -156,7 +155,15 @@ def test_answers_are_deterministic(api: ContextAPI) -> None:
         ("show anomalies in the last 30 minutes", "anomalies"),
         ("should we retrain?", "performance"),
         ("tell me about b2", "backend"),
+        ("Is b9 healthy?", "backend"),
+        ("Compare b0 and b2 over the last hour", "compare"),
+        ("How much did we spend today?", "cost"),
+        ("Which model version is serving and when was it promoted?", "model_history"),
+        ("What happens if we drain b1?", "what_if"),
+        ("Anything waiting for my approval?", "approvals"),
+        ("What is the GPU memory of b0?", "unrecorded"),
         ("hello", "unknown"),
+        ("What's the weather in Paris?", "unknown"),
     ],
 )
 def test_intents(question: str, intent: str) -> None:
@@ -167,8 +174,15 @@ def test_intent_reads_tiers_times_minutes_and_ids() -> None:
     i = read_intent("Which backend for a batch request?", set())
     assert i.tier == "batch"
     assert read_intent("risks in the next 15 minutes", set()).minutes == 15.0
-    assert read_intent("why did it drop in the last 2 hours", set()).since == "-2h"
-    assert read_intent("what happened at 14:05?", set()).around == "14:05"
+    assert read_intent("why did it drop in the last 2 hours", set()).window.since == "-2h"
+    assert read_intent("what happened at 14:05?", set()).window.around == "14:05"
+    assert read_intent("violations in the last thirty minutes?").window.since == "-30m"
+    assert read_intent("what went wrong in the past hour").window.since == "-1h"
+    today = read_intent("why did quality drop today?").window
+    assert (today.since, today.until) == ("today", None)
+    assert read_intent("errors yesterday?").window.until == "today"
+    between = read_intent("violations between 13:00 and 14:30 UTC").window
+    assert (between.since, between.until) == ("13:00", "14:30")
     assert read_intent("why was decision run1:latency_spike:77 sent there", set()).decision_id == (
         "run1:latency_spike:77"
     )

@@ -27,3 +27,16 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_command in ci.splitlines()
     assert "pip install" in ci and "'.[test]'" in ci
+
+
+def test_the_readme_s_outcome_example_runs_and_prints_what_it_says(tmp_path, monkeypatch, capsys):
+    """The section a calling service reads: its example must run as printed."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Recording outcomes from a calling service", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code, "the section holds a ```python example"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.group(1), "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    promised = [c.split("# ", 1)[1] for c in code.group(1).splitlines() if "print(" in c]
+    assert printed == promised

@@ -68,11 +68,13 @@ def test_c3_skips_a_server_whose_rate_limiter_is_empty():
     policy.on_complete(completion(0, at=0.0, e2e_ms=10.0, ttft_ms=5.0), view)
     policy.on_complete(completion(1, at=0.0, e2e_ms=500.0, ttft_ms=100.0), view)
     policy.tokens = [1.0, 2.0]  # no time passes, so no bucket refills below
-    picks = [policy.choose(request(i), view) for i in range(4)]
+    picks = [policy.choose(request(i), view) for i in range(5)]
     # server 0 ranks first; once its bucket is empty the next ranked with a token gets the
-    # request; with every bucket empty, the one that refills first (equal rates: the best).
-    assert picks == [0, 1, 1, 0]
-    assert policy.backpressured == 1
+    # request; with every bucket empty, the one whose next token frees first (equal rates: the
+    # best ranked), spending it in advance, so the next held request goes to server 1.
+    assert picks == [0, 1, 1, 0, 1]
+    assert policy.backpressured == 2
+    assert policy.tokens == [-1.0, -1.0]
 
 
 def test_llmd_scores_a_worked_example():

@@ -96,6 +96,12 @@ class ClaudeModel:
         if api_key is not None:
             optional["api_key"] = api_key
         if base_url is not None:  # otherwise the SDK reads ANTHROPIC_BASE_URL
+            scheme = base_url.split("://", 1)[0].lower() if "://" in base_url else ""
+            if scheme not in ("http", "https"):
+                # httpx would refuse it on every attempt, and the SDK would retry that refusal.
+                raise ValueError(
+                    f"the model endpoint {base_url!r} must start with http:// or https://"
+                )
             optional["base_url"] = base_url
         if http_client is not None:
             optional["http_client"] = http_client

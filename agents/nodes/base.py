@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.llm.base import ChatMessage, LLMModel, LLMRun, ToolResult, ToolSpec
 from agents.offline import OfflineModel
+from agents.offline.text import FOOTER, fallback_footer
 from agents.prompts import Prompt, load_prompt
 from agents.tool_loop import AgentLoop
 from context_api.api import ContextAPI
@@ -40,6 +41,10 @@ READ_TOOLS = (
     "model_versions",
     "performance",
     "retrain_check",
+    "compare_backends",
+    "cost",
+    "model_history",
+    "approvals",
 )
 
 AGENT_TOOLS: dict[str, tuple[str, ...]] = {
@@ -57,9 +62,10 @@ AGENT_TOOLS: dict[str, tuple[str, ...]] = {
         "retrain_check",
         "retrain_requests",
         "model_versions",
+        "model_history",
         "drift_status",
     ),
-    "experiment_monitor": ("experiments", "model_versions"),
+    "experiment_monitor": ("experiments", "approvals", "model_versions", "model_history"),
 }
 """Read tools per agent (a monitor pass adds its write tools: `agents.monitor_graph`)."""
 
@@ -251,7 +257,7 @@ def run_agent(
         runs.append(again)
         answer = (
             f"({model.name} could not answer: {reason}. The offline reasoner answered instead.)\n"
-            + again.final_text
+            + again.final_text.replace(FOOTER, fallback_footer(model.name, reason))
         )
         return AgentResult(
             agent, answer, again, prompt, offline.name, offline.model_id, reason, runs

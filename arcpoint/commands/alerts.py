@@ -122,24 +122,6 @@ def _iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _schema_state(path: str) -> tuple[int | None, str | None]:
-    """(schema version, error) of an existing file, read-only so nothing is created or changed."""
-    import sqlite3
-
-    from context_api import schema
-
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        return None, f"cannot open {path}: {exc}"
-    try:
-        return schema.current_version(conn), None
-    except sqlite3.DatabaseError as exc:
-        return None, f"{path} is not a SQLite database ({exc})"
-    finally:
-        conn.close()
-
-
 def _no_db_hint(path: str) -> str:
     return (
         f"no alerts yet: there is no database at {path}. Run `arcpoint demo` first "
@@ -177,25 +159,17 @@ def run(args: argparse.Namespace) -> int:
     if not Path(path).is_file():
         print(_no_db_hint(path), file=sys.stderr)
         return EXIT_NO_DB
-    version, error = _schema_state(path)
-    if error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NO_DB
-    if version == 0:
-        print(
-            f"no alerts yet: {path} is not an Arcpoint database (it has no Arcpoint schema). "
-            "Run `arcpoint demo` first, or point --db at the file it wrote.",
-            file=sys.stderr,
-        )
-        return EXIT_NO_DB
 
     from context_api.alerting import AlertService, recent_alerts
-    from context_api.store import SchemaTooNewError, Store
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
 
-    try:
-        store = Store(path)
-    except SchemaTooNewError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    try:  # never creates a file, never adds tables to a foreign one
+        store = open_existing(path)
+    except NotAnArcpointDatabase as exc:
+        print(
+            f"error: {exc}. Run `arcpoint demo` first, or point --db at the file it wrote.",
+            file=sys.stderr,
+        )
         return EXIT_NO_DB
     with store:
         delivery: dict[str, Any] | None = None

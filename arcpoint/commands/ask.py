@@ -99,10 +99,16 @@ def model_from_settings(settings: Settings) -> LLMModel:
 
         return OfflineModel()
     from agents.llm.claude import ClaudeConfig, ClaudeModel
+    from arcpoint.settings import ConfigurationError
 
-    return ClaudeModel(
-        ClaudeConfig(model_id=settings.model), api_key=key, base_url=settings.anthropic_base_url
-    )
+    try:
+        return ClaudeModel(
+            ClaudeConfig(model_id=settings.model),
+            api_key=key,
+            base_url=settings.anthropic_base_url,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"ANTHROPIC_BASE_URL: {exc}") from None
 
 
 def check_database(db: str) -> str | None:
@@ -149,15 +155,17 @@ def _report_no_data(args: argparse.Namespace, message: str, settings: Settings) 
 
 
 def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str) -> int:
-    from agents.graph import OperatorGraph
+    from agents.graph import OperatorGraph, TraceNotRecorded
     from context_api.api import EMPTY_HINT, ContextAPI
-    from context_api.store import SchemaTooNewError, Store
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
     from context_api.traces import TraceStore
 
-    try:
-        store = Store(db, outcome_max_age_s=settings.outcome_max_age_s)
-    except (SchemaTooNewError, Exception) as exc:  # not an Arcpoint file, or a newer one
-        return _report_no_data(args, f"Cannot open {db}: {exc}", settings)
+    try:  # never creates a file, never adds tables to a foreign one
+        store = open_existing(
+            db, outcome_max_age_s=settings.outcome_max_age_s, bounds=settings.bounds
+        )
+    except NotAnArcpointDatabase as exc:
+        return _report_no_data(args, f"Cannot answer from {db}: {exc}", settings)
     try:
         api = ContextAPI(store, sla_ms=settings.sla_ms)
         if api.is_empty():
@@ -165,13 +173,24 @@ def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str
         model = model_from_settings(settings)
         if args.monitor:
             return _monitor(args, api, model, settings, store)
+        if model.name != "offline" and not args.json:
+            print(
+                f"(asking {model.name}; an answer within {settings.ask_deadline_s:g} s, "
+                "from the offline reasoner if the model has not answered by then)",
+                file=sys.stderr,
+            )
         with OperatorGraph(
             api,
             model,
             checkpoint_db=db if args.thread else None,
             traces=TraceStore(store),
+            deadline_s=settings.ask_deadline_s,
         ) as graph:
-            result = graph.ask(question, thread_id=args.thread, agent=args.agent)
+            try:
+                result = graph.ask(question, thread_id=args.thread, agent=args.agent)
+            except TraceNotRecorded as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_NO_DATA
     finally:
         store.close()
     if args.json:

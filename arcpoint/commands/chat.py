@@ -70,13 +70,15 @@ def run(args: argparse.Namespace) -> int:
 
     from agents.graph import OperatorGraph
     from context_api.api import EMPTY_HINT, ContextAPI
-    from context_api.store import Store
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
     from context_api.traces import TraceStore
 
-    try:
-        store = Store(db, outcome_max_age_s=settings.outcome_max_age_s)
-    except Exception as exc:
-        print(f"Cannot open {db}: {exc}", file=sys.stderr)
+    try:  # never creates a file, never adds tables to a foreign one
+        store = open_existing(
+            db, outcome_max_age_s=settings.outcome_max_age_s, bounds=settings.bounds
+        )
+    except NotAnArcpointDatabase as exc:
+        print(f"Cannot chat about {db}: {exc}", file=sys.stderr)
         return EXIT_NO_DATA
     try:
         api = ContextAPI(store, sla_ms=settings.sla_ms)
@@ -85,7 +87,13 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_NO_DATA
         model = model_from_settings(settings)
         thread = args.thread or f"chat-{uuid.uuid4().hex[:12]}"
-        with OperatorGraph(api, model, checkpoint_db=db, traces=TraceStore(store)) as graph:
+        with OperatorGraph(
+            api,
+            model,
+            checkpoint_db=db,
+            traces=TraceStore(store),
+            deadline_s=settings.ask_deadline_s,
+        ) as graph:
             return session(graph, thread, sys.stdin, sys.stdout, resumed=args.thread is not None)
     finally:
         store.close()
@@ -135,6 +143,9 @@ def session(
         if question == "/history":
             for m in graph.history(thread):
                 print(f"{m['role']}> {m['content']}", file=stdout)
+            continue
+        if question.startswith("/"):  # a mistyped command is not a question
+            print(f"arcpoint> unknown command {question.split()[0]!r}. {HELP}", file=stdout)
             continue
         try:
             result = graph.ask(question, thread_id=thread)

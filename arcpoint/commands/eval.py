@@ -38,12 +38,15 @@ and the real-data scenarios).
 
 AGENTS_HELP = """\
 Score the agents on their cases (evals/agent_cases/*.yaml by default): each case sets up a
-state (a scenario replayed into a fresh store, up to a time), asks a question, and checks the
+state (a scenario replayed into a fresh store up to a time, or an ingested telemetry file, plus
+named setups), asks its thread's questions then its own, and checks the
 tools called (subset or superset), the facts the answer must state (ids and figures, matched
 against the tools' own results) and the claims it must not make. The offline reasoner is always
 scored; Claude too with --llm claude (needs ANTHROPIC_API_KEY). A Claude run is recorded
-(every HTTP request and response) under OUT/recordings/ and can be replayed and re-scored
-without the API with --replay DIR.
+(every HTTP request and response, no headers) under OUT/recordings/ or --record DIR and can be
+replayed and re-scored without the API with --replay DIR; recordings committed under
+evals/agent_cases/recordings/ are replayed by the test suite. Exit status 1 when a model passes
+fewer than --min-pass-pct of the cases (default 90%), 2 on invalid cases.
 """
 
 
@@ -118,6 +121,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="re-score Claude from recordings in DIR (no API calls)",
     )
+    a.add_argument(
+        "--record",
+        metavar="DIR",
+        default=None,
+        help="with --llm claude: write each case's recording to DIR (default OUT/recordings); "
+        "commit them under evals/agent_cases/recordings/ and the test suite replays them",
+    )
+    a.add_argument(
+        "--min-pass-pct",
+        type=float,
+        default=90.0,
+        metavar="PCT",
+        help="exit non-zero when a model passes fewer than PCT%% of the cases (default 90)",
+    )
     a.add_argument("--json", action="store_true", help="print the results as JSON to stdout")
     a.set_defaults(func=run_agents)
     p.set_defaults(func=lambda _args: (p.print_help(), 2)[1])
@@ -160,7 +177,13 @@ def _command(args: argparse.Namespace, llm: str) -> str:
 
 def run_scenarios(args: argparse.Namespace) -> int:
     from arcpoint.settings import load_settings
-    from evals.gate import ThresholdsError, apply_thresholds, gate_failures, load_thresholds
+    from evals.gate import (
+        ThresholdsError,
+        apply_thresholds,
+        gate_failures,
+        load_thresholds,
+        lost_to_baselines,
+    )
     from evals.harness import HarnessConfig, run_suite
     from evals.report import benchmark_table, headline_table, report_json, write_report
     from evals.scenario_file import ScenarioFileError, describe, load_paths
@@ -222,6 +245,8 @@ def run_scenarios(args: argparse.Namespace) -> int:
         if bench:
             print(bench)
     _progress(f"report: {out / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
+    for line in lost_to_baselines(suite.entries):  # gated or not, a loss is never hidden
+        _progress(line)
     if failures:
         _progress(f"GATE FAILED ({len(failures)}):")
         for f in failures:
@@ -257,6 +282,7 @@ def run_agents(args: argparse.Namespace) -> int:
         models=models,
         out_dir=out,
         replay_dir=Path(args.replay) if args.replay else None,
+        record_dir=Path(args.record) if args.record else None,
         claude_model_id=load_settings().model,
         progress=_progress,
     )
@@ -265,4 +291,11 @@ def run_agents(args: argparse.Namespace) -> int:
     else:
         print(result.table())
     _progress(f"report: {out / 'agents.json'}, {out / 'agents.md'}")
-    return 0 if result.passed else 1
+    low = {
+        m: v
+        for m, v in result.by_model().items()
+        if 100.0 * v["passed"] / v["cases"] < args.min_pass_pct
+    }
+    for m, v in low.items():
+        _progress(f"GATE FAILED: {m} passed {v['passed']}/{v['cases']} (< {args.min_pass_pct:g}%)")
+    return 1 if low else 0

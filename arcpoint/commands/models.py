@@ -72,17 +72,15 @@ def _iso(ts: float | None) -> str:
 
 
 def _open(db: str) -> tuple[Any, str | None]:
-    from context_api.schema import SchemaTooNewError
-    from context_api.store import Store
+    """The store at `db`, or why not; never creates a file or changes a foreign one."""
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
 
     if not Path(db).is_file():
         return None, f"no database at {db}: run `arcpoint loop` (or `arcpoint demo`) first"
     try:
-        return Store(db), None
-    except (SchemaTooNewError, RuntimeError, ValueError) as exc:
-        return None, f"{db}: {exc}"
-    except Exception as exc:  # sqlite3.DatabaseError: not a database
-        return None, f"{db} is not an Arcpoint database ({exc})"
+        return open_existing(db), None
+    except NotAnArcpointDatabase as exc:
+        return None, str(exc)
 
 
 def _holdout(metrics: dict[str, Any]) -> dict[str, Any]:

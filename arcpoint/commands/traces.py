@@ -95,7 +95,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the stored trace as JSON")
     p.add_argument(
-        "--width", type=int, default=100, metavar="N", help="clip long values to N characters"
+        "--width",
+        type=_width,
+        default=100,
+        metavar="N",
+        help="clip long values to N characters (20 or more)",
     )
     p.set_defaults(func=run_show)
 
@@ -143,11 +147,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def _open(args: argparse.Namespace) -> tuple[TraceStore | None, int]:
     """The TraceStore for --db / $ARCPOINT_DB, or (None, exit code) after saying why not."""
-    import sqlite3
     from pathlib import Path
 
     from arcpoint.settings import load_settings
-    from context_api import schema
 
     path = args.db or load_settings().db
     if not Path(path).is_file():
@@ -157,25 +159,12 @@ def _open(args: argparse.Namespace) -> tuple[TraceStore | None, int]:
             file=sys.stderr,
         )
         return None, EXIT_NO_DB
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            version = schema.current_version(conn)
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        print(f"error: {path} is not a readable SQLite database ({exc})", file=sys.stderr)
-        return None, EXIT_NO_DB
-    if version == 0:
-        print(f"error: {path} is not an Arcpoint database (no Arcpoint schema)", file=sys.stderr)
-        return None, EXIT_NO_DB
-
-    from context_api.store import SchemaTooNewError
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
     from context_api.traces import TraceStore
 
-    try:
-        return TraceStore(path), EXIT_OK
-    except (SchemaTooNewError, sqlite3.Error) as exc:
+    try:  # never creates a file, never adds tables to a foreign one
+        return TraceStore(open_existing(path), own_store=True), EXIT_OK
+    except NotAnArcpointDatabase as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None, EXIT_NO_DB
 
@@ -195,6 +184,17 @@ def _iso(ts: float | None) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _width(text: str) -> int:
+    """--width: a whole number of at least 20 (narrower clips every value to nothing useful)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 20:
+        raise argparse.ArgumentTypeError(f"{value} is below the minimum of 20")
+    return value
 
 
 def _clip(text: str, width: int) -> str:
@@ -310,7 +310,7 @@ def run_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(trace.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return EXIT_OK
-    print(render_trace(trace, width=max(20, args.width)))
+    print(render_trace(trace, width=args.width))
     return EXIT_OK
 
 
@@ -409,12 +409,24 @@ def run_export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.out:
+        from pathlib import Path
+
+        folder = Path(args.out).parent
+        if not folder.is_dir():
+            print(f"error: --out {args.out}: the folder {folder} does not exist", file=sys.stderr)
+            return EXIT_USAGE
     traces, code = _open(args)
     if traces is None:
         return code
     from context_api.traces import canonical_json, otel_document
 
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        traces.close()
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     n = 0
     try:
         with traces:

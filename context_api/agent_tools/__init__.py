@@ -2,6 +2,7 @@
 
 - `base`: tool declarations, "now", time windows and the fleet picture every tool reads;
 - `fleet`: the fleet now and next (state, one backend, forecasts, capacity risk, recommendation);
+- `usage`: backends over a window, compared, and what their traffic cost;
 - `decisions`: stored routing decisions and why they went where they did;
 - `models`: forecaster versions, accuracy against outcomes, the retraining policy;
 - `drift`: concept drift and change points, the drift monitor's record;

@@ -192,6 +192,18 @@ class ToolBase:
             raise ToolError(f"the window is empty: since {_iso(start)} is not before {_iso(end)}")
         return start, end
 
+    def backends_known(self) -> list[str]:
+        """Every backend the store has telemetry for."""
+        return q.telemetry_backends(self.store)
+
+    def _check_backend(self, name: str | None) -> None:
+        """ToolError naming the fleet when `name` is not one of its backends."""
+        if name is None:
+            return
+        known = self.backends_known()
+        if name not in known:
+            raise ToolError(f"unknown backend {name!r}; this fleet has: {', '.join(known)}")
+
     def _info(self, names: Sequence[str]) -> dict[str, BackendInfo]:
         if self._backends is not None:
             return self._backends

@@ -151,6 +151,7 @@ class DecisionTools(ToolBase):
 
     def find_decisions(self, params: m.FindDecisionsInput | None = None) -> m.DecisionsOut:
         params = params or m.FindDecisionsInput()
+        self._check_backend(params.backend)
         since, until = self._window(params.since, params.until, 15.0)
         found = q.recent_decisions(
             self.store,

@@ -46,6 +46,7 @@ class DriftTools(ToolBase):
 
     def drift_status(self, params: m.DriftInput | None = None) -> m.DriftStatusOut:
         params = params or m.DriftInput()
+        self._check_backend(params.backend)
         now = self.now(params.at)
         cur_start = now - params.window_minutes * 60.0
         ref_start = cur_start - params.reference_minutes * 60.0

@@ -30,6 +30,15 @@ class ExperimentTools(ToolBase):
             "experiments",
         ),
         ToolInfo(
+            "approvals",
+            "Proposed changes to the serving model (promotion or rollback) and their answers: "
+            "pending ones wait for an operator; each with its evidence, who answered, and "
+            "what applying it did.",
+            m.ApprovalsInput,
+            m.ApprovalsOut,
+            "approvals",
+        ),
+        ToolInfo(
             "start_experiment",
             "Start a shadow experiment: the serving champion against a trained challenger, both "
             "forecasting every stored tick from the same features and judged against the p95 "
@@ -157,6 +166,33 @@ class ExperimentTools(ToolBase):
         if verdict.srm is not None:
             out["srm"] = verdict.srm.model_dump(mode="json")
         return out
+
+    def approvals(self, params: m.ApprovalsInput | None = None) -> m.ApprovalsOut:
+        params = params or m.ApprovalsInput()
+        try:
+            rows = (
+                [approvals.require(self.store, params.approval_id)]
+                if params.approval_id
+                else approvals.list_approvals(self.store, params.status, limit=20)
+            )
+        except approvals.ApprovalError as exc:
+            raise ToolError(str(exc)) from None
+        return m.ApprovalsOut(
+            pending=len(approvals.pending(self.store)),
+            approvals=[
+                {
+                    **r.model_dump(
+                        mode="json",
+                        exclude={"created_at", "decided_at", "applied_at", "evidence"},
+                    ),
+                    "created_at": iso(r.created_at),
+                    "decided_at": iso(r.decided_at),
+                    "applied_at": iso(r.applied_at),
+                    "last_look": (r.evidence or {}).get("last_look"),
+                }
+                for r in rows
+            ],
+        )
 
     # -- the experiment monitor's writes -----------------------------------------------------
 

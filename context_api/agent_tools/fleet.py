@@ -106,10 +106,11 @@ class FleetTools(ToolBase):
         )
 
     def backend_detail(self, params: m.BackendInput) -> m.BackendDetailOut:
+        self._check_backend(params.backend)
         pic = self._picture(params.at)
         name = params.backend
         if name not in pic.points:
-            raise ToolError(f"unknown backend {name!r}; known: {', '.join(sorted(pic.points))}")
+            raise ToolError(f"no telemetry from {name} at or before {_iso(pic.now)}")
         since = pic.now - params.window_minutes * 60.0
         pts = q.telemetry_window(self.store, name, since, pic.now)
         p95 = [p.p95_ms for p in pts]
@@ -213,6 +214,7 @@ class FleetTools(ToolBase):
                 f"{total_proj:.1f} rps in {minutes:g} min if the split stays as it is"
             )
         risks: list[m.Risk] = []
+        unknown: list[str] = []
         fleet_cap = 0.0
         cap_known = True
         for name in sorted(pic.points):
@@ -233,6 +235,8 @@ class FleetTools(ToolBase):
                 )
                 continue
             mean, lo, hi = pic.forecasts.get(name, (None, None, None))
+            if mean is None or lo is None or hi is None:
+                unknown.append(name)
             if mean is not None and lo is not None and hi is not None:
                 # Shorter looks interpolate from the current p95 to the 5-minute forecast.
                 now95 = p.p95_ms
@@ -297,7 +301,8 @@ class FleetTools(ToolBase):
             minutes=minutes,
             sla_ms=sla,
             risks=risks,
-            no_risk=[n for n in sorted(pic.points) if n not in flagged],
+            no_risk=[n for n in sorted(pic.points) if n not in flagged and n not in unknown],
+            unknown=unknown,
             fleet_capacity_rps=round(fleet_cap, 2) if cap_known and fleet_cap else None,
             fleet_load_rps=round(total_now, 2),
             projected_load_rps=round(total_proj, 2),
@@ -342,6 +347,7 @@ class FleetTools(ToolBase):
                     lo_ms=fc.lo_ms,
                     hi_ms=fc.hi_ms,
                     p_over_sla=fc.p_over_sla,
+                    p95_now_ms=rnd(p.p95_ms),
                     cost_per_request=pic.costs.get(name),
                     policy_share=rnd(pic.shares.get(name), 3),
                 )
@@ -353,47 +359,100 @@ class FleetTools(ToolBase):
                 sla_ms=sla,
                 recommended=None,
                 confident=False,
+                basis="none",
                 alternatives=[],
                 excluded=excluded,
+                unknown=[],
                 rationale="every backend is ejected or failing: no safe choice exists",
                 model_version=pic.model_version,
             )
-        known = [r for r in recs if r.p_over_sla is not None]
-        clear = [r for r in known if (r.p_over_sla or 0.0) < CLEAR_P]
-        cost = lambda r: r.cost_per_request if r.cost_per_request is not None else math.inf  # noqa: E731
-        if clear:
-            best = min(clear, key=lambda r: (cost(r), r.p_over_sla, r.backend))
-            rationale = (
-                f"{best.backend} is the cheapest backend confidently within the {sla:.0f} ms "
-                f"SLA: forecast {best.forecast_ms:.0f} ms (90% interval {best.lo_ms:.0f}-"
-                f"{best.hi_ms:.0f} ms), {best.p_over_sla:.0%} chance of ending over it"
-            )
-        elif known:
-            # Wide intervals make breach probabilities similar: among the backends within 0.1
-            # of the least likely to breach, take the lowest forecast.
-            floor = min(r.p_over_sla or 0.0 for r in known)
-            near = [r for r in known if (r.p_over_sla or 0.0) <= floor + 0.1]
-            best = min(near, key=lambda r: (r.forecast_ms or math.inf, cost(r), r.backend))
-            rationale = (
-                f"no backend is confidently within the {sla:.0f} ms SLA; {best.backend} has the "
-                f"lowest forecast ({best.forecast_ms:.0f} ms) among the least likely to breach "
-                f"it ({best.p_over_sla:.0%} breach probability)"
-            )
-        else:
-            best = min(recs, key=lambda r: (cost(r), r.backend))
-            rationale = f"no forecasts available; {best.backend} is the cheapest healthy backend"
+        best, confident, basis, rationale = _choose(recs, sla)
+        unknown = [r.backend for r in recs if r.forecast_ms is None]
         others = sorted(
-            (r for r in recs if r.backend != best.backend),
-            key=lambda r: (r.p_over_sla if r.p_over_sla is not None else 1.0, cost(r)),
+            (r for r in recs if best is None or r.backend != best.backend),
+            key=lambda r: (r.p_over_sla if r.p_over_sla is not None else 2.0, _cost(r), r.backend),
         )
         return m.RecommendOut(
             now=_iso(pic.now),
             tier=tier,
             sla_ms=sla,
             recommended=best,
-            confident=bool(clear),
+            confident=confident,
+            basis=basis,
             alternatives=others,
             excluded=excluded,
+            unknown=unknown,
             rationale=rationale,
             model_version=pic.model_version,
         )
+
+
+def _cost(r: m.Recommendation) -> float:
+    return r.cost_per_request if r.cost_per_request is not None else math.inf
+
+
+def _choose(
+    recs: list[m.Recommendation], sla: float
+) -> tuple[m.Recommendation | None, bool, str, str]:
+    """(recommended, confident, basis, rationale) among usable backends.
+
+    Never a backend forecast over the SLA while another is forecast within it; a backend with no
+    forecast is unknown, never treated as safe. Among those forecast within the SLA: the cheapest
+    confidently within (breach probability under CLEAR_P), else the lowest forecast among the
+    least likely to breach. With no forecast at all, the latest measured p95 is the only
+    evidence, and the answer says so.
+    """
+    known = [r for r in recs if r.forecast_ms is not None and r.p_over_sla is not None]
+    within = [r for r in known if (r.forecast_ms or 0.0) <= sla]
+    if within:
+        clear = [r for r in within if (r.p_over_sla or 0.0) < CLEAR_P]
+        if clear:
+            best = min(clear, key=lambda r: (_cost(r), r.p_over_sla, r.backend))
+            return (
+                best,
+                True,
+                "forecast",
+                f"{best.backend} is the cheapest backend confidently within the {sla:.0f} ms "
+                f"SLA: forecast {best.forecast_ms:.0f} ms (90% interval {best.lo_ms:.0f}-"
+                f"{best.hi_ms:.0f} ms), {best.p_over_sla:.0%} chance of ending over it",
+            )
+        # Wide intervals make breach probabilities similar: among the backends within 0.1 of
+        # the least likely to breach, take the lowest forecast.
+        floor = min(r.p_over_sla or 0.0 for r in within)
+        near = [r for r in within if (r.p_over_sla or 0.0) <= floor + 0.1]
+        best = min(near, key=lambda r: (r.forecast_ms or math.inf, _cost(r), r.backend))
+        return (
+            best,
+            False,
+            "forecast",
+            f"{best.backend} is forecast within the {sla:.0f} ms SLA ({best.forecast_ms:.0f} ms) "
+            f"but not confidently: {best.p_over_sla:.0%} chance of ending over it",
+        )
+    if known:
+        best = min(known, key=lambda r: (r.forecast_ms or math.inf, _cost(r), r.backend))
+        return (
+            best,
+            False,
+            "forecast",
+            f"no backend is forecast within the {sla:.0f} ms SLA; {best.backend} is forecast "
+            f"closest ({best.forecast_ms:.0f} ms, {best.p_over_sla:.0%} chance of ending over "
+            "it): expect SLA misses wherever the request goes",
+        )
+    measured = [r for r in recs if r.p95_now_ms is not None and r.p95_now_ms <= sla]
+    if measured:
+        best = min(measured, key=lambda r: (_cost(r), r.p95_now_ms, r.backend))
+        return (
+            best,
+            False,
+            "measured_p95",
+            f"no forecast is available, so this rests on the latest measured p95 alone: "
+            f"{best.backend} is the cheapest backend whose p95 ({best.p95_now_ms:.0f} ms) is "
+            f"within the {sla:.0f} ms SLA; where latency goes next is unknown",
+        )
+    return (
+        None,
+        False,
+        "none",
+        f"no forecast is available and no backend's latest measured p95 is within the "
+        f"{sla:.0f} ms SLA: no backend can be recommended",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from context_api import api_models as m
@@ -10,7 +11,7 @@ from context_api.agent_tools.base import (
     ToolBase,
     ToolInfo,
 )
-from context_api.timefmt import iso, num, rnd
+from context_api.timefmt import ToolError, iso, num, rnd
 from context_api.timefmt import iso_or_unknown as _iso
 
 
@@ -23,6 +24,16 @@ class ModelTools(ToolBase):
             m.ModelVersionsInput,
             m.ModelVersionsOut,
             "model_versions",
+        ),
+        ToolInfo(
+            "model_history",
+            "Which model version serves and since when, how it got there (promoted by which "
+            "experiment and approval, or rolled back, and why), its training window and parent; "
+            "or the same for one named version, with the periods it served and the "
+            "experiments it was in.",
+            m.ModelHistoryInput,
+            m.ModelHistoryOut,
+            "model_history",
         ),
         ToolInfo(
             "performance",
@@ -87,6 +98,99 @@ class ModelTools(ToolBase):
                 }
                 for h in self.store.model_history(params.kind)[-20:]
             ],
+        )
+
+    def model_history(self, params: m.ModelHistoryInput | None = None) -> m.ModelHistoryOut:
+        from context_api import approvals
+
+        params = params or m.ModelHistoryInput()
+        kind = params.kind
+        versions = {v.version_id: v for v in self.store.list_model_versions(kind)}
+        if params.version is not None and params.version not in versions:
+            known = ", ".join(list(versions)[-5:]) or "none"
+            raise ToolError(f"unknown model version {params.version!r}; known (newest): {known}")
+        history = self.store.model_history(kind)
+        by_version = {
+            a.version_id: a
+            for a in approvals.list_approvals(self.store, "applied", limit=None)
+            if a.model_kind == kind
+        }
+        experiments = self.store.list_experiments()
+        won = {
+            e.winner_id: e.experiment_id
+            for e in experiments
+            if e.winner_id is not None and e.winner_id == e.challenger_id
+        }
+        now = None if self.is_empty() else self.now()
+
+        def how(h: Any) -> dict[str, Any]:
+            approval = by_version.get(h.version_id)
+            mentioned = re.search(r"\b(exp[\w:.\-]*\d)", h.reason or "")
+            return {
+                "at": iso(h.ts),
+                "action": h.action,
+                "version_id": h.version_id,
+                "previous_version_id": h.previous_version_id,
+                "reason": h.reason,
+                "experiment_id": (approval.experiment_id if approval else None)
+                or (mentioned.group(1) if mentioned else None)
+                or won.get(h.version_id),
+                "approval_id": approval.approval_id if approval else None,
+                "approved_by": approval.decided_by if approval else None,
+            }
+
+        def describe(version_id: str) -> dict[str, Any]:
+            v = versions[version_id]
+            served = []
+            for i, h in enumerate(history):
+                if h.version_id == version_id:
+                    end = history[i + 1].ts if i + 1 < len(history) else None
+                    served.append({"from": iso(h.ts), "until": iso(end) if end else "now"})
+            forest = (v.metrics or {}).get("forest") if isinstance(v.metrics, dict) else None
+            return {
+                "version_id": version_id,
+                "status": v.status,
+                "created_at": iso(v.created_at),
+                "parent_id": v.parent_id,
+                "trained_from": iso(v.trained_from_ts),
+                "trained_to": iso(v.trained_to_ts),
+                "holdout_mae_ms": rnd(forest.get("mae_ms")) if isinstance(forest, dict) else None,
+                "note": v.note,
+                "served": served,
+                "experiments": [
+                    {
+                        "experiment_id": e.experiment_id,
+                        "role": "champion" if e.champion_id == version_id else "challenger",
+                        "status": e.status,
+                        "verdict": e.verdict,
+                        "winner_id": e.winner_id,
+                    }
+                    for e in experiments
+                    if version_id in (e.champion_id, e.challenger_id)
+                ],
+            }
+
+        active = self.store.active_model_version(kind)
+        serving = None
+        notes: list[str] = []
+        if active is not None:
+            last = next((h for h in reversed(history) if h.version_id == active.version_id), None)
+            serving = {
+                **describe(active.version_id),
+                "since": iso(active.activated_at),
+                "how": how(last) if last else None,
+            }
+            if active.activated_at is not None and now is not None and active.activated_at > now:
+                notes.append("the activation is stamped after the newest telemetry")
+        else:
+            notes.append(f"no {kind} version is serving")
+        return m.ModelHistoryOut(
+            kind=kind,
+            now=iso(now),
+            serving=serving,
+            version=describe(params.version) if params.version else None,
+            activations=[how(h) for h in history[-20:]],
+            notes=notes,
         )
 
     def performance(self, params: m.PerformanceInput | None = None) -> m.PerformanceOut:

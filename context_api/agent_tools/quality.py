@@ -251,6 +251,7 @@ class QualityTools(ToolBase):
 
     def anomalies(self, params: m.AnomaliesInput | None = None) -> m.AnomaliesOut:
         params = params or m.AnomaliesInput()
+        self._check_backend(params.backend)
         since, until = self._window(params.since, params.until, 60.0)
         found = self.store.list_anomalies(
             since=since,

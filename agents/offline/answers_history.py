@@ -1,215 +1,20 @@
-"""The offline reasoner's answers, written only from the results of the tools it called.
-
-Every figure in an answer is read from a tool result (nothing is computed that a tool did not
-return, beyond formatting), and every answer starts with `OFFLINE_TAG` so a reader always knows
-it came from the deterministic reasoner and not from a language model.
-"""
+"""Offline answers about what happened and how the models fare: quality drops, drift,
+experiments, alerts, anomalies, accuracy, model versions and history, approvals, decisions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from agents.llm.base import ToolCallRecord
-
-if TYPE_CHECKING:
-    from agents.offline import Intent
-
-OFFLINE_TAG = "[offline reasoner]"
-FOOTER = (
-    "(Answered by Arcpoint's offline reasoner: deterministic rules over the tools' results, "
-    "no language model. Set ANTHROPIC_API_KEY to answer with Claude.)"
-)
+from agents.offline.question import Intent
+from agents.offline.text import day, last, ms, pct, t
 
 
-def _last(done: Sequence[ToolCallRecord], name: str) -> dict[str, Any] | None:
-    for call in reversed(done):
-        if call.name == name and not call.result.is_error and isinstance(call.result.content, dict):
-            return call.result.content
-    return None
-
-
-def _errors(done: Sequence[ToolCallRecord]) -> list[str]:
-    out = []
-    for call in done:
-        if call.result.is_error:
-            content = call.result.content
-            msg = content.get("error") if isinstance(content, dict) else str(content)
-            out.append(f"{call.name}: {msg}")
-    return out
-
-
-def t(iso: str | None) -> str:
-    """'2023-11-14T22:43:20Z' -> '22:43:20 UTC' (the date is given once, in the header)."""
-    if not iso:
-        return "unknown time"
-    return f"{iso[11:19]} UTC" if len(iso) >= 19 else iso
-
-
-def day(iso: str | None) -> str:
-    return iso[:10] if iso else "unknown date"
-
-
-def ms(v: Any) -> str:
-    return "n/a" if v is None else f"{v:,.0f} ms"
-
-
-def pct(v: Any, digits: int = 0) -> str:
-    return "n/a" if v is None else f"{100 * v:.{digits}f}%"
-
-
-def cost(v: Any) -> str:
-    return "n/a" if v is None else f"${v:g}/request"
-
-
-def compose_answer(intent: Intent, done: Sequence[ToolCallRecord], question: str) -> str:
-    writer = _WRITERS.get(intent.name, _unknown)
-    body = writer(intent, done)
-    errors = _errors(done)
-    if errors and not body:
-        body = "I could not answer: " + "; ".join(errors)
-    elif errors:
-        body += "\n\nSome tools failed: " + "; ".join(errors)
-    if not body:
-        body = "I found nothing to report."
-    return f"{OFFLINE_TAG} {body}\n\n{FOOTER}"
-
-
-# --- one writer per intent -----------------------------------------------------------------------
-
-
-def _fleet(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    fs = _last(done, "fleet_state")
-    if fs is None:
-        return ""
-    lines = [
-        f"Fleet state at {t(fs['now'])} on {day(fs['now'])} (newest telemetry), SLA "
-        f"{fs['sla_ms']:.0f} ms: {len(fs['healthy'])} of {len(fs['backends'])} backends healthy"
-        f" ({', '.join(fs['healthy']) or 'none'}), {fs['total_rps']:.1f} rps in all."
-    ]
-    for b in fs["backends"]:
-        f = b["forecast"]
-        if b["status"] in ("ejected", "failing"):
-            lines.append(
-                f"- {b['backend']}: {b['status'].upper()} ({'; '.join(b['status_reasons'])}); "
-                f"it takes no traffic until it recovers."
-            )
-            continue
-        parts = [f"p95 {ms(b['p95_ms'])}"]
-        if b.get("rps") is not None:
-            load = f"{b['rps']:.1f} rps"
-            if b.get("utilisation") is not None and b.get("capacity_rps"):
-                load += f" ({pct(b['utilisation'])} of {b['capacity_rps']:g} rps capacity)"
-            parts.append(load)
-        parts.append(f"errors {pct(b['error_rate'], 1)}")
-        if f.get("forecast_ms") is not None:
-            parts.append(
-                f"forecast {ms(f['forecast_ms'])} in 5 min (90% interval {f['lo_ms']:,.0f}-"
-                f"{f['hi_ms']:,.0f} ms, {pct(f['p_over_sla'])} chance over SLA)"
-            )
-        if b.get("traffic_share") is not None:
-            parts.append(f"{pct(b['traffic_share'])} of standard traffic")
-        why = f" ({'; '.join(b['status_reasons'])})" if b["status_reasons"] else ""
-        lines.append(f"- {b['backend']}: {b['status'].upper()}{why}: {', '.join(parts)}.")
-    if fs.get("recent_requests"):
-        lines.append(
-            f"Last {fs['recent_window_minutes']:.0f} min: {fs['recent_requests']:,} requests, "
-            f"{fs['recent_sla_violation_pct']:.1f}% over SLA or unanswered, "
-            f"{fs['recent_escalated']:,} decided by the router agent."
-        )
-    if fs["active_alerts"]:
-        alerts = "; ".join(
-            f"{a['severity']} {a['kind']} on {a['subject']} at {t(a['at'])}"
-            for a in fs["active_alerts"][:4]
-        )
-        lines.append(f"Alerts in the last hour: {alerts}.")
-    lines.append(
-        f"Forecaster {fs['model_version'] or 'unknown'}; forecasts from the "
-        f"{fs['forecast_source']}."
-    )
-    lines += [f"Note: {n}." for n in fs.get("notes") or []]
-    return "\n".join(lines)
-
-
-def _recommend(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    rec = _last(done, "recommend_backend")
-    if rec is None:
-        fc = _last(done, "forecasts")
-        if fc is None:
-            return _fleet(intent, done)
-        best = min(
-            (f for f in fc["forecasts"] if f.get("p_over_sla") is not None),
-            key=lambda f: f["p_over_sla"],
-            default=None,
-        )
-        if best is None:
-            return "No forecasts are available to choose a backend."
-        return (
-            f"For a {fc['tier']} request (SLA {fc['sla_ms']:.0f} ms) at {t(fc['now'])}: "
-            f"{best['backend']} is the least likely to breach ({pct(best['p_over_sla'])}, forecast "
-            f"{ms(best['forecast_ms'])})."
-        )
-    r = rec.get("recommended")
-    head = f"For a {rec['tier']} request (SLA {rec['sla_ms']:.0f} ms) at {t(rec['now'])}"
-    if r is None:
-        return f"{head}: no backend can be recommended: {rec['rationale']}."
-    lines = [
-        f"{head}, use {r['backend']}{'' if rec['confident'] else ' (with caution)'}: "
-        f"{rec['rationale']}; cost {cost(r['cost_per_request'])}."
-    ]
-    alts = [
-        f"{a['backend']} (forecast {ms(a['forecast_ms'])}, {pct(a['p_over_sla'])} breach risk, "
-        f"{cost(a['cost_per_request'])})"
-        for a in rec["alternatives"]
-    ]
-    if alts:
-        lines.append("Alternatives: " + "; ".join(alts) + ".")
-    if rec["excluded"]:
-        lines.append(
-            "Excluded: " + "; ".join(f"{k} ({v})" for k, v in rec["excluded"].items()) + "."
-        )
-    if not rec["confident"]:
-        lines.append(
-            "No backend is confidently within this SLA right now (breach probability under 25%);"
-            " such a request is ambiguous and the router escalates it to the router agent."
-        )
-    return "\n".join(lines)
-
-
-def _capacity(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    cr = _last(done, "capacity_risk")
-    if cr is None:
-        return _fleet(intent, done)
-    risks = cr["risks"]
-    head = (
-        f"Capacity risks over the next {cr['minutes']:g} minutes from {t(cr['now'])} on "
-        f"{day(cr['now'])} (SLA {cr['sla_ms']:.0f} ms; forecast intervals read as Gaussian):"
-    )
-    if not risks:
-        return f"{head} none: every backend is forecast within its SLA and capacity."
-    lines = [head]
-    for r in risks:
-        lines.append(
-            f"- {r['backend']} [{r['kind']}, {r['level']}, p={r['probability']:.2f}]: "
-            f"{r['detail']}."
-        )
-    tail = (
-        f"Fleet load {cr['fleet_load_rps']:.1f} rps now, "
-        f"{cr['projected_load_rps']:.1f} rps projected"
-    )
-    if cr.get("fleet_capacity_rps"):
-        tail += f", against {cr['fleet_capacity_rps']:g} rps of capacity on the usable backends"
-    lines.append(tail + ".")
-    if cr["no_risk"]:
-        lines.append(f"No material risk on: {', '.join(cr['no_risk'])}.")
-    lines += [f"Note: {n}." for n in cr.get("notes") or []]
-    return "\n".join(lines)
-
-
-def _quality(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    tl = _last(done, "quality_timeline")
+def quality(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+    tl = last(done, "quality_timeline")
     if tl is None:
-        return _fleet(intent, done)
+        return ""
     window = f"{t(tl['since'])} to {t(tl['until'])} on {day(tl['until'])}"
     ref = tl.get("reference_violation_pct")
     peak = tl.get("peak")
@@ -277,7 +82,7 @@ def _quality(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
         ]
         if rest:
             lines.append("Others: " + ", ".join(rest) + ".")
-    detail = _last(done, "backend_detail")
+    detail = last(done, "backend_detail")
     if detail is not None:
         st = detail["state"]
         extras = []
@@ -296,10 +101,10 @@ def _quality(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     return "\n".join(lines)
 
 
-def _drift(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    ds = _last(done, "drift_status")
+def drift(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+    ds = last(done, "drift_status")
     if ds is None:
-        return _fleet(intent, done)
+        return ""
     lines = []
     if ds["drifted_backends"]:
         lines.append(
@@ -358,7 +163,7 @@ def _drift(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
             )
             + "."
         )
-    rec = _last(done, "record_drift_reports")
+    rec = last(done, "record_drift_reports")
     if rec is not None:
         lines.append(f"Recorded: {rec['message']}.")
     if ds["drifted_backends"]:
@@ -370,10 +175,10 @@ def _drift(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     return "\n".join(lines)
 
 
-def _experiments(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    ex = _last(done, "experiments")
+def experiments(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+    ex = last(done, "experiments")
     if ex is None:
-        return _fleet(intent, done)
+        return ""
     if not ex["experiments"]:
         return "No champion-vs-challenger experiments are stored."
     lines = []
@@ -417,10 +222,10 @@ def _experiments(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     return "\n".join(lines)
 
 
-def _alerts(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    al = _last(done, "recent_alerts")
+def alerts(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+    al = last(done, "recent_alerts")
     if al is None:
-        return _fleet(intent, done)
+        return ""
     if not al["alerts"]:
         return "No alerts are stored."
     lines = [f"{al['count']} recent alert(s), newest first:"]
@@ -432,10 +237,10 @@ def _alerts(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     return "\n".join(lines)
 
 
-def _anomalies(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    an = _last(done, "anomalies")
+def anomalies(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+    an = last(done, "anomalies")
     if an is None:
-        return _fleet(intent, done)
+        return ""
     if not an["count"]:
         return f"No anomalies stored between {t(an['since'])} and {t(an['until'])}."
     lines = [
@@ -450,9 +255,9 @@ def _anomalies(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     return "\n".join(lines)
 
 
-def _performance(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+def performance(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     lines = []
-    perf = _last(done, "performance")
+    perf = last(done, "performance")
     if perf is not None:
         lines.append(
             f"Forecast accuracy between {t(perf['since'])} and {t(perf['until'])} on "
@@ -464,23 +269,23 @@ def _performance(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
                 f"{ms(r['rmse_ms'])}, bias {r['bias_ms']:+.0f} ms (actual - predicted) over "
                 f"{r['n']:,} outcomes."
             )
-    check = _last(done, "retrain_check")
+    check = last(done, "retrain_check")
     if check is not None:
         lines.append(
             f"Retraining policy at {t(check['now'])}: "
             f"{'RETRAIN DUE' if check['retrain'] else 'no retrain'}"
             f" - {check['summary']}"
         )
-    req = _last(done, "request_retrain")
+    req = last(done, "request_retrain")
     if req is not None:
         lines.append(f"Retrain request: {req['message']}.")
     return "\n".join(lines)
 
 
-def _models(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    mv = _last(done, "model_versions")
+def models(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+    mv = last(done, "model_versions")
     if mv is None:
-        return _fleet(intent, done)
+        return ""
     a = mv.get("active")
     lines = []
     if a:
@@ -498,39 +303,8 @@ def _models(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     return "\n".join(lines)
 
 
-def _backend(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    d = _last(done, "backend_detail")
-    if d is None:
-        return _fleet(intent, done)
-    s = d["state"]
-    f = s["forecast"]
-    lines = [
-        f"{s['backend']} at {t(d['now'])} on {day(d['now'])}: {s['status'].upper()}"
-        + (f" ({'; '.join(s['status_reasons'])})" if s["status_reasons"] else "")
-        + f"; p95 {ms(s['p95_ms'])}, errors {pct(s['error_rate'], 1)}, forecast "
-        f"{ms(f['forecast_ms'])} "
-        f"({pct(f['p_over_sla'])} chance over SLA).",
-        f"Last {d['window_minutes']:.0f} min: p95 {ms(d['p95_ms_min'])}-{ms(d['p95_ms_max'])} "
-        f"(mean {ms(d['p95_ms_mean'])}), {d['requests']:,} requests routed to it, "
-        f"{d['sla_violation_pct'] if d['sla_violation_pct'] is not None else 'n/a'}% over SLA "
-        "or unanswered.",
-    ]
-    for e in d["events"][:3]:
-        lines.append(f"- event {t(e['at'])}: {e['summary']}.")
-    if d["anomalies"]:
-        lines.append(
-            f"- {len(d['anomalies'])} anomalies, max severity "
-            f"{max(a['severity'] for a in d['anomalies']):.2f}."
-        )
-    for a in d["alerts"][:3]:
-        lines.append(
-            f"- alert {t(a['at'])}: {a['severity']} {a['kind']}: {a['recommended_action']}."
-        )
-    return "\n".join(lines)
-
-
-def _explain(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    ex = _last(done, "explain_decision")
+def explain(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+    ex = last(done, "explain_decision")
     if ex is not None:
         lines = list(ex["explanation"])
         if intent.backend and intent.backend != ex["backend"]:
@@ -542,7 +316,7 @@ def _explain(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
         allowed = [c["backend"] for c in ex["candidates"] if c["allowed"]]
         lines.append(f"Allowed backends at that tick: {', '.join(allowed) or 'none'}.")
         return "\n".join(lines)
-    found = _last(done, "find_decisions")
+    found = last(done, "find_decisions")
     if found is not None:
         if not found["decisions"]:
             return "No decisions are stored in that window."
@@ -559,37 +333,96 @@ def _explain(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     return ""
 
 
-def _unknown(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
-    base = _fleet(intent, done)
-    hint = (
-        "I can answer: the state of the fleet; which backend to use for a tier (premium, "
-        "standard, batch); why quality dropped (in the last hour or at a time such as 14:00); "
-        "capacity risks in the next N minutes; drift; experiments; alerts; anomalies; model "
-        "versions and accuracy; why decision <id> was routed where it was."
+def model_history(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+    mh = last(done, "model_history")
+    if mh is None:
+        return ""
+    lines: list[str] = []
+    s = mh.get("serving")
+    if s is None:
+        lines.append(f"No {mh['kind']} version is serving.")
+    else:
+        lines.append(
+            f"Serving {mh['kind']}: {s['version_id']}, since {t(s['since'])} on {day(s['since'])}"
+            f"; trained on {t(s['trained_from'])} to {t(s['trained_to'])}"
+            + (f", parent {s['parent_id']}" if s.get("parent_id") else "")
+            + (f", hold-out MAE {ms(s['holdout_mae_ms'])}" if s.get("holdout_mae_ms") else "")
+            + "."
+        )
+        lines.append(_how(s.get("how"), s["version_id"]))
+    v = mh.get("version")
+    if v is not None and (s is None or v["version_id"] != s["version_id"]):
+        served = "; ".join(f"{p['from']} to {p['until']}" for p in v["served"]) or "never"
+        lines.append(
+            f"{v['version_id']} ({v['status']}): created {t(v['created_at'])} on "
+            f"{day(v['created_at'])}, trained on {t(v['trained_from'])} to {t(v['trained_to'])}"
+            f", served: {served}."
+        )
+        for e in v["experiments"][:3]:
+            lines.append(
+                f"- {e['role']} in {e['experiment_id']} ({e['status']}"
+                + (f": {e['verdict']}" if e.get("verdict") else "")
+                + ")."
+            )
+    earlier = [h for h in mh["activations"][:-1]][-3:]
+    if earlier:
+        lines.append(
+            "Before that: "
+            + "; ".join(f"{h['action']} {h['version_id']} at {t(h['at'])}" for h in earlier)
+            + "."
+        )
+    lines += [f"Note: {n}." for n in mh.get("notes") or []]
+    return "\n".join(lines)
+
+
+def _how(how: dict[str, Any] | None, version: str) -> str:
+    if not how:
+        return f"No activation of {version} is recorded."
+    via = []
+    if how.get("experiment_id"):
+        via.append(f"experiment {how['experiment_id']}")
+    if how.get("approval_id"):
+        via.append(f"approval {how['approval_id']} by {how.get('approved_by')}")
+    verb = "Rolled back to" if how["action"] == "rollback" else "Activated"
+    return (
+        f"{verb} {version} at {t(how['at'])}"
+        + (f" via {' and '.join(via)}" if via else "")
+        + (f" (previously {how['previous_version_id']})" if how.get("previous_version_id") else "")
+        + (f": {how['reason']}" if how.get("reason") else "")
+        + "."
     )
-    return f"{base}\n\n{hint}" if base else hint
 
 
-def _route(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+def approvals(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
+    ap = last(done, "approvals")
+    if ap is None:
+        return ""
+    rows = ap["approvals"]
+    if not rows:
+        return "No model change has been proposed: nothing waits for an approval."
+    lines = [f"{ap['pending']} change(s) waiting for an approval."]
+    for r in rows[:5]:
+        answer = (
+            f"{r['status']} by {r['decided_by']}" + (f" ({r['reason']})" if r.get("reason") else "")
+            if r.get("decided_by")
+            else "waiting for an operator"
+        )
+        lines.append(
+            f"- {r['approval_id']}: {r['action']} {r['version_id']} (serving then "
+            f"{r['current_version_id']}), proposed {t(r['created_at'])} by {r['proposed_by']}: "
+            f"{answer}" + (f"; {r['result']}" if r.get("result") else "") + "."
+        )
+    if ap["pending"]:
+        first = next(r for r in rows if r["status"] == "pending")
+        lines.append(
+            f"Answer with `arcpoint approvals approve {first['approval_id']}` or `arcpoint "
+            f"approvals reject {first['approval_id']} --reason ...`."
+        )
+    return "\n".join(lines)
+
+
+def route(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     for call in reversed(done):
         if call.name == "submit_decision":
             return f"Submitted {call.input.get('backend')}: {call.input.get('rationale')}"
     return "No decision submitted."
-
-
-_WRITERS: dict[str, Callable[[Intent, Sequence[ToolCallRecord]], str]] = {
-    "fleet": _fleet,
-    "recommend": _recommend,
-    "capacity": _capacity,
-    "quality": _quality,
-    "drift": _drift,
-    "experiments": _experiments,
-    "alerts": _alerts,
-    "anomalies": _anomalies,
-    "performance": _performance,
-    "models": _models,
-    "backend": _backend,
-    "explain": _explain,
-    "unknown": _unknown,
-    "route": _route,
-}
