@@ -818,7 +818,9 @@ def load_telemetry(entry: ScenarioFile) -> list[LabelledSeries]:
     assert isinstance(t, TelemetryTraffic)
     labels: dict[str, list] | None = None
     if t.labels is not None:
-        lp = entry.resolve(t.labels)
+        from evals.workload_files import find_shared
+
+        lp = find_shared(entry.resolve(t.labels))
         try:
             raw = json.loads(lp.read_text(encoding="utf-8"))
         except OSError as err:
@@ -830,7 +832,9 @@ def load_telemetry(entry: ScenarioFile) -> list[LabelledSeries]:
         labels = {str(k).replace("\\", "/"): v for k, v in raw.items()}
     out = []
     for s in t.series:
-        path = entry.resolve(s.path)
+        from evals.workload_files import find_shared
+
+        path = find_shared(entry.resolve(s.path))
         backend = s.backend or path.stem
         try:
             result = ingest_file(path, backend=backend)

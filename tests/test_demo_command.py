@@ -61,7 +61,7 @@ def test_demo_runs_and_a_rerun_replaces_the_first(tmp_path: Path) -> None:
     first = _demo(db, "--json", str(tmp_path / "demo.json"))
     assert first.returncode == 0, first.stderr
     assert "Traceback" not in first.stderr
-    assert "SLA viol" in first.stdout and "predictive" in first.stdout
+    assert "SLO viol" in first.stdout and "predictive" in first.stdout
     # Alert lines appear only with --verbose (the alerts are stored either way).
     assert "CRITICAL" not in first.stderr and "ESCALATED" not in first.stderr
     doc = json.loads((tmp_path / "demo.json").read_text())
