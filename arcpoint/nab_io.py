@@ -1,7 +1,8 @@
 """Reading and writing NAB files: `timestamp,value` series, the combined-windows labels, results.
 
-Kept out of `tools/` (which does no I/O). A malformed row stops the run with the file and line:
-dropping it silently would shift every later row against the labelled windows.
+Kept out of `tools/` (which does no I/O). A malformed row makes the whole file unusable (the
+error names the file and line): dropping the row silently would shift every later row against the
+labelled windows. Timestamps are kept as they are, in file order, as NAB scores them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
+from tools.anomaly.nab_scoring import FileLabels, window_indices
+
 
 class NabFormatError(ValueError):
     """A NAB data or labels file that cannot be used as it is; the message says where."""
@@ -23,16 +26,19 @@ class NabFormatError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Series:
-    """One NAB data file: non-decreasing timestamps and finite values.
+    """One NAB data file: timestamps in file order and finite values.
 
-    Real NAB files repeat a timestamp where clocks went back (daylight saving). Such rows are
-    kept, as NAB keeps them (scoring is by row), and counted in `duplicate_timestamps`.
+    Real files step back or repeat a timestamp where a clock was changed (daylight saving, a
+    resynchronised host). Such rows are kept, as NAB keeps them (scoring is by row, in file
+    order), and counted: `duplicate_timestamps` rows repeat the previous timestamp,
+    `backward_timestamps` rows are earlier than the previous one.
     """
 
     timestamps: list[datetime]
     raw_timestamps: list[str]
     values: np.ndarray
     duplicate_timestamps: int = 0
+    backward_timestamps: int = 0
 
 
 def _parse_timestamp(text: str) -> datetime:
@@ -41,10 +47,22 @@ def _parse_timestamp(text: str) -> datetime:
 
 def read_series(path: Path) -> Series:
     """Read a `timestamp,value` CSV; NabFormatError names the file and line of any bad row."""
+    try:
+        return _read_series(path)
+    except OSError as exc:
+        raise NabFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise NabFormatError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except csv.Error as exc:
+        raise NabFormatError(f"{path}: not a CSV file ({exc})") from None
+
+
+def _read_series(path: Path) -> Series:
     stamps: list[datetime] = []
     raw: list[str] = []
     values: list[float] = []
     duplicates = 0
+    backward = 0
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -70,14 +88,56 @@ def read_series(path: Path) -> Series:
                 raise NabFormatError(f"{path}:{line}: value is not finite: {row[1]!r}")
             if stamps and ts <= stamps[-1]:
                 if ts < stamps[-1]:
-                    raise NabFormatError(f"{path}:{line}: out-of-order timestamp {row[0]!r}")
-                duplicates += 1
+                    backward += 1
+                else:
+                    duplicates += 1
             stamps.append(ts)
             raw.append(row[0].strip())
             values.append(value)
     if not stamps:
         raise NabFormatError(f"{path}: no data rows")
-    return Series(stamps, raw, np.asarray(values, dtype=np.float64), duplicates)
+    return Series(stamps, raw, np.asarray(values, dtype=np.float64), duplicates, backward)
+
+
+@dataclass(frozen=True, slots=True)
+class Corpus:
+    """The usable files of a NAB directory with their windows, and why the others were not.
+
+    Keys are paths relative to the data directory, as in the labels file."""
+
+    series: dict[str, Series]
+    labels: dict[str, FileLabels]
+    problems: dict[str, str]
+
+
+def load_corpus(data_dir: Path, labels_path: Path) -> Corpus:
+    """Read every CSV under `data_dir` and map its labelled windows to rows.
+
+    A file that cannot be read, has no entry in the labels file or whose windows match no rows
+    is recorded in `problems` and left out; the others are still returned. A labels file that
+    cannot be read, or a directory without any CSV, raises NabFormatError.
+    """
+    labels = read_labels(labels_path)
+    files = sorted(data_dir.rglob("*.csv"))
+    if not files:
+        raise NabFormatError(f"no CSV files under {data_dir}")
+    series: dict[str, Series] = {}
+    windows: dict[str, FileLabels] = {}
+    problems: dict[str, str] = {}
+    for f in files:
+        rel = f.relative_to(data_dir).as_posix()
+        try:
+            s = read_series(f)
+            if rel not in labels:
+                problems[rel] = f"no entry in {labels_path}"
+                continue
+            rows = window_indices(s.timestamps, labels[rel])
+        except (NabFormatError, ValueError) as exc:
+            problems[rel] = str(exc)
+            continue
+        series[rel] = s
+        windows[rel] = FileLabels(len(s.values), tuple(rows))
+    return Corpus(series, windows, problems)
 
 
 _LABELS = TypeAdapter(dict[str, list[tuple[str, str]]])

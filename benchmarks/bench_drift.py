@@ -21,11 +21,13 @@ Everything is measured in one run beside river (a test dependency: pip install -
    ``HoeffdingTreeClassifier`` (0/1 error). The first 500 samples train the model unmonitored.
    A drift counts as detected by the first alarm within 1,000 samples of its start (and before
    the next drift); every other alarm is a false alarm; a miss counts as a delay of 1,000.
-   Detectors: ours (calibrated, mode "up": an error that falls is not drift), a second fixed
-   "sensitive" setting of ours, river's PageHinkley at its defaults (two-sided), river's
-   PageHinkley with mode="up" (the same one-sided choice as ours, otherwise defaults), and
-   river's ADWIN at its defaults. No per-stream tuning: our two settings were chosen once on
-   seeds 100-104 of these streams; this benchmark reports seeds 0..N-1.
+   Detectors: ours (calibrated, mode "up": an error that falls is not drift) at its defaults,
+   ours at the setting chosen by ``--tune``, river's PageHinkley at its defaults (two-sided),
+   river's PageHinkley with mode="up" (the same one-sided choice as ours, otherwise defaults),
+   and river's ADWIN at its defaults. No per-stream tuning: ``--tune`` searches a grid on seeds
+   100-104 of these streams for the smallest penalised delay with at most a tenth of river
+   PageHinkley's false alarms on those seeds (when no setting reaches river's delay there, the
+   smallest delay within that budget); this benchmark reports seeds 0..N-1.
 """
 
 from __future__ import annotations
@@ -46,7 +48,16 @@ from tools.drift.page_hinkley import PageHinkley
 BURN_IN = 500
 MAX_DELAY = 1000
 STREAM_LENGTH = 12_000
-SENSITIVE = {"delta_sigmas": 0.25, "threshold_sigmas": 20.0, "clip_sigmas": None}
+TUNED = {"warmup": 300, "delta_sigmas": 0.05, "threshold_sigmas": 30.0, "clip_sigmas": None}
+"""Chosen by ``--tune`` on seeds 100-104 (delay 127 samples, 45 false alarms there, against
+river PageHinkley's 100 and 510): the tuned setting does not reach river's delay."""
+TUNE_SEEDS = [100, 101, 102, 103, 104]
+TUNE_GRID = {
+    "warmup": [100, 200, 300],
+    "delta_sigmas": [0.05, 0.1, 0.15],
+    "threshold_sigmas": [16.0, 20.0, 25.0, 30.0],
+    "clip_sigmas": [None],
+}
 
 
 def _river():
@@ -178,7 +189,7 @@ def detectors() -> dict[str, Callable[[np.ndarray], list[int]]]:
     drift = _river()
     return {
         "arcpoint_ph_calibrated": lambda x: PageHinkley.calibrated(mode="up").detect(x),
-        "arcpoint_ph_sensitive": lambda x: PageHinkley.calibrated(mode="up", **SENSITIVE).detect(x),
+        "arcpoint_ph_tuned": lambda x: PageHinkley.calibrated(mode="up", **TUNED).detect(x),
         "river_ph_default": lambda x: river_detections(drift.PageHinkley(), x),
         "river_ph_up": lambda x: river_detections(drift.PageHinkley(mode="up"), x),
         "river_adwin_default": lambda x: river_detections(drift.ADWIN(), x),
@@ -188,8 +199,8 @@ def detectors() -> dict[str, Callable[[np.ndarray], list[int]]]:
 KINDS = ("friedman_gra", "friedman_gsg", "friedman_lea", "cds_friedman", "cds_agrawal")
 
 
-def drift_streams(seeds: list[int]) -> dict:
-    dets = detectors()
+def drift_streams(seeds: list[int], dets: dict | None = None) -> dict:
+    dets = dets or detectors()
     per: dict[str, dict[str, dict]] = {k: {d: {"delays": [], "fa": 0} for d in dets} for k in KINDS}
     for kind in KINDS:
         print(f"  {kind}: seeds {seeds}", file=sys.stderr, flush=True)
@@ -233,7 +244,7 @@ def verdict(overall: dict) -> dict:
     best_name = min(river, key=lambda k: river[k]["mean_delay_penalised"])
     fewest_name = min(river, key=lambda k: river[k]["false_alarms"])
     out = {"river_best_delay_detector": best_name, "river_fewest_alarms_detector": fewest_name}
-    for ours in ("arcpoint_ph_calibrated", "arcpoint_ph_sensitive"):
+    for ours in ("arcpoint_ph_calibrated", "arcpoint_ph_tuned"):
         o = overall[ours]
         best = river[best_name]
         out[ours] = {
@@ -251,6 +262,24 @@ def verdict(overall: dict) -> dict:
     return out
 
 
+def tune() -> dict:
+    """Grid search on the tuning seeds (see the module docstring)."""
+    drift = _river()
+    grid = [dict(zip(TUNE_GRID, v, strict=True)) for v in itertools.product(*TUNE_GRID.values())]
+    dets: dict[str, Callable[[np.ndarray], list[int]]] = {
+        "river_ph_default": lambda x: river_detections(drift.PageHinkley(), x)
+    }
+    for i, params in enumerate(grid):
+        dets[f"grid_{i}"] = lambda x, p=params: PageHinkley.calibrated(mode="up", **p).detect(x)
+    overall = drift_streams(TUNE_SEEDS, dets)["overall"]
+    river = overall.pop("river_ph_default")
+    budget = 0.1 * river["false_alarms"]
+    rows = [{"params": grid[int(k.split("_")[1])], **v} for k, v in overall.items()]
+    within = [r for r in rows if r["false_alarms"] <= budget]
+    best = min(within or rows, key=lambda r: r["mean_delay_penalised"])
+    return {"river_ph_default": river, "false_alarm_budget": budget, "best": best, "grid": rows}
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -260,8 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON to PATH")
     ap.add_argument("--seeds", type=int, default=5, help="seeds per drift stream (default 5)")
+    ap.add_argument("--tune", action="store_true", help="choose our setting on seeds 100-104")
     args = ap.parse_args(argv)
     drift = _river()
+    if args.tune:
+        tuned = tune()
+        print(json.dumps({k: v for k, v in tuned.items() if k != "grid"}, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(tuned, indent=2))
+        return 0
 
     print("speed...", file=sys.stderr, flush=True)
     noise = np.random.default_rng(0).normal(0.0, 1.0, 100_000)
@@ -336,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nriver's best delay: {judged['river_best_delay_detector']}; "
         f"fewest false alarms: {judged['river_fewest_alarms_detector']}"
     )
-    for ours in ("arcpoint_ph_calibrated", "arcpoint_ph_sensitive"):
+    for ours in ("arcpoint_ph_calibrated", "arcpoint_ph_tuned"):
         v = judged[ours]
         print(
             f"{ours}: delay x{v['delay_vs_river_best']:.2f} and false alarms "

@@ -36,266 +36,64 @@ streams through in the same memory. Without one, points are kept and come back s
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import math
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Literal
 
-from pydantic import BaseModel, Field
-
-from context_api.bounds import DEFAULT_BOUNDS, MAX_TS, MIN_TS, ValueBounds
+from context_api.bounds import DEFAULT_BOUNDS, ValueBounds
+from context_api.ingest_models import (
+    CHUNK_ROWS,
+    FIELD_ALIASES,
+    KEEP_PER_REASON,
+    MAX_BACKEND_NAME,
+    BackendSpan,
+    Format,
+    IngestError,
+    IngestReport,
+    IngestResult,
+    Rejection,
+    RejectionCount,
+    RejectReason,
+    RowRejected,
+    RowStats,
+    Sink,
+    SourceSummary,
+    Tally,
+)
+from context_api.ingest_parse import FileParse, chain
 from context_api.ingest_values import (
     UNIT_NAMES,
     LongLine,
     Span,
     TimeUnit,
     bounded_lines,
-    check_time,
-    number_or_none,
-    parse_iso,
     parse_timestamp,
-    printable_raw,
     undecodable,
-    unit_of,
-)
-from context_api.ingest_values import (
-    UNIT_SCALE as _UNIT_SCALE,
 )
 from context_api.ingest_values import iso as _iso
 from tools.telemetry import TICK_SECONDS, TelemetryPoint
 
 __all__ = [
+    "CHUNK_ROWS",
+    "FIELD_ALIASES",
+    "KEEP_PER_REASON",
     "IngestError",
     "IngestReport",
     "IngestResult",
     "Ingestor",
+    "RejectReason",
     "Rejection",
+    "RejectionCount",
     "Sink",
+    "SourceSummary",
     "TimeUnit",
     "ingest_file",
     "ingest_files",
     "parse_timestamp",
 ]
-
-Format = Literal["auto", "csv", "jsonl"]
-
-Sink = Callable[[str, Sequence[TelemetryPoint]], Collection[int]]
-"""Stores a chunk of accepted points read from a source; returns the indexes (into the chunk)
-of points that were already stored, which become `duplicate` rejections."""
-
-CHUNK_ROWS = 10_000
-"""Accepted points handed to the sink at a time (one write transaction each)."""
-KEEP_PER_REASON = 100
-"""Rejections kept in full per file and reason; the rest are counted (with their line range)."""
-
-FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "ts": ("timestamp", "ts", "time"),
-    "p95_ms": ("latency", "latency_ms", "p95_ms", "p95", "value"),
-    "p50_ms": ("p50_ms", "p50"),
-    "rps": ("rps", "load", "requests_per_s"),
-    "error_rate": ("error_rate",),
-    "in_flight": ("in_flight",),
-    "backend": ("backend",),
-}
-"""Canonical field -> accepted column names (compared after strip + lower-case)."""
-
-_ALIAS_TO_FIELD = {alias: name for name, aliases in FIELD_ALIASES.items() for alias in aliases}
-
-MAX_BACKEND_NAME = 128
-MAX_RAW_CHARS = 500
-"""Raw text kept per rejection is cut to this many characters (the line number has the rest)."""
-
-_CSV_DELIMITERS = (",", "\t", ";", "|")
-
-
-class RejectReason(StrEnum):
-    """Why a row was not accepted. Stable codes: they are stored and counted."""
-
-    MALFORMED_ROW = "malformed_row"  # wrong field count, invalid JSON, not UTF-8, too long
-    MISSING_FIELD = "missing_field"  # timestamp, latency or backend absent/empty
-    AMBIGUOUS_FIELD = "ambiguous_field"  # JSONL row with two keys for one field
-    BAD_TYPE = "bad_type"  # a number that is not a number (text, boolean, list...)
-    BAD_TIMESTAMP = "bad_timestamp"  # unparseable, non-finite, before 1970, 2100 or later
-    TIME_UNIT_MIXED = "time_unit_mixed"  # a numeric time of another unit than the file's
-    NON_FINITE = "non_finite"  # NaN or infinite latency, load or error rate
-    NEGATIVE_LATENCY = "negative_latency"
-    NEGATIVE_LOAD = "negative_load"  # negative rps or in_flight
-    OUT_OF_BOUNDS = "out_of_bounds"  # above a physical bound (context_api.bounds)
-    ERROR_RATE_OUT_OF_RANGE = "error_rate_out_of_range"  # outside [0, 1]
-    PERCENTILE_ORDER = "percentile_order"  # p50 > p95
-    BAD_BACKEND = "bad_backend"  # backend name too long or with control characters
-    UNKNOWN_BACKEND = "unknown_backend"  # not in the allowed fleet
-    OUT_OF_ORDER = "out_of_order"  # older than the backend's last accepted timestamp
-    DUPLICATE = "duplicate"  # (backend, timestamp) already accepted
-
-
-class IngestError(Exception):
-    """The file as a whole is unusable (not CSV/JSONL, no usable header, binary, unreadable)."""
-
-    def __init__(self, source: str, message: str) -> None:
-        super().__init__(f"{source}: {message}")
-        self.source = source
-        self.message = message
-
-
-class Rejection(BaseModel):
-    """One refused row: where it was, why, and what it said."""
-
-    source: str
-    line: int = Field(description="1-based physical line number where the row starts")
-    reason: RejectReason
-    detail: str
-    raw: str = Field(description=f"the row's text, cut to {MAX_RAW_CHARS} characters")
-
-
-class SourceSummary(BaseModel):
-    """What one file contributed and how its columns were read."""
-
-    source: str
-    format: Literal["csv", "jsonl"]
-    rows: int = Field(description="data rows seen (blank lines excluded)")
-    accepted: int
-    rejected: int
-    blank_lines: int = 0
-    columns: dict[str, str] = Field(
-        default_factory=dict, description="canonical field -> column used (CSV only)"
-    )
-    ignored_columns: list[str] = Field(default_factory=list)
-    default_backend: str | None = Field(
-        default=None, description="backend for rows without a backend value"
-    )
-
-
-class BackendSpan(BaseModel):
-    """The accepted time range of one backend."""
-
-    count: int
-    first_ts: float
-    last_ts: float
-    first: str
-    last: str
-    median_interval_s: float | None = Field(
-        default=None, description="median spacing of accepted points (None for a single point)"
-    )
-
-
-class RejectionCount(BaseModel):
-    """All rejections of one reason in one file: the summary stored instead of a row each."""
-
-    source: str
-    reason: RejectReason
-    count: int
-    kept: int = Field(description=f"how many are kept in full (at most {KEEP_PER_REASON})")
-    first_line: int
-    last_line: int
-
-
-class IngestReport(BaseModel):
-    """The outcome of an ingest run: counts, reasons, first rejections and time ranges."""
-
-    sources: list[SourceSummary] = Field(default_factory=list)
-    accepted: int = 0
-    rejected: int = 0
-    rejected_by_reason: dict[str, int] = Field(default_factory=dict)
-    rejections: list[Rejection] = Field(
-        default_factory=list, description="the first rejections, in file order"
-    )
-    rejections_omitted: int = Field(default=0, description="rejections beyond those listed")
-    rejection_counts: list[RejectionCount] = Field(
-        default_factory=list, description="per file and reason: how many, where, how many kept"
-    )
-    backends: dict[str, BackendSpan] = Field(default_factory=dict)
-    notes: list[str] = Field(default_factory=list)
-
-
-@dataclass
-class IngestResult:
-    """Accepted points (sorted by ts, backend; empty when a sink took them), the rejections kept
-    in full, and the report.
-
-    `by_source` holds the same accepted points grouped by the file they came from, in file order,
-    so that storage can keep their provenance.
-    """
-
-    points: list[TelemetryPoint]
-    rejections: list[Rejection]
-    report: IngestReport
-    by_source: dict[str, list[TelemetryPoint]] = field(default_factory=dict, repr=False)
-
-
-class _Reject(Exception):
-    """Internal: raised while converting a row; becomes a `Rejection`."""
-
-    def __init__(self, reason: RejectReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def _blank(raw: object) -> bool:
-    return raw is None or (isinstance(raw, str) and not raw.strip())
-
-
-def _number(raw: object, name: str, upper: float | None = None) -> float:
-    if isinstance(raw, bool):
-        raise _Reject(RejectReason.BAD_TYPE, f"{name} is a boolean, not a number")
-    if isinstance(raw, float):
-        value = raw
-    elif isinstance(raw, int):
-        try:
-            value = float(raw)
-        except OverflowError:
-            raise _Reject(RejectReason.NON_FINITE, f"{name} overflows a float") from None
-    elif isinstance(raw, str):
-        try:
-            value = float(raw)
-        except ValueError:
-            raise _Reject(
-                RejectReason.BAD_TYPE, f"{name} is not a number: {raw.strip()[:40]!r}"
-            ) from None
-    else:
-        raise _Reject(RejectReason.BAD_TYPE, f"{name} has type {type(raw).__name__}, not a number")
-    if not math.isfinite(value):
-        raise _Reject(RejectReason.NON_FINITE, f"{name} is {value}")
-    if upper is not None and value > upper:
-        raise _Reject(
-            RejectReason.OUT_OF_BOUNDS, f"{name} {value:.6g} is above the bound {upper:g}"
-        )
-    return value
-
-
-def _normalise(name: str) -> str:
-    return name.strip().lower()
-
-
-@dataclass
-class _RowStats:
-    """Per-file counters behind the report's notes."""
-
-    single_latency: int = 0
-    load_unknown: int = 0
-    in_flight_estimated: int = 0
-
-    def add(self, other: _RowStats) -> None:
-        self.single_latency += other.single_latency
-        self.load_unknown += other.load_unknown
-        self.in_flight_estimated += other.in_flight_estimated
-
-
-@dataclass
-class _Tally:
-    """Rejections of one reason in one file: counted, with the first few kept in full."""
-
-    count: int = 0
-    first_line: int = 0
-    last_line: int = 0
-    kept: list[Rejection] = field(default_factory=list)
 
 
 class Ingestor:
@@ -344,9 +142,9 @@ class Ingestor:
         self._spans: dict[str, Span] = {}
         self._original: dict[str, Span] = {}
         self._first: list[Rejection] = []
-        self._tallies: dict[tuple[str, RejectReason], _Tally] = {}
+        self._tallies: dict[tuple[str, RejectReason], Tally] = {}
         self._sources: list[SourceSummary] = []
-        self._stats = _RowStats()
+        self._stats = RowStats()
         self._units: dict[str, str] = {}
         self._names: dict[str, str] = {}
         """Raw backend cells already checked -> the name (bounded)."""
@@ -395,7 +193,7 @@ class Ingestor:
         if backend is not None:
             try:
                 backend = self._check_backend_name(backend)
-            except _Reject as exc:
+            except RowRejected as exc:
                 raise IngestError(source, f"backend name {backend[:60]!r}: {exc.detail}") from None
         it = iter(lines)
         leading: list[str] = []
@@ -414,8 +212,8 @@ class Ingestor:
             raise IngestError(source, f"{what}: cannot read a header or a first row")
         if fmt == "auto":
             fmt = self._sniff(source, first)
-        all_lines = _chain(leading, it)
-        parse = _FileParse(self, source, backend)
+        all_lines = chain(leading, it)
+        parse = FileParse(self, source, backend)
         if fmt == "csv":
             parse.run_csv(all_lines)
         elif fmt == "jsonl":
@@ -460,13 +258,13 @@ class Ingestor:
     def _check_backend_name(self, name: str) -> str:
         name = name.strip()
         if not name:
-            raise _Reject(RejectReason.MISSING_FIELD, "backend is empty")
+            raise RowRejected(RejectReason.MISSING_FIELD, "backend is empty")
         if len(name) > MAX_BACKEND_NAME:
-            raise _Reject(
+            raise RowRejected(
                 RejectReason.BAD_BACKEND, f"backend name longer than {MAX_BACKEND_NAME} characters"
             )
         if not name.isprintable() or undecodable(name):
-            raise _Reject(RejectReason.BAD_BACKEND, "backend name contains control characters")
+            raise RowRejected(RejectReason.BAD_BACKEND, "backend name contains control characters")
         return name
 
     def _report(self) -> IngestReport:
@@ -557,471 +355,6 @@ class Ingestor:
             backends=spans,
             notes=notes,
         )
-
-
-def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
-    yield from first
-    yield from rest
-
-
-@dataclass
-class _Pending:
-    """An accepted row on its way to the sink."""
-
-    point: TelemetryPoint
-    original_ts: float
-    line: int
-    raw: str
-    flags: tuple[int, int, int]
-
-
-class _FileParse:
-    """The state of parsing one file; merged into the `Ingestor` by `commit` (and, with a sink,
-    chunk by chunk as points land)."""
-
-    def __init__(self, owner: Ingestor, source: str, default_backend: str | None) -> None:
-        self.owner = owner
-        self.source = source
-        self.default_backend = default_backend
-        self.points: list[TelemetryPoint] = []
-        self.pending: list[_Pending] = []
-        self.seen: set[tuple[str, float]] = set()
-        self.last_ts: dict[str, float] = {}
-        self.next_tick: dict[str, tuple[float, int]] = {}
-        self.spans: dict[str, Span] = {}
-        self.original: dict[str, Span] = {}
-        self.first: list[Rejection] = []
-        self.tallies: dict[RejectReason, _Tally] = {}
-        self.stats = _RowStats()
-        self.unit: str | None = None if owner.time_unit == "auto" else owner.time_unit
-        self.rows = 0
-        self.blank = 0
-        self.accepted = 0
-        self.rejected = 0
-        self.fmt: Literal["csv", "jsonl"] = "csv"
-        self.columns: dict[str, str] = {}
-        self.ignored: list[str] = []
-
-    @property
-    def streaming(self) -> bool:
-        return self.owner.sink is not None
-
-    # -- formats ------------------------------------------------------------------------------
-
-    def _usable(self, line_no: int, line: str) -> bool:
-        """Reject a line that is too long or not UTF-8 before parsing it."""
-        if isinstance(line, LongLine):
-            self._reject(
-                line_no,
-                line,
-                RejectReason.MALFORMED_ROW,
-                f"line longer than {len(line):,}+ characters",
-            )
-            return False
-        if undecodable(line):
-            self._reject(line_no, line, RejectReason.MALFORMED_ROW, "not UTF-8 text")
-            return False
-        return True
-
-    def run_csv(self, lines: Iterator[str]) -> None:
-        self.fmt = "csv"
-        header_line = ""
-        line_no = 0
-        for line in lines:
-            line_no += 1
-            if line.strip():
-                header_line = line
-                break
-            self.blank += 1
-        delimiter = max(_CSV_DELIMITERS, key=header_line.count)
-        if header_line.count(delimiter) == 0:
-            delimiter = ","
-        header = next(csv.reader([header_line], delimiter=delimiter))
-        index = self._map_header(header)
-        width = len(header)
-
-        # One record per physical line: telemetry has no multi-line fields, and a stray quote must
-        # cost only its own line, not swallow the rest of the file into one "row".
-        for line in lines:
-            line_no += 1
-            text = line.rstrip("\r\n")
-            if not text.strip():
-                self.blank += 1
-                continue
-            self.rows += 1
-            if not self._usable(line_no, line):
-                continue
-            if '"' in text:
-                try:
-                    row = next(csv.reader([text], delimiter=delimiter, strict=True))
-                except csv.Error as exc:
-                    self._reject(line_no, line, RejectReason.MALFORMED_ROW, f"CSV error: {exc}")
-                    continue
-            else:
-                row = text.split(delimiter)
-            if len(row) != width:
-                self._reject(
-                    line_no,
-                    line,
-                    RejectReason.MALFORMED_ROW,
-                    f"expected {width} fields, got {len(row)}",
-                )
-                continue
-            self._accept(line_no, line, {name: row[i] for name, i in index.items()})
-        self._flush()
-
-    def _map_header(self, header: list[str]) -> dict[str, int]:
-        index: dict[str, int] = {}
-        for i, column in enumerate(header):
-            name = _ALIAS_TO_FIELD.get(_normalise(column))
-            if name is None:
-                self.ignored.append(column)
-                continue
-            if name in index:
-                raise IngestError(
-                    self.source,
-                    f"columns {header[index[name]]!r} and {column!r} both name the field "
-                    f"{name!r}; keep one",
-                )
-            index[name] = i
-            self.columns[name] = column
-        missing = []
-        if "ts" not in index:
-            missing.append("a timestamp (" + "|".join(FIELD_ALIASES["ts"]) + ")")
-        if "p95_ms" not in index and "p50_ms" not in index:
-            missing.append(
-                "a latency (" + "|".join(FIELD_ALIASES["p95_ms"] + FIELD_ALIASES["p50_ms"]) + ")"
-            )
-        if missing:
-            shown = ", ".join(repr(c) for c in header[:10]) or "nothing"
-            raise IngestError(
-                self.source,
-                f"no usable CSV header: found {shown}; need {' and '.join(missing)}",
-            )
-        return index
-
-    def run_jsonl(self, lines: Iterator[str]) -> None:
-        self.fmt = "jsonl"
-        objects = 0
-        key_maps: dict[tuple[str, ...], dict[str, str] | str] = {}
-        ignored: set[str] = set()
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                self.blank += 1
-                continue
-            self.rows += 1
-            if not self._usable(line_no, line):
-                continue
-            try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                detail = getattr(exc, "msg", "nested too deeply")
-                self._reject(line_no, line, RejectReason.MALFORMED_ROW, f"invalid JSON: {detail}")
-                continue
-            if not isinstance(obj, dict):
-                self._reject(
-                    line_no,
-                    line,
-                    RejectReason.MALFORMED_ROW,
-                    f"a JSON {type(obj).__name__}, not an object",
-                )
-                continue
-            objects += 1
-            keys = tuple(obj)
-            mapping = key_maps.get(keys)
-            if mapping is None:
-                if len(key_maps) > 1000:  # bounded: a file whose every row has new keys
-                    key_maps.clear()
-                mapping = self._map_keys(keys, ignored)
-                key_maps[keys] = mapping
-            if isinstance(mapping, str):
-                self._reject(line_no, line, RejectReason.AMBIGUOUS_FIELD, mapping)
-                continue
-            values = {name: obj[key] for name, key in mapping.items()}
-            self._accept(line_no, line, values)
-        if self.rows and not objects:
-            raise IngestError(self.source, "not JSONL: no line is a JSON object")
-        self._flush()
-        self.ignored = sorted(ignored)[:100]
-
-    @staticmethod
-    def _map_keys(keys: tuple[str, ...], ignored: set[str]) -> dict[str, str] | str:
-        mapping: dict[str, str] = {}
-        for key in keys:
-            name = _ALIAS_TO_FIELD.get(_normalise(key)) if isinstance(key, str) else None
-            if name is None:
-                if len(ignored) < 100:
-                    ignored.add(key)
-                continue
-            if name in mapping:
-                return f"keys {mapping[name]!r} and {key!r} both name the field {name!r}"
-            mapping[name] = key
-        return mapping
-
-    # -- rows ---------------------------------------------------------------------------------
-
-    def _reject(self, line: int, raw: str, reason: RejectReason, detail: str) -> None:
-        self.rejected += 1
-        self.owner.rejected_so_far += 1
-        tally = self.tallies.get(reason)
-        if tally is None:
-            tally = self.tallies[reason] = _Tally(first_line=line)
-        tally.count += 1
-        tally.last_line = line
-        keep = len(tally.kept) < KEEP_PER_REASON
-        report = len(self.owner._first) + len(self.first) < self.owner.max_reported
-        if keep or report:
-            rejection = Rejection(
-                source=self.source,
-                line=line,
-                reason=reason,
-                detail=detail,
-                raw=printable_raw(raw, MAX_RAW_CHARS),
-            )
-            if keep:
-                tally.kept.append(rejection)
-            if report:
-                self.first.append(rejection)
-
-    def _accept(self, line: int, raw: str, values: dict[str, object]) -> None:
-        try:
-            point, flags = self._convert(values)
-            self._check_sequence(point)
-        except _Reject as exc:
-            self._reject(line, raw, exc.reason, exc.detail)
-            return
-        # A valid row takes its place in the sequence (and, retimed, its tick) even when the
-        # store already holds it, so re-running a file maps every row to the same time again.
-        self.last_ts[point.backend] = point.ts
-        if (point.backend, point.ts) in self.owner._seen:  # from an earlier file, no sink
-            self._reject(
-                line,
-                raw,
-                RejectReason.DUPLICATE,
-                f"backend {point.backend!r} already has a row at {_iso(point.ts)} "
-                "from an earlier file",
-            )
-            return
-        if not self.streaming:
-            self.seen.add((point.backend, point.ts))
-        stored = point
-        if self.owner.retime:
-            origin, n = self.next_tick.get(point.backend) or self.owner._next_tick.get(
-                point.backend, (point.ts, 0)
-            )
-            stored = replace(point, ts=origin + n * TICK_SECONDS)
-            self.next_tick[point.backend] = (origin, n + 1)
-        self.pending.append(_Pending(stored, point.ts, line, raw, flags))
-        if self.streaming and len(self.pending) >= CHUNK_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        """Hand pending points to the sink (or keep them); those already stored are rejected."""
-        pending, self.pending = self.pending, []
-        if not pending:
-            return
-        sink = self.owner.sink
-        duplicates: Collection[int] = ()
-        if sink is not None:
-            duplicates = set(sink(self.source, [p.point for p in pending]))
-        for i, p in enumerate(pending):
-            if i in duplicates:
-                when = "retimed to " if self.owner.retime else ""
-                self._reject(
-                    p.line,
-                    p.raw,
-                    RejectReason.DUPLICATE,
-                    f"backend {p.point.backend!r} already has a row at {when}"
-                    f"{_iso(p.point.ts)} in the store",
-                )
-                continue
-            self._land(p)
-
-    def _land(self, p: _Pending) -> None:
-        backend = p.point.backend
-        if not self.streaming:
-            self.points.append(p.point)
-        span = self.spans.get(backend) or self.owner._spans.get(backend)
-        if span is None:
-            span = self.spans[backend] = Span()
-        elif backend not in self.spans:
-            self.spans[backend] = span
-        span.add(p.point.ts)
-        if self.owner.retime:
-            original = self.original.get(backend) or self.owner._original.get(backend)
-            if original is None:
-                original = self.original[backend] = Span()
-            elif backend not in self.original:
-                self.original[backend] = original
-            original.add(p.original_ts)
-        single, load_unknown, estimated = p.flags
-        self.stats.single_latency += single
-        self.stats.load_unknown += load_unknown
-        self.stats.in_flight_estimated += estimated
-        self.accepted += 1
-
-    def _timestamp(self, raw: object) -> float:
-        try:
-            number = number_or_none(raw)
-            if number is None:
-                assert isinstance(raw, str)
-                return parse_iso(raw.strip())
-            if not math.isfinite(number):
-                raise ValueError(f"timestamp {number} is not finite")
-            found = unit_of(number)
-            if found is None:
-                raise ValueError(f"timestamp {number:.6g} is too large for any epoch unit")
-            unit = self.unit
-            if unit is None:
-                unit = self.unit = found
-            elif found != unit and self.owner.time_unit == "auto":
-                raise _Reject(
-                    RejectReason.TIME_UNIT_MIXED,
-                    f"timestamp {number:.15g} looks like {UNIT_NAMES[found]}, but this file's "
-                    f"numeric times are in {UNIT_NAMES[unit]}",
-                )
-            ts = number * _UNIT_SCALE[unit]
-            if MIN_TS <= ts < MAX_TS:
-                return ts
-            return check_time(ts, f"{number:.15g} ({UNIT_NAMES[unit]})")
-        except ValueError as exc:
-            raise _Reject(RejectReason.BAD_TIMESTAMP, str(exc)) from None
-
-    def _convert(self, values: dict[str, object]) -> tuple[TelemetryPoint, tuple[int, int, int]]:
-        raw_ts = values.get("ts")
-        if _blank(raw_ts):
-            raise _Reject(RejectReason.MISSING_FIELD, "timestamp is missing")
-        ts = self._timestamp(raw_ts)
-
-        backend = self._backend(values.get("backend"))
-        bounds = self.owner.bounds
-
-        raw95, raw50 = values.get("p95_ms"), values.get("p50_ms")
-        top = bounds.max_latency_ms
-        p95 = None if _blank(raw95) else _number(raw95, "p95 latency", top)
-        p50 = None if _blank(raw50) else _number(raw50, "p50 latency", top)
-        single = 0
-        if p95 is None and p50 is None:
-            raise _Reject(RejectReason.MISSING_FIELD, "latency is missing")
-        if p95 is None:
-            p95, single = p50, 1
-        elif p50 is None:
-            p50, single = p95, 1
-        assert p50 is not None and p95 is not None
-        if p95 < 0 or p50 < 0:
-            raise _Reject(RejectReason.NEGATIVE_LATENCY, f"latency is negative ({min(p50, p95)})")
-        if p50 > p95:
-            raise _Reject(RejectReason.PERCENTILE_ORDER, f"p50 {p50} exceeds p95 {p95}")
-
-        raw_rps, raw_fl = values.get("rps"), values.get("in_flight")
-        rps = None if _blank(raw_rps) else _number(raw_rps, "rps", bounds.max_rps)
-        in_flight = None if _blank(raw_fl) else _number(raw_fl, "in_flight", bounds.max_rps)
-        if rps is not None and rps < 0:
-            raise _Reject(RejectReason.NEGATIVE_LOAD, f"rps is negative ({rps})")
-        if in_flight is not None and in_flight < 0:
-            raise _Reject(RejectReason.NEGATIVE_LOAD, f"in_flight is negative ({in_flight})")
-
-        raw_err = values.get("error_rate")
-        error_rate = 0.0 if _blank(raw_err) else _number(raw_err, "error_rate")
-        if not 0.0 <= error_rate <= 1.0:
-            raise _Reject(
-                RejectReason.ERROR_RATE_OUT_OF_RANGE, f"error_rate {error_rate} is outside [0, 1]"
-            )
-
-        load_unknown = estimated = 0
-        if rps is None:
-            load_unknown = 1
-            load_known = False
-            rps = 0.0
-            if in_flight is None:
-                in_flight = 0.0
-        else:
-            load_known = True
-            if in_flight is None:
-                in_flight = rps * p50 / 1000.0
-                estimated = 1
-        point = TelemetryPoint(
-            ts=ts,
-            backend=backend,
-            rps=rps,
-            p50_ms=p50,
-            p95_ms=p95,
-            error_rate=error_rate,
-            in_flight=in_flight,
-            load_known=load_known,
-        )
-        return point, (single, load_unknown, estimated)
-
-    def _backend(self, raw: object) -> str:
-        if _blank(raw):
-            if self.default_backend is None:
-                raise _Reject(RejectReason.MISSING_FIELD, "backend is missing")
-            name = self.default_backend
-        elif not isinstance(raw, str):
-            raise _Reject(
-                RejectReason.BAD_TYPE, f"backend has type {type(raw).__name__}, not a string"
-            )
-        else:
-            names = self.owner._names
-            name = names.get(raw)  # type: ignore[assignment]
-            if name is None:
-                name = self.owner._check_backend_name(raw)
-                if len(names) < 10_000:
-                    names[raw] = name
-        allowed = self.owner.allowed
-        if allowed is not None and name not in allowed:
-            raise _Reject(
-                RejectReason.UNKNOWN_BACKEND,
-                f"backend {name[:60]!r} is not in the fleet ({', '.join(sorted(allowed)[:10])})",
-            )
-        return name
-
-    def _check_sequence(self, point: TelemetryPoint) -> None:
-        """Within one file: a repeat of the backend's last time is a duplicate, an earlier time
-        out of order. (Rows of earlier files or the store are checked after: a valid row keeps
-        its place in the sequence even when it is already stored.)"""
-        key = (point.backend, point.ts)
-        last = self.last_ts.get(point.backend)
-        if last == point.ts or key in self.seen:
-            raise _Reject(
-                RejectReason.DUPLICATE,
-                f"backend {point.backend!r} already has a row at {_iso(point.ts)}",
-            )
-        if last is not None and point.ts < last:
-            raise _Reject(
-                RejectReason.OUT_OF_ORDER,
-                f"{_iso(point.ts)} is before the previous row of {point.backend!r} at {_iso(last)}",
-            )
-
-    def commit(self) -> SourceSummary:
-        owner = self.owner
-        owner._next_tick.update(self.next_tick)
-        owner._spans.update(self.spans)
-        owner._original.update(self.original)
-        if self.points:
-            owner._points.setdefault(self.source, []).extend(self.points)
-        owner._seen.update(self.seen)
-        owner._first.extend(self.first[: max(owner.max_reported - len(owner._first), 0)])
-        for reason, tally in self.tallies.items():
-            owner._tallies[(self.source, reason)] = tally
-        owner._stats.add(self.stats)
-        owner.accepted += self.accepted
-        owner.rejected += self.rejected
-        if self.unit is not None:
-            owner._units[self.source] = self.unit
-        summary = SourceSummary(
-            source=self.source,
-            format=self.fmt,
-            rows=self.rows,
-            accepted=self.accepted,
-            rejected=self.rejected,
-            blank_lines=self.blank,
-            columns=dict(self.columns),
-            ignored_columns=list(self.ignored),
-            default_backend=self.default_backend,
-        )
-        owner._sources.append(summary)
-        return summary
 
 
 def ingest_files(

@@ -85,21 +85,36 @@ def parse_iso(text: str) -> float:
     return check_time(value, repr(text[:40]))
 
 
-def parse_timestamp(raw: object, unit: TimeUnit = "auto") -> float:
-    """Unix seconds from ISO 8601, `YYYY-mm-dd HH:MM:SS` or a unix time in `unit` (`auto`: the
-    unit its magnitude implies). Raises ValueError with a readable message."""
+def read_time(raw: object) -> tuple[float, str | None]:
+    """(unix seconds, None) for an ISO time; (the number, the unit its magnitude implies) for a
+    numeric one. Raises ValueError with a readable message."""
     number = number_or_none(raw)
     if number is None:
         assert isinstance(raw, str)
-        return parse_iso(raw.strip())
+        return parse_iso(raw.strip()), None
     if not math.isfinite(number):
         raise ValueError(f"timestamp {number} is not finite")
-    if unit == "auto":
-        found = unit_of(number)
-        if found is None:
-            raise ValueError(f"timestamp {number:.6g} is too large for any epoch unit")
-        unit = found  # type: ignore[assignment]
-    return check_time(number * UNIT_SCALE[unit], f"{number:.15g} ({UNIT_NAMES[unit]})")
+    found = unit_of(number)
+    if found is None:
+        raise ValueError(f"timestamp {number:.6g} is too large for any epoch unit")
+    return number, found
+
+
+def to_seconds(number: float, unit: str) -> float:
+    """A numeric time in `unit` as unix seconds, checked to lie in [1970, 2100)."""
+    ts = number * UNIT_SCALE[unit]
+    if MIN_TS <= ts < MAX_TS:
+        return ts
+    return check_time(ts, f"{number:.15g} ({UNIT_NAMES[unit]})")
+
+
+def parse_timestamp(raw: object, unit: TimeUnit = "auto") -> float:
+    """Unix seconds from ISO 8601, `YYYY-mm-dd HH:MM:SS` or a unix time in `unit` (`auto`: the
+    unit its magnitude implies). Raises ValueError with a readable message."""
+    value, found = read_time(raw)
+    if found is None:
+        return value
+    return to_seconds(value, found if unit == "auto" else unit)
 
 
 class LongLine(str):

@@ -499,6 +499,20 @@ _V8_APPROVALS = (
     "CREATE INDEX approvals_status ON approvals (status, created_at)",
 )
 
+_V9_OUTCOME_DETAILS = (
+    # What an LLM request's outcome carries beyond its end-to-end latency (which `outcomes` holds
+    # as `actual_latency_ms`): time to first token and how it ended (ok, timeout, error,
+    # rejected). Written in the same transaction as the outcome row (outcome_details.py).
+    """
+    CREATE TABLE outcome_details (
+        decision_id TEXT PRIMARY KEY NOT NULL REFERENCES outcomes (decision_id),
+        ttft_ms REAL,
+        status TEXT NOT NULL
+            CHECK (status = 'ok' OR status = 'timeout' OR status = 'error' OR status = 'rejected')
+    ) STRICT, WITHOUT ROWID
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core: decisions, outcomes, telemetry, model versions, events, runs", _V1_CORE),
     Migration(2, "monitoring: drift reports, anomalies, experiments", _V2_MONITORING),
@@ -514,6 +528,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _v7_data,
     ),
     Migration(8, "approvals: proposed model changes and the operator's answers", _V8_APPROVALS),
+    Migration(9, "outcomes: time to first token and status", _V9_OUTCOME_DETAILS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -16,6 +16,7 @@ verdict, and MAE before and after the promotion.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import numpy as np
 from agents.feedback_loop import FeedbackLoop, LoopConfig, TimelineEntry, clock
 from context_api.alerting import AlertService
 from context_api.model_store import artifact_dir_for
+from context_api.runs import Terminated
 from context_api.store import Store
 from evals.loop_replay import LoopAdapter, make_loop
 from evals.predictive_adapter import backend_infos
@@ -178,6 +180,9 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
             },
             started_at=START_TS,
         )
+        # A rerun replaces the previous loop's rows, so answers never count two runs.
+        for old in store.replace_runs("loop", keep=run.run_id):
+            progress(f"replaced the previous loop run {old.run_id} ({old.status})")
         store.insert_telemetry(history, source="loop:history", run_id=run.run_id, simulated=True)
         alerts = AlertService(store, clock=lambda: loop.now, restore=False)
         loop = make_loop(
@@ -213,6 +218,16 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
         timeline = build_timeline(loop, scenario, config, seconds)
         store.finish_run(run.run_id, summary=_summary(timeline), finished_at=loop.now)
         alerts.close()
+    except BaseException as exc:  # Ctrl-C, SIGTERM or an error: say so in the run's row
+        if "run" in locals():
+            interrupted = isinstance(exc, KeyboardInterrupt | Terminated)
+            with contextlib.suppress(Exception):
+                store.finish_run(
+                    run.run_id,
+                    summary={"error": f"{type(exc).__name__}: {exc}"[:500]},
+                    status="interrupted" if interrupted else "failed",
+                )
+        raise
     finally:
         store.close()
     return LoopRunResult(

@@ -1,4 +1,4 @@
-"""The streaming anomaly detector: fast forest equal to scikit-learn, no look-ahead, calibration."""
+"""The streaming anomaly detector: compiled forest, batch = stream, no look-ahead, calibration."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 from sklearn.ensemble import IsolationForest
 
 from tools.anomaly import (
@@ -18,24 +19,54 @@ from tools.anomaly import (
 )
 from tools.anomaly.calibration import AlertGate, TailCalibrator, alert_strength
 from tools.anomaly.features import FeatureSpec, detect_period, feature_rows
-from tools.anomaly.forest import FlatIsolationForest
+from tools.anomaly.forest import fit_forest
 
 SMALL = DetectorConfig(window=400, warmup=100, refit_every=50, n_estimators=30)
 
 
-@pytest.mark.parametrize("n_features", [1, 3, 6])
-def test_flat_forest_equals_scikit_learn(n_features: int) -> None:
-    rng = np.random.default_rng(n_features)
-    scale = np.array([1.0, 1e8, 1e-3, 10.0, 0.5, 3.0])[:n_features]
-    X = rng.normal(size=(800, n_features)) * scale
-    forest = IsolationForest(n_estimators=40, max_samples=128, random_state=3).fit(X)
-    flat = FlatIsolationForest(forest)
-    Y = rng.normal(size=(500, n_features)) * scale * 2
-    Y[:5] = X[:5]  # points exactly on training values (float32 comparisons)
-    expected = -forest.score_samples(Y)
-    np.testing.assert_allclose(flat.score(Y), expected, rtol=0, atol=1e-12)
-    for i in range(20):
-        assert flat.score_one(Y[i]) == pytest.approx(expected[i], abs=1e-12)
+def test_forest_isolates_like_scikit_learn() -> None:
+    """Same algorithm as scikit-learn's IsolationForest: the scores of both rank points alike,
+    sit on the same scale, and single out the same planted outliers."""
+    rng = np.random.default_rng(0)
+    scale = np.array([1.0, 1e8, 1e-3, 10.0, 0.5, 3.0])
+    X = rng.normal(size=(1500, 6)) * scale
+    X[:15] += 6.0 * scale  # planted outliers
+    ours = fit_forest(X, n_estimators=200, max_samples=256, seed=1).score(X)
+    theirs = (
+        -IsolationForest(n_estimators=200, max_samples=256, random_state=1).fit(X).score_samples(X)
+    )
+    assert spearmanr(ours, theirs).statistic > 0.95
+    assert abs(float(ours.mean() - theirs.mean())) < 0.02
+    assert set(np.argsort(-ours)[:15]) == set(range(15)) == set(np.argsort(-theirs)[:15])
+
+
+def test_forest_is_deterministic_and_scores_one_row_like_many() -> None:
+    X = np.random.default_rng(1).normal(size=(300, 3))
+    a = fit_forest(X, n_estimators=20, max_samples=64, seed=5)
+    b = fit_forest(X, n_estimators=20, max_samples=64, seed=5)
+    np.testing.assert_array_equal(a.score(X), b.score(X))
+    assert a.score_one(X[7]) == a.score(X)[7]
+    assert a.score(X).min() > 0.0 and a.score(X).max() <= 1.0
+    # A constant column cannot be split on; a constant matrix isolates nothing (all equal).
+    flat = fit_forest(np.ones((50, 2)), n_estimators=5, max_samples=32, seed=0)
+    assert np.unique(flat.score(np.ones((3, 2)))).size == 1
+    with pytest.raises(ValueError, match="finite"):
+        fit_forest(np.array([[1.0], [np.nan]]), n_estimators=2, max_samples=2, seed=0)
+
+
+def test_batch_detection_equals_streaming_updates() -> None:
+    """`detect` on an array, in any chunking, gives exactly what `update` gives one by one."""
+    x = np.random.default_rng(8).normal(size=900).cumsum()
+    x[700] += 40.0
+    one_by_one = score_series(x, IsolationForestDetector(SMALL))
+    det = IsolationForestDetector(SMALL)
+    runs = [det.detect(x[:130]), det.detect(x[130:131]), det.detect(x[131:])]
+    surprise = np.concatenate([r.surprise for r in runs])
+    alert = np.concatenate([r.alert for r in runs])
+    ready = np.concatenate([r.ready for r in runs])
+    np.testing.assert_array_equal(surprise, [r.surprise for r in one_by_one])
+    np.testing.assert_array_equal(alert, [r.alert for r in one_by_one])
+    np.testing.assert_array_equal(ready, [r.ready for r in one_by_one])
 
 
 def test_features_of_one_row_equal_the_batch_and_ignore_the_future() -> None:

@@ -87,26 +87,82 @@ def test_profile_selection(corpus: tuple[Path, Path], tmp_path: Path) -> None:
     assert "reward_low_fn" in result and "standard" not in result
 
 
-def test_malformed_row_names_file_and_line(
-    corpus: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+def test_malformed_file_is_reported_and_the_others_still_scored(
+    corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, labels = corpus
     bad = data / "real" / "spiky.csv"
     lines = bad.read_text().splitlines()
     lines[7] = f"{ts(6)},not-a-number"
     bad.write_text("\n".join(lines) + "\n")
-    assert main(["nab", "--data", str(data), "--labels", str(labels), "--jobs", "1"]) == 2
-    err = capsys.readouterr().err
-    assert f"{bad}:8: bad value 'not-a-number'" in err
+    (data / "art" / "binary.csv").write_bytes(b"timestamp,value\n\xff\xfe\x00garbage\n")
+    report = tmp_path / "nab.json"
+    argv = ["nab", "--data", str(data), "--labels", str(labels), "--jobs", "1"]
+    assert main([*argv, "--json", str(report)]) == 1  # some files could not be scored
+    captured = capsys.readouterr()
+    assert f"{bad}:8: bad value 'not-a-number'" in captured.err
+    assert "skipped art/binary.csv" in captured.err and "not UTF-8" in captured.err
+    assert "[1/1] art/quiet.csv" in captured.err  # the readable file was still scored
+    assert "2 file(s) could not be scored" in captured.out
+    result = json.loads(report.read_text())
+    assert set(result["problems"]) == {"real/spiky.csv", "art/binary.csv"}
+    assert list(result["files"]) == ["art/quiet.csv"]
 
 
-def test_file_without_labels_is_an_error(
+def test_file_without_labels_is_reported(
     corpus: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, labels = corpus
     write_csv(data / "extra.csv", [1.0, 2.0, 3.0])
+    assert main(["nab", "--data", str(data), "--labels", str(labels), "--jobs", "1"]) == 1
+    assert "skipped extra.csv: no entry in" in capsys.readouterr().err
+
+
+def test_nothing_scorable_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("time,v\n")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"a.csv": []}))
     assert main(["nab", "--data", str(data), "--labels", str(labels), "--jobs", "1"]) == 2
-    assert "no windows for 1 file(s): extra.csv" in capsys.readouterr().err
+    assert "no file could be scored" in capsys.readouterr().err
+
+
+def test_a_clock_that_steps_back_is_counted_and_scored(
+    corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, labels = corpus
+    quiet = data / "art" / "quiet.csv"
+    lines = quiet.read_text().splitlines()
+    # rows 201..212 replay the hour before them (a clock set back), row 300 repeats row 299
+    stamps = [ts(i) for i in range(500)]
+    stamps[200:212] = [ts(i) for i in range(188, 200)]
+    stamps[300] = stamps[299]
+    body = [f"{stamps[i]},{line.split(',')[1]}" for i, line in enumerate(lines[1:])]
+    quiet.write_text("\n".join([lines[0], *body]) + "\n")
+    report = tmp_path / "nab.json"
+    argv = ["nab", "--data", str(data), "--labels", str(labels), "--jobs", "1"]
+    assert main([*argv, "--json", str(report)]) == 0
+    assert "art/quiet.csv: 1 repeated and 1 backward timestamps" in capsys.readouterr().err
+    info = json.loads(report.read_text())["files"]["art/quiet.csv"]
+    assert info["rows"] == 500
+    assert (info["duplicate_timestamps"], info["backward_timestamps"]) == (1, 1)
+
+
+def test_cross_validation_adds_cv_scores(corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    data, labels = corpus
+    report = tmp_path / "nab.json"
+    argv = ["nab", "--data", str(data), "--labels", str(labels), "--json", str(report)]
+    assert main([*argv, "--cv", "--jobs", "1"]) == 0
+    cv = json.loads(report.read_text())["cv"]
+    assert set(cv) >= {"standard", "reward_low_fp", "reward_low_fn", "folds"}
+    assert [f["held_out"] for f in cv["folds"]] == ["art", "real"]
+    # With "real" held out, training ("art") has no labelled window: the first candidate is
+    # kept, its threshold never fires, so the held-out window is missed (the null score, 0).
+    real = cv["folds"][1]
+    assert real["chosen"] == cv["candidates"][0] and real["thresholds"]["standard"] is None
+    assert cv["standard"] == pytest.approx(0.0)
+    assert cv["in_sample"]["standard"] > 80
 
 
 def test_defaults_need_the_shared_data_or_flags(
@@ -123,7 +179,6 @@ def test_defaults_need_the_shared_data_or_flags(
         ("2014-04-01 00:10:00,1.0,extra", "expected 2 fields"),
         ("yesterday,1.0", "bad timestamp 'yesterday'"),
         ("2014-04-01 00:10:00,nan", "value is not finite"),
-        ("2014-03-01 00:00:00,1.0", "out-of-order timestamp"),
     ],
 )
 def test_read_series_rejects_bad_rows(tmp_path: Path, row: str, message: str) -> None:
@@ -133,12 +188,14 @@ def test_read_series_rejects_bad_rows(tmp_path: Path, row: str, message: str) ->
         read_series(path)
 
 
-def test_read_series_counts_repeated_timestamps(tmp_path: Path) -> None:
-    # Real NAB files repeat a timestamp where clocks go back; the rows are kept and counted.
+def test_read_series_keeps_and_counts_clock_changes(tmp_path: Path) -> None:
+    # Real NAB files repeat or step back a timestamp where clocks change; rows stay, counted.
     path = tmp_path / "f.csv"
-    path.write_text(f"timestamp,value\n{ts(0)},1.0\n{ts(1)},2.0\n{ts(1)},3.0\n{ts(2)},4.0\n")
+    rows = [ts(0), ts(1), ts(1), ts(2), ts(0), ts(3)]
+    path.write_text("timestamp,value\n" + "".join(f"{t},{i}\n" for i, t in enumerate(rows)))
     s = read_series(path)
-    assert len(s.values) == 4 and s.duplicate_timestamps == 1
+    assert s.values.tolist() == [0, 1, 2, 3, 4, 5]
+    assert s.duplicate_timestamps == 1 and s.backward_timestamps == 1
 
 
 def test_read_series_rejects_a_bad_header(tmp_path: Path) -> None:

@@ -197,8 +197,19 @@ def test_window_indices_map_timestamps_to_rows() -> None:
         window_indices(ts, [(ts[3] + timedelta(minutes=1), ts[3] + timedelta(minutes=2))])
     with pytest.raises(ValueError, match="overlaps"):
         window_indices(ts, [(ts[3], ts[6]), (ts[5], ts[8])])
-    with pytest.raises(ValueError, match="decrease"):
-        window_indices([ts[1], ts[0]], [])
+
+
+def test_window_indices_follow_file_order_where_the_clock_steps_back() -> None:
+    """A clock set back an hour replays timestamps; NAB scores rows in file order, so a window
+    opens at the first row reaching its start and closes at the first row reaching its end."""
+    t0 = datetime(2014, 3, 30)
+    hour = [t0 + timedelta(minutes=20 * i) for i in range(6)]  # 00:00 .. 01:40
+    ts = hour + hour[3:] + [t0 + timedelta(minutes=20 * i) for i in range(6, 9)]
+    # rows: 0..5 = 00:00..01:40, 6..8 = 01:00..01:40 again, 9..11 = 02:00..02:40
+    assert window_indices(ts, [(hour[1], hour[4])]) == [(1, 4)]
+    assert window_indices(ts, [(hour[1], hour[2]), (ts[9], ts[10])]) == [(1, 2), (9, 10)]
+    # a window on the replayed hour is found after the first one closed
+    assert window_indices(ts, [(hour[0], hour[1]), (ts[9], ts[11])]) == [(0, 1), (9, 11)]
 
 
 def test_bad_window_rows_are_rejected() -> None:

@@ -1,9 +1,14 @@
 """`arcpoint nab`: run the anomaly detector over NAB series and score it the NAB way.
 
-Every CSV under --data is streamed through a fresh detector, one point at a time (no look-ahead);
+Every CSV under --data is streamed through a fresh detector (each score uses only earlier points);
 the per-file results (`timestamp,value,anomaly_score,label`) go under --out, and the NAB score for
 each profile is computed by `tools.anomaly.nab_scoring` with one threshold per profile tuned over
-the whole corpus, as NAB does.
+the whole corpus, as NAB does. `--cv` adds the leave-one-category-out cross-validated score
+(`tools.anomaly.cross_validation`): settings and thresholds chosen without the held-out category.
+
+Real files are taken as they are: rows are scored in file order, a timestamp that repeats or steps
+back is kept and counted, and a file that cannot be read is reported while the others are still
+scored (exit status 1 then; 2 when nothing can be scored or the arguments are wrong).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ PROFILE_NAMES = ("standard", "reward_low_fp", "reward_low_fn")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from tools.anomaly import VARIANTS
+    from tools.anomaly import CV_CANDIDATES, VARIANTS
 
     p = subparsers.add_parser(
         "nab",
@@ -30,11 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Stream every CSV under --data through the anomaly detector (each score uses only "
             "earlier points and the current one), write per-file results and print the NAB "
             "score (0 = null detector, 100 = perfect) for each profile. Defaults for --data and "
-            f"--labels: {DEFAULT_DATA} and {DEFAULT_LABELS}, when they exist."
+            f"--labels: {DEFAULT_DATA} and {DEFAULT_LABELS}, when they exist. Exit status: 0, "
+            "or 1 when some files could not be scored (the rest are), or 2 on bad arguments."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="detector variants:\n"
-        + "\n".join(f"  {name:22s} {text}" for name, text in VARIANTS.items()),
+        + "\n".join(f"  {name:22s} {text}" for name, text in VARIANTS.items())
+        + "\n\n--cv chooses between: "
+        + ", ".join(CV_CANDIDATES)
+        + "\n(categories are the first-level folders under --data)",
     )
     p.add_argument("--data", type=Path, help="directory of NAB CSVs (searched recursively)")
     p.add_argument("--labels", type=Path, help="NAB combined windows JSON (keys: paths in --data)")
@@ -52,6 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=sorted(VARIANTS),
         metavar="VARIANT",
         help="detector variant (listed below; default iforest)",
+    )
+    p.add_argument(
+        "--cv",
+        action="store_true",
+        help="also score leave-one-category-out cross-validation over the --cv candidates",
     )
     p.add_argument("--contamination", type=float, help="share of anomalies expected in training")
     p.add_argument("--trees", type=int, help="trees per Isolation Forest")
@@ -74,40 +88,39 @@ def _resolve(arg: Path | None, default: Path, flag: str) -> Path | None:
     return None
 
 
-def _detect_file(job: tuple[str, str, Any]) -> tuple[str, list[float], int, int, float]:
+def _detect_file(job: tuple[str, str, Any]) -> tuple[str, str, Any, int, int, float]:
     """Worker: stream one file through a fresh detector; return its alert scores."""
+    import numpy as np
+
     from arcpoint.nab_io import read_series
     from tools.anomaly import make_detector
 
-    path, variant, config = job
+    variant, path, config = job
     series = read_series(Path(path))
     detector = make_detector(variant, config)
     started = time.perf_counter()
-    alerts: list[float] = []
-    n_anomalies = 0
-    n_alerts = 0
-    for v in series.values:
-        r = detector.update(float(v))
-        alerts.append(r.alert)
-        n_anomalies += r.is_anomaly
-        n_alerts += r.alert > 0
-    return path, alerts, n_anomalies, n_alerts, time.perf_counter() - started
+    run = detector.detect(series.values)
+    is_anomaly = run.ready & (run.surprise > -np.log10(config.contamination))
+    return (
+        variant,
+        path,
+        run.alert,
+        int(is_anomaly.sum()),
+        int((run.alert > 0).sum()),
+        time.perf_counter() - started,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import asdict, replace
+    from dataclasses import replace
 
     import numpy as np
 
-    from arcpoint.nab_io import NabFormatError, dump_json, read_labels, read_series, write_results
-    from tools.anomaly import DetectorConfig
-    from tools.anomaly.nab_scoring import (
-        PROFILES,
-        FileLabels,
-        probationary_length,
-        score_corpus,
-        window_indices,
-    )
+    from arcpoint.nab_io import NabFormatError, load_corpus
+    from arcpoint.nab_report import print_cv, print_scores, write_json
+    from tools.anomaly import CV_CANDIDATES, DetectorConfig
+    from tools.anomaly.cross_validation import cross_validate
+    from tools.anomaly.nab_scoring import PROFILES, score_corpus
 
     started = time.perf_counter()
     data_dir = _resolve(args.data, DEFAULT_DATA, "--data")
@@ -116,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not data_dir.is_dir():
         print(f"arcpoint nab: --data {data_dir} is not a directory", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print("arcpoint nab: --jobs must be >= 1", file=sys.stderr)
         return 2
     config = DetectorConfig(seed=args.seed)
     try:
@@ -128,130 +144,84 @@ def run(args: argparse.Namespace) -> int:
         return 2
     profiles = args.profile or list(PROFILE_NAMES)
 
-    files = sorted(data_dir.rglob("*.csv"))
-    if not files:
-        print(f"arcpoint nab: no CSV files under {data_dir}", file=sys.stderr)
-        return 2
     try:
-        labels = read_labels(labels_path)
-        rel = {f: f.relative_to(data_dir).as_posix() for f in files}
-        missing = [r for r in rel.values() if r not in labels]
-        if missing:
-            raise NabFormatError(
-                f"{labels_path}: no windows for {len(missing)} file(s): {', '.join(missing[:5])}"
-            )
-        series = {}
-        file_labels = {}
-        for f in files:
-            s = read_series(f)
-            try:
-                idx = window_indices(s.timestamps, labels[rel[f]])
-            except ValueError as exc:
-                raise NabFormatError(f"{f}: {exc}") from None
-            series[f] = s
-            file_labels[f] = FileLabels(len(s.values), tuple(idx))
+        corpus = load_corpus(data_dir, labels_path)
     except NabFormatError as exc:
         print(f"arcpoint nab: {exc}", file=sys.stderr)
         return 2
+    for name, problem in corpus.problems.items():
+        print(f"arcpoint nab: skipped {name}: {problem}", file=sys.stderr)
+    for name, s in corpus.series.items():
+        if s.duplicate_timestamps or s.backward_timestamps:
+            print(
+                f"arcpoint nab: {name}: {s.duplicate_timestamps} repeated and "
+                f"{s.backward_timestamps} backward timestamps, kept in file order",
+                file=sys.stderr,
+            )
+    names = sorted(corpus.series)
+    if not names:
+        print("arcpoint nab: no file could be scored", file=sys.stderr)
+        return 2
 
-    jobs = [(str(f), args.detector, config) for f in files]
-    results: dict[str, tuple[list[float], int, int, float]] = {}
-    n = len(files)
+    variants = [args.detector]
+    if args.cv:
+        variants += [c for c in CV_CANDIDATES if c != args.detector]
+    paths = {name: str(data_dir / name) for name in names}
+    jobs = [(v, paths[name], config) for v in variants for name in names]
+    by_path = {p: name for name, p in paths.items()}
+    results: dict[str, dict[str, tuple[np.ndarray, int, int, float]]] = {v: {} for v in variants}
+    total = len(jobs)
 
-    def report(i: int, path: str, secs: float) -> None:
-        name = rel[Path(path)]
-        print(
-            f"[{i}/{n}] {name} ({len(series[Path(path)].values)} rows, {secs:.1f}s)",
-            file=sys.stderr,
-        )
+    def collect(i: int, out: tuple[str, str, Any, int, int, float]) -> None:
+        variant, path, alerts, n_anom, n_alert, secs = out
+        name = by_path[path]
+        results[variant][name] = (np.asarray(alerts), n_anom, n_alert, secs)
+        tag = f"{variant}: " if len(variants) > 1 else ""
+        rows = len(corpus.series[name].values)
+        print(f"[{i}/{total}] {tag}{name} ({rows} rows, {secs:.1f}s)", file=sys.stderr)
 
-    if args.jobs > 1 and n > 1:
+    if args.jobs > 1 and total > 1:
         import multiprocessing
 
-        with multiprocessing.get_context("fork").Pool(min(args.jobs, n)) as pool:
-            for i, (path, alerts, n_anom, n_alert, secs) in enumerate(
-                pool.imap_unordered(_detect_file, jobs), start=1
-            ):
-                results[path] = (alerts, n_anom, n_alert, secs)
-                report(i, path, secs)
+        with multiprocessing.get_context("fork").Pool(min(args.jobs, total)) as pool:
+            for i, out in enumerate(pool.imap_unordered(_detect_file, jobs), start=1):
+                collect(i, out)
     else:
         for i, job in enumerate(jobs, start=1):
-            path, alerts, n_anom, n_alert, secs = _detect_file(job)
-            results[path] = (alerts, n_anom, n_alert, secs)
-            report(i, path, secs)
+            collect(i, _detect_file(job))
 
-    corpus = {rel[f]: (np.asarray(results[str(f)][0]), file_labels[f]) for f in files}
-    scored = {name: score_corpus(corpus, PROFILES[name]) for name in profiles}
+    main = results[args.detector]
+    scored_corpus = {name: (main[name][0], corpus.labels[name]) for name in names}
+    scored = {p: score_corpus(scored_corpus, PROFILES[p]) for p in profiles}
+    cv = None
+    if args.cv:
+        try:
+            cv = cross_validate(
+                {c: {n: results[c][n][0] for n in names} for c in CV_CANDIDATES},
+                {n: corpus.labels[n] for n in names},
+                profiles=profiles,
+            )
+        except ValueError as exc:
+            print(f"arcpoint nab: --cv: {exc}", file=sys.stderr)
+            return 2
 
     if args.out is not None:
-        for f in files:
-            lab = file_labels[f]
+        from arcpoint.nab_io import write_results
+
+        for name in names:
+            lab = corpus.labels[name]
             in_window = np.zeros(lab.n_rows, dtype=np.int64)
             for lo, hi in lab.windows:
                 in_window[lo : hi + 1] = 1
-            write_results(args.out / rel[f], series[f], corpus[rel[f]][0], in_window)
+            write_results(args.out / name, corpus.series[name], main[name][0], in_window)
 
     elapsed = time.perf_counter() - started
-    print(f"NAB scores ({args.detector}, {n} files, {elapsed:.1f}s):")
-    for name, res in scored.items():
-        shown = "n/a (no labelled windows)" if res.score is None else f"{res.score:6.2f}"
-        th = "never" if res.threshold == float("inf") else f"{res.threshold:.4f}"
-        print(
-            f"  {name:14s} {shown}   threshold {th}   raw {res.raw:.3f}"
-            f" (null {res.null:.3f}, perfect {res.perfect:.3f})"
-        )
-
+    detector_seconds = sum(main[n][3] for n in names)
+    print_scores(args.detector, len(names), elapsed, detector_seconds, scored)
+    if cv is not None:
+        print_cv(cv, args.detector)
+    if corpus.problems:
+        print(f"{len(corpus.problems)} file(s) could not be scored (see above)")
     if args.json is not None:
-        payload: dict[str, Any] = {name: scored[name].score for name in profiles}
-        payload["files"] = {}
-        for f in files:
-            s = series[f]
-            lab = file_labels[f]
-            alerts, n_anom, n_alert, secs = results[str(f)]
-            per_profile = {}
-            for name, res in scored.items():
-                fs = res.files[rel[f]]
-                per_profile[name] = {
-                    "score": fs.score,
-                    "tp": fs.tp,
-                    "fp": fs.fp,
-                    "fn": fs.fn,
-                    "tn": fs.tn,
-                    "fp_cost": fs.fp_cost,
-                    "windows": [
-                        {
-                            "start": s.raw_timestamps[w.start_row],
-                            "end": s.raw_timestamps[w.end_row],
-                            "scored": w.scored,
-                            "detected_at": None
-                            if w.detected_row is None
-                            else s.raw_timestamps[w.detected_row],
-                            "reward": w.reward,
-                        }
-                        for w in fs.windows
-                    ],
-                }
-            payload["files"][rel[f]] = {
-                "rows": lab.n_rows,
-                "probationary_rows": probationary_length(lab.n_rows),
-                "duplicate_timestamps": s.duplicate_timestamps,
-                "windows": len(lab.windows),
-                "alerts": n_alert,
-                "anomalies": n_anom,
-                "detector_seconds": round(secs, 3),
-                "profiles": per_profile,
-            }
-        payload["profiles"] = {
-            name: {
-                "score": res.score,
-                "raw": res.raw,
-                "null": res.null,
-                "perfect": res.perfect,
-                "threshold": None if res.threshold == float("inf") else res.threshold,
-            }
-            for name, res in scored.items()
-        }
-        payload["detector"] = {"variant": args.detector, "config": asdict(config)}
-        payload["runtime_seconds"] = round(elapsed, 2)
-        dump_json(args.json, payload)
-    return 0
+        write_json(args.json, args.detector, config, corpus, main, scored, cv, elapsed)
+    return 1 if corpus.problems else 0

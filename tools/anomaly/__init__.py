@@ -1,30 +1,31 @@
 """Anomaly detection on telemetry series, and the NAB benchmark's scoring rules.
 
-`detector` holds the streaming detectors (the Isolation Forest over feature windows and its
-comparison variants), built from `features`, `forest` and `calibration`; `nab_scoring` scores
-any detector's output the way the Numenta Anomaly Benchmark does.
+`detector` holds the streaming Isolation Forest detector over feature windows, built from
+`features`, `forest` and `calibration`; `gaussian` NAB's windowed-Gaussian baseline; `variants`
+the named variants and the cross-validation grid; `nab_scoring` scores any detector's output the
+way the Numenta Anomaly Benchmark does, and `cross_validation` the leave-one-category-out protocol
+that chooses the detector's settings.
 """
 
 from tools.anomaly.detector import (
     NOT_READY,
-    VARIANTS,
     AnomalyScore,
-    CombinedDetector,
+    DetectionRun,
     DetectorConfig,
-    GaussianConfig,
-    GaussianDetector,
     IsolationForestDetector,
     StreamingDetector,
     alert_strength,
-    make_detector,
     score_series,
 )
+from tools.anomaly.gaussian import GaussianConfig, GaussianDetector
+from tools.anomaly.variants import CV_CANDIDATES, VARIANTS, make_detector, variant_config
 
 __all__ = [
+    "CV_CANDIDATES",
     "NOT_READY",
     "VARIANTS",
     "AnomalyScore",
-    "CombinedDetector",
+    "DetectionRun",
     "DetectorConfig",
     "GaussianConfig",
     "GaussianDetector",
@@ -33,4 +34,5 @@ __all__ = [
     "alert_strength",
     "make_detector",
     "score_series",
+    "variant_config",
 ]

@@ -77,11 +77,22 @@ class AlertGate:
     def __init__(self, memory: int = 100, margin: float = 0.0) -> None:
         if memory < 0:
             raise ValueError("memory must be >= 0 ticks")
+        self.memory = memory
         self.margin = margin
-        self._recent: deque[float] = deque(maxlen=memory)
+        self._tick = 0
+        # (tick, surprise) pairs with decreasing surprise: the running maximum of the last
+        # `memory` ticks is at the front (a monotonic queue, O(1) amortised per tick).
+        self._peaks: deque[tuple[int, float]] = deque()
 
     def update(self, surprise: float) -> float:
         """The alert strength for this tick: 0 unless `surprise` is a new peak."""
-        fire = surprise > 0.0 and (not self._recent or surprise > max(self._recent) + self.margin)
-        self._recent.append(surprise)
+        peaks = self._peaks
+        while peaks and peaks[0][0] < self._tick - self.memory:
+            peaks.popleft()
+        fire = surprise > 0.0 and (not peaks or surprise > peaks[0][1] + self.margin)
+        if self.memory > 0:
+            while peaks and peaks[-1][1] <= surprise:
+                peaks.pop()
+            peaks.append((self._tick, surprise))
+        self._tick += 1
         return alert_strength(surprise) if fire else 0.0

@@ -7,7 +7,7 @@ feature of row r reads only rows <= r: no look-ahead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -45,6 +45,17 @@ class FeatureSpec:
         windows = (self.level_window, self.slope_lag, self.spread_window, self.season_cycles)
         if min(windows) < 1 or self.baseline_window < 2:
             raise ValueError("feature windows must be at least 1 tick")
+
+    def scaled(self, k: int) -> FeatureSpec:
+        """The same features over windows k times as long (a coarser view of the series)."""
+        if k < 1:
+            raise ValueError("scale must be >= 1")
+        return replace(
+            self,
+            level_window=self.level_window * k,
+            slope_lag=self.slope_lag * k,
+            spread_window=self.spread_window * k,
+        )
 
     def reach(self) -> int:
         """How many rows (a row itself included) the short-window features of a value reach:

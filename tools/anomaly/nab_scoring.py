@@ -30,7 +30,6 @@ Pure functions over numpy arrays: no file I/O (the `arcpoint nab` command reads 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,27 +75,37 @@ def probationary_length(n_rows: int) -> int:
 def window_indices(
     timestamps: Sequence[datetime], windows: Sequence[tuple[datetime, datetime]]
 ) -> list[tuple[int, int]]:
-    """Map labelled windows (start, end timestamps, inclusive) to row index pairs.
+    """Map labelled windows (start, end timestamps, inclusive) to row index pairs, in file order.
 
-    A window covers the rows whose timestamp lies in [start, end]; NAB's labels name exact row
-    timestamps, for which this is the same thing. Timestamps must not decrease (real NAB files
-    repeat a timestamp at daylight-saving changes; each such row is still a row), windows must be
-    sorted, non-overlapping and non-empty, otherwise ValueError says which.
+    As NAB's sweeper does: rows are taken in file order; a window opens at the first row (after
+    the previous window) whose timestamp reaches its start and closes at the first row after
+    that whose timestamp reaches its end (a row past the end closes it one row earlier). With
+    increasing timestamps this is the rows whose timestamp lies in [start, end]; where a clock
+    stepped back or repeated, each row is still a row and the window is still one run of rows.
+    Windows must be sorted, non-overlapping and non-empty, otherwise ValueError says which.
     """
-    for k in range(1, len(timestamps)):
-        if timestamps[k] < timestamps[k - 1]:
-            raise ValueError(f"timestamps decrease at row {k}: {timestamps[k]}")
     out: list[tuple[int, int]] = []
+    cursor = 0
+    n = len(timestamps)
+    prev_end: datetime | None = None
     for start, end in windows:
         if end < start:
             raise ValueError(f"window ends before it starts: {start} .. {end}")
-        lo = bisect_left(timestamps, start)
-        hi = bisect_right(timestamps, end) - 1
-        if hi < lo:
-            raise ValueError(f"window {start} .. {end} contains no rows")
-        if out and lo <= out[-1][1]:
+        if prev_end is not None and start <= prev_end:
             raise ValueError(f"window {start} .. {end} overlaps or precedes the previous one")
+        prev_end = end
+        lo = cursor
+        while lo < n and timestamps[lo] < start:
+            lo += 1
+        hi = lo
+        while hi < n and timestamps[hi] < end:
+            hi += 1
+        if hi == n or timestamps[hi] > end:
+            hi -= 1
+        if lo >= n or hi < lo or timestamps[lo] > end:
+            raise ValueError(f"window {start} .. {end} contains no rows")
         out.append((lo, hi))
+        cursor = hi + 1
     return out
 
 
