@@ -9,12 +9,21 @@ Guarantees:
   network model the run happens on a worker thread and the router waits at most the deadline;
   a late answer is discarded (its trace is still written). If every worker is still busy with
   earlier escalations, the request falls back at once (`agent_busy`) instead of queueing.
+- **One call.** The agent gets the trusted routing context in its only message, the request's
+  metadata quoted as data in a separate block, and must answer through `submit_decision`
+  (`agents.nodes.router`).
 - **Validation.** The answer must name a backend from the allowed set (the candidates that are
-  not ejected) with a confidence in [0, 1] and a rationale. Otherwise, and on timeout, API error,
+  not ejected) with a confidence in [0, 1] and a rationale, and must not be clearly more likely
+  to miss the SLA than the policy's pick unless that pick is failing (`clearly_worse`).
+  Otherwise, and on timeout, API error,
   refusal, budget exhaustion or no answer, the policy's own choice stands and the reason is
   recorded: in the returned decision (`reason` gets `;agent_fallback=<why>`), in the stats and
   in the trace.
 - **The routine path never waits**: the Router calls this only for ambiguous requests.
+- **Advisory mode** (`mode="advisory"`): the agent's valid answer is recorded (in the decision's
+  reason as `;agent_advice=<backend>`, the record and the trace) and scored against the policy's
+  pick, but the request gets the policy's pick. It is the mode to run while the agent has not
+  shown, on measured runs, that overriding the policy misses the SLA less often.
 - **Shared answers.** Many requests of one tick with the same tier, SLA and candidate picture
   get one agent run: the first asks, the rest reuse its answer (a cache keyed on tick time, tier,
   SLA and candidates, cleared when the tick changes; failures are cached too, so a failing model
@@ -44,11 +53,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agents.llm.base import LLMModel
 from agents.nodes.base import TraceSink, trace_sink
-from agents.nodes.router import RoutingCase, Verdict
+from agents.nodes.router import RoutingCase, Verdict, guard
 from agents.offline import OfflineModel
 from agents.router_graph import build_router_graph
 from context_api.fleet_state import FleetState
@@ -62,6 +71,9 @@ DEFAULT_DEADLINE_S = 1.5
 OFFLINE_DEADLINE_S = 0.5
 AGENT_POLICY = "router_agent"
 FALLBACK_MARK = ";agent_fallback="
+ADVICE_MARK = ";agent_advice="
+Mode = Literal["override", "advisory"]
+DEFAULT_MODE: Mode = "override"
 LOAD_CEILING = 0.7
 """Requests moved by the agent onto a backend in one tick may fill it up to this utilisation."""
 
@@ -83,8 +95,11 @@ class EscalationRecord:
     cached: bool
     confidence: float | None
     trace_id: str | None
+    agent_backend: str | None = None
+    """What the agent chose (valid answers only; in advisory mode it is recorded, not used)."""
     violation_prob_final: float | None = None
     violation_prob_policy: float | None = None
+    violation_prob_agent: float | None = None
 
 
 @dataclass
@@ -95,6 +110,8 @@ class EscalationStats:
     accepted: int = 0
     changed: int = 0
     """Accepted answers whose backend differs from the policy's pick."""
+    advised: int = 0
+    """Valid answers recorded but not used (advisory mode)."""
     fallbacks: Counter[str] = field(default_factory=Counter)
     agent_seconds: float = 0.0
     agent_seconds_max: float = 0.0
@@ -104,6 +121,10 @@ class EscalationStats:
     scored_changed: int = 0
     expected_violations_final_changed: float = 0.0
     expected_violations_policy_changed: float = 0.0
+    scored_agent: int = 0
+    expected_violations_agent: float = 0.0
+    expected_violations_agent_policy: float = 0.0
+    """The policy's pick over the same requests as `expected_violations_agent`."""
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able summary for reports (`arcpoint demo`)."""
@@ -117,6 +138,7 @@ class EscalationStats:
             "cache_hits": self.cache_hits,
             "accepted": self.accepted,
             "changed_backend": self.changed,
+            "advised": self.advised,
             "fallbacks": dict(self.fallbacks),
             "fallback_total": sum(self.fallbacks.values()),
             "agent_mean_s": rate(self.agent_seconds, self.agent_runs),
@@ -130,6 +152,11 @@ class EscalationStats:
             ),
             "violation_prob_policy_pick_when_changed": rate(
                 self.expected_violations_policy_changed, self.scored_changed
+            ),
+            "scored_agent": self.scored_agent,
+            "violation_prob_agent_choice": rate(self.expected_violations_agent, self.scored_agent),
+            "violation_prob_policy_pick_same_requests": rate(
+                self.expected_violations_agent_policy, self.scored_agent
             ),
         }
 
@@ -158,8 +185,12 @@ class Escalator:
         keep_records: bool = True,
         fleet: FleetState | None = None,
         load_ceiling: float = LOAD_CEILING,
+        mode: Mode = DEFAULT_MODE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if mode not in ("override", "advisory"):
+            raise ValueError(f"mode must be 'override' or 'advisory', got {mode!r}")
+        self.mode: Mode = mode
         self.model = model or OfflineModel()
         offline = isinstance(self.model, OfflineModel)
         default = OFFLINE_DEADLINE_S if offline else DEFAULT_DEADLINE_S
@@ -269,7 +300,9 @@ class Escalator:
                 "policy_choice": d.backend,
                 "allowed": list(case.allowed),
                 "deadline_s": self.deadline_s,
+                "mode": self.mode,
                 "context": case.context(),
+                "metadata_untrusted": case.metadata(),
             },
             llm=self.model.name,
             model=self.model.model_id,
@@ -375,13 +408,21 @@ class Escalator:
         self, case: RoutingCase, verdict: Verdict, trace_id: str | None, *, cached: bool
     ) -> Decision:
         d = case.decision
+        if self.mode == "advisory":
+            return self._advise(case, verdict, trace_id, cached=cached)
         acceptable = {verdict.backend, *verdict.also_acceptable}
         moving = verdict.ok and d.backend not in acceptable
+        # A shared answer was given for another request's pick: the guard judges this move.
+        worse = guard(case, verdict.backend or "") if moving and cached else None
         with self._lock:
-            room = not moving or self._room(verdict.backend or "", case)
-            if moving and room:
+            room = not moving or worse is not None or self._room(verdict.backend or "", case)
+            if moving and room and worse is None:
                 self._moved[verdict.backend or ""] += 1
-        if verdict.ok and verdict.backend in case.allowed and room:
+        if worse is not None:
+            why = "clearly_worse"
+            out = dataclasses.replace(d, reason=f"{d.reason}{FALLBACK_MARK}{why}")
+            accepted = False
+        elif verdict.ok and verdict.backend in case.allowed and room:
             backend = d.backend if d.backend in acceptable else verdict.backend
             assert backend is not None
             out = dataclasses.replace(
@@ -414,12 +455,53 @@ class Escalator:
             cached=cached,
             confidence=verdict.confidence if accepted else None,
             trace_id=trace_id,
+            agent_backend=verdict.backend if verdict.ok else None,
         )
         with self._lock:
             if accepted:
                 self.stats.accepted += 1
                 if out.backend != d.backend:
                     self.stats.changed += 1
+            else:
+                self.stats.fallbacks[why or "unknown"] += 1
+            if self.keep_records:
+                self.records.append(record)
+            self._unscored.append(record)
+        return out
+
+    def _advise(
+        self, case: RoutingCase, verdict: Verdict, trace_id: str | None, *, cached: bool
+    ) -> Decision:
+        """Advisory mode: the agent's answer is recorded (decision reason, record, trace) and
+        scored, but the policy's pick is what the request gets."""
+        d = case.decision
+        if verdict.ok:
+            out = dataclasses.replace(d, reason=f"{d.reason}{ADVICE_MARK}{verdict.backend}")
+            why = None
+        else:
+            why = verdict.failure or "invalid_answer"
+            out = dataclasses.replace(d, reason=f"{d.reason}{FALLBACK_MARK}{why}")
+        if cached and self.trace_shared:
+            trace_id = self._trace_shared(case, out, trace_id, why) or trace_id
+        record = EscalationRecord(
+            decision_id=d.decision_id,
+            request_id=case.request.request_id,
+            ts=d.ts,
+            tier=d.tier,
+            sla_ms=d.sla_ms,
+            ambiguous_reason=d.ambiguous_reason,
+            policy_backend=d.backend,
+            final_backend=d.backend,
+            accepted=False,
+            fallback_reason=why,
+            cached=cached,
+            confidence=verdict.confidence,
+            trace_id=trace_id,
+            agent_backend=verdict.backend if verdict.ok else None,
+        )
+        with self._lock:
+            if verdict.ok:
+                self.stats.advised += 1
             else:
                 self.stats.fallbacks[why or "unknown"] += 1
             if self.keep_records:
@@ -482,11 +564,22 @@ class Escalator:
             if not (math.isfinite(pf) and math.isfinite(pp)):
                 continue
             r.violation_prob_final, r.violation_prob_policy = pf, pp
+            pa = None
+            if r.agent_backend is not None:
+                try:
+                    pa = float(violation_prob(r.agent_backend, r.sla_ms))
+                except Exception:
+                    log.exception("violation_prob failed for %s", r.decision_id)
+                r.violation_prob_agent = pa if pa is not None and math.isfinite(pa) else None
             with self._lock:
                 s = self.stats
                 s.scored += 1
                 s.expected_violations_final += pf
                 s.expected_violations_policy += pp
+                if r.violation_prob_agent is not None:
+                    s.scored_agent += 1
+                    s.expected_violations_agent += r.violation_prob_agent
+                    s.expected_violations_agent_policy += pp
                 if r.final_backend != r.policy_backend:
                     s.scored_changed += 1
                     s.expected_violations_final_changed += pf

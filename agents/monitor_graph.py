@@ -71,7 +71,7 @@ MONITOR_TASKS: dict[str, str] = {
     ),
 }
 
-AUTO_APPROVER = "auto-approve setting (ARCPOINT_AUTO_APPROVE)"
+AUTO_APPROVER = f"{approvals.AUTO_APPROVER} (ARCPOINT_AUTO_APPROVE)"
 
 
 class MonitorState(TypedDict, total=False):

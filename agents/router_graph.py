@@ -2,10 +2,11 @@
 
     START -> router -> validate -> END
 
-`router` runs the router agent (its own model/tool graph, `agents.nodes.router`), recording its
-turns in the escalation's trace builder, which travels in the state; `validate` re-checks the
-answer against the allowed set, independently of the node that produced it. No checkpointer: an
-escalation is one shot.
+`router` runs the router agent's own compiled model/tool graph (`agents.nodes.router.RouterAgent`:
+one model call with the trusted routing context in its message and `submit_decision` forced),
+recording its turns in the escalation's trace builder, which travels in the state; `validate`
+re-checks the answer against the allowed set and the guard, independently of the node that
+produced it. No checkpointer: an escalation is one shot.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from agents.llm.base import LLMModel
-from agents.nodes.router import RoutingCase, SubmitDecision, Verdict, ask_router_agent, validate
+from agents.nodes.router import RouterAgent, RoutingCase, SubmitDecision, Verdict, validate
 from agents.prompts import Prompt, load_prompt
 from context_api.traces import TraceBuilder
 
@@ -28,21 +29,16 @@ class RouteState(TypedDict, total=False):
 
 
 def build_router_graph(model: LLMModel, *, deadline_s: float | None) -> tuple[Any, Prompt]:
-    """START -> router -> validate -> END, for one escalation at a time (no checkpointer).
-
-    `router` runs the router agent (recording its turns in the escalation's trace builder, which
-    travels in the state); `validate` re-checks the answer against the allowed set,
-    independently of the node that produced it.
-    """
     prompt = load_prompt("router")
+    agent = RouterAgent(model, prompt)
 
     def router(state: RouteState) -> dict[str, Any]:
         tb = state.get("builder")
         case = state["case"]
         if tb is None:
-            return {"verdict": ask_router_agent(case, model, prompt, deadline_s=deadline_s)}
+            return {"verdict": agent.decide(case, deadline_s=deadline_s)}
         with tb.node("router", input={"allowed": list(case.allowed)}):
-            verdict = ask_router_agent(case, model, prompt, deadline_s=deadline_s)
+            verdict = agent.decide(case, deadline_s=deadline_s)
             if verdict.run is not None:
                 tb.add_llm_run(verdict.run)
             tb.set_node_output(
@@ -52,7 +48,7 @@ def build_router_graph(model: LLMModel, *, deadline_s: float | None) -> tuple[An
 
     def check(state: RouteState) -> dict[str, Any]:
         verdict = state["verdict"]
-        problem = _problem(verdict, state["case"].allowed) if verdict.ok else None
+        problem = _problem(verdict, state["case"]) if verdict.ok else None
         if problem is not None:
             verdict = Verdict(
                 None,
@@ -73,10 +69,10 @@ def build_router_graph(model: LLMModel, *, deadline_s: float | None) -> tuple[An
     graph.add_edge(START, "router")
     graph.add_edge("router", "validate")
     graph.add_edge("validate", END)
-    return graph.compile(), prompt
+    return graph.compile(name="router_graph"), prompt
 
 
-def _problem(verdict: Verdict, allowed: tuple[str, ...]) -> str | None:
+def _problem(verdict: Verdict, case: RoutingCase) -> str | None:
     """The validate node's check, independent of the router node's own."""
     c = verdict.confidence
     if c is None or not math.isfinite(c) or not 0.0 <= c <= 1.0:
@@ -85,5 +81,5 @@ def _problem(verdict: Verdict, allowed: tuple[str, ...]) -> str | None:
         SubmitDecision(
             backend=verdict.backend or "-", confidence=c, rationale=verdict.rationale or " "
         ),
-        allowed,
+        case,
     )

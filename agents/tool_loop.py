@@ -201,7 +201,12 @@ class AgentLoop:
                 "malformed_tool_input", f"{invalid} tool inputs failed validation in this run"
             )
         elif not terminal and index + 1 >= self.max_turns:
-            out["error"] = _max_turns(self.max_turns)
+            bad = [r.name for r in records if not r.input_valid]
+            out["error"] = (
+                _error("malformed_tool_input", f"invalid input to {bad} on the last turn")
+                if bad
+                else _max_turns(self.max_turns)
+            )
         return out
 
     def _after_tools(self, state: LoopState) -> str:

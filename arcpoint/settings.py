@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     model: str = Field(
         "claude-sonnet-4-6", validation_alias=AliasChoices("ARCPOINT_MODEL", "ANTHROPIC_MODEL")
     )
+    router_model: str = Field(
+        "claude-haiku-4-5",
+        validation_alias=AliasChoices("ARCPOINT_ROUTER_MODEL"),
+        description="the model for escalations, a hot path: a fast one by default",
+    )
     escalation_deadline_s: float = Field(1.5, gt=0)
     ask_deadline_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     """A question's whole turn (every agent it passes through) ends by then, answered offline

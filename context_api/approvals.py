@@ -31,6 +31,10 @@ STATUSES: tuple[Status, ...] = (
 )
 
 
+AUTO_APPROVER = "auto-approve setting"
+"""`decided_by` of a change approved by the auto-approve setting, not by a person."""
+
+
 class ApprovalError(ValueError):
     """A request about an approval that cannot be honoured (unknown id, already answered...)."""
 

@@ -426,6 +426,16 @@ def build_timeline(
         "promotion": (
             {**milestone(promotion), "version": promotion.detail["version"]} if promotion else None
         ),
+        "proposals": [
+            {
+                **milestone(e),
+                "approval_id": e.detail.get("approval_id"),
+                "action": e.detail.get("action"),
+                "version": e.detail.get("version"),
+            }
+            for e in entries
+            if e.kind == "change_proposed"
+        ],
         "mae_ms": {
             "champion_before_drift": _mae(before_drift),
             "champion_drifted_until_promotion": _mae(drifted),
@@ -542,11 +552,23 @@ def _figures(t: dict[str, Any]) -> list[str]:
     others = [c["version"] for c in t["challengers"] if c is not t["challenger_trained"]]
     if others:
         out.append(f"                   other challengers: {', '.join(others)} (see the events)")
+    for prop in t.get("proposals") or []:
+        out.append(
+            f"  proposed         {prop['action']} {prop['version']} at {clock(prop['t_s'])} "
+            f"(approval {prop['approval_id']})"
+        )
     p = t["promotion"]
+    waiting = [x for x in t.get("proposals") or [] if not p]
     out.append(
         f"  promotion        {p['version']} at {clock(p['t_s'])}"
         if p
         else "  promotion        none"
+        + (
+            f": approval {waiting[-1]['approval_id']} waits for an operator (`arcpoint approvals"
+            f" approve {waiting[-1]['approval_id']}`; `--auto-approve` approves in the replay)"
+            if waiting
+            else ""
+        )
     )
     m = t["mae_ms"]
     out.append(

@@ -29,7 +29,7 @@ from tests.agent_fixtures import (
     claude_model,
     claude_tool_use,
 )
-from tools.routing import BackendInfo, RouteRequest
+from tools.routing import BackendInfo, Decision, RouteRequest
 from tools.telemetry import TelemetryPoint
 
 
@@ -64,8 +64,8 @@ def test_offline_answer_is_accepted_and_traced(traces: TraceStore) -> None:
     assert stored.final["backend"] == "b2" and stored.final["rationale"]
     names = [(s.type, s.name) for s in stored.steps]
     assert ("node", "router") in names and ("node", "validate") in names
-    assert ("tool_call", "routing_context") in names
     assert ("tool_call", "submit_decision") in names
+    assert [t for t, _ in names].count("llm_turn") == 1  # one model call
     assert any(t == "llm_turn" for t, _ in names)
 
 
@@ -120,13 +120,14 @@ class SlowOffline:
 
     name = "slow"
     model_id = "slow-offline"
+    cost_basis = "offline:free"
 
     def __init__(self, clock: list[float], seconds: float) -> None:
         self.clock, self.seconds, self.inner = clock, seconds, OfflineModel()
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:
+    def next_turn(self, request: Any) -> Any:
         self.clock[0] += self.seconds
-        return self.inner.run(*args, **kwargs)
+        return self.inner.next_turn(request)
 
 
 def fallback_of(decision: Any) -> str | None:
@@ -152,13 +153,14 @@ class Blocking:
 
     name = "blocking"
     model_id = "blocking-1"
+    cost_basis = "offline:free"
 
     def __init__(self) -> None:
         self.release = threading.Event()
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:
+    def next_turn(self, request: Any) -> Any:
         self.release.wait(10)
-        return OfflineModel().run(*args, **kwargs)
+        return OfflineModel().next_turn(request)
 
 
 def test_the_router_never_waits_past_the_deadline_for_a_hung_model(traces: TraceStore) -> None:
@@ -196,17 +198,25 @@ def run_claude(*steps: Any, budget: Budget | None = None) -> tuple[Any, Escalato
 
 def test_claude_answer_within_the_allowed_set_is_accepted() -> None:
     out, esc, api = run_claude(
-        claude_tool_use("t1", "routing_context", {}),
         claude_tool_use(
-            "t2",
+            "t1",
             "submit_decision",
             {"backend": "b2", "confidence": 0.9, "rationale": "b2: 120 ms, ~0% breach."},
         ),
     )
     assert out.backend == "b2" and out.policy == "router_agent"
     assert esc.records[0].confidence == 0.9
-    assert api.bodies[0]["system"][0]["text"] == load_prompt("router").text
-    assert len(api.bodies) == 2  # the submit ends the run: no third round trip
+    [body] = api.bodies  # one model call per escalation
+    assert body["system"][0]["text"] == load_prompt("router").text
+    assert body["tool_choice"] == {
+        "type": "tool",
+        "name": "submit_decision",
+        "disable_parallel_tool_use": True,
+    }
+    assert [t["name"] for t in body["tools"]] == ["submit_decision"]
+    # the trusted routing context is in the first message, as data the model reads
+    context = body["messages"][0]["content"][0]["text"]
+    assert "<routing_context>" in context and '"policy_choice":"b1"' in context
 
 
 @pytest.mark.parametrize(
@@ -217,10 +227,7 @@ def test_claude_answer_within_the_allowed_set_is_accepted() -> None:
         ([claude_error(500, "api_error")], "api_error"),
         ([claude_message([{"type": "text", "text": "b2 looks fine"}])], "no_decision"),
         (
-            [
-                claude_tool_use("t1", "submit_decision", {"backend": "b2", "confidence": 7}),
-                claude_tool_use("t2", "submit_decision", {"backend": "b2", "confidence": 7}),
-            ],
+            [claude_tool_use("t1", "submit_decision", {"backend": "b2", "confidence": 7})],
             "malformed_tool_input",
         ),
         (
@@ -324,3 +331,95 @@ def test_an_escalated_decision_is_explained_with_the_agents_answer(tmp_path: Pat
             assert ex["escalation"]["rationale"].startswith("[offline reasoner] b2")
             assert ex["escalation"]["agent_trace_id"] == esc.records[0].trace_id
             assert any(line.startswith("Router agent (offline") for line in ex["explanation"])
+
+
+# --- the guard: a choice clearly worse than the policy's pick is refused ----------------------
+
+
+def _claude_picks(backend: str, decision: Decision, load: Any = None) -> tuple[Any, Escalator]:
+    api = ScriptedAPI(
+        claude_tool_use(
+            "t1", "submit_decision", {"backend": backend, "confidence": 0.6, "rationale": "r"}
+        )
+    )
+    esc = Escalator(claude_model(api), deadline_s=5.0)
+    if load is not None:
+        esc._fleet_load = lambda: load  # type: ignore[method-assign]
+    try:
+        return esc(request(), decision), esc
+    finally:
+        esc.close()
+
+
+def test_a_choice_clearly_worse_than_the_policys_pick_is_refused() -> None:
+    # b1 (breach probability ~1.0) in place of the policy's b2 (~0): refused, b2 stands.
+    out, esc = _claude_picks("b1", ambiguous_decision(backend="b2"))
+    assert out.backend == "b2" and fallback_of(out) == "clearly_worse"
+    assert esc.stats.fallbacks == {"clearly_worse": 1}
+
+
+def test_a_failing_pick_may_be_replaced_by_any_allowed_backend() -> None:
+    failing = {"b2": {"error_rate": 0.3, "alarm": None}}
+    out, _ = _claude_picks("b1", ambiguous_decision(backend="b2"), load=failing)
+    assert out.backend == "b1" and out.policy == "router_agent"
+
+
+def test_a_safer_choice_is_the_agents_to_make() -> None:
+    # b2 (~0 breach probability) in place of the policy's b0 (a coin flip): accepted.
+    out, _ = _claude_picks("b2", ambiguous_decision(backend="b0"))
+    assert out.backend == "b2" and out.policy == "router_agent"
+
+
+# --- advisory mode: the answer is recorded and scored, the policy's pick is used ---------------
+
+
+def test_advisory_mode_records_the_advice_and_keeps_the_policys_pick(traces: TraceStore) -> None:
+    esc = Escalator(traces=traces, mode="advisory")
+    decision = ambiguous_decision(backend="b1")  # the offline agent would move it to b2
+    out = esc(request(), decision)
+    assert out.backend == "b1" and out.policy == "predictive"
+    assert out.reason.endswith(";agent_advice=b2")
+    [record] = esc.records
+    assert record.agent_backend == "b2" and record.final_backend == "b1" and not record.accepted
+    assert esc.stats.advised == 1 and not esc.stats.fallbacks
+    esc.score_pending(lambda backend, sla: {"b1": 0.9, "b2": 0.1}[backend])
+    summary = esc.stats.summary()
+    assert summary["violation_prob_used"] == 0.9
+    assert summary["violation_prob_agent_choice"] == 0.1
+    assert summary["violation_prob_policy_pick_same_requests"] == 0.9
+    assert traces.get(record.trace_id).inputs["mode"] == "advisory"
+    with pytest.raises(ValueError, match="mode"):
+        Escalator(mode="sometimes")  # type: ignore[arg-type]
+
+
+def test_escalations_use_the_fast_model_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from arcpoint.commands.ask import model_from_settings, router_model_from_settings
+    from arcpoint.settings import load_settings
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+    monkeypatch.delenv("ARCPOINT_ROUTER_MODEL", raising=False)
+    monkeypatch.delenv("ARCPOINT_MODEL", raising=False)
+    fast = router_model_from_settings(load_settings())
+    assert fast.model_id == "claude-haiku-4-5" and fast.config.timeout_s == 1.5
+    assert model_from_settings(load_settings()).model_id == "claude-sonnet-4-6"  # chat
+    monkeypatch.setenv("ARCPOINT_ROUTER_MODEL", "claude-sonnet-4-6")
+    assert router_model_from_settings(load_settings()).model_id == "claude-sonnet-4-6"
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    assert router_model_from_settings(load_settings()).name == "offline"
+
+
+def test_a_shared_answer_is_guarded_for_each_requests_own_pick() -> None:
+    api = ScriptedAPI(
+        claude_tool_use(
+            "t1", "submit_decision", {"backend": "b0", "confidence": 0.5, "rationale": "coin flip"}
+        )
+    )
+    esc = Escalator(claude_model(api), deadline_s=5.0)
+    try:
+        first = esc(request("r1"), ambiguous_decision("d-1", backend="b1"))  # b1: ~1.0 breach
+        second = esc(request("r2"), ambiguous_decision("d-2", backend="b2"))  # b2: ~0 breach
+    finally:
+        esc.close()
+    assert len(api.bodies) == 1  # one agent run for the tick's shared picture
+    assert first.backend == "b0" and first.policy == "router_agent"
+    assert second.backend == "b2" and fallback_of(second) == "clearly_worse"

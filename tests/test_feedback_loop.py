@@ -103,6 +103,8 @@ FAST = LoopConfig(
     analysis_every_s=900.0,
     n_estimators=10,
 )
+AUTO = FAST.model_copy(update={"auto_approve": True})
+"""The replays in this file approve their own proposals unless a test says otherwise."""
 
 
 def make_loop(
@@ -203,7 +205,7 @@ def test_bad_telemetry_raises_before_anything_of_the_tick_is_stored(tmp_path, go
 def test_shadow_experiment_promotes_a_better_challenger_without_restart(
     tmp_path, good, bad
 ) -> None:
-    loop, store = make_loop(tmp_path, bad)
+    loop, store = make_loop(tmp_path, bad, AUTO)
     router, fleet = loop.router, loop.fleet
     eid = loop.challenge(good, mode="shadow")
     replay(calm(60), loop)
@@ -296,7 +298,7 @@ def test_split_experiment_routes_each_request_by_its_arm_and_checks_the_split(
 
 
 def test_post_promotion_watch_rolls_back_a_worse_model(tmp_path, good, bad) -> None:
-    loop, store = make_loop(tmp_path, good)
+    loop, store = make_loop(tmp_path, good, AUTO)
     replay(calm(2), loop)  # the loop is running
     loop.promote(bad, reason="operator promotion")
     assert loop.fleet.forecaster is bad
@@ -309,6 +311,46 @@ def test_post_promotion_watch_rolls_back_a_worse_model(tmp_path, good, bad) -> N
     assert actions[-1] == "rollback"
     alerts = store.list_alerts(kind="model_change", limit=None, include_suppressed=True)
     assert any(a.severity == "high" for a in alerts)
+    store.close()
+
+
+def test_without_approval_a_winning_challenger_waits_and_the_answer_decides(
+    tmp_path, good, bad
+) -> None:
+    from context_api import approvals
+
+    loop, store = make_loop(tmp_path, bad)
+    eid = loop.challenge(good, mode="shadow")
+    replay(calm(60), loop)
+    assert store.get_experiment(eid).winner_id == good.version_id
+    [row] = approvals.pending(store)
+    assert row.action == "promote" and row.version_id == good.version_id
+    assert row.experiment_id == eid and row.proposed_by == "feedback_loop"
+    # the verdict alone changes nothing: the champion keeps serving, no new challenger either
+    assert loop.fleet.forecaster is bad
+    assert store.active_model_version("forecaster").version_id == bad.version_id
+    assert "change_proposed" in kinds(loop) and "promotion" not in kinds(loop)
+    # an operator approves (from another process, through the table): the next check applies it
+    approvals.decide(store, row.approval_id, approved=True, by="alice", reason="ok", at=loop.now)
+    replay(calm(6, seed=9), loop, start_ts=loop.now + 10.0)
+    assert loop.fleet.forecaster is good and "promotion" in kinds(loop)
+    assert approvals.get(store, row.approval_id).status == "applied"
+    assert row.approval_id in store.model_history("forecaster")[-1].reason
+    store.close()
+
+
+def test_a_rejected_proposal_keeps_the_champion(tmp_path, good, bad) -> None:
+    from context_api import approvals
+
+    loop, store = make_loop(tmp_path, bad)
+    loop.challenge(good, mode="shadow")
+    replay(calm(60), loop)
+    [row] = approvals.pending(store)
+    approvals.decide(store, row.approval_id, approved=False, by="bob", reason="no", at=loop.now)
+    replay(calm(6, seed=9), loop, start_ts=loop.now + 10.0)
+    loop.finish()
+    assert loop.fleet.forecaster is bad and "change_rejected" in kinds(loop)
+    assert loop.stats["rejections"] == 1 and loop.stats["promotions"] == 0
     store.close()
 
 

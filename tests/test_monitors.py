@@ -99,7 +99,8 @@ def test_a_proposal_waits_for_approval_and_only_the_approval_changes_the_model(
         out = approvals.approve(store, pid, by="alice", reason="the figures hold")
         assert out["approval"]["status"] == "applied" and out["applied"]["status"] == "applied"
         assert _active(store) == row["version_id"]
-        assert not MonitorGraph(api).waiting(run.thread_id)
+        with MonitorGraph(api) as graph:
+            assert not graph.waiting(run.thread_id)
         history = store.model_history("forecaster")
         assert history[-1].version_id == row["version_id"] and pid in (history[-1].reason or "")
         watch = [e for e in store.list_experiments("running") if e.params["purpose"] == "watch"]

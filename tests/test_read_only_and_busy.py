@@ -46,6 +46,8 @@ READERS = [
     ["models"],
     ["alerts"],
     ["traces", "list"],
+    ["approvals"],
+    ["monitor", "--once"],
 ]
 
 

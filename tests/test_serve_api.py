@@ -99,6 +99,12 @@ def test_outcomes_are_judged_row_by_row_and_durable_when_acknowledged(client, tm
         # Rejections are stored with their reason, none lost silently.
         stored = {r.reason for r in store.list_outcome_rejections()}
         assert {"unknown_decision", "bad_ttft", "malformed"} <= stored
+    broken = client.post(
+        "/v1/outcomes", content=b'{"outcomes": [', headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422 and broken.json()["detail"][0]["field"] == "body"
+    empty = client.post("/v1/outcomes", json={"outcomes": []})
+    assert empty.status_code == 422 and empty.json()["detail"][0]["field"] == "body.outcomes"
     shown = client.get(f"/v1/decisions/{a}").json()
     assert shown["outcome"]["ttft_ms"] == 40.0 and shown["outcome"]["status"] == "ok"
     assert client.get("/v1/decisions/nope").status_code == 404
@@ -224,6 +230,8 @@ def test_health_readiness_and_openapi(client):
     assert client.get("/readyz").json() == {"ready": True, "problems": []}
     schema = client.get("/openapi.json").json()
     assert {"/v1/route", "/v1/outcomes", "/v1/telemetry", "/v1/ask"} <= set(schema["paths"])
+    body = schema["paths"]["/v1/outcomes"]["post"]["requestBody"]["content"]["application/json"]
+    assert "outcomes" in body["schema"]["properties"]
     assert client.get("/docs").status_code == 200
 
 

@@ -75,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
     from agents import approvals
     from arcpoint.commands.ask import check_database, model_from_settings
     from arcpoint.settings import load_settings
-    from context_api.store import Store
 
     settings = load_settings()
     db = args.db or settings.db
@@ -83,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(problem, file=sys.stderr)
         return EXIT_NO_DB
-    try:
-        store = Store(db)
-    except Exception as exc:
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
+
+    try:  # never creates a file, never adds tables to a foreign one
+        store = open_existing(db)
+    except NotAnArcpointDatabase as exc:
         print(f"Cannot open {db}: {exc}", file=sys.stderr)
         return EXIT_NO_DB
     try:

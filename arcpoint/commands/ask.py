@@ -111,6 +111,30 @@ def model_from_settings(settings: Settings) -> LLMModel:
         raise ConfigurationError(f"ANTHROPIC_BASE_URL: {exc}") from None
 
 
+def router_model_from_settings(settings: Settings) -> LLMModel:
+    """The escalation model: Claude's fast model (`ARCPOINT_ROUTER_MODEL`) when a key is set,
+    with a short answer budget and no retries beyond the deadline; else the offline reasoner."""
+    key = (
+        settings.anthropic_api_key.get_secret_value().strip() if settings.anthropic_api_key else ""
+    )
+    if not key:
+        from agents.offline import OfflineModel
+
+        return OfflineModel()
+    from agents.llm.claude import ClaudeConfig, ClaudeModel
+
+    return ClaudeModel(
+        ClaudeConfig(
+            model_id=settings.router_model,
+            max_tokens=400,
+            timeout_s=settings.escalation_deadline_s,
+            max_retries=1,
+        ),
+        api_key=key,
+        base_url=settings.anthropic_base_url,
+    )
+
+
 def check_database(db: str) -> str | None:
     """Why this file cannot be asked about (None when it can). Never creates the file."""
     if db != ":memory:" and not Path(db).is_file():

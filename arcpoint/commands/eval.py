@@ -222,7 +222,7 @@ def run_scenarios(args: argparse.Namespace) -> int:
             llm=llm,  # type: ignore[arg-type]
             jobs=args.jobs,
             record=not args.no_record,
-            claude_model_id=load_settings().model,
+            claude_model_id=load_settings().router_model,
         ),
         progress=_progress,
     )

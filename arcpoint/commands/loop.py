@@ -19,9 +19,11 @@ and print the loop's timeline:
   - the experiment, champion against challenger (shadow mode: both predict, the champion routes;
     or split mode: a stable hash of the request id picks the arm), judged at every look with an
     alpha-spending rule: verdict, p-value, confidence interval, samples per arm, looks;
-  - the promotion (the router swaps to the new model without a restart), the post-promotion
-    watch, and MAE before and after (the previous champion and the promoted model on the same
-    requests).
+  - the proposed promotion, which waits for an operator's approval (`arcpoint approvals`);
+    with --auto-approve (or ARCPOINT_AUTO_APPROVE=1) the replay approves it itself, recorded as
+    such: then the promotion (the router swaps to the new model without a restart), the
+    post-promotion watch, and MAE before and after (the previous champion and the promoted model
+    on the same requests).
 
 The scenario: flat traffic (16 rps); from hour 1 the primary backend's service time grows to
 x2.5 over an hour, then stays there. The first champion is trained on simulated history that
@@ -55,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="experiment mode (default shadow: both predict, the champion routes)",
     )
     p.add_argument("--trees", type=int, default=60, help="trees in each forest (default 60)")
+    p.add_argument(
+        "--auto-approve",
+        action="store_true",
+        help="approve the loop's proposed model changes in the replay (default: "
+        "ARCPOINT_AUTO_APPROVE, off): recorded as approved by the setting",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
 
@@ -70,13 +78,15 @@ def run(args: argparse.Namespace) -> int:
     if args.trees < 1:
         print("error: --trees must be >= 1", file=sys.stderr)
         return 2
-    db = args.db or load_settings().db
+    settings = load_settings()
+    db = args.db or settings.db
+    auto = bool(args.auto_approve or settings.auto_approve)
     config = LoopRunConfig(
         db=db,
         hours=args.hours,
         seed=args.seed,
         champion_trees=args.trees,
-        loop=LoopConfig(mode=args.mode, n_estimators=args.trees, seed=args.seed),
+        loop=LoopConfig(mode=args.mode, n_estimators=args.trees, seed=args.seed, auto_approve=auto),
     )
     # Alerts are stored and shown by `arcpoint alerts`; the loop's progress already names them.
     logging.getLogger("arcpoint.alerts").addHandler(logging.NullHandler())

@@ -82,12 +82,14 @@ def run(args: argparse.Namespace) -> int:
 
     from agents.monitor_graph import MONITORS, MonitorGraph
     from context_api.api import EMPTY_HINT, ContextAPI
-    from context_api.store import Store
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
     from context_api.traces import TraceStore
 
-    try:
-        store = Store(db, outcome_max_age_s=settings.outcome_max_age_s)
-    except Exception as exc:
+    try:  # never creates a file, never adds tables to a foreign one
+        store = open_existing(
+            db, outcome_max_age_s=settings.outcome_max_age_s, bounds=settings.bounds
+        )
+    except NotAnArcpointDatabase as exc:
         print(f"Cannot open {db}: {exc}", file=sys.stderr)
         return EXIT_NO_DATA
     try:

@@ -180,15 +180,10 @@ def run(args: argparse.Namespace) -> int:
         rows = len(corpus.series[name].values)
         print(f"[{i}/{total}] {tag}{name} ({rows} rows, {secs:.1f}s)", file=sys.stderr)
 
-    if args.jobs > 1 and total > 1:
-        import multiprocessing
+    from evals.workers import run_tasks  # Ctrl-C stops its workers within seconds
 
-        with multiprocessing.get_context("fork").Pool(min(args.jobs, total)) as pool:
-            for i, out in enumerate(pool.imap_unordered(_detect_file, jobs), start=1):
-                collect(i, out)
-    else:
-        for i, job in enumerate(jobs, start=1):
-            collect(i, _detect_file(job))
+    for i, (_, out) in enumerate(run_tasks(_detect_file, jobs, min(args.jobs, total)), start=1):
+        collect(i, out)
 
     main = results[args.detector]
     scored_corpus = {name: (main[name][0], corpus.labels[name]) for name in names}

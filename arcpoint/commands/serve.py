@@ -27,7 +27,8 @@ Backends with a metrics_url in the fleet file are scraped every --scrape-interva
 The monitors (outcome expiry, forecaster hot-swap, drift/feedback/experiment agents) run every
 --monitor-interval seconds inside the service.
 
-Exit status: 0 after a clean shutdown, 2 on a configuration error (bad fleet file, unsafe bind).
+Exit status: 130 after Ctrl-C and 143 after SIGTERM (both drain and flush first), 2 on a
+configuration error (bad fleet file, database or policy name, unsafe bind).
 """
 
 

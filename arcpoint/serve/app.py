@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from arcpoint.serve import views
 from arcpoint.serve.adapter import RouteInput
@@ -48,7 +48,22 @@ log = logging.getLogger("arcpoint.serve")
 
 STATIC = resources.files("arcpoint.serve") / "static"
 
-_ROWS = TypeAdapter(list[OutcomeRow])
+
+class _CleanBatch(BaseModel):
+    outcomes: list[OutcomeRow] = Field(min_length=1)
+
+
+_CLEAN_BATCH = TypeAdapter(_CleanBatch)
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """An OpenAPI request body for an endpoint that reads and validates its body itself."""
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": model.model_json_schema()}},
+    }
+
+
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 _ERRORS = {
@@ -182,22 +197,35 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
         so the difference is the cost of routing itself."""
         return {"ok": True}
 
-    @v1.post("/outcomes", response_model=OutcomesOut, dependencies=auth, tags=["routing"])
-    async def outcomes(body: OutcomesIn) -> OutcomesOut:
+    @v1.post(
+        "/outcomes",
+        response_model=OutcomesOut,
+        dependencies=auth,
+        tags=["routing"],
+        openapi_extra={"requestBody": _json_body(OutcomesIn)},
+    )
+    async def outcomes(request: Request) -> OutcomesOut:
         """Report how routed requests ended. Each row is accepted, a duplicate (a retry of the
         same value: idempotent) or rejected with a reason; the answer comes only once the
         batch is committed, so an acknowledged outcome survives a crash."""
-        if len(body.outcomes) > config.max_outcome_batch:
+        raw_body = await request.body()
+        try:  # the common case, a clean batch: parsed and validated in one pass of pydantic's core
+            items: list[Any] = _CLEAN_BATCH.validate_json(raw_body).outcomes
+            parsed: list[OutcomeRow | None] = list(items)
+        except ValidationError:
+            try:
+                items = OutcomesIn.model_validate_json(raw_body).outcomes
+            except ValidationError as exc:
+                errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+                raise RequestValidationError(errors) from None
+            parsed = [None] * len(items)
+        if len(items) > config.max_outcome_batch:
             raise _err(413, "body.outcomes", f"at most {config.max_outcome_batch} rows per batch")
         now = time.time()
         rows: list[LLMOutcome] = []
         positions: list[int] = []
         early: list[Rejection] = []
-        try:  # the common case, a clean batch, in one pass of pydantic's core
-            parsed: list[OutcomeRow | None] = _ROWS.validate_python(body.outcomes)
-        except ValidationError:
-            parsed = [None] * len(body.outcomes)
-        for i, raw in enumerate(body.outcomes):
+        for i, raw in enumerate(items):
             try:
                 row = parsed[i] or OutcomeRow.model_validate(raw)
             except ValidationError as exc:
