@@ -439,34 +439,7 @@ class Escalator:
             why = verdict.failure or "invalid_answer"
             out = dataclasses.replace(d, reason=f"{d.reason}{FALLBACK_MARK}{why}")
             accepted = False
-        if cached and self.trace_shared:
-            trace_id = self._trace_shared(case, out, trace_id, why) or trace_id
-        record = EscalationRecord(
-            decision_id=d.decision_id,
-            request_id=case.request.request_id,
-            ts=d.ts,
-            tier=d.tier,
-            sla_ms=d.sla_ms,
-            ambiguous_reason=d.ambiguous_reason,
-            policy_backend=d.backend,
-            final_backend=out.backend,
-            accepted=accepted,
-            fallback_reason=why,
-            cached=cached,
-            confidence=verdict.confidence if accepted else None,
-            trace_id=trace_id,
-            agent_backend=verdict.backend if verdict.ok else None,
-        )
-        with self._lock:
-            if accepted:
-                self.stats.accepted += 1
-                if out.backend != d.backend:
-                    self.stats.changed += 1
-            else:
-                self.stats.fallbacks[why or "unknown"] += 1
-            if self.keep_records:
-                self.records.append(record)
-            self._unscored.append(record)
+        self._record(case, verdict, out, why, trace_id, cached=cached, accepted=accepted)
         return out
 
     def _advise(
@@ -481,6 +454,22 @@ class Escalator:
         else:
             why = verdict.failure or "invalid_answer"
             out = dataclasses.replace(d, reason=f"{d.reason}{FALLBACK_MARK}{why}")
+        self._record(case, verdict, out, why, trace_id, cached=cached, accepted=False)
+        return out
+
+    def _record(
+        self,
+        case: RoutingCase,
+        verdict: Verdict,
+        out: Decision,
+        why: str | None,
+        trace_id: str | None,
+        *,
+        cached: bool,
+        accepted: bool,
+    ) -> None:
+        """Trace a shared answer, keep the record, count the outcome."""
+        d = case.decision
         if cached and self.trace_shared:
             trace_id = self._trace_shared(case, out, trace_id, why) or trace_id
         record = EscalationRecord(
@@ -491,23 +480,26 @@ class Escalator:
             sla_ms=d.sla_ms,
             ambiguous_reason=d.ambiguous_reason,
             policy_backend=d.backend,
-            final_backend=d.backend,
-            accepted=False,
+            final_backend=out.backend,
+            accepted=accepted,
             fallback_reason=why,
             cached=cached,
-            confidence=verdict.confidence,
+            confidence=verdict.confidence if accepted or self.mode == "advisory" else None,
             trace_id=trace_id,
             agent_backend=verdict.backend if verdict.ok else None,
         )
         with self._lock:
-            if verdict.ok:
+            if accepted:
+                self.stats.accepted += 1
+                if out.backend != d.backend:
+                    self.stats.changed += 1
+            elif why is None:  # advisory: a valid answer, recorded, not used
                 self.stats.advised += 1
             else:
-                self.stats.fallbacks[why or "unknown"] += 1
+                self.stats.fallbacks[why] += 1
             if self.keep_records:
                 self.records.append(record)
             self._unscored.append(record)
-        return out
 
     def _trace_shared(
         self, case: RoutingCase, out: Decision, shared_id: str | None, why: str | None

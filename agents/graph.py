@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import operator
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
+from agents.checkpoints import CheckpointOwner
 from agents.llm.base import LLMModel
 from agents.nodes.base import (
     HANDOFF_TARGETS,
@@ -117,7 +117,7 @@ class TraceNotRecorded(RuntimeError):
     """An answer's reasoning trace could not be written, so the answer is not given."""
 
 
-class OperatorGraph:
+class OperatorGraph(CheckpointOwner):
     """The chat graph over one context API and one model.
 
     `checkpoint_db` (a SQLite path, usually the Arcpoint database itself) makes threads durable
@@ -140,31 +140,12 @@ class OperatorGraph:
         self._sink: TraceSink | None = trace_sink(traces)
         self._turn: _Turn | None = None
         self.last_trace: Any = None
-        self._conn: sqlite3.Connection | None = None
-        checkpointer = None
-        if checkpoint_db is not None:
-            from langgraph.checkpoint.sqlite import SqliteSaver
-
-            self._conn = sqlite3.connect(str(checkpoint_db), check_same_thread=False)
-            checkpointer = SqliteSaver(self._conn)
-            checkpointer.setup()
-        self.checkpointer = checkpointer
+        checkpointer = self._open_checkpointer(checkpoint_db)
         self.loops = {
             name: agent_loop(name, self.model, api, handoff=name == "operator")
             for name in AGENT_NODES
         }
         self.graph = self._build().compile(checkpointer=checkpointer, name="operator_graph")
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> OperatorGraph:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the graph ---------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import operator
-import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
+from agents.checkpoints import CheckpointOwner
 from agents.llm.base import LLMModel
 from agents.nodes.base import AgentResult, TraceSink, agent_loop, model_versions, run_agent
 from agents.nodes.base import trace_sink as make_sink
@@ -115,7 +115,7 @@ class _Pass:
     results: list[AgentResult] = field(default_factory=list)
 
 
-class MonitorGraph:
+class MonitorGraph(CheckpointOwner):
     """The monitors' graph over one context API. Its checkpointer is the database itself
     (SQLite saver), or memory for an in-memory store, so a waiting pass survives the process."""
 
@@ -135,35 +135,14 @@ class MonitorGraph:
         self.deadline_s = deadline_s
         self._sink: TraceSink | None = make_sink(traces)
         self._pass: _Pass | None = None
-        self._conn: sqlite3.Connection | None = None
         if checkpointer is None:
-            if api.store.path == ":memory:":
-                from langgraph.checkpoint.memory import InMemorySaver
-
-                checkpointer = InMemorySaver()
-            else:
-                from langgraph.checkpoint.sqlite import SqliteSaver
-
-                self._conn = sqlite3.connect(api.store.path, check_same_thread=False)
-                checkpointer = SqliteSaver(self._conn)
-                checkpointer.setup()
+            checkpointer = self._open_checkpointer(api.store.path)
         self.checkpointer = checkpointer
         self.loops = {
             name: agent_loop(name, self.model, api, extra_tools=MONITOR_WRITE_TOOLS[name])
             for name in MONITORS
         }
         self.graph = self._build().compile(checkpointer=checkpointer, name="monitor_graph")
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> MonitorGraph:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the graph ---------------------------------------------------------------------------
 

@@ -311,6 +311,43 @@ def _fail(kind: str, message: str, state: LoopState) -> dict[str, Any]:
     return {"error": _error(kind, message), "pending": []}
 
 
+class RunsAgentLoop:
+    """`LLMModel.run` for a model that provides `next_turn`: its turns through a one-off
+    `AgentLoop` (the agents build their own loops; `run` serves one-shot callers and tests)."""
+
+    name: str
+    model_id: str
+    cost_basis: str
+    next_turn: NextTurn
+
+    def loop_clock(self) -> Callable[[], float]:
+        return time.monotonic
+
+    def run(
+        self,
+        system: str,
+        messages: Sequence[ChatMessage | dict[str, Any]],
+        tools: Sequence[ToolSpec],
+        execute: ToolExecutor,
+        *,
+        max_turns: int = 6,
+        deadline_s: float | None = None,
+    ) -> LLMRun:
+        return run_tool_loop(
+            model_name=self.name,
+            model_id=self.model_id,
+            system=system,
+            messages=messages,
+            tools=tools,
+            execute=execute,
+            next_turn=self.next_turn,
+            max_turns=max_turns,
+            deadline_s=deadline_s,
+            clock=self.loop_clock(),
+            cost_basis=self.cost_basis,
+        )
+
+
 def run_tool_loop(
     *,
     model_name: str,

@@ -36,12 +36,14 @@ from context_api.agent_tools.learning import LearningTools
 from context_api.agent_tools.models import ModelTools
 from context_api.agent_tools.quality import QualityTools
 from context_api.agent_tools.usage import UsageTools
+from context_api.agent_tools.whatif import WhatIfTools
 from context_api.timefmt import ToolError, iso, parse_time
 
 
 class ContextAPI(
     FleetTools,
     UsageTools,
+    WhatIfTools,
     DecisionTools,
     ModelTools,
     DriftTools,

@@ -159,6 +159,14 @@ class ApprovalsInput(_In):
     approval_id: str | None = Field(None, max_length=100)
 
 
+class WhatIfInput(_In):
+    action: Literal["drain", "fail"] = Field(
+        description="drain: out of rotation; fail: it hangs (every request times out)"
+    )
+    backend: str = Field(min_length=1, max_length=200)
+    minutes: float = Field(10.0, ge=1, le=60, description="how far ahead to simulate")
+
+
 class RetrainRequestsInput(_In):
     include_handled: bool = Field(False, description="also list requests already acted on")
 
@@ -527,6 +535,19 @@ class ModelHistoryOut(_Out):
 class ApprovalsOut(_Out):
     pending: int
     approvals: list[dict[str, Any]]
+
+
+class WhatIfOut(_Out):
+    now: str
+    action: str
+    backend: str
+    minutes: float
+    demand_rps: float
+    policy: str
+    summary: str
+    overall: dict[str, dict[str, Any]]
+    backends: list[dict[str, Any]]
+    notes: list[str]
 
 
 class RetrainRequestsOut(_Out):

@@ -147,3 +147,21 @@ def test_a_backend_forecast_over_the_sla_is_never_recommended_over_one_within(
             ]
             if within:
                 assert rec["recommended"]["forecast_ms"] <= rec["sla_ms"], tier
+
+
+def test_what_if_runs_the_simulator_forward_from_the_current_demand(db: FixtureInfo) -> None:
+    drain, fail, unknown = _thread(
+        db, "What happens if we drain b2?", "and if it fails?", "What if b9 goes down?"
+    )
+    [d] = [e for e in drain.evidence if e["tool"] == "what_if"]
+    assert d["input"] == {"action": "drain", "backend": "b2"}
+    out = d["result"]
+    assert out["demand_rps"] > 0 and out["policy"] == "least_request"
+    b2 = next(r for r in out["backends"] if r["backend"] == "b2")
+    assert b2["scenario_rps"] == 0.0 and b2["baseline_rps"] > 0  # drained: no traffic
+    assert out["overall"]["scenario"]["requests"] == out["overall"]["baseline"]["requests"]
+    assert out["summary"] in drain.answer
+    # the follow-up keeps the backend and asks about a failure instead
+    [f] = [e for e in fail.evidence if e["tool"] == "what_if"]
+    assert f["input"] == {"action": "fail", "backend": "b2"}
+    assert "no backend b9" in unknown.answer

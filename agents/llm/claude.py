@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -32,19 +32,15 @@ from anthropic import Middleware
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.llm.base import (
-    ChatMessage,
     ErrorKind,
     LLMError,
-    LLMRun,
     ModelReply,
     TokenUsage,
-    ToolExecutor,
-    ToolSpec,
     TurnRequest,
 )
 from agents.llm.budget import Budget
 from agents.llm.pricing import cost_usd, price_for
-from agents.tool_loop import run_tool_loop
+from agents.tool_loop import RunsAgentLoop
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +65,7 @@ class ClaudeConfig(BaseModel):
     tokens_per_hour: int | None = Field(default=300_000, ge=1)
 
 
-class ClaudeModel:
+class ClaudeModel(RunsAgentLoop):
     """Claude behind the `LLMModel` interface. See the module docstring."""
 
     name = "claude"
@@ -124,30 +120,8 @@ class ClaudeModel:
     def cost_basis(self) -> str:
         return price_for(self.model_id)[1]
 
-    def run(
-        self,
-        system: str,
-        messages: Sequence[ChatMessage | dict[str, Any]],
-        tools: Sequence[ToolSpec],
-        execute: ToolExecutor,
-        *,
-        max_turns: int = 6,
-        deadline_s: float | None = None,
-    ) -> LLMRun:
-        _, basis = price_for(self.model_id)
-        return run_tool_loop(
-            model_name=self.name,
-            model_id=self.model_id,
-            system=system,
-            messages=messages,
-            tools=tools,
-            execute=execute,
-            next_turn=self.next_turn,
-            max_turns=max_turns,
-            deadline_s=deadline_s,
-            clock=self._clock,
-            cost_basis=basis,
-        )
+    def loop_clock(self) -> Callable[[], float]:
+        return self._clock
 
     # -- one model turn ----------------------------------------------------------------------
 

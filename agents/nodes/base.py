@@ -43,6 +43,7 @@ READ_TOOLS = (
     "retrain_check",
     "compare_backends",
     "cost",
+    "what_if",
     "model_history",
     "approvals",
 )

@@ -248,6 +248,10 @@ def cost_answer(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     return "\n".join(lines)
 
 
+def _pct(v: Any) -> str:
+    return "n/a (no traffic)" if v is None else f"{v}%"
+
+
 def what_if(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     w = last(done, "what_if")
     if w is None:
@@ -255,9 +259,10 @@ def what_if(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     lines = [w["summary"]]
     for r in w.get("backends") or []:
         lines.append(
-            f"- {r['backend']}: SLA misses {r['baseline_violation_pct']}% -> "
-            f"{r['scenario_violation_pct']}%, p95 {ms(r['baseline_p95_ms'])} -> "
-            f"{ms(r['scenario_p95_ms'])}, load {r['baseline_rps']} -> {r['scenario_rps']} rps."
+            f"- {r['backend']}: SLO misses {_pct(r['baseline_violation_pct'])} -> "
+            f"{_pct(r['scenario_violation_pct'])}, p95 time to first token "
+            f"{ms(r['baseline_p95_ms'])} -> {ms(r['scenario_p95_ms'])}, load "
+            f"{r['baseline_rps']} -> {r['scenario_rps']} rps."
         )
     lines += [f"Note: {n}." for n in w.get("notes") or []]
     return "\n".join(lines)

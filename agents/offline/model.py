@@ -23,14 +23,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from agents.llm.base import ChatMessage, LLMRun, ModelReply, ToolExecutor, ToolSpec, TurnRequest
+from agents.llm.base import ModelReply, TurnRequest
 from agents.offline import monitors
 from agents.offline.answers import compose_answer
 from agents.offline.plan import plan_calls
 from agents.offline.question import read_intent, resolve
 from agents.offline.router_rule import choose_backend
 from agents.offline.text import FOOTER, OFFLINE_TAG
-from agents.tool_loop import run_tool_loop
+from agents.tool_loop import RunsAgentLoop
 
 OFFLINE_MODEL_ID = "arcpoint-offline-reasoner-1"
 
@@ -50,35 +50,12 @@ def owner(question: str, history: Sequence[str] = ()) -> str:
     return _INTENT_OWNER.get(resolve(question, history).name, "operator")
 
 
-class OfflineModel:
+class OfflineModel(RunsAgentLoop):
     """Deterministic reasoner with the `LLMModel` interface (see the module docstring)."""
 
     name = "offline"
     model_id = OFFLINE_MODEL_ID
     cost_basis = "offline:free"
-
-    def run(
-        self,
-        system: str,
-        messages: Sequence[ChatMessage | dict[str, Any]],
-        tools: Sequence[ToolSpec],
-        execute: ToolExecutor,
-        *,
-        max_turns: int = 6,
-        deadline_s: float | None = None,
-    ) -> LLMRun:
-        return run_tool_loop(
-            model_name=self.name,
-            model_id=self.model_id,
-            system=system,
-            messages=messages,
-            tools=tools,
-            execute=execute,
-            next_turn=self.next_turn,
-            max_turns=max_turns,
-            deadline_s=deadline_s,
-            cost_basis=self.cost_basis,
-        )
 
     def next_turn(self, request: TurnRequest) -> ModelReply:
         names = {t.name for t in request.tools}
