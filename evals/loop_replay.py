@@ -95,7 +95,7 @@ def make_loop(
     )
     return FeedbackLoop(
         store,
-        backend_infos(built.fleet, built.stats),
+        backend_infos(built.fleet, built.token_stats()),
         forecaster,
         config=config,
         run_id=run_id,

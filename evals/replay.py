@@ -25,7 +25,7 @@ import numpy as np
 
 from evals.predictive_adapter import PredictiveAdapter
 from evals.scoring import count_flaps
-from tools.routers.registry import POLICIES as BASELINES
+from tools.routers.registry import BASELINES
 from tools.routers.registry import make_policy as make_baseline
 from tools.sim.engine import OK
 from tools.sim.metrics import METRIC_KEYS, summarise
@@ -102,7 +102,7 @@ def make_policy(
         return PredictiveAdapter(
             built.fleet,
             forecaster,
-            stats=stats or built.stats,
+            stats=stats or built.token_stats(),
             escalate=escalate,
             monitor=monitor,
             id_prefix=id_prefix,

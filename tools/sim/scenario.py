@@ -122,8 +122,12 @@ class Built:
     fleet: tuple[EngineSpec, ...]
     workload: Workload
     plan: ChaosPlan
-    stats: TokenStats
+    stats: TokenStats | None = None
     """The traffic's token mix before any chaos (what an operator knows of their workload)."""
+
+    def token_stats(self) -> TokenStats:
+        """`stats`, or the workload's own mix when the build did not record one."""
+        return self.stats if self.stats is not None else self.workload.token_stats()
 
 
 def reseed(trace: Workload, seed: int) -> Workload:
