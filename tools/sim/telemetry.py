@@ -100,7 +100,6 @@ def _quantiles(xs: list[float]) -> tuple[float, float]:
 class Signals:
     """The run loop's scrapes, probes, chaos actions, ticks and cascades (mixed into `_Run`)."""
 
-
     def send_probe(self, b: int) -> None:
         """A probe reads the backend's state now and answers one probe delay later (a hung
         backend never answers)."""
