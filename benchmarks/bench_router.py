@@ -2,7 +2,10 @@
 
     python benchmarks/bench_router.py [--json PATH] [--history-hours H] [--trees N]
 
-All figures come from one run on one forest of the demo's size. The refresh is compared
+`route_p50_us` / `route_p99_us` (and `_8`, `_16`) time the predictive router's per-request
+`choose` on 4, 8 and 16 backends (`benchmarks/bench_predictive.py`, which also compares its grid
+refresh with scikit-learn's predict). The rest times the tick-level forecaster on one forest of
+the demo's size (the forecast prior's model). The refresh is compared
 against scikit-learn's own `predict` on the same 4 rows from an identically configured forest
 fitted on the same data (the ratio is the point: absolute times move with the machine's load), the
 two timed in alternation so that both see the same load. The refresh's two largest parts, the
@@ -25,7 +28,7 @@ from context_api.fleet_state import FleetState
 from tools.features import feature_index
 from tools.forecaster import build_dataset, train
 from tools.policy import PredictivePolicy
-from tools.routing import BackendInfo, RouteRequest
+from tools.routing import BackendInfo
 from tools.sim.history import simulate_history
 from tools.sim.spec import DEFAULT_FLEET, backend_infos
 
@@ -66,22 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     for tick in ticks[:60]:  # fill the windows with ten minutes of telemetry
         router.on_telemetry(tick, arrivals=arrivals(tick))
 
-    # 1. One request, 4 backends, cached forecasts: Router.route (validation + policy).
-    reqs = [RouteRequest(f"r{i}") for i in range(args.requests)]
-    for r in reqs[:10_000]:
-        router.route(r)
+    # 1. One request through the predictive router on 4, 8 and 16 backends.
+    from bench_predictive import drive
+
+    route: dict[int, np.ndarray] = {}
+    for n in (4, 8, 16):
+        ns, _, _ = drive(n, min(args.requests, 50_000))
+        route[n] = ns[len(ns) // 10 :]
+    route_ns = route[4]
     clock = time.perf_counter_ns
-    route_ns = np.empty(len(reqs), dtype=np.int64)
-    for i, r in enumerate(reqs):
-        t0 = clock()
-        router.route(r)
-        route_ns[i] = clock() - t0
-    # The timer's own cost, measured the same way, is subtracted.
-    overhead = np.empty(20_000, dtype=np.int64)
-    for i in range(overhead.size):
-        t0 = clock()
-        overhead[i] = clock() - t0
-    route_ns = np.maximum(route_ns - int(np.median(overhead)), 0)
 
     # 2-3. Refresh (features from the 4 windows + flattened forest + interval + the view) against
     # scikit-learn's predict on the same 4 rows, same forest configuration and data. The two are
@@ -137,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     fig = {
         "route_p50_us": round(percentile_us(route_ns, 50), 3),
         "route_p99_us": round(percentile_us(route_ns, 99), 3),
+        "route_p99_us_8": round(percentile_us(route[8], 99), 3),
+        "route_p99_us_16": round(percentile_us(route[16], 99), 3),
         "refresh_p50_us": round(percentile_us(refresh_ns, 50), 1),
         "refresh_p99_us": round(percentile_us(refresh_ns, 99), 1),
         "refresh_features_p50_us": round(percentile_us(features_ns, 50), 1),

@@ -196,3 +196,19 @@ def test_settings_are_validated_and_unknown_ones_named(toy_model):
 def test_prediction_grid_spans_what_requests_need():
     assert TOKEN_GRID[0] <= 16 and TOKEN_GRID[-1] >= 32_000
     assert 0 in DELTAS and DELTAS[0] < 0 < DELTAS[-1]
+
+
+def test_back_from_ejection_a_backend_takes_one_request_at_a_time_until_one_succeeds(toy_model):
+    policy = PredictiveRouter(profiles([1.0, 2.0]), model=toy_model, explore_s=1e9)
+    view = FakeView(2, now_s=1.0)
+    settle(policy, view, [150.0, 150.0])
+    for k in range(10):
+        policy.on_complete(completion(0, at=1.0, status="error", rid=100 + k), view)
+    view.now_s = 40.0
+    assert policy.choose(request(1, now=40.0), view) == 0  # readmitted: the probe request
+    view.in_flight[0] = 1
+    assert policy.choose(request(2, now=40.0), view) == 1  # still on probation
+    policy.on_complete(completion(0, at=40.5, rid=1), view)
+    view.in_flight[0] = 0
+    view.in_flight[1] = 1
+    assert not policy.probation[0]

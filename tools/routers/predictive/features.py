@@ -91,6 +91,7 @@ class FleetTracker:
     __slots__ = (
         "alpha",
         "err",
+        "hard_err",
         "heard_s",
         "in_flight_tokens",
         "log_e2e",
@@ -126,6 +127,9 @@ class FleetTracker:
         """Completions seen per backend (successes and failures)."""
         self.err = [0.0] * n
         """Running share of failed requests (timeouts, errors, rejections)."""
+        self.hard_err = [0.0] * n
+        """Running share of requests answered with an error or a 429 (not timeouts: an overloaded
+        backend times out, a broken one errors): what ejection reads."""
         self.heard_s = [start_s] * n
         """When the backend last completed a request or answered a scrape."""
         self.started_s = start_s
@@ -159,6 +163,8 @@ class FleetTracker:
         a = max(self.alpha, 1.0 / k)
         failed = c.status != "ok"
         self.err[b] += a * (float(failed) - self.err[b])
+        hard = c.status in ("error", "rejected")
+        self.hard_err[b] += a * (float(hard) - self.hard_err[b])
         if c.ttft_ms is not None and c.ttft_ms > 0:
             lt = math.log(c.ttft_ms)
             self.log_ttft[b] += a * (lt - self.log_ttft[b])

@@ -13,7 +13,7 @@ scrape). Then:
 * failing backends are ejected as Envoy's outlier detection does (error share over a threshold,
   ejection time growing with each ejection, at most half the fleet at once), and a backend that
   holds requests but has said nothing (no completion, no scrape) for `silent_s` is treated as hung
-  and ejected too;
+  and ejected too; back from ejection, a backend takes one request at a time until one succeeds;
 * a backend left without traffic for `explore_s` gets the next request whose SLO is the loosest
   seen, so its latency averages do not go stale for ever;
 * online, each backend's mean log TTFT and log e2e are corrected by a running average of the
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from tools.routers.base import (
     BackendProfile,
@@ -72,7 +72,7 @@ class PredictiveSettings:
     """...and its probability of missing the SLO may be at most this many times the best
     backend's: price decides between backends about as safe as the safest, never trades a
     request's SLO for a cheaper token while a much safer backend is free."""
-    lost_p: float = 0.0
+    lost_p: float = 0.05
     """Below this probability on every backend the request is lost whatever the choice; it then
     goes where it takes capacity from no request that can still be served (the backend it is
     least likely to meet its SLO on). 0: off."""
@@ -124,16 +124,26 @@ class PredictiveSettings:
         return tuple(f.name for f in fields(cls))
 
 
-@dataclass
 class Choice:
     """The last decision's reasoning, kept for the Router to turn into a `Decision`."""
 
-    backend: int = -1
-    reason: str = ""
-    ambiguous: str | None = None
-    p: list[float] = field(default_factory=list)
-    cost: list[float] = field(default_factory=list)
-    ejected: list[bool] = field(default_factory=list)
+    __slots__ = ("ambiguous", "backend", "cost", "ejected", "p", "reason")
+
+    def __init__(
+        self,
+        backend: int = -1,
+        reason: str = "",
+        ambiguous: str | None = None,
+        p: list[float] | None = None,
+        cost: list[float] | None = None,
+        ejected: list[bool] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.reason = reason
+        self.ambiguous = ambiguous
+        self.p = p or []
+        self.cost = cost or []
+        self.ejected = ejected or []
 
 
 class PredictiveRouter(PolicyBase):
@@ -176,15 +186,17 @@ class PredictiveRouter(PolicyBase):
         self.ejected_until = [-math.inf] * n
         self.ejections = [0] * n
         self._readmit = [False] * n
+        self.probation = [False] * n
         self.last_sent = [0.0] * n
         self.alarms: Mapping[str, str] = {}
         self.prefix = PrefixIndex(n, s.prefix_capacity_blocks)
-        self._next_refresh = -math.inf
-        self._dirty = True
+        self._due = [0.0] * n
+        """When each backend's grid is due for a refresh."""
+        self._next_check = -math.inf
+        self._first = True
         self._pending: dict[int, tuple[int, float, float]] = {}
         """request id -> (backend, predicted mean log TTFT, log e2e) for the correction."""
         self._loosest = 0.0
-        self._shift: tuple[list[float], list[float]] = ([0.0] * n, [0.0] * n)
         self.refreshes = 0
         self.last = Choice()
         self.live = LiveOnly(n) if not s.use_model else None
@@ -194,7 +206,8 @@ class PredictiveRouter(PolicyBase):
     # -- signals ----------------------------------------------------------------------------------
     def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
         self.tracker.on_scrape(metrics)
-        self._dirty = True
+        if 0 <= metrics.backend < self.n:
+            self._refresh(view, (metrics.backend,))
 
     def on_complete(self, completion: Completion, view: RouterView) -> None:
         c = completion
@@ -202,6 +215,8 @@ class PredictiveRouter(PolicyBase):
         if self.live is not None:
             self.live.on_complete(c)
         b = c.backend
+        if c.status == "ok":
+            self.probation[b] = False
         pend = self._pending.pop(c.request_id, None)
         rate = self.settings.correction_rate
         if pend is not None and rate > 0.0 and c.status == "ok" and c.ttft_ms:
@@ -213,11 +228,20 @@ class PredictiveRouter(PolicyBase):
         s = self.settings
         t = self.tracker
         if (
-            c.status != "ok"
+            c.status in ("error", "rejected")
             and t.observed[b] >= s.eject_min_observed
-            and t.err[b] >= s.eject_error_rate
+            and t.hard_err[b] >= s.eject_error_rate
         ):
             self._eject(b, view.now_s)
+        now = view.now_s
+        due = self._due
+        if now >= self._next_check:
+            # backends whose grid is older than refresh_s (no scrape: a hung backend's scrapes
+            # time out) are refreshed here, off the request path
+            self._next_check = now + 0.1 * s.refresh_s
+            stale = [k for k in range(self.n) if now >= due[k]]
+            if stale:
+                self._refresh(view, stale)
 
     def _eject(self, b: int, now: float) -> None:
         if self.ejected_until[b] > now:
@@ -229,7 +253,6 @@ class PredictiveRouter(PolicyBase):
         self.ejections[b] += 1
         self.ejected_until[b] = now + min(s.max_ejection_s, s.base_ejection_s * self.ejections[b])
         self._readmit[b] = True
-        self._dirty = True
 
     # -- the hot path -----------------------------------------------------------------------------
     def choose(self, request: RequestInfo, view: RouterView) -> int:
@@ -237,18 +260,24 @@ class PredictiveRouter(PolicyBase):
         s = self.settings
         n = self.n
         inflight = view.in_flight
-        if self._dirty or now >= self._next_refresh:
-            self._refresh(view)
+        if self._first:
+            self._first = False
+            self._refresh(view, range(n))
         ej = self.ejected_until
         tracker = self.tracker
         heard = tracker.heard_s
         ejected = [ej[b] > now for b in range(n)]
         for b in range(n):
             if self._readmit[b] and not ejected[b]:
-                # Back from ejection with a clean error record, as Envoy's hosts come back.
+                # Back from ejection with a clean error record, as Envoy's hosts come back, but
+                # on probation (a half-open circuit breaker): one request at a time until one
+                # succeeds, so a backend that is still hung swallows one request, not a flood.
                 self._readmit[b] = False
-                tracker.err[b] = 0.0
-                self._refresh(view)
+                self.probation[b] = True
+                tracker.err[b] = tracker.hard_err[b] = 0.0
+                self._refresh(view, (b,))
+            if self.probation[b] and inflight[b] > 0:
+                ejected[b] = True
             if not ejected[b] and inflight[b] and now - heard[b] > s.silent_s:
                 self._eject(b, now)
                 ejected[b] = ej[b] > now
@@ -278,9 +307,8 @@ class PredictiveRouter(PolicyBase):
         if self.table is not None and s.correction_rate > 0.0:
             tok = self._tokens(inp, matched, pick)
             d = inflight[pick] - self.table.base_in_flight[pick]
-            mt, _, me, _ = self.table.moments(pick, tok, d)
-            shift = self._shift
-            self._pending[request.request_id] = (pick, mt - shift[0][pick], me - shift[1][pick])
+            mt, me = self.table.raw_means(pick, tok, d)
+            self._pending[request.request_id] = (pick, mt, me)
         return pick
 
     def _tokens(self, inp: int, matched: dict[int, int] | None, b: int) -> float:
@@ -309,7 +337,7 @@ class PredictiveRouter(PolicyBase):
                 i, f = token_position(self._tokens(request.input_tokens, matched, b))
             d = inflight[b] - base[b]
             if d > D_MAX or d < D_MIN:
-                self._dirty = True  # off the grid: refresh on the next request
+                self._due[b] = 0.0  # off the grid: refreshed at the next completion
                 d = D_MAX if d > D_MAX else D_MIN
             j, g = DELTA_POSITION[d - D_MIN]
             row = tabs[b]
@@ -374,23 +402,21 @@ class PredictiveRouter(PolicyBase):
                     return "close_call"
         return None
 
-    def _refresh(self, view: RouterView) -> None:
+    def _refresh(self, view: RouterView, backends: Sequence[int]) -> None:
         now = view.now_s
-        self._dirty = False
-        self._next_refresh = now + self.settings.refresh_s
+        for b in backends:
+            self._due[b] = now + self.settings.refresh_s
         if self.table is None:
             return
         shift_t = list(self.corr_t)
         shift_e = list(self.corr_e)
-        self._shift = (shift_t, shift_e)
         prior = self.prior
         if prior is not None:
             extra = prior.shift(now)  # type: ignore[attr-defined]
             shift_t = [a + x for a, x in zip(shift_t, extra, strict=True)]
             shift_e = [a + x for a, x in zip(shift_e, extra, strict=True)]
-        self._shift = (shift_t, shift_e)
         self.refreshes += 1
-        self.table.refresh(self.tracker, view, shift_t, shift_e, self.tracker.err)
+        self.table.refresh(list(backends), self.tracker, view, shift_t, shift_e, self.tracker.err)
 
     # -- for decisions and logs ------------------------------------------------------------------
     def predictions(self, request: RequestInfo, view: RouterView) -> list[dict[str, float]]:

@@ -1,12 +1,13 @@
 """The refresh grid: the latency model evaluated ahead of time, so a request only reads numbers.
 
 Between two refreshes, what changes for a backend is the request (its prompt tokens) and how many
-requests the router has sent there or seen return since the refresh. So at each refresh (a new
-scrape, a fixed interval, or an in-flight count that left the grid) the model is evaluated once
-per backend over a grid of prefill tokens (log-spaced) x in-flight changes (-48 .. +64, finest
-near zero), in one batched forest walk; a request then interpolates bilinearly in log tokens and
-in-flight change. Probabilities of meeting an SLO are tabulated per (TTFT SLO, end-to-end SLO)
-pair the first time the pair is asked for after a refresh (a fleet has a handful of tiers).
+requests the router has sent there or seen return since the refresh. So at each refresh of a
+backend (its new scrape, or a fixed interval checked as completions arrive: never on the
+request path) the model is evaluated over a grid of prefill tokens (log-spaced) x in-flight
+changes (-48 .. +64, finest near zero), in one batched forest walk; a request then interpolates
+bilinearly in log tokens and in-flight change. Probabilities of meeting an SLO are tabulated
+per (TTFT SLO, end-to-end SLO) pair the first time the pair is asked for, and kept up to date
+at every refresh after that (a fleet has a handful of tiers).
 
 Everything the hot path reads is a Python list: indexing a list is several times faster than
 indexing a numpy array element by element.
@@ -62,60 +63,96 @@ class PredictionTable:
     """Per backend: the model's (mu, sd) of log TTFT and log e2e over the grid, and P(meet SLO)
     tables per SLO pair; `base_in_flight` is each backend's in-flight count at the refresh."""
 
-    __slots__ = ("base_in_flight", "fail", "me", "model", "mt", "n", "p", "se", "st")
+    __slots__ = (
+        "base_in_flight",
+        "fail",
+        "me",
+        "me_raw",
+        "model",
+        "mt",
+        "mt_raw",
+        "n",
+        "p",
+        "se",
+        "st",
+    )
 
     def __init__(self, model: LatencyModel, n: int) -> None:
         self.model = model
         self.n = n
+        k = NT * ND
         self.base_in_flight = [0] * n
-        self.mt: list[np.ndarray] = []
-        self.st: list[np.ndarray] = []
-        self.me: list[np.ndarray] = []
-        self.se: list[np.ndarray] = []
+        self.mt: list[np.ndarray] = [np.zeros(k) for _ in range(n)]
+        self.st: list[np.ndarray] = [np.ones(k) for _ in range(n)]
+        self.me: list[np.ndarray] = [np.zeros(k) for _ in range(n)]
+        self.se: list[np.ndarray] = [np.ones(k) for _ in range(n)]
+        self.mt_raw: list[list[float]] = [[0.0] * k for _ in range(n)]
+        """Means before the shifts, as lists: what a decision records for its correction."""
+        self.me_raw: list[list[float]] = [[0.0] * k for _ in range(n)]
         self.fail = [0.0] * n
         self.p: dict[tuple[float, float], list[list[float]]] = {}
 
     def refresh(
         self,
+        backends: Sequence[int],
         tracker: FleetTracker,
         view: RouterView,
         shift_ttft: Sequence[float],
         shift_e2e: Sequence[float],
         fail: Sequence[float],
     ) -> None:
-        """Evaluate the model over the grid for every backend; `shift_*` are added to the
-        log-latency means (online residual correction and the forecast prior), `fail` is each
-        backend's probability of failing a request."""
-        n = self.n
+        """Evaluate the model over the grid for `backends` (one batched walk); `shift_*` are
+        added to the log-latency means (online residual correction and the forecast prior),
+        `fail` is each backend's probability of failing a request. The P tables of every SLO
+        pair seen so far are brought up to date at once, so requests never pay for it."""
+        if not backends:
+            return
         rows = [
             vary(tracker.row(b, view, 0.0), TOKEN_GRID, DELTAS, tracker.mean_input)
-            for b in range(n)
+            for b in backends
         ]
         mt, st, me, se = self.model.predict(np.vstack(rows))
         k = NT * ND
-        self.mt = [mt[b * k : (b + 1) * k] + shift_ttft[b] for b in range(n)]
-        self.st = [st[b * k : (b + 1) * k] for b in range(n)]
-        self.me = [me[b * k : (b + 1) * k] + shift_e2e[b] for b in range(n)]
-        self.se = [se[b * k : (b + 1) * k] for b in range(n)]
-        self.fail = [min(max(f, 0.0), 1.0) for f in fail]
-        self.base_in_flight = list(view.in_flight)
-        self.p = {}
+        for i, b in enumerate(backends):
+            sl = slice(i * k, (i + 1) * k)
+            self.mt[b] = mt[sl] + shift_ttft[b]
+            self.st[b] = st[sl]
+            self.me[b] = me[sl] + shift_e2e[b]
+            self.se[b] = se[sl]
+            self.mt_raw[b] = mt[sl].tolist()
+            self.me_raw[b] = me[sl].tolist()
+            self.fail[b] = min(max(fail[b], 0.0), 1.0)
+            self.base_in_flight[b] = view.in_flight[b]
+            for key, tabs in self.p.items():
+                tabs[b] = self._p(b, key)
+
+    def _p(self, b: int, key: tuple[float, float]) -> list[float]:
+        p = self.model.p_meet(self.mt[b], self.st[b], self.me[b], self.se[b], *key)
+        return (p * (1.0 - self.fail[b])).tolist()
 
     def p_table(self, ttft_slo_ms: float, e2e_slo_ms: float) -> list[list[float]]:
         """Per backend, P(meet both SLOs and not fail) over the grid (flat, tokens slowest)."""
         key = (ttft_slo_ms, e2e_slo_ms)
         got = self.p.get(key)
         if got is None:
-            m = self.model
-            got = [
-                (
-                    m.p_meet(self.mt[b], self.st[b], self.me[b], self.se[b], *key)
-                    * (1.0 - self.fail[b])
-                ).tolist()
-                for b in range(self.n)
-            ]
+            got = [self._p(b, key) for b in range(self.n)]
+            if len(self.p) >= 64:  # requests with ever-new SLOs: keep the table bounded
+                self.p.pop(next(iter(self.p)))
             self.p[key] = got
         return got
+
+    def raw_means(self, b: int, tokens: float, delta: int) -> tuple[float, float]:
+        """(mu_ttft, mu_e2e) before the shifts, interpolated: cheap (lists), for the hot path."""
+        i, f = token_position(tokens)
+        j, g = DELTA_POSITION[min(max(delta, D_MIN), D_MAX) - D_MIN]
+        a = i * ND + j
+        c = a + ND
+        out = []
+        for arr in (self.mt_raw[b], self.me_raw[b]):
+            lo = arr[a] + (arr[a + 1] - arr[a]) * g
+            hi = arr[c] + (arr[c + 1] - arr[c]) * g
+            out.append(lo + (hi - lo) * f)
+        return out[0], out[1]
 
     def moments(self, b: int, tokens: float, delta: int) -> tuple[float, float, float, float]:
         """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) for backend b, interpolated (decisions, logs)."""

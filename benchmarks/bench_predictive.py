@@ -1,0 +1,157 @@
+"""The predictive router's hot path and refresh, against scikit-learn's predict in the same run.
+
+    python benchmarks/bench_predictive.py [--json PATH] [--requests N]
+
+For fleets of 4, 8 and 16 backends: `choose` per request (p50/p99, the timer's own cost
+subtracted) on a hand-driven view with scrapes every 100 requests and completions as they come,
+and the refresh of one backend's grid (the model over 16 x 20 points). scikit-learn's `predict`
+is timed on the same rows, from a forest of the shipped model's configuration fitted in this run
+(its predictions as targets, so the trees have the same shape): per request it would cost one
+call on the fleet's rows. Absolute times move with the machine's load; the ratio is the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tools.routers.base import BackendProfile, Completion, EngineMetrics, RequestInfo
+from tools.routers.predictive import PredictiveRouter
+from tools.routers.predictive.features import vary
+from tools.routers.predictive.table import DELTAS, TOKEN_GRID
+
+
+class _View:
+    def __init__(self, n: int) -> None:
+        self.now_s = 0.0
+        self.in_flight = [0] * n
+        self.scrapes: dict[int, EngineMetrics] = {}
+
+    def last_scrape(self, b: int) -> EngineMetrics | None:
+        return self.scrapes.get(b)
+
+    def send_probe(self, b: int) -> None:
+        return None
+
+
+def _pct(ns: np.ndarray, q: float) -> float:
+    return float(np.percentile(ns, q)) / 1000.0
+
+
+def drive(n: int, requests: int, seed: int = 0) -> tuple[np.ndarray, PredictiveRouter, _View]:
+    """Route `requests` through a fresh router on n backends; per-request choose() times (ns)."""
+    backs = [BackendProfile(f"b{i}", 1e-4 * (1 + i % 3), 2e-4 * (1 + i % 3)) for i in range(n)]
+    policy = PredictiveRouter(backs, explore_s=1e9)
+    view = _View(n)
+    rng = np.random.default_rng(seed)
+    clock = time.perf_counter_ns
+    out = np.empty(requests, dtype=np.int64)
+    for k in range(requests):
+        view.now_s += 0.01
+        if k % 100 == 0:
+            for b in range(n):
+                running, waiting = int(rng.integers(0, 30)), int(rng.integers(0, 5))
+                m = EngineMetrics(b, view.now_s, running, waiting, float(rng.random() * 0.5))
+                view.scrapes[b] = m
+                policy.on_scrape(m, view)
+        req = RequestInfo(k, view.now_s, int(rng.integers(50, 4000)), "standard", 1e3, 3e4)
+        t0 = clock()
+        b = policy.choose(req, view)
+        out[k] = clock() - t0
+        view.in_flight[b] += 1
+        done = int(rng.integers(0, n))
+        if k > 20 and view.in_flight[done] > 0:
+            view.in_flight[done] -= 1
+            c = Completion(k - 20, done, view.now_s - 1, view.now_s, "ok", 200.0, 2e3, 500, 100)
+            policy.on_complete(c, view)
+    overhead = np.empty(20_000, dtype=np.int64)
+    for i in range(overhead.size):
+        t0 = clock()
+        overhead[i] = clock() - t0
+    return np.maximum(out - int(np.median(overhead)), 0), policy, view
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--json", metavar="PATH", help="write the figures as JSON to PATH")
+    ap.add_argument("--requests", type=int, default=50_000)
+    args = ap.parse_args(argv)
+    fig: dict[str, float | int | str] = {}
+    policy = view = None
+    for n in (4, 8, 16):
+        ns, policy_n, view_n = drive(n, args.requests)
+        ns = ns[len(ns) // 10 :]  # warm-up (numba compilation, first grids) excluded
+        fig[f"route_p50_us_{n}"] = round(_pct(ns, 50), 2)
+        fig[f"route_p99_us_{n}"] = round(_pct(ns, 99), 2)
+        if n == 4:
+            policy, view = policy_n, view_n
+    assert policy is not None and view is not None
+    fig["route_p50_us"] = fig["route_p50_us_4"]
+    fig["route_p99_us"] = fig["route_p99_us_4"]
+
+    # refresh of one backend's grid vs scikit-learn on the same rows
+    from sklearn.ensemble import RandomForestRegressor
+
+    model = policy.model
+    assert model is not None
+    tracker = policy.tracker
+    grid = vary(tracker.row(0, view, 0.0), TOKEN_GRID, DELTAS, tracker.mean_input)
+    hp = model.hyperparameters
+    train_X = np.vstack([vary(tracker.row(b, view, 0.0), TOKEN_GRID, DELTAS, 1000.0)
+                         for b in range(4)] * 40)  # fmt: skip
+    train_X = train_X + np.random.default_rng(1).normal(0, 0.3, train_X.shape)
+    print("fitting a scikit-learn forest of the same configuration...", file=sys.stderr)
+    rf = RandomForestRegressor(
+        n_estimators=hp["n_estimators"],
+        max_depth=hp["max_depth"],
+        min_samples_leaf=5,
+        max_features=hp["max_features"],
+        random_state=0,
+        n_jobs=1,
+    ).fit(train_X, model.predict(train_X)[0])
+    rows4 = np.vstack([tracker.row(b, view, 800.0) for b in range(4)])
+    clock = time.perf_counter_ns
+    ours, sk_grid, sk_req = [], [], []
+    for _ in range(5):
+        rf.predict(rows4)
+        policy.table.refresh([0], tracker, view, [0.0] * 4, [0.0] * 4, [0.0] * 4)
+    for _ in range(100):
+        t0 = clock()
+        rf.predict(rows4)
+        sk_req.append(clock() - t0)
+        t0 = clock()
+        rf.predict(grid)
+        rf.predict(grid)  # two targets, as the refresh evaluates
+        sk_grid.append(clock() - t0)
+        t0 = clock()
+        policy.table.refresh([0], tracker, view, [0.0] * 4, [0.0] * 4, [0.0] * 4)
+        ours.append(clock() - t0)
+    fig["refresh_one_backend_p50_us"] = round(_pct(np.array(ours), 50), 1)
+    fig["sklearn_same_grid_p50_us"] = round(_pct(np.array(sk_grid), 50), 1)
+    fig["refresh_speedup"] = round(
+        float(fig["sklearn_same_grid_p50_us"]) / float(fig["refresh_one_backend_p50_us"]), 1
+    )
+    fig["sklearn_predict_per_request_p50_us"] = round(_pct(np.array(sk_req), 50), 1)
+    fig["model_version"] = model.version_id
+    fig["trees"] = model.ttft.forest.n_trees
+    targets = {"route_p99_us": ("<=", 20)}
+    for k, v in fig.items():
+        mark = ""
+        if k in targets:
+            op, t = targets[k]
+            mark = f"   target {op} {t}: {'met' if v <= t else 'NOT met'}"  # type: ignore[operator]
+        print(f"{k:>36}: {v}{mark}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
