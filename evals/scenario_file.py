@@ -45,7 +45,7 @@ from pydantic import (
     model_validator,
 )
 
-from tools.sim.chaos import ChaosEvent
+from tools.sim.chaos import ChaosEvent, check_chaos
 from tools.sim.scenario import Built, Scenario, SyntheticTraffic, TraceTraffic, build
 from tools.sim.spec import DEFAULT_FLEET, GPU_CLASSES, EngineSpec, fleet_capacity_rps
 from tools.sim.workload import Workload
@@ -438,17 +438,7 @@ class ScenarioFile(_Model):
                     "scenario does not do"
                 )
             return self
-        for i, ev in enumerate(self.chaos):
-            if ev.backend is not None and ev.backend not in names:
-                raise ValueError(
-                    f"chaos[{i}] ({ev.kind}) targets unknown backend {ev.backend!r}; "
-                    f"fleet: {', '.join(names)}"
-                )
-            if ev.start_s >= self.duration_s:
-                raise ValueError(
-                    f"chaos[{i}] ({ev.kind}) starts at {ev.start_s:g} s, at or after the end of "
-                    f"the scenario ({self.duration_s:g} s)"
-                )
+        check_chaos(self.chaos, names, self.duration_s)
         if "predictive" not in self.policies:
             raise ValueError("policies must include 'predictive' (the run the scenario scores)")
         if len(set(self.policies)) != len(self.policies):

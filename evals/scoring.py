@@ -8,7 +8,7 @@ Definitions (the report repeats them):
   so noise smaller than that never counts and one swing is never counted twice; a turning point
   is timed when the share first reached its extreme (a share that holds a level is not flapping).
 - **Ground-truth windows**: per backend, the ticks on which the simulator applied chaos to it
-  (`BackendTick.chaos`), merged when less than `MERGE_GAP_S` apart; fleet-wide events (a traffic
+  (`SimTick.chaos`), merged when less than `MERGE_GAP_S` apart; fleet-wide events (a traffic
   surge) give every backend a window. A labelled tick covers [ts - 10 s, ts].
 - **Anomaly precision / recall**: an anomaly raised on a backend is a true positive when it falls
   inside one of that backend's windows, extended by `GRACE_S` after the end (queues take time to

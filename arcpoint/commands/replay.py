@@ -16,7 +16,7 @@ Prequal, C3, llm-d) on the default fleet of LLM engines, request by request, ove
 Bad records are counted and reported, never silently dropped. --load time-scales the trace so
 its mean offered load is that share of the fleet's capacity (for the trace's own token mix);
 without it the trace runs at its own rate. --chaos adds one fault a third of the way in.
-Prints SLO violations (with a 95%% interval over seeds), goodput, TTFT, TPOT, end-to-end
+Prints SLO violations (with a 95% interval over seeds), goodput, TTFT, TPOT, end-to-end
 latency, errors and cost per policy; --json writes {"policies": {POLICY: {...}}}.
 """
 

@@ -144,6 +144,23 @@ class ChaosEvent(BaseModel):
         return self.start_s <= t_s < self.end_s
 
 
+def check_chaos(
+    chaos: tuple[ChaosEvent, ...] | list[ChaosEvent], names: list[str], duration_s: float
+) -> None:
+    """Every event targets a backend of the fleet and starts before the run ends."""
+    for i, ev in enumerate(chaos):
+        if ev.backend is not None and ev.backend not in names:
+            raise ValueError(
+                f"chaos[{i}] ({ev.kind}) targets unknown backend {ev.backend!r}; "
+                f"fleet: {', '.join(names)}"
+            )
+        if ev.start_s >= duration_s:
+            raise ValueError(
+                f"chaos[{i}] ({ev.kind}) starts at {ev.start_s:g} s, at or after the end of "
+                f"the scenario ({duration_s:g} s)"
+            )
+
+
 # --- what the engines see: a compiled timeline -------------------------------------------------
 
 FACTOR, ERROR_RATE, FAIL, RECOVER = 0, 1, 2, 3

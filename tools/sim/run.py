@@ -31,34 +31,32 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tools.routers.base import (
-    STATUSES,
-    BackendProfile,
-    Completion,
-    EngineMetrics,
-    ProbeReply,
-    RequestInfo,
-    RoutingPolicy,
-)
-from tools.sim.chaos import (
-    CASCADE_SUSTAIN_S,
-    ERROR_RATE,
-    FACTOR,
-    FAIL,
-    RECOVER,
-    ChaosPlan,
-)
+from tools.routers.base import STATUSES, Completion, EngineMetrics, RequestInfo, RoutingPolicy
+from tools.sim.chaos import ChaosPlan
 from tools.sim.engine import ERROR, OK, EventEngine, Requests
 from tools.sim.spec import EngineSpec, idle_ttft_ms
 from tools.sim.stepwise import StepEngine
+from tools.sim.telemetry import (
+    _ARRIVE,
+    _CHAOS,
+    _DELIVER,
+    _ENGINE,
+    _INF,
+    _PROBE,
+    _SCRAPE,
+    _SCRAPE_TAKE,
+    _TICK,
+    _TIMEOUT,
+    PS,
+    Signals,
+    SimTick,
+    _View,
+    profiles,
+)
 from tools.sim.workload import TIERS, Workload
-from tools.telemetry import TICK_SECONDS, TelemetryPoint
+from tools.telemetry import TICK_SECONDS
 
-PS = 1_000_000_000_000
-"""Picoseconds per second."""
-_INF = 1 << 200
-_CHAOS, _ARRIVE, _TIMEOUT, _DELIVER, _PROBE, _SCRAPE, _TICK, _ENGINE = range(8)
-_SCRAPE_TAKE, _SCRAPE_SHOW = 0, 1
+__all__ = ["PS", "SimConfig", "SimResult", "SimTick", "profiles", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -92,40 +90,6 @@ class SimConfig:
 
 
 @dataclass
-class SimTick:
-    """One telemetry tick of a run (see the module docstring)."""
-
-    index: int
-    ts: float
-    """Unix seconds at the end of the tick."""
-    t_s: float
-    """Seconds from the start to the start of the tick."""
-    arrivals: int
-    telemetry: list[TelemetryPoint]
-    counts: dict[str, int]
-    """Requests routed to each backend during the tick."""
-    chaos: dict[str, tuple[str, ...]]
-    finished: dict[str, int]
-    violated: dict[str, int]
-    """Of the requests that finished on each backend this tick, those that violated their SLO."""
-    ttft_ms: dict[str, list[float]] = field(default_factory=dict)
-    """TTFT of the requests that finished OK on each backend this tick (router side)."""
-    failed: dict[str, int] = field(default_factory=dict)
-    outcomes: list[tuple[int, int, float | None, float, bool]] = field(default_factory=list)
-    """(request, status, TTFT ms or None, end-to-end ms, violated) of every request whose
-    outcome the router learnt during the tick, in that order."""
-
-    def violation_prob(self, backend: str, ttft_slo_ms: float) -> float:
-        """Share of this tick's finished requests on `backend` that failed or whose TTFT was
-        over `ttft_slo_ms` (the tick's empirical chance of missing that SLO there)."""
-        n = self.finished.get(backend, 0)
-        if n == 0:
-            return 1.0 if self.failed.get(backend, 0) else 0.0
-        slow = sum(1 for x in self.ttft_ms.get(backend, ()) if x > ttft_slo_ms)
-        return (slow + self.failed.get(backend, 0)) / n
-
-
-@dataclass
 class SimResult:
     """Per-request outcomes of a run (arrays in request order) and its ticks."""
 
@@ -155,37 +119,7 @@ class SimResult:
         return int(self.status.size)
 
 
-class _View:
-    """The `RouterView` a policy reads (live, maintained by the run loop)."""
-
-    __slots__ = ("_run", "backends", "in_flight", "now_s")
-
-    def __init__(self, run: _Run, backends: tuple[BackendProfile, ...]) -> None:
-        self._run = run
-        self.backends = backends
-        self.in_flight = [0] * len(backends)
-        self.now_s = 0.0
-
-    def last_scrape(self, backend: int) -> EngineMetrics | None:
-        return self._run.scrapes[backend]
-
-    def send_probe(self, backend: int) -> None:
-        self._run.send_probe(backend)
-
-
-def profiles(fleet: Sequence[EngineSpec]) -> tuple[BackendProfile, ...]:
-    return tuple(
-        BackendProfile(s.name, s.cost_per_1k_input, s.cost_per_1k_output, s.gpu) for s in fleet
-    )
-
-
-def _quantiles(xs: list[float]) -> tuple[float, float]:
-    s = sorted(xs)
-    n = len(s)
-    return s[(n - 1) // 2], s[min(n - 1, math.ceil(0.95 * n) - 1)]
-
-
-class _Run:
+class _Run(Signals):
     def __init__(
         self,
         workload: Workload,
@@ -289,23 +223,6 @@ class _Run:
 
         return done
 
-    def send_probe(self, b: int) -> None:
-        """A probe reads the backend's state now and answers one probe delay later (a hung
-        backend never answers)."""
-        if self.failed_mode[b] == 0:
-            return
-        self.probe_no += 1
-        running, waiting, _ = self.engines[b].snapshot()
-        rec = self.recent[b]
-        lat = None
-        if rec:
-            done, arr = self.req.done_ps, self.arr_ps
-            lat = sorted((done[r] - arr[r]) / 1e9 for r in rec)[(len(rec) - 1) // 2]
-        now = self.view.now_s
-        self.probes[self.probe_no] = (running + waiting, lat, now)
-        t = round(now * PS) + self.probe_rtt[b]
-        self._push(t << 3 | _PROBE, self.probe_no, _PROBE, b, self.probe_no)
-
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> None:
         cfg = self.cfg
@@ -349,6 +266,7 @@ class _Run:
         err_u, base_err, extra_err = self.err_u, self.base_err, self.extra_err
         version, pushed = self.version, self.pushed
         finish = self._finish
+        sync = self._sync
         while True:
             ka = akeys[ai] if ai < n else _INF
             while ti < ai and status[ti] >= 0:
@@ -387,12 +305,8 @@ class _Run:
                     eng.on_done(r, t, ERROR)
                     continue
                 eng.arrive(r, t)
-                nxt = eng.next_ps
-                if nxt != pushed[b]:
-                    pushed[b] = nxt
-                    version[b] += 1
-                    if nxt >= 0:
-                        heappush(heap, (nxt << 3 | _ENGINE, b, _ENGINE, b, version[b]))
+                if eng.next_ps != pushed[b]:
+                    sync(b)
                 continue
             if kt < kh:
                 r = ti
@@ -402,12 +316,8 @@ class _Run:
                 b = backend[r]
                 eng = engines[b]
                 eng.abort(r, t)
-                nxt = eng.next_ps
-                if nxt != pushed[b]:
-                    pushed[b] = nxt
-                    version[b] += 1
-                    if nxt >= 0:
-                        heappush(heap, (nxt << 3 | _ENGINE, b, _ENGINE, b, version[b]))
+                if eng.next_ps != pushed[b]:
+                    sync(b)
                 continue
             if kh == _INF:
                 break
@@ -465,150 +375,6 @@ class _Run:
             r, b, self.w.arrival_s[r], t / PS, STATUSES[status], ttft, e2e, self.req.inp[r], out
         )
         self.policy.on_complete(done, view)
-
-    def _probe(self, b: int, no: int, t: int) -> None:
-        in_flight, lat, sent = self.probes.pop(no)
-        self.policy.on_probe(ProbeReply(b, sent, t / PS, in_flight, lat), self.view)
-
-    def _scrape(self, stage: int, b: int, t: int) -> None:
-        if stage == _SCRAPE_TAKE:
-            stale = round(self.cfg.scrape_staleness_s * PS)
-            for i, eng in enumerate(self.engines):
-                if self.failed_mode[i] == 0:
-                    continue  # the scrape of a hung backend times out: the last one stays
-                running, waiting, kv = eng.snapshot()
-                fin = self.scr_fin[i]
-                first, done, arr = self.req.first_ps, self.req.done_ps, self.arr_ps
-                ok = [r for r in fin if r >= 0]
-                t50 = t95 = e50 = e95 = None
-                if ok:
-                    t50, t95 = _quantiles([(first[r] - arr[r]) / 1e9 for r in ok])
-                    e50, e95 = _quantiles([(done[r] - arr[r]) / 1e9 for r in ok])
-                n_fin = len(fin)
-                m = EngineMetrics(
-                    i, t / PS, running, waiting, kv, t50, t95, e50, e95, n_fin, n_fin - len(ok)
-                )
-                fin.clear()
-                if stale == 0:
-                    self._show(m)
-                else:
-                    self.pending_scrapes.append(m)
-                    self._push((t + stale) << 3 | _SCRAPE, 1 + i, _SCRAPE, _SCRAPE_SHOW, i)
-            nxt = t + self.scrape_ps
-            if nxt <= self.end_time_ps:
-                self._push(nxt << 3 | _SCRAPE, 0, _SCRAPE, _SCRAPE_TAKE, 0)
-            return
-        self._show(self.pending_scrapes.popleft())
-
-    def _show(self, m: EngineMetrics) -> None:
-        self.scrapes[m.backend] = m
-        self.policy.on_scrape(m, self.view)
-
-    def _chaos(self, i: int, t: int) -> None:
-        _, b, act, value = self.plan.actions[i]
-        eng = self.engines[b]
-        if act == FACTOR:
-            eng.set_factor(value, t)
-        elif act == ERROR_RATE:
-            self.extra_err[b] = value
-        elif act == FAIL:
-            self.failed_mode[b] = int(value)
-            eng.fail(int(value), t)
-        elif act == RECOVER:
-            self.failed_mode[b] = -1
-            eng.recover(t)
-        self._sync(b)
-
-    def _tick(self, t: int) -> None:
-        cfg = self.cfg
-        k = self.tick_no
-        self.tick_no += 1
-        ts = cfg.start_ts + t / PS
-        telemetry = []
-        counts, finished, violated, chaos, ok_ttft, failed = {}, {}, {}, {}, {}, {}
-        arrivals = 0
-        for b, name in enumerate(self.names):
-            lat = self.lat[b]
-            inflight = self.view.in_flight[b]
-            if lat:
-                p50, p95 = _quantiles(lat)
-            else:
-                q = self.open[b]
-                while q and self.status[q[0]] >= 0:
-                    q.popleft()
-                if q:
-                    p50 = p95 = (t - self.arr_ps[q[0]]) / 1e9
-                elif self.failed_mode[b] == 0:
-                    p50 = p95 = cfg.timeout_s * 1000.0
-                else:
-                    p50 = p95 = self.idle_ttft[b]
-            fin = self.fin[b]
-            # No request finished: a health probe's answer (fails while the backend is down).
-            err = self.failed[b] / fin if fin else float(self.failed_mode[b] >= 0)
-            telemetry.append(
-                TelemetryPoint(ts, name, self.sent[b] / cfg.tick_s, p50, p95, err, float(inflight))
-            )
-            counts[name] = self.sent[b]
-            arrivals += self.sent[b]
-            finished[name] = fin
-            violated[name] = self.bad[b]
-            ok_ttft[name] = self.ok_ttft[b]
-            failed[name] = self.failed[b]
-            kinds = self.plan.labels[b].get(k, ())
-            if k in self.cascade_labels[b]:
-                kinds = (*kinds, "cascading_failure")
-            chaos[name] = kinds
-            self.sent[b] = self.fin[b] = self.bad[b] = self.failed[b] = 0
-            self.lat[b] = []
-            self.ok_ttft[b] = []
-        self._cascade(t, k)
-        tick = SimTick(
-            k, ts, (t - self.tick_ps) / PS, arrivals, telemetry, counts, chaos, finished,
-            violated, ok_ttft, failed, self.outcomes,
-        )  # fmt: skip
-        self.outcomes = []
-        self.ticks.append(tick)
-        if self.policy_tick is not None:
-            self.policy_tick(tick)
-        if self.on_tick is not None:
-            self.on_tick(tick)
-        nxt = t + self.tick_ps
-        if nxt <= self.end_time_ps:
-            self._push(nxt << 3 | _TICK, 0, _TICK, 0, 0)
-
-    def _cascade(self, t: int, k: int) -> None:
-        """Neighbours saturated for CASCADE_SUSTAIN_S during a cascading failure fail too."""
-        t_s = t / PS
-        for start, end, threshold, origin, mode in self.plan.cascades:
-            if not start <= t_s < end:
-                continue
-            for b, eng in enumerate(self.engines):
-                if b == origin or self.failed_mode[b] >= 0:
-                    continue
-                _, waiting, kv = eng.snapshot()
-                if waiting > 0 or kv >= threshold:
-                    self.cascade_for[b] += self.cfg.tick_s
-                else:
-                    self.cascade_for[b] = 0.0
-                if self.cascade_for[b] >= CASCADE_SUSTAIN_S:
-                    self.failed_mode[b] = mode
-                    eng.fail(mode, t)
-                    self._sync(b)
-                    self.cascaded.append((t_s, self.names[b]))
-                    for j in range(k + 1, math.ceil(end / self.cfg.tick_s - 1e-9)):
-                        self.cascade_labels[b][j] = "cascading_failure"
-                    end_ps = round(end * PS)
-                    if end_ps < self.end_time_ps:
-                        self._recover_at(end_ps, b)
-
-    def _recover_at(self, t: int, b: int) -> None:
-        self.plan = ChaosPlan(
-            (*self.plan.actions, (t / PS, b, RECOVER, float(self.failed_mode[b]))),
-            self.plan.labels,
-            self.plan.cascades,
-        )
-        i = len(self.plan.actions) - 1
-        self._push(t << 3 | _CHAOS, i, _CHAOS, i, 0)
 
 
 def simulate(

@@ -16,7 +16,13 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tools.sim.chaos import ChaosEvent, ChaosPlan, apply_arrival_chaos, compile_plan
+from tools.sim.chaos import (
+    ChaosEvent,
+    ChaosPlan,
+    apply_arrival_chaos,
+    check_chaos,
+    compile_plan,
+)
 from tools.sim.spec import DEFAULT_FLEET, EngineSpec, TokenStats, check_fleet
 from tools.sim.workload import (
     Workload,
@@ -77,17 +83,7 @@ class Scenario(BaseModel):
         names = [b.name for b in self.backends()]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate backend names in fleet: {names}")
-        for i, ev in enumerate(self.chaos):
-            if ev.backend is not None and ev.backend not in names:
-                raise ValueError(
-                    f"chaos[{i}] ({ev.kind}) targets unknown backend {ev.backend!r}; "
-                    f"fleet: {', '.join(names)}"
-                )
-            if ev.start_s >= self.duration_s:
-                raise ValueError(
-                    f"chaos[{i}] ({ev.kind}) starts at {ev.start_s:g} s, at or after the end of "
-                    f"the scenario ({self.duration_s:g} s)"
-                )
+        check_chaos(self.chaos, names, self.duration_s)
         return self
 
     def backends(self) -> tuple[EngineSpec, ...]:
