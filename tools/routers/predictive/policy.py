@@ -98,6 +98,8 @@ class PredictiveSettings:
     prefix_capacity_blocks: int = DEFAULT_LRU_CAPACITY_PER_SERVER
     use_model: bool = True
     """False: the ablation without the per-request predictor (see `LiveOnly`)."""
+    scrape_interval_s: float | None = None
+    """This router's own metrics cadence (None: the environment's), as llm-d polls at 50 ms."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -172,6 +174,7 @@ class PredictiveRouter(PolicyBase):
 
             model = load_default()
         self.settings = s
+        self.scrape_interval_s = s.scrape_interval_s
         self.model = model
         self.backends = tuple(backends)
         self.n = n
