@@ -12,7 +12,8 @@ it with everything else.
 
 `--dev LO:HI` races random experiments (`tools.routers.predictive.training.training_run`, seeds
 LO..HI-1) instead: where settings are chosen (never on the demo's scenarios or the traces).
-`--variants '{"name": {setting: value}}'` runs predictive variants side by side, and the summary
+`--variants '{"name": {setting: value}}'` runs predictive variants side by side (`"prior": true`
+adds the 5-minute forecast prior, its forecaster trained here as the demo trains it), the summary
 gives each variant's geometric-mean violation ratio to the best anchor, its wins (at most 0.7x),
 and its worst goodput ratio.
 """
@@ -39,6 +40,7 @@ from tools.sim.scenario import SCENARIOS, Built, build
 ANCHORS = ("least_request", "peak_ewma", "prequal", "c3", "llmd")
 _TRACES: dict[str, Any] = {}
 _VARIANTS: dict[str, dict[str, Any]] = {}
+_FORECASTER: list[Any] = []
 
 
 def _build(where: str, seed: int) -> Built:
@@ -54,7 +56,12 @@ def _one(task: tuple[str, str, int]) -> tuple[str, str, int, dict[str, float]]:
     where, name, seed = task
     b = _build(where, seed)
     if name in _VARIANTS:
-        policy = make_policy("predictive", profiles(b.fleet), seed=b.seed, **_VARIANTS[name])
+        opts = dict(_VARIANTS[name])
+        if opts.pop("prior", False):
+            from tools.routers.predictive.prior import ForecastPrior
+
+            opts["prior"] = ForecastPrior(_FORECASTER[0], [s.name for s in b.fleet])
+        policy = make_policy("predictive", profiles(b.fleet), seed=b.seed, **opts)
     else:
         policy = make_policy(name, profiles(b.fleet), seed=b.seed)
     t0 = time.perf_counter()
@@ -80,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args(argv)
     _VARIANTS.update(json.loads(args.variants))
+    if any(v.get("prior") for v in _VARIANTS.values()):
+        # the demo's forecaster recipe: telemetry of another simulated run of the default fleet
+        from tools.forecaster import train
+        from tools.sim.history import simulate_history
+
+        print("training the forecaster for the prior...", flush=True)
+        _FORECASTER.append(train(simulate_history(3 * 3600.0, seed=1000), seed=0)[0])
     if args.dev:
         lo, hi = (int(x) for x in args.dev.split(":"))
         cells = [("dev", s) for s in range(lo, hi)]

@@ -212,3 +212,26 @@ def test_back_from_ejection_a_backend_takes_one_request_at_a_time_until_one_succ
     view.in_flight[0] = 0
     view.in_flight[1] = 1
     assert not policy.probation[0]
+
+
+def test_the_forecast_prior_raises_a_degrading_backend_and_never_lowers_one(toy_model):
+    from tools.routers.predictive.prior import ForecastPrior
+    from tools.telemetry import TelemetryPoint
+
+    class Forecaster:  # b0 forecast at 4x its p95, b1 at half of it
+        def predict(self, X):
+            return type("F", (), {"mean": np.array([400.0, 50.0])})()
+
+    prior = ForecastPrior(Forecaster(), ["b0", "b1"], weight=1.0, max_shift=1.0)
+    for k in range(40):
+        prior.on_tick([TelemetryPoint(1e9 + 10 * k, n, 5.0, 80.0, 100.0, 0.0, 3.0)
+                       for n in ("b0", "b1")])  # fmt: skip
+    assert prior.shifts[0] == pytest.approx(1.0)  # log 4 = 1.39, capped at max_shift
+    assert prior.shifts[1] == 0.0
+    policy = PredictiveRouter(profiles([1.0, 1.0]), model=toy_model, prior=prior, explore_s=1e9)
+    view = FakeView(2, now_s=1.0)
+    settle(policy, view, [150.0, 150.0])
+    policy.on_scrape(scrape(0, 1.0), view)
+    policy.on_scrape(scrape(1, 1.0), view)
+    assert policy.choose(request(1, now=1.0), view) == 1
+    assert policy.last.p[0] < policy.last.p[1]

@@ -207,6 +207,13 @@ class PredictiveRouter(PolicyBase):
         self.ambiguous = 0
 
     # -- signals ----------------------------------------------------------------------------------
+    def on_tick(self, tick: object) -> None:
+        """A telemetry tick (`tools.sim.run.SimTick` or anything with `.telemetry`): the
+        forecast prior, when there is one, re-forecasts; grids pick its shifts up as they
+        refresh."""
+        if self.prior is not None:
+            self.prior.on_tick(getattr(tick, "telemetry", ()))  # type: ignore[attr-defined]
+
     def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
         self.tracker.on_scrape(metrics)
         if 0 <= metrics.backend < self.n:
