@@ -8,7 +8,7 @@ handed to it; the handler must return a valid decision or the policy's answer st
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -53,33 +53,81 @@ class InvalidRequestError(ValueError):
     pass
 
 
+ESCALATION_CAP = 0.02
+"""At most 2% of requests reach the router agent (issue 11)."""
+ESCALATION_WINDOW = 500
+
+
+class EscalationCap:
+    """A hard cap on the share of requests escalated: an escalation is allowed only if, with
+    it, escalations stay within `share` of the requests routed so far AND within `share` of the
+    last `window` requests. So the share holds at every moment, and a quiet hour does not bank
+    a burst (a token bucket's refill would let one through)."""
+
+    __slots__ = ("_recent", "_window", "escalated", "n", "share")
+
+    def __init__(self, share: float | None, window: int = ESCALATION_WINDOW) -> None:
+        if window < 1:
+            raise ValueError("the escalation window must hold at least one request")
+        self.share = share
+        self._window = window
+        self.n = 0
+        self.escalated = 0
+        self._recent: deque[int] = deque()
+
+    def routed(self) -> None:
+        self.n += 1
+
+    def take(self) -> bool:
+        """Whether the current request (already counted by `routed`) may be escalated."""
+        if self.share is None:
+            self.escalated += 1
+            return True
+        recent = self._recent
+        while recent and recent[0] <= self.n - self._window:
+            recent.popleft()
+        if (self.escalated + 1) > self.share * self.n:
+            return False
+        if (len(recent) + 1) > self.share * min(self.n, self._window):
+            return False
+        self.escalated += 1
+        recent.append(self.n)
+        return True
+
+
 class Router:
     def __init__(
         self,
         policy: RoutingPolicy,
         fleet: FleetState,
         escalate: Escalation | None = None,
-        escalation_budget: float | None = 0.05,
-        escalation_burst: float = 50.0,
+        escalation_budget: float | None = ESCALATION_CAP,
+        escalation_window: int = ESCALATION_WINDOW,
     ) -> None:
-        """`escalation_budget`: the fraction of requests that may go to the router agent.
-
-        A token bucket that starts full: every routed request adds `escalation_budget` tokens
-        (up to `escalation_burst`), every escalation spends one, so over a run escalations come
-        to the budget's share of requests plus at most one initial burst. An ambiguous request
-        that finds the bucket empty takes the policy's answer and is counted in
-        `stats.over_budget`: the slow path stays a small, bounded share of traffic whatever the
-        fleet does. None means every ambiguous request is escalated.
+        """`escalation_budget`: the largest share of requests that may go to the router agent,
+        as a hard cap (`EscalationCap`): never more than that share of the requests routed so
+        far, nor of any `escalation_window` consecutive requests, so no burst exceeds it. An
+        ambiguous request over the cap takes the policy's answer and is counted in
+        `stats.over_budget`. None means every ambiguous request is escalated.
         """
         if escalation_budget is not None and not 0.0 <= escalation_budget <= 1.0:
             raise ValueError("escalation_budget must lie in [0, 1]")
         self.policy = policy
         self.fleet = fleet
         self.escalate = escalate
-        self.escalation_budget = escalation_budget
-        self.escalation_burst = escalation_burst
-        self._tokens = escalation_burst
+        self.escalation_window = escalation_window
+        self._cap = EscalationCap(escalation_budget, escalation_window)
         self.stats = RouterStats()
+
+    @property
+    def escalation_budget(self) -> float | None:
+        return self._cap.share
+
+    @escalation_budget.setter
+    def escalation_budget(self, share: float | None) -> None:
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise ValueError("escalation_budget must lie in [0, 1]")
+        self._cap = EscalationCap(share, self.escalation_window)
 
     def on_telemetry(
         self,
@@ -99,16 +147,13 @@ class Router:
         decision = self.policy.route(request)
         stats = self.stats
         stats.routed += 1
-        budget = self.escalation_budget
-        if budget is not None and self._tokens < self.escalation_burst:
-            self._tokens = min(self.escalation_burst, self._tokens + budget)
+        cap = self._cap
+        cap.routed()
         if decision.ambiguous:
             stats.ambiguous += 1
             stats.ambiguous_reasons[decision.ambiguous_reason or "unspecified"] += 1
             if self.escalate is not None:
-                if budget is None or self._tokens >= 1.0:
-                    if budget is not None:
-                        self._tokens -= 1.0
+                if cap.take():
                     stats.escalated += 1
                     decision = self.escalate(request, decision)
                 else:

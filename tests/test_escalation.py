@@ -95,7 +95,8 @@ def test_router_calls_it_only_for_ambiguous_requests() -> None:
             return d
 
     esc = Escalator()
-    router = Router(Stub(), FleetState((BackendInfo("b0", 1.0),)), escalate=esc)
+    fleet = FleetState((BackendInfo("b0", 1.0),))
+    router = Router(Stub(), fleet, escalate=esc, escalation_budget=None)  # no cap: plumbing only
     assert router.route(RouteRequest("routine-1")).policy == "predictive"
     assert router.route(RouteRequest("hard-1")).policy == "router_agent"
     assert router.stats.escalated == esc.stats.escalated == 1

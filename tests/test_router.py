@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from agents.router import InvalidRequestError, Router
@@ -68,15 +69,15 @@ def test_escalation_budget_bounds_the_slow_path_and_counts_the_rest():
         _NoFleet(views),
         escalate=escalate,
         escalation_budget=0.05,
-        escalation_burst=5.0,
     )
     router.on_telemetry([], arrivals=400)
     for i in range(2000):
         router.route(RouteRequest(f"v{i}", tier="review"))  # every one is ambiguous
+        assert router.stats.escalated <= 0.05 * (i + 1)  # a hard cap: no initial burst
     stats = router.stats
     assert stats.ambiguous == 2000
-    # The initial burst, then one escalation per twenty requests.
-    assert 100 <= stats.escalated <= 105
+    # one escalation per twenty requests
+    assert stats.escalated == 100
     assert stats.escalated + stats.over_budget == stats.ambiguous
     assert len(escalated) == stats.escalated
     assert stats.escalated_pct == pytest.approx(100 * stats.escalated / 2000)
@@ -95,3 +96,23 @@ def test_without_a_budget_every_ambiguous_request_is_escalated():
     for i in range(300):
         router.route(RouteRequest(f"v{i}", tier="review"))
     assert router.stats.escalated == 300 and router.stats.over_budget == 0
+
+
+def test_the_escalation_cap_is_hard_at_every_moment_and_in_every_window():
+    from agents.router import EscalationCap
+
+    cap = EscalationCap(0.02, window=500)
+    allowed = []
+    for i in range(20_000):
+        cap.routed()
+        # a long quiet stretch, then every request ambiguous: a bucket would release a burst
+        if i >= 10_000 and cap.take():
+            allowed.append(i)
+        assert cap.escalated <= 0.02 * cap.n
+    arr = np.asarray(allowed)
+    for start in range(10_000, 20_000 - 500, 50):
+        assert ((arr >= start) & (arr < start + 500)).sum() <= 10
+    assert len(allowed) >= 190  # the cap is used, not starved: about 2% of the last 10,000
+    first = EscalationCap(0.02)
+    first.routed()
+    assert not first.take()  # the first request cannot be 2% of one

@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from agents.router import Router, RouterStats
+from agents.router import ESCALATION_CAP, Router, RouterStats
 from context_api.agent_tools.base import p_over
 from context_api.fleet_state import FleetState
 from tools.routers.base import (
@@ -74,7 +74,7 @@ class RouterAdapter:
         fleet: FleetState,
         *,
         escalator=None,
-        escalation_budget: float | None = 0.05,
+        escalation_budget: float | None = ESCALATION_CAP,
     ) -> None:
         self._hook = _Deferred()
         self.router: Router = router_factory(self._hook if escalator is not None else None)

@@ -72,7 +72,7 @@ class PredictiveSettings:
     """...and its probability of missing the SLO may be at most this many times the best
     backend's: price decides between backends about as safe as the safest, never trades a
     request's SLO for a cheaper token while a much safer backend is free."""
-    lost_p: float = 0.05
+    lost_p: float = 0.4
     """Below this probability on every backend the request is lost whatever the choice; it then
     goes where it takes capacity from no request that can still be served (the backend it is
     least likely to meet its SLO on). 0: off."""
