@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agents.escalation import Escalator
@@ -45,6 +45,8 @@ class ReplayConfig:
     history_hours: float = 3.0
     n_estimators: int = 50
     jobs: int = 2
+    sim: SimConfig = field(default_factory=lambda: SimConfig(start_ts=START_TS))
+    """Timeout, scrape interval and staleness, probe delay (`tools.sim.run.SimConfig`)."""
 
 
 def chaos_event(kind: str, duration_s: float) -> ChaosEvent:
@@ -94,7 +96,7 @@ def _run_one(task: tuple[str, int]) -> RunResult:
             built,
             policy,
             forecaster=_JOB["forecaster"],
-            sim_config=SimConfig(start_ts=START_TS),
+            sim_config=_JOB["sim"],
             monitor=monitor,
             escalator=escalator,
             id_prefix=f"replay:{seed}:",
@@ -159,7 +161,9 @@ def replay_trace(
         )
         forecaster, _ = train(history, n_estimators=config.n_estimators, seed=0, n_jobs=config.jobs)
         seconds["train"] = time.perf_counter() - t0
-    _JOB.update(scenario=scenario, trace=trace, forecaster=forecaster, history=history)
+    _JOB.update(
+        scenario=scenario, trace=trace, forecaster=forecaster, history=history, sim=config.sim
+    )
     tasks: Sequence[tuple[str, int]] = sorted(
         ((p, k) for p in config.policies for k in range(config.seeds)),
         key=lambda t: (t[0] != "predictive", t[1]),

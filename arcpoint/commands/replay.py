@@ -59,14 +59,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--policies", default=None, help="comma-separated policies (default: all nine)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds before the router gives up (60)"
+    )
+    p.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=1.0,
+        help="seconds between engine-metric scrapes, unless a policy polls at its own (1)",
+    )
+    p.add_argument(
+        "--scrape-staleness",
+        type=float,
+        default=0.0,
+        help="seconds a scrape takes to reach the router (0)",
+    )
+    p.add_argument(
+        "--probe-delay-ms", type=float, default=None, help="probe round trip (default: the RTT)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from evals.demo_report import format_table
     from evals.replay import POLICIES
-    from evals.trace_replay import ReplayConfig, replay_trace
+    from evals.trace_replay import START_TS, ReplayConfig, replay_trace
     from evals.workload_files import TraceError, read_trace
+    from tools.sim.run import SimConfig
 
     if args.seeds < 1 or args.jobs < 1 or args.block_tokens < 1:
         print("error: --seeds, --jobs and --block-tokens must be positive", file=sys.stderr)
@@ -76,6 +95,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.duration is not None and args.duration <= 0:
         print("error: --duration must be positive", file=sys.stderr)
+        return 2
+    try:
+        sim = SimConfig(
+            timeout_s=args.timeout,
+            scrape_interval_s=args.scrape_interval,
+            scrape_staleness_s=args.scrape_staleness,
+            probe_delay_ms=args.probe_delay_ms,
+            start_ts=START_TS,
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     policies = POLICIES
     if args.policies:
@@ -102,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         policies=policies,
         jobs=args.jobs,
+        sim=sim,
     )
     try:
         result = replay_trace(trace, config, progress)
