@@ -6,13 +6,14 @@ import pytest
 
 from tests.router_fakes import backends, run_toy_fleet
 from tools.routers.base import RoutingPolicy
-from tools.routers.registry import POLICIES, make_policy
+from tools.routers.registry import BASELINES, POLICIES, make_policy
 
-ADAPTIVE = ("least_request", "peak_ewma", "outlier_ejection", "prequal", "c3", "llmd")
+ADAPTIVE = ("least_request", "peak_ewma", "outlier_ejection", "prequal", "c3", "llmd", "predictive")
 
 
 def test_every_name_builds_a_routing_policy():
     assert set(POLICIES) == {"static", "round_robin", *ADAPTIVE}
+    assert set(BASELINES) == set(POLICIES) - {"predictive"}
     for name in POLICIES:
         policy = make_policy(name, backends(4), seed=1)
         assert isinstance(policy, RoutingPolicy)

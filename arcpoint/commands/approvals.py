@@ -73,21 +73,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from agents import approvals
-    from arcpoint.commands.ask import check_database, model_from_settings
+    from arcpoint.commands.ask import model_from_settings, open_for_reading
     from arcpoint.settings import load_settings
 
     settings = load_settings()
     db = args.db or settings.db
-    problem = check_database(db)
-    if problem is not None:
+    store, problem = open_for_reading(db, settings)
+    if store is None:
         print(problem, file=sys.stderr)
-        return EXIT_NO_DB
-    from context_api.open_db import NotAnArcpointDatabase, open_existing
-
-    try:  # never creates a file, never adds tables to a foreign one
-        store = open_existing(db)
-    except NotAnArcpointDatabase as exc:
-        print(f"Cannot open {db}: {exc}", file=sys.stderr)
         return EXIT_NO_DB
     try:
         action = args.action or "list"

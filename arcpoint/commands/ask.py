@@ -111,6 +111,23 @@ def model_from_settings(settings: Settings) -> LLMModel:
         raise ConfigurationError(f"ANTHROPIC_BASE_URL: {exc}") from None
 
 
+def open_for_reading(db: str, settings: Settings) -> tuple[Any, str | None]:
+    """(the Store at `db`, None), or (None, why not) when there is no such file or it is not
+    Arcpoint's. Never creates a file and never adds tables to a foreign one."""
+    problem = check_database(db)
+    if problem is not None:
+        return None, problem
+    from context_api.open_db import NotAnArcpointDatabase, open_existing
+
+    try:
+        store = open_existing(
+            db, outcome_max_age_s=settings.outcome_max_age_s, bounds=settings.bounds
+        )
+    except NotAnArcpointDatabase as exc:
+        return None, f"Cannot open {db}: {exc}"
+    return store, None
+
+
 def router_model_from_settings(settings: Settings) -> LLMModel:
     """The escalation model: Claude's fast model (`ARCPOINT_ROUTER_MODEL`) when a key is set,
     with a short answer budget and no retries beyond the deadline; else the offline reasoner."""
@@ -122,17 +139,21 @@ def router_model_from_settings(settings: Settings) -> LLMModel:
 
         return OfflineModel()
     from agents.llm.claude import ClaudeConfig, ClaudeModel
+    from arcpoint.settings import ConfigurationError
 
-    return ClaudeModel(
-        ClaudeConfig(
-            model_id=settings.router_model,
-            max_tokens=400,
-            timeout_s=settings.escalation_deadline_s,
-            max_retries=1,
-        ),
-        api_key=key,
-        base_url=settings.anthropic_base_url,
-    )
+    try:
+        return ClaudeModel(
+            ClaudeConfig(
+                model_id=settings.router_model,
+                max_tokens=400,
+                timeout_s=settings.escalation_deadline_s,
+                max_retries=1,
+            ),
+            api_key=key,
+            base_url=settings.anthropic_base_url,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"ANTHROPIC_BASE_URL: {exc}") from None
 
 
 def check_database(db: str) -> str | None:
@@ -181,15 +202,11 @@ def _report_no_data(args: argparse.Namespace, message: str, settings: Settings) 
 def _answer(args: argparse.Namespace, settings: Settings, db: str, question: str) -> int:
     from agents.graph import OperatorGraph, TraceNotRecorded
     from context_api.api import EMPTY_HINT, ContextAPI
-    from context_api.open_db import NotAnArcpointDatabase, open_existing
     from context_api.traces import TraceStore
 
-    try:  # never creates a file, never adds tables to a foreign one
-        store = open_existing(
-            db, outcome_max_age_s=settings.outcome_max_age_s, bounds=settings.bounds
-        )
-    except NotAnArcpointDatabase as exc:
-        return _report_no_data(args, f"Cannot answer from {db}: {exc}", settings)
+    store, problem = open_for_reading(db, settings)
+    if store is None:
+        return _report_no_data(args, problem or f"Cannot open {db}", settings)
     try:
         api = ContextAPI(store, sla_ms=settings.sla_ms)
         if api.is_empty():

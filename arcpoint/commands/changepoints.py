@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="value column to analyse (repeatable; default: every column but the time column)",
     )
-    p.add_argument("--json", type=Path, help="write the change points and details as JSON")
+    p.add_argument(
+        "--json", type=Path, metavar="PATH", help="write the change points and details as JSON"
+    )
     p.set_defaults(func=run)
 
 

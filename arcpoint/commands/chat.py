@@ -58,28 +58,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from arcpoint.commands.ask import check_database, model_from_settings
+    from arcpoint.commands.ask import model_from_settings, open_for_reading
     from arcpoint.settings import load_settings
 
     settings = load_settings()
     db = args.db or settings.db
-    problem = check_database(db)
-    if problem is not None:
+    store, problem = open_for_reading(db, settings)
+    if store is None:
         print(problem, file=sys.stderr)
         return EXIT_NO_DATA
 
     from agents.graph import OperatorGraph
     from context_api.api import EMPTY_HINT, ContextAPI
-    from context_api.open_db import NotAnArcpointDatabase, open_existing
     from context_api.traces import TraceStore
 
-    try:  # never creates a file, never adds tables to a foreign one
-        store = open_existing(
-            db, outcome_max_age_s=settings.outcome_max_age_s, bounds=settings.bounds
-        )
-    except NotAnArcpointDatabase as exc:
-        print(f"Cannot chat about {db}: {exc}", file=sys.stderr)
-        return EXIT_NO_DATA
     try:
         api = ContextAPI(store, sla_ms=settings.sla_ms)
         if api.is_empty():

@@ -83,10 +83,6 @@ class DetectionRun:
     alert: np.ndarray
     ready: np.ndarray
 
-    @property
-    def severity(self) -> np.ndarray:
-        return np.where(self.ready, 1.0 - np.power(10.0, -self.surprise), 0.0)
-
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
@@ -200,10 +196,6 @@ class IsolationForestDetector:
     def period(self) -> int:
         """The seasonal period (ticks) found at the last refit, 0 if none."""
         return self._period
-
-    @property
-    def ready(self) -> bool:
-        return bool(self._views)
 
     def update(self, x: float) -> AnomalyScore:
         """Score `x` against the models of earlier values, then learn it."""

@@ -1,4 +1,4 @@
-"""Every routing baseline by name, built one way: `make_policy(name, backends, seed, **options)`.
+"""Every routing policy by name, built one way: `make_policy(name, backends, seed, **options)`.
 
 Each policy gets its own seeded `random.Random`, so a run is reproducible and two policies raced on
 the same workload do not share random draws. Options are the policy's keyword arguments (see each
@@ -17,6 +17,7 @@ from tools.routers.least_request import LeastRequestPolicy
 from tools.routers.llmd import LlmdPolicy
 from tools.routers.outlier_ejection import OutlierEjectionPolicy
 from tools.routers.peak_ewma import PeakEwmaPolicy
+from tools.routers.predictive import PredictiveRouter
 from tools.routers.prequal import PrequalPolicy
 from tools.routers.round_robin import RoundRobinPolicy
 from tools.routers.static import StaticPolicy
@@ -30,10 +31,13 @@ _FACTORIES: dict[str, Callable[..., RoutingPolicy]] = {
     "prequal": PrequalPolicy,
     "c3": C3Policy,
     "llmd": LlmdPolicy,
+    "predictive": PredictiveRouter,
 }
 
 POLICIES: tuple[str, ...] = tuple(_FACTORIES)
-"""Names of the baselines, cheapest and blindest first."""
+"""Names of every policy: the baselines, cheapest and blindest first, then the predictive
+router (`tools.routers.predictive`)."""
+BASELINES: tuple[str, ...] = tuple(p for p in POLICIES if p != "predictive")
 
 _DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     # Envoy's max_ejection_percent 10 admits no ejection at all below 10 hosts; an operator of a
@@ -53,6 +57,9 @@ def make_policy(
         raise ValueError(f"{name}: at least one backend is needed")
     params = inspect.signature(factory).parameters
     unknown = sorted(set(options) - set(params) - {"backends", "seed"})
+    if unknown and name == "predictive":
+        # the router's settings arrive as keyword overrides; it names unknown ones itself
+        unknown = []
     if unknown:
         allowed = sorted(p for p in params if p not in ("backends", "seed"))
         raise ValueError(f"{name}: unknown option(s) {unknown}; allowed: {allowed}")

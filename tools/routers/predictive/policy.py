@@ -1,0 +1,456 @@
+"""`predictive`: route each request to the cheapest backend likely enough to meet its SLO.
+
+For every request and every backend the router reads, from the refresh grid
+(`tools.routers.predictive.table`), the probability that the request meets both its TTFT and its
+end-to-end SLO there and does not fail: the latency model's calibrated distributions at the
+backend's live state, with the requests this router has sent or seen return since the last
+refresh counted exactly (so a burst does not herd onto the backend that looked idle at the last
+scrape). Then:
+
+* among backends whose probability is at least `target`, the one with the lowest expected cost
+  (its prices x the request's prompt and the mean output seen so far); ties to the likelier;
+* when none reaches the target, the likeliest (the request is then *at risk*);
+* failing backends are ejected as Envoy's outlier detection does (error share over a threshold,
+  ejection time growing with each ejection, at most half the fleet at once), and a backend that
+  holds requests but has said nothing (no completion, no scrape) for `silent_s` is treated as hung
+  and ejected too;
+* a backend left without traffic for `explore_s` gets the next request whose SLO is the loosest
+  seen, so its latency averages do not go stale for ever;
+* online, each backend's mean log TTFT and log e2e are corrected by a running average of the
+  residuals of its completed requests (the model learnt a fleet; this one drifts), and an
+  optional 5-minute prior (`tools.routers.predictive.prior`) shifts a backend forecast to degrade
+  before its live signals show it.
+
+A decision is *ambiguous* when its best candidates are a near tie short of the target, when every
+backend is at risk, or when an alarm is active on the pick (`alarms`, set by the monitors); the
+Router (`agents.router`) escalates at most a hard-capped share of those.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+from tools.routers.base import (
+    BackendProfile,
+    Completion,
+    EngineMetrics,
+    PolicyBase,
+    RequestInfo,
+    RouterView,
+)
+from tools.routers.llmd import DEFAULT_LRU_CAPACITY_PER_SERVER, PrefixIndex
+from tools.routers.predictive.features import FleetTracker
+from tools.routers.predictive.model import LatencyModel
+from tools.routers.predictive.table import (
+    D_MAX,
+    D_MIN,
+    DELTA_POSITION,
+    ND,
+    PredictionTable,
+    token_position,
+)
+
+REASONS = (
+    "cheapest_likely",
+    "likeliest_at_risk",
+    "lost_everywhere",
+    "explore",
+    "only_candidate",
+    "all_ejected",
+)
+
+
+@dataclass(frozen=True)
+class PredictiveSettings:
+    """Every knob of the router. Defaults are the values chosen on held-out runs (README)."""
+
+    target: float = 0.95
+    """Probability of meeting the SLO a backend needs to be chosen on price."""
+    risk_ratio: float = 2.0
+    """...and its probability of missing the SLO may be at most this many times the best
+    backend's: price decides between backends about as safe as the safest, never trades a
+    request's SLO for a cheaper token while a much safer backend is free."""
+    lost_p: float = 0.0
+    """Below this probability on every backend the request is lost whatever the choice; it then
+    goes where it takes capacity from no request that can still be served (the backend it is
+    least likely to meet its SLO on). 0: off."""
+    refresh_s: float = 1.0
+    """The grid is re-evaluated at least this often (and on every scrape)."""
+    alpha: float = 0.1
+    """Weight of the newest completion in a backend's latency averages."""
+    correction_rate: float = 0.05
+    """Weight of the newest residual in a backend's online correction (0: off)."""
+    eject_error_rate: float = 0.5
+    eject_min_observed: int = 5
+    base_ejection_s: float = 30.0
+    max_ejection_s: float = 300.0
+    max_ejection_fraction: float = 0.5
+    silent_s: float = 5.0
+    explore_s: float = 10.0
+    close_p: float = 0.02
+    """Two best probabilities this close, short of the target: ambiguous."""
+    low_p: float = 0.5
+    """Every backend below this: ambiguous (all at risk)."""
+    block_tokens: int = 16
+    """Tokens per prefix block hash, for the prefill a prefix hit saves."""
+    prefix_capacity_blocks: int = DEFAULT_LRU_CAPACITY_PER_SERVER
+    use_model: bool = True
+    """False: the ablation without the per-request predictor (see `LiveOnly`)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "target",
+            "lost_p",
+            "close_p",
+            "low_p",
+            "max_ejection_fraction",
+            "eject_error_rate",
+        ):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {v!r}")
+        for name in ("refresh_s", "silent_s", "explore_s", "base_ejection_s", "max_ejection_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if not self.risk_ratio >= 1.0:
+            raise ValueError("risk_ratio must be >= 1")
+        if not 0.0 <= self.correction_rate < 1.0:
+            raise ValueError("correction_rate must lie in [0, 1)")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass
+class Choice:
+    """The last decision's reasoning, kept for the Router to turn into a `Decision`."""
+
+    backend: int = -1
+    reason: str = ""
+    ambiguous: str | None = None
+    p: list[float] = field(default_factory=list)
+    cost: list[float] = field(default_factory=list)
+    ejected: list[bool] = field(default_factory=list)
+
+
+class PredictiveRouter(PolicyBase):
+    name = "predictive"
+
+    def __init__(
+        self,
+        backends: Sequence[BackendProfile],
+        seed: int = 0,
+        model: LatencyModel | None = None,
+        settings: PredictiveSettings | None = None,
+        prior: object | None = None,
+        **overrides: object,
+    ) -> None:
+        n = len(backends)
+        if n == 0:
+            raise ValueError("predictive needs at least one backend")
+        s = settings or PredictiveSettings()
+        if overrides:
+            unknown = sorted(set(overrides) - set(PredictiveSettings.names()))
+            if unknown:
+                raise ValueError(f"predictive: unknown setting(s) {unknown}")
+            s = PredictiveSettings(**{**s.__dict__, **overrides})
+        if model is None and s.use_model:
+            from tools.routers.predictive.artifact import load_default
+
+            model = load_default()
+        self.settings = s
+        self.model = model
+        self.backends = tuple(backends)
+        self.n = n
+        self.seed = seed
+        self.prior = prior
+        self.tracker = FleetTracker(n, alpha=s.alpha)
+        self.table = PredictionTable(model, n) if model is not None and s.use_model else None
+        self.cin = [b.cost_per_1k_input / 1000.0 for b in backends]
+        self.cout = [b.cost_per_1k_output / 1000.0 for b in backends]
+        self.corr_t = [0.0] * n
+        self.corr_e = [0.0] * n
+        self.ejected_until = [-math.inf] * n
+        self.ejections = [0] * n
+        self._readmit = [False] * n
+        self.last_sent = [0.0] * n
+        self.alarms: Mapping[str, str] = {}
+        self.prefix = PrefixIndex(n, s.prefix_capacity_blocks)
+        self._next_refresh = -math.inf
+        self._dirty = True
+        self._pending: dict[int, tuple[int, float, float]] = {}
+        """request id -> (backend, predicted mean log TTFT, log e2e) for the correction."""
+        self._loosest = 0.0
+        self._shift: tuple[list[float], list[float]] = ([0.0] * n, [0.0] * n)
+        self.refreshes = 0
+        self.last = Choice()
+        self.live = LiveOnly(n) if not s.use_model else None
+        self.counts = {r: 0 for r in REASONS}
+        self.ambiguous = 0
+
+    # -- signals ----------------------------------------------------------------------------------
+    def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
+        self.tracker.on_scrape(metrics)
+        self._dirty = True
+
+    def on_complete(self, completion: Completion, view: RouterView) -> None:
+        c = completion
+        self.tracker.on_complete(c)
+        if self.live is not None:
+            self.live.on_complete(c)
+        b = c.backend
+        pend = self._pending.pop(c.request_id, None)
+        rate = self.settings.correction_rate
+        if pend is not None and rate > 0.0 and c.status == "ok" and c.ttft_ms:
+            # A running average of the model's own residuals (predictions stored before any
+            # correction): a lagged integrator would oscillate, an average cannot.
+            _, mt, me = pend
+            self.corr_t[b] += rate * (math.log(c.ttft_ms) - mt - self.corr_t[b])
+            self.corr_e[b] += rate * (math.log(max(c.e2e_ms, 1.0)) - me - self.corr_e[b])
+        s = self.settings
+        t = self.tracker
+        if (
+            c.status != "ok"
+            and t.observed[b] >= s.eject_min_observed
+            and t.err[b] >= s.eject_error_rate
+        ):
+            self._eject(b, view.now_s)
+
+    def _eject(self, b: int, now: float) -> None:
+        if self.ejected_until[b] > now:
+            return
+        s = self.settings
+        out = sum(1 for u in self.ejected_until if u > now)
+        if out >= max(1, int(s.max_ejection_fraction * self.n)):
+            return
+        self.ejections[b] += 1
+        self.ejected_until[b] = now + min(s.max_ejection_s, s.base_ejection_s * self.ejections[b])
+        self._readmit[b] = True
+        self._dirty = True
+
+    # -- the hot path -----------------------------------------------------------------------------
+    def choose(self, request: RequestInfo, view: RouterView) -> int:
+        now = view.now_s
+        s = self.settings
+        n = self.n
+        inflight = view.in_flight
+        if self._dirty or now >= self._next_refresh:
+            self._refresh(view)
+        ej = self.ejected_until
+        tracker = self.tracker
+        heard = tracker.heard_s
+        ejected = [ej[b] > now for b in range(n)]
+        for b in range(n):
+            if self._readmit[b] and not ejected[b]:
+                # Back from ejection with a clean error record, as Envoy's hosts come back.
+                self._readmit[b] = False
+                tracker.err[b] = 0.0
+                self._refresh(view)
+            if not ejected[b] and inflight[b] and now - heard[b] > s.silent_s:
+                self._eject(b, now)
+                ejected[b] = ej[b] > now
+        inp = request.input_tokens
+        hashes = request.prefix_hashes
+        matched = self.prefix.match(hashes[:256]) if hashes else None
+        mo = tracker.mean_output
+        cin, cout = self.cin, self.cout
+        cost = [cin[b] * inp + cout[b] * mo for b in range(n)]
+        if self.table is not None:
+            p = self._p_model(request, inflight, matched, ejected)
+        else:
+            p = self.live.p(request, inflight, ejected)  # type: ignore[union-attr]
+        pick, reason = self._pick(p, cost, ejected, now, request)
+        amb = None
+        if reason in ("likeliest_at_risk", "cheapest_likely", "lost_everywhere"):
+            amb = self._ambiguity(p, pick, ejected)
+        if amb is not None:
+            self.ambiguous += 1
+        self.counts[reason] += 1
+        self.last = Choice(pick, reason, amb, p, cost, ejected)
+        # bookkeeping of the request sent
+        tracker.on_route(pick, inp, now)
+        self.last_sent[pick] = now
+        if hashes:
+            self.prefix.add(hashes[:256], pick)
+        if self.table is not None and s.correction_rate > 0.0:
+            tok = self._tokens(inp, matched, pick)
+            d = inflight[pick] - self.table.base_in_flight[pick]
+            mt, _, me, _ = self.table.moments(pick, tok, d)
+            shift = self._shift
+            self._pending[request.request_id] = (pick, mt - shift[0][pick], me - shift[1][pick])
+        return pick
+
+    def _tokens(self, inp: int, matched: dict[int, int] | None, b: int) -> float:
+        if not matched:
+            return float(inp)
+        return float(max(1, inp - matched.get(b, 0) * self.settings.block_tokens))
+
+    def _p_model(
+        self,
+        request: RequestInfo,
+        inflight: Sequence[int],
+        matched: dict[int, int] | None,
+        ejected: list[bool],
+    ) -> list[float]:
+        table = self.table
+        assert table is not None
+        tabs = table.p_table(request.ttft_slo_ms, request.e2e_slo_ms)
+        base = table.base_in_flight
+        out = []
+        i, f = token_position(request.input_tokens)
+        for b in range(self.n):
+            if ejected[b]:
+                out.append(0.0)
+                continue
+            if matched:
+                i, f = token_position(self._tokens(request.input_tokens, matched, b))
+            d = inflight[b] - base[b]
+            if d > D_MAX or d < D_MIN:
+                self._dirty = True  # off the grid: refresh on the next request
+                d = D_MAX if d > D_MAX else D_MIN
+            j, g = DELTA_POSITION[d - D_MIN]
+            row = tabs[b]
+            a = i * ND + j
+            c = a + ND
+            lo = row[a] + (row[a + 1] - row[a]) * g
+            hi = row[c] + (row[c + 1] - row[c]) * g
+            out.append(lo + (hi - lo) * f)
+        return out
+
+    def _pick(
+        self,
+        p: list[float],
+        cost: list[float],
+        ejected: list[bool],
+        now: float,
+        request: RequestInfo,
+    ) -> tuple[int, str]:
+        s = self.settings
+        n = self.n
+        live = [b for b in range(n) if not ejected[b]]
+        if not live:
+            # Everything ejected (cannot happen past max_ejection_fraction, but a silent fleet
+            # can): the backend heard from most recently.
+            heard = self.tracker.heard_s
+            return max(range(n), key=lambda b: heard[b]), "all_ejected"
+        if len(live) == 1:
+            return live[0], "only_candidate"
+        slo = request.ttft_slo_ms
+        if slo >= self._loosest:
+            self._loosest = slo
+            for b in live:
+                if now - self.last_sent[b] > s.explore_s:
+                    return b, "explore"
+        top = max(live, key=lambda b: (p[b], -cost[b]))
+        p_top = p[top]
+        if p_top < s.lost_p:
+            return min(live, key=lambda b: (p[b], cost[b])), "lost_everywhere"
+        if p_top < s.target:
+            return top, "likeliest_at_risk"
+        # cheapest among the backends nearly as safe as the safest
+        limit = (1.0 - p_top) * s.risk_ratio
+        best, best_key = top, (cost[top], -p_top)
+        for b in live:
+            if 1.0 - p[b] <= limit and p[b] >= s.target:
+                key = (cost[b], -p[b])
+                if key < best_key:
+                    best, best_key = b, key
+        return best, "cheapest_likely"
+
+    def _ambiguity(self, p: list[float], pick: int, ejected: list[bool]) -> str | None:
+        s = self.settings
+        name = self.backends[pick].name
+        if self.alarms and name in self.alarms:
+            return "alarm_on_pick"
+        pp = p[pick]
+        if pp < s.low_p and max(p) < s.low_p:
+            return "all_at_risk"
+        if pp < s.target:
+            for b in range(self.n):
+                if b != pick and not ejected[b] and abs(p[b] - pp) <= s.close_p:
+                    return "close_call"
+        return None
+
+    def _refresh(self, view: RouterView) -> None:
+        now = view.now_s
+        self._dirty = False
+        self._next_refresh = now + self.settings.refresh_s
+        if self.table is None:
+            return
+        shift_t = list(self.corr_t)
+        shift_e = list(self.corr_e)
+        self._shift = (shift_t, shift_e)
+        prior = self.prior
+        if prior is not None:
+            extra = prior.shift(now)  # type: ignore[attr-defined]
+            shift_t = [a + x for a, x in zip(shift_t, extra, strict=True)]
+            shift_e = [a + x for a, x in zip(shift_e, extra, strict=True)]
+        self._shift = (shift_t, shift_e)
+        self.refreshes += 1
+        self.table.refresh(self.tracker, view, shift_t, shift_e, self.tracker.err)
+
+    # -- for decisions and logs ------------------------------------------------------------------
+    def predictions(self, request: RequestInfo, view: RouterView) -> list[dict[str, float]]:
+        """Per backend, the predicted TTFT and e2e medians and 80% intervals (ms) and P(meet SLO)
+        for `request`, as the last refresh sees the fleet now."""
+        if self.table is None or not self.table.mt:
+            return [{} for _ in range(self.n)]
+        m = self.model
+        assert m is not None
+        zt = (m.ttft.zq(0.1), m.ttft.zq(0.5), m.ttft.zq(0.9))
+        ze = (m.e2e.zq(0.1), m.e2e.zq(0.5), m.e2e.zq(0.9))
+        hashes = request.prefix_hashes
+        matched = self.prefix.match(hashes[:256]) if hashes else None
+        out = []
+        for b in range(self.n):
+            tok = self._tokens(request.input_tokens, matched, b)
+            d = view.in_flight[b] - self.table.base_in_flight[b]
+            mt, st, me, se = self.table.moments(b, tok, d)
+            out.append(
+                {
+                    "ttft_lo_ms": math.exp(mt + st * zt[0]),
+                    "ttft_ms": math.exp(mt + st * zt[1]),
+                    "ttft_hi_ms": math.exp(mt + st * zt[2]),
+                    "e2e_lo_ms": math.exp(me + se * ze[0]),
+                    "e2e_ms": math.exp(me + se * ze[1]),
+                    "e2e_hi_ms": math.exp(me + se * ze[2]),
+                }
+            )
+        return out
+
+
+class LiveOnly:
+    """The ablation without the per-request predictor: P(meet SLO) on a backend is the share of
+    its last `window` completions that met this SLO (live signals only), the in-flight count
+    breaking ties; same policy, ejection and exploration around it."""
+
+    def __init__(self, n: int, window: int = 64) -> None:
+        from collections import deque
+
+        self.recent: list[deque[tuple[float, float, bool]]] = [
+            deque(maxlen=window) for _ in range(n)
+        ]
+
+    def on_complete(self, c: Completion) -> None:
+        ttft = c.ttft_ms if c.ttft_ms is not None else math.inf
+        self.recent[c.backend].append((ttft, c.e2e_ms, c.status == "ok"))
+
+    def p(self, request: RequestInfo, inflight: Sequence[int], ejected: list[bool]) -> list[float]:
+        out = []
+        for b, rec in enumerate(self.recent):
+            if ejected[b]:
+                out.append(0.0)
+                continue
+            if not rec:
+                out.append(1.0 - 1e-3 * inflight[b])
+                continue
+            ok = sum(
+                1
+                for t, e, good in rec
+                if good and t <= request.ttft_slo_ms and e <= request.e2e_slo_ms
+            )
+            out.append(ok / len(rec) - 1e-3 * inflight[b])
+        return out
