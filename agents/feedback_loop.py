@@ -98,6 +98,7 @@ from context_api.store import Store
 from tools.experiment_stats import ExperimentConfig, assign_arm
 from tools.features import LONG_TICKS
 from tools.forecaster import Forecaster
+from tools.policy import PredictivePolicy
 from tools.retrain_policy import RetrainPolicy, loop_policy
 from tools.routing import BackendInfo, Decision, RouteRequest
 from tools.series_stats import block_means, cusum_change_point, effective_sample_size
@@ -248,8 +249,12 @@ class FeedbackLoop(OutcomeLabels, DriftWatch, Learner, ExperimentRunner, Promoti
         artifact_dir: str | Path | None = None,
         start_ts: float,
         progress: Callable[[str], None] | None = None,
+        policy_factory: Callable[[tuple[BackendInfo, ...], str], PredictivePolicy] | None = None,
     ) -> None:
+        """`policy_factory(backends, id_prefix)` builds each router's policy (the champion's,
+        an experiment arm's); by default `PredictivePolicy` with its default configuration."""
         self.store = store
+        self._policy_factory = policy_factory
         self.backends = tuple(backends)
         self.names = [b.name for b in self.backends]
         self.config = config or LoopConfig()

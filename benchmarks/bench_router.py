@@ -23,11 +23,11 @@ import numpy as np
 from agents.router import Router
 from context_api.fleet_state import FleetState
 from tools.features import feature_index
-from tools.fleet import DEFAULT_FLEET
 from tools.forecaster import build_dataset, train
 from tools.policy import PredictivePolicy
 from tools.routing import BackendInfo, RouteRequest
-from tools.simulator import FleetSimulator, simulate_history
+from tools.sim.history import simulate_history
+from tools.sim.spec import DEFAULT_FLEET, backend_infos
 
 
 def percentile_us(samples_ns: list[int] | np.ndarray, q: float) -> float:
@@ -51,17 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     history = simulate_history(args.history_hours * 3600.0, seed=1000)
     forecaster, _ = train(history, n_estimators=args.trees, seed=0)
 
-    backends = tuple(BackendInfo(s.name, s.cost_per_request, s.capacity_rps) for s in DEFAULT_FLEET)
+    backends: tuple[BackendInfo, ...] = backend_infos(DEFAULT_FLEET)
     fleet = FleetState(backends, forecaster)
     policy = PredictivePolicy(backends)
     router = Router(policy, fleet)
-    sim = FleetSimulator(seed=3)
-    for _ in range(60):  # fill the windows with an hour's worth of ten-minute telemetry
-        n = sim.arrivals()
-        share = np.array(list(policy.shares.values()))
-        counts = np.floor(share * n).astype(int)
-        result = sim.step({b.name: int(c) for b, c in zip(backends, counts, strict=True)})
-        router.on_telemetry(result.telemetry, arrivals=n)
+    # Seventy minutes of telemetry from another simulated run, tick by tick.
+    points = simulate_history(420 * 10.0, seed=3, chaos_per_hour=0.0)
+    nb = len(backends)
+    ticks = [points[i : i + nb] for i in range(0, len(points), nb)]
+
+    def arrivals(tick: list) -> int:
+        return round(sum(p.rps for p in tick) * 10.0)
+
+    for tick in ticks[:60]:  # fill the windows with ten minutes of telemetry
+        router.on_telemetry(tick, arrivals=arrivals(tick))
 
     # 1. One request, 4 backends, cached forecasts: Router.route (validation + policy).
     reqs = [RouteRequest(f"r{i}") for i in range(args.requests)]
@@ -120,12 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         predict_ns.append(clock() - t0)
 
     # 4. Batch replay: each tick re-plans, then routes its arrivals as one batch.
-    views = []
-    for _ in range(360):
-        n = sim.arrivals()
-        counts = np.floor(np.array(list(policy.shares.values())) * n).astype(int)
-        result = sim.step({b.name: int(c) for b, c in zip(backends, counts, strict=True)})
-        views.append(fleet.tick(result.telemetry, n))
+    views = [fleet.tick(tick, arrivals(tick)) for tick in ticks[60:420]]
     replay_policy = PredictivePolicy(backends)
     per_tick = 5_000
     t0 = time.perf_counter()

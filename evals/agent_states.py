@@ -80,24 +80,20 @@ def _replay(case: AgentCase, db: Path, forecasters: dict[str, Any]) -> list[str]
     from context_api.store import Store
     from evals.agent_eval import AgentCaseError
     from evals.harness import train_forecaster
-    from evals.replay import run_scenario
+    from evals.replay import run_policy
     from evals.scenario_file import ScenarioFile, load_file
     from evals.store_sink import StoreSink
-    from tools.chaos import Scenario
+    from tools.sim.run import SimConfig
 
     entry = load_file(case.scenario_path())
     if not isinstance(entry, ScenarioFile) or entry.observe_only:
         raise AgentCaseError(f"{case.name}: state.scenario must be a simulated scenario file")
-    full = entry.to_scenario()
-    until = min(case.state.until or full.effective_duration_s, full.effective_duration_s)
-    scenario = Scenario(
-        name=full.name,
-        seed=full.seed,
-        duration_s=until,
-        fleet=full.fleet,
-        traffic=full.traffic,
-        chaos=tuple(ev for ev in full.chaos if ev.start_s < until),
+    until = min(case.state.until or entry.duration_s, entry.duration_s)
+    entry = entry.model_copy(
+        update={"duration_s": until, "chaos": [ev for ev in entry.chaos if ev.start_s < until]}
     )
+    built = entry.build()
+    scenario = built.scenario
     key = case.state.forecaster.model_dump_json()
     if key not in forecasters:
         forecasters[key] = train_forecaster(case.state.forecaster, lambda _m: None)[0]
@@ -119,14 +115,13 @@ def _replay(case: AgentCase, db: Path, forecasters: dict[str, Any]) -> list[str]
         names = [b.name for b in scenario.backends()]
         monitor = FleetMonitor(names, store, run_id=run.run_id)
         monitor.alerts = AlertService(store, clock=lambda: monitor.now, restore=False)
-        run_scenario(
-            scenario,
+        run_policy(
+            built,
             "predictive",
-            forecaster,
-            seed=entry.seed,
+            forecaster=forecaster,
+            sim_config=SimConfig(start_ts=START_TS),
             sink=sink,
             id_prefix=f"{entry.name}:",
-            start_ts=START_TS,
             on_tick=sink.tick,
             monitor=monitor,
         )

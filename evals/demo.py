@@ -1,18 +1,23 @@
-"""The main job: train the forecaster on simulated history, replay every chaos scenario through
-the predictive router and each baseline, and gather one table.
+"""The main job: train the forecaster on simulated fleet history, replay every scenario through
+the predictive router and every baseline over several seeds, and gather one table.
 
-Runs are independent, so they are spread over worker processes (`evals.workers`, forked: the
-trained forest is inherited, never serialised; Ctrl-C stops them within seconds). Each worker
-writes the predictive router's decisions and their outcomes to the SQLite store itself (WAL
-lets the writers take turns), under the demo's run id.
+Each (scenario, policy, seed) run is independent, so runs are spread over worker processes
+(`evals.workers`, forked: the trained forest and the traces read by the parent are inherited,
+never serialised; Ctrl-C stops them within seconds). Policies raced on one seed see the same
+build of the scenario (common random numbers). The predictive router runs with the fleet
+monitor (primed with the last hour of the training history, as a monitor that has been watching
+the fleet would be) and the router agent's escalation (offline reasoner); its first seed of each
+scenario writes its decisions, outcomes, telemetry, chaos events, anomalies, alerts and
+escalation traces to the SQLite store, on one continuous timeline (scenario after scenario).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agents.escalation import Escalator
@@ -22,30 +27,31 @@ from context_api.alerting import AlertService
 from context_api.runs import RunLog
 from context_api.store import Store
 from context_api.traces import TraceStore, TraceWriter
-from evals.replay import POLICIES, RunResult, run_scenario
+from evals.replay import POLICIES, RUN_KEYS, RunResult, run_policy
 from evals.store_sink import StoreSink
 from evals.workers import run_tasks
-from tools.chaos import SCENARIOS
-from tools.fleet import DEFAULT_FLEET
+from evals.workload_files import trace_for
 from tools.forecaster import Forecaster, TrainReport, train
-from tools.simulator import simulate_history
+from tools.sim.history import simulate_history
+from tools.sim.metrics import mean_interval, paired_difference
+from tools.sim.run import SimConfig
+from tools.sim.scenario import SCENARIOS, build
+from tools.telemetry import TelemetryPoint
 
-DEMO_SCENARIOS = (
-    "latency_spike",
-    "backend_failure",
-    "cascading_failure",
-    "traffic_surge",
-    "gradual_drift",
-    "anomaly_burst",
-)
+DEMO_SCENARIOS: tuple[str, ...] = tuple(SCENARIOS)
+TIMELINE_START_TS = 1_700_000_000.0
+"""The demo's scenarios run back to back from here (after the training history), so the store
+holds one continuous timeline: an operator's "last hour" is the last scenarios."""
+MONITOR_PRIME_TICKS = 360
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     db: str = "arcpoint.db"
-    history_hours: float = 12.0
+    history_hours: float = 6.0
     n_estimators: int = 100
     seed: int = 0
+    seeds: int = 3
     scenarios: tuple[str, ...] = DEMO_SCENARIOS
     policies: tuple[str, ...] = POLICIES
     jobs: int = 2
@@ -61,49 +67,126 @@ class DemoResult:
     decisions_written: int
     outcomes_written: int
     seconds: dict[str, float]
+    seeds: dict[str, list[int]] = field(default_factory=dict)
 
-    def table(self) -> dict[str, dict[str, dict[str, Any]]]:
-        out: dict[str, dict[str, dict[str, Any]]] = {}
+    def by_cell(self) -> dict[str, dict[str, list[RunResult]]]:
+        """scenario -> policy -> its runs, in seed order."""
+        out: dict[str, dict[str, list[RunResult]]] = {}
         for r in self.runs:
-            out.setdefault(r.scenario, {})[r.policy] = r.summary()
+            out.setdefault(r.scenario, {}).setdefault(r.policy, []).append(r)
+        for by_policy in out.values():
+            for runs in by_policy.values():
+                runs.sort(key=lambda r: r.seed)
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def table(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each figure's mean over seeds, and the seeds (`--json`'s `scenarios`)."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for scenario, by_policy in self.by_cell().items():
+            for policy, runs in by_policy.items():
+                cell: dict[str, Any] = {}
+                for k in RUN_KEYS:
+                    iv = mean_interval(r.metrics.get(k) for r in runs)
+                    cell[k] = None if iv is None else float(f"{iv.mean:.6g}")
+                cell["seeds"] = [r.seed for r in runs]
+                out.setdefault(scenario, {})[policy] = cell
+        return out
+
+    def intervals(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each figure's mean and 95% interval over seeds."""
+
+        def one(runs: list[RunResult], k: str) -> dict[str, Any] | None:
+            iv = mean_interval(r.metrics.get(k) for r in runs)
+            return iv.to_json() if iv is not None else None
+
+        return {
+            s: {p: {k: one(runs, k) for k in RUN_KEYS} for p, runs in by_policy.items()}
+            for s, by_policy in self.by_cell().items()
+        }
+
+    def versus_best(self) -> dict[str, dict[str, Any]]:
+        """Per scenario: the predictive router's SLO violations minus the best baseline's (the
+        baseline with the lowest mean), paired by seed, with its 95% interval."""
+        out = {}
+        for scenario, by_policy in self.by_cell().items():
+            pred = by_policy.get("predictive")
+            base = {p: r for p, r in by_policy.items() if p != "predictive"}
+            if not pred or not base:
+                continue
+
+            def mean(runs: list[RunResult]) -> float:
+                return sum(r.sla_violation_pct for r in runs) / len(runs)
+
+            best = min(base, key=lambda p: mean(base[p]))
+            seeds = {r.seed for r in pred} & {r.seed for r in base[best]}
+            a = [r.sla_violation_pct for r in pred if r.seed in seeds]
+            b = [r.sla_violation_pct for r in base[best] if r.seed in seeds]
+            diff = paired_difference(a, b)
+            ratio = (mean(pred) - mean(base[best])) / mean(base[best]) if mean(base[best]) else None
+            out[scenario] = {
+                "best_baseline": best,
+                "predictive_pct": round(mean(pred), 3),
+                "best_baseline_pct": round(mean(base[best]), 3),
+                "relative": None if ratio is None else round(ratio, 4),
+                "difference": diff.to_json() if diff else None,
+                "verdict": _verdict(diff),
+            }
+        return out
+
+    def forecaster_json(self) -> dict[str, Any]:
         rep = self.report
         return {
-            "forecaster": {
-                "version": self.forecaster.version_id,
-                "mae_ms": round(rep.forest.mae_ms, 2),
-                "rmse_ms": round(rep.forest.rmse_ms, 2),
-                "r2": round(rep.forest.r2, 4),
-                "mape_pct": round(rep.forest.mape_pct, 2),
-                "persistence_mae_ms": round(rep.persistence.mae_ms, 2),
-                "moving_average_mae_ms": round(rep.moving_average.mae_ms, 2),
-                "mae_improvement_vs_persistence": round(rep.mae_improvement_vs_persistence, 4),
-                "interval_coverage": round(rep.interval.holdout_coverage, 4),
-                "interval_nominal": rep.interval.nominal_coverage,
-                "holdout_rows": rep.n_holdout,
-            },
-            "scenarios": self.table(),
+            "version": self.forecaster.version_id,
+            "mae_ms": round(rep.forest.mae_ms, 2),
+            "rmse_ms": round(rep.forest.rmse_ms, 2),
+            "r2": round(rep.forest.r2, 4),
+            "mape_pct": round(rep.forest.mape_pct, 2),
+            "persistence_mae_ms": round(rep.persistence.mae_ms, 2),
+            "moving_average_mae_ms": round(rep.moving_average.mae_ms, 2),
+            "mae_improvement_vs_persistence": round(rep.mae_improvement_vs_persistence, 4),
+            "interval_coverage": round(rep.interval.holdout_coverage, 4),
+            "interval_nominal": rep.interval.nominal_coverage,
+            "holdout_rows": rep.n_holdout,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """What `arcpoint demo --json` writes (the issue's format: nothing else)."""
+        return {"forecaster": self.forecaster_json(), "scenarios": self.table()}
+
+    def summary(self) -> dict[str, Any]:
+        """The run's record in the store: the JSON plus intervals, comparisons and bookkeeping."""
+        return {
+            **self.to_json(),
+            "intervals": self.intervals(),
+            "versus_best_baseline": self.versus_best(),
             "monitor": {r.scenario: r.monitor for r in self.runs if r.monitor is not None},
             "escalation": {
-                r.scenario: {"escalated_pct": round(r.escalated_pct, 3), **r.escalation}
+                f"{r.scenario}:{r.seed}": {
+                    "escalated_pct": r.metrics["escalated_pct"],
+                    **r.escalation,
+                }
                 for r in self.runs
                 if r.escalation is not None
             },
             "run_id": self.run_id,
             "decisions_written": self.decisions_written,
+            "outcomes_written": self.outcomes_written,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
 
+def _verdict(diff: Any) -> str:
+    if diff is None or diff.low is None:
+        return "one seed: no interval"
+    if diff.high < 0:
+        return "predictive better"
+    if diff.low > 0:
+        return "predictive worse"
+    return "no significant difference"
+
+
 # Set in the parent before forking; the workers read it.
 _JOB: dict[str, Any] = {}
-
-
-TIMELINE_START_TS = 1_700_000_000.0
-"""The demo's scenarios run back to back from here, so the store holds one continuous timeline
-(an operator's "last hour" is the last scenario)."""
 
 
 def scenario_start_ts(scenarios: Sequence[str], name: str) -> float:
@@ -111,46 +194,58 @@ def scenario_start_ts(scenarios: Sequence[str], name: str) -> float:
     for s in scenarios:
         if s == name:
             return ts
-        ts += SCENARIOS[s].effective_duration_s
+        ts += SCENARIOS[s].duration_s
     raise ValueError(f"{name!r} is not among {list(scenarios)}")
 
 
-def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
-    scenario, policy = task
-    forecaster: Forecaster = _JOB["forecaster"]
-    start_ts = scenario_start_ts(_JOB["scenarios"], scenario)
-    sink = None
-    store = None
-    monitor = None
-    escalator = None
-    writer = None
-    if _JOB["record"] and policy == "predictive":
-        store = Store(_JOB["db"])
-        sink = StoreSink(store, _JOB["run_id"], source=f"demo:{scenario}")
-        sink.chaos(SCENARIOS[scenario], start_ts)
-        names = (
-            [b.name for b in SCENARIOS[scenario].backends()]
-            if SCENARIOS[scenario].fleet
-            else [b.name for b in DEFAULT_FLEET]
-        )
-        monitor = FleetMonitor(names, store, run_id=_JOB["run_id"])
-        monitor.alerts = AlertService(store, clock=lambda: monitor.now)
-        writer = TraceWriter(TraceStore(store))
-        escalator = Escalator(OfflineModel(), traces=writer)
+def replicate_seed(scenario: str, base_seed: int, k: int) -> int:
+    """The k-th seed of a scenario: its own seed, shifted by 1000 per demo `--seed`."""
+    return SCENARIOS[scenario].seed + 1000 * base_seed + k
+
+
+def prime(monitor: FleetMonitor, history: Sequence[TelemetryPoint]) -> None:
+    """Feed the detectors the end of the training history (no alerts, nothing stored)."""
+    for p in history[-MONITOR_PRIME_TICKS * len(monitor.detectors) :]:
+        det = monitor.detectors.get(p.backend)
+        if det is not None:
+            det.update(math.log(max(p.p95_ms, 1e-3)))
+
+
+def _run_one(task: tuple[str, str, int]) -> tuple[RunResult, int, int]:
+    scenario_name, policy, k = task
+    scenario = SCENARIOS[scenario_name]
+    seed = replicate_seed(scenario_name, _JOB["seed"], k)
+    trace = _JOB["traces"].get(scenario.trace_source) if scenario.trace_source else None
+    built = build(scenario, seed, trace)
+    start_ts = scenario_start_ts(_JOB["scenarios"], scenario_name)
+    names = [s.name for s in built.fleet]
+    store = sink = monitor = escalator = writer = None
+    record = _JOB["record"] and policy == "predictive" and k == 0
+    if policy == "predictive":
+        if record:
+            store = Store(_JOB["db"])
+            sink = StoreSink(store, _JOB["run_id"], source=f"demo:{scenario_name}")
+            sink.chaos(scenario, start_ts)
+            monitor = FleetMonitor(names, store, run_id=_JOB["run_id"])
+            monitor.alerts = AlertService(store, clock=lambda: monitor.now)
+            writer = TraceWriter(TraceStore(store))
+        else:
+            monitor = FleetMonitor(names)
+        prime(monitor, _JOB["history"])
+        escalator = Escalator(OfflineModel(), traces=writer, keep_records=record)
     try:
-        result = run_scenario(
-            SCENARIOS[scenario],
+        result = run_policy(
+            built,
             policy,
-            forecaster,
-            seed=_JOB["seed"],
+            forecaster=_JOB["forecaster"],
+            sim_config=SimConfig(start_ts=start_ts),
             sink=sink,
-            id_prefix=f"{_JOB['run_id']}:{scenario}:",
-            start_ts=start_ts,
-            on_tick=sink.tick if sink else None,
+            on_tick=sink.tick if sink is not None else None,
             monitor=monitor,
             escalator=escalator,
+            id_prefix=f"{_JOB['run_id']}:{scenario_name}:{seed}:",
         )
-        if monitor is not None:
+        if record and monitor is not None:
             result.monitor = {
                 "anomalies": [
                     {"ts": ts, "backend": b, "severity": round(sev, 4)}
@@ -163,10 +258,11 @@ def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
                         "kind": ev.kind,
                         "backend": ev.backend,
                         "start_ts": start_ts + ev.start_s,
-                        "end_ts": start_ts + ev.start_s + ev.duration_s,
+                        "end_ts": start_ts + ev.end_s,
                     }
-                    for ev in SCENARIOS[scenario].chaos
+                    for ev in scenario.chaos
                 ],
+                "cascaded": result.cascaded,
             }
         if sink is not None:
             sink.flush()
@@ -177,7 +273,7 @@ def _run_one(task: tuple[str, str]) -> tuple[RunResult, int, int]:
             writer.close()
         if store is not None:
             store.close()
-    result.ticks = []  # per-tick series stay in the worker: the table needs only the summary
+    result.ticks = []  # per-tick series stay in the worker: the table needs only the figures
     return result, (sink.decisions if sink else 0), (sink.outcomes if sink else 0)
 
 
@@ -191,16 +287,29 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
     bad = [p for p in config.policies if p not in POLICIES]
     if bad:
         raise ValueError(f"unknown policies {bad}; known: {', '.join(POLICIES)}")
+    if config.seeds < 1:
+        raise ValueError("seeds must be at least 1")
     seconds: dict[str, float] = {}
+    # Traces are read before forking, so every worker shares them.
+    traces = {
+        s.trace_source: trace_for(s.trace_source)
+        for s in (SCENARIOS[n] for n in config.scenarios)
+        if s.trace_source
+    }
 
     t0 = time.perf_counter()
-    progress(f"simulating {config.history_hours:g} h of fleet history for training")
-    history = simulate_history(config.history_hours * 3600.0, seed=config.seed + 1000)
+    hours = config.history_hours
+    progress(f"simulating {hours:g} h of fleet history (request by request) for training")
+    history = simulate_history(
+        hours * 3600.0, seed=config.seed + 1000, start_ts=TIMELINE_START_TS - hours * 3600.0
+    )
     seconds["history"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     progress(f"training the forecaster ({config.n_estimators} trees) on {len(history):,} points")
-    forecaster, report = train(history, n_estimators=config.n_estimators, seed=config.seed)
+    forecaster, report = train(
+        history, n_estimators=config.n_estimators, seed=config.seed, n_jobs=config.jobs
+    )
     seconds["train"] = time.perf_counter() - t0
 
     store = Store(config.db)
@@ -221,6 +330,7 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
         "history_hours": config.history_hours,
         "n_estimators": config.n_estimators,
         "seed": config.seed,
+        "seeds": config.seeds,
         "scenarios": list(config.scenarios),
         "policies": list(config.policies),
         "forecaster": forecaster.version_id,
@@ -230,9 +340,21 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
     with RunLog(config.db, "demo", params, replace_previous=True) as run:
         for old in run.replaced:
             progress(f"replaced the previous demo run {old.run_id} ({old.status})")
-        tasks = [(s, p) for s in config.scenarios for p in config.policies]
+        # Slow runs first (the predictive router's and the probing ones), so the pool ends even.
+        slow = {"predictive": 0, "prequal": 1, "llmd": 2, "c3": 3}
+        tasks = sorted(
+            (
+                (s, p, k)
+                for s in config.scenarios
+                for p in config.policies
+                for k in range(config.seeds)
+            ),
+            key=lambda t: (slow.get(t[1], 9), t[2]),
+        )
         _JOB.update(
             forecaster=forecaster,
+            history=history,
+            traces=traces,
             db=config.db,
             run_id=run.run_id,
             seed=config.seed,
@@ -249,86 +371,14 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
             outcomes += o
             elapsed = time.perf_counter() - t0
             progress(
-                f"[{i}/{len(tasks)}] {result.scenario} x {result.policy}: "
-                f"{result.sla_violation_pct:.1f}% over SLA ({elapsed:.0f} s)"
+                f"[{i}/{len(tasks)}] {result.scenario} x {result.policy} (seed {result.seed}): "
+                f"{result.sla_violation_pct:.1f}% over SLO ({elapsed:.0f} s)"
             )
         seconds["replay"] = time.perf_counter() - t0
-        order = {(s, p): i for i, (s, p) in enumerate(tasks)}
-        results.sort(key=lambda r: order[(r.scenario, r.policy)])
+        order = {(s, p): i for i, (s, p) in enumerate(
+            (s, p) for s in config.scenarios for p in config.policies
+        )}  # fmt: skip
+        results.sort(key=lambda r: (order[(r.scenario, r.policy)], r.seed))
         demo = DemoResult(forecaster, report, results, run.run_id, decisions, outcomes, seconds)
-        run.summary = demo.to_json()
+        run.summary = demo.summary()
     return demo
-
-
-def format_monitor(demo: DemoResult) -> str:
-    """What the fleet monitor raised during each predictive run, against the chaos injected."""
-    lines = []
-    for r in demo.runs:
-        m = r.monitor
-        if m is None:
-            continue
-        chaos = m["chaos"]
-        start = min((c["start_ts"] for c in chaos), default=None)
-        where = ", ".join(f"{c['kind']} on {c['backend'] or 'fleet'}" for c in chaos) or "none"
-        anomalies = m["anomalies"]
-        if anomalies and start is not None:
-            in_window = [
-                a
-                for a in anomalies
-                if any(c["start_ts"] <= a["ts"] <= c["end_ts"] + 60 for c in chaos)
-            ]
-            first = min((a["ts"] for a in in_window), default=None)
-            lag = f"first {first - start:+.0f} s from chaos start" if first else "none in window"
-            found = (
-                f"{len(anomalies)} anomalies ({len(in_window)} during chaos, {lag}; "
-                f"backends {', '.join(sorted({a['backend'] for a in anomalies}))})"
-            )
-        else:
-            found = f"{len(anomalies)} anomalies"
-        lines.append(
-            f"  {r.scenario:<18} chaos: {where:<32} {found}; "
-            f"alerts {m['alerts_sent']} sent, {m['alerts_suppressed']} suppressed"
-        )
-    return "\n".join(lines)
-
-
-def format_escalation(demo: DemoResult) -> str:
-    """Escalations per scenario and how the escalated requests fared against the fallback."""
-    lines = []
-    for r in demo.runs:
-        e = r.escalation
-        if e is None:
-            continue
-        used, pick = e.get("violation_prob_used"), e.get("violation_prob_policy_pick")
-        outcome = (
-            f"P(miss SLA) {100 * used:.1f}% as routed vs {100 * pick:.1f}% for the policy's pick"
-            if used is not None and pick is not None
-            else "not scored"
-        )
-        lines.append(
-            f"  {r.scenario:<18} escalated {r.escalated_pct:5.2f}% of requests "
-            f"(ambiguous {r.ambiguous_pct:5.2f}%), {e['agent_runs']} agent runs, "
-            f"{e['changed_backend']} moved, {e['fallback_total']} fallbacks; {outcome}"
-        )
-    return "\n".join(lines)
-
-
-def format_table(demo: DemoResult, policies: Sequence[str]) -> str:
-    """Scenario x policy, one block per scenario, the best SLA figure marked."""
-    header = f"{'scenario':<18} {'policy':<17} {'SLA viol %':>10} {'p95 ms':>9} "
-    header += f"{'mean cost':>10} {'reroutes':>9} {'ambig %':>8}"
-    lines = [header, "-" * len(header)]
-    for scenario, by_policy in demo.table().items():
-        best = min(v["sla_violation_pct"] for v in by_policy.values())
-        for j, p in enumerate(policies):
-            v = by_policy.get(p)
-            if v is None:
-                continue
-            mark = "*" if v["sla_violation_pct"] == best else " "
-            lines.append(
-                f"{scenario if j == 0 else '':<18} {p:<17} {v['sla_violation_pct']:>9.2f}{mark}"
-                f" {v['p95_latency_ms']:>9.0f} {v['mean_cost'] * 1000:>9.3f}m"
-                f" {v['reroutes']:>9} {v['ambiguous_pct']:>8.2f}"
-            )
-        lines.append("")
-    return "\n".join(lines)

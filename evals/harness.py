@@ -1,7 +1,8 @@
 """The eval harness: replay each entry end to end, the same way every time, and score it.
 
-A simulated scenario is replayed once per policy through `evals.replay.run_scenario` (the
-production `Router`, request by request). The predictive run is the full loop: the fleet monitor
+A simulated scenario is replayed once per policy through `evals.replay.run_policy` (the
+request-level simulation, `tools.sim`; the predictive router through the production `Router`,
+request by request). The predictive run is the full loop: the fleet monitor
 (streaming Isolation Forest per backend, alerts through the AlertService into a store), the
 router's escalation when the replay supports it (`agents.escalation.Escalator` with the chosen
 model), drift detection over the forecaster's errors, and everything written to a SQLite store
@@ -16,7 +17,6 @@ against its labelled windows. Benchmark entries run `arcpoint nab` and
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -55,7 +55,7 @@ from evals.scoring import (
     traffic_shares,
 )
 from evals.workers import run_tasks
-from tools.chaos import Scenario
+from tools.sim.scenario import Built, Scenario
 from tools.telemetry import TICK_SECONDS
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def _round(v: Any) -> Any:
 def train_forecaster(spec: Any, progress: Progress) -> tuple[Any, dict[str, Any]]:
     """Train the forecaster a scenario asks for, on simulated history (as `arcpoint demo`)."""
     from tools.forecaster import train
-    from tools.simulator import simulate_history
+    from tools.sim.history import simulate_history
 
     t0 = time.perf_counter()
     progress(
@@ -233,9 +233,11 @@ def train_forecaster(spec: Any, progress: Progress) -> tuple[Any, dict[str, Any]
 def warm_up(forecaster: Any) -> None:
     """Replay two simulated minutes in this process, so compiled code (the numba feature loop,
     compiled on first use) is inherited by the forked workers instead of compiled in each."""
-    from evals.replay import run_scenario
+    from evals.replay import run_policy
+    from tools.sim.scenario import build
 
-    run_scenario(Scenario(name="warm-up", duration_s=120.0), "predictive", forecaster)
+    warm = build(Scenario(name="warm-up", duration_s=120.0))
+    run_policy(warm, "predictive", forecaster=forecaster)
 
 
 # --- one policy run (in a worker) -------------------------------------------------------------
@@ -273,10 +275,11 @@ class _DecisionTap:
         self.n = dict.fromkeys(self.KINDS, 0)
         self.bad = dict.fromkeys(self.KINDS, 0)
 
-    def __call__(self, decisions: list[Any], latency_ms: np.ndarray, ok: np.ndarray) -> None:
+    def __call__(
+        self, decisions: list[Any], latency_ms: np.ndarray, ok: np.ndarray, violated: np.ndarray
+    ) -> None:
         n, bad = self.n, self.bad
-        for d, lat, good in zip(decisions, latency_ms.tolist(), ok.tolist(), strict=True):
-            violated = (not good) or lat > d.sla_ms
+        for d, viol in zip(decisions, violated.tolist(), strict=True):
             kinds = ["ambiguous"] if d.ambiguous else ["routine"]
             if d.policy == "router_agent":
                 kinds += ["escalated", "agent_decided"]
@@ -284,9 +287,9 @@ class _DecisionTap:
                 kinds.append("escalated")
             for k in kinds:
                 n[k] += 1
-                bad[k] += violated
+                bad[k] += viol
         if self.forward is not None:
-            self.forward(decisions, latency_ms, ok)
+            self.forward(decisions, latency_ms, ok, violated)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -312,23 +315,21 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
     from agents.fleet_monitor import FleetMonitor
     from context_api.alerting import AlertService
     from context_api.store import Store
-    from evals.replay import run_scenario
+    from evals.replay import run_policy
     from evals.store_sink import StoreSink
+    from tools.sim.run import SimConfig
 
     entry: ScenarioFile = _JOB["entries"][i]
-    scenario: Scenario = _JOB["scenarios"][i]
+    built: Built = _JOB["scenarios"][i]
+    scenario = built.scenario
     forecaster = _JOB["forecasters"][entry.forecaster.model_dump_json()]
     config: HarnessConfig = _JOB["config"]
-    names = [b.name for b in scenario.backends()]
+    names = [b.name for b in built.fleet]
     full = policy == "predictive"
-    chaos: dict[str, list[tuple[str, ...]]] = {n: [] for n in names}
 
     store = sink = monitor = escalator = writer = None
-    score_here = False
     db_path: Path | None = None
     tap = _DecisionTap(None)
-    kwargs: dict[str, Any] = {}
-    params = inspect.signature(run_scenario).parameters
     use_loop = full and entry.loop is not None
     loop_info: dict[str, Any] | None = None
     if full:
@@ -358,8 +359,7 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
             monitor.alerts = AlertService(store, clock=lambda: monitor.now, restore=False)
         else:
             monitor = FleetMonitor(names)
-        hook = next((h for h in ("escalator", "escalate") if h in params), None)
-        if config.llm != "none" and (hook is not None or use_loop):
+        if config.llm != "none":
             from agents.escalation import Escalator
 
             if store is not None:
@@ -367,18 +367,10 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
 
                 writer = TraceWriter(TraceStore(store))
             escalator = Escalator(_make_model(config.llm, config.claude_model_id), traces=writer)
-            if not use_loop:
-                kwargs[hook] = escalator
-            score_here = hook == "escalate"  # the older replay did not score escalations
 
-    def on_tick(result: Any) -> None:
-        for n in names:
-            chaos[n].append(tuple(result.backends[n].chaos))
+    def on_tick(tick: Any) -> None:
         if sink is not None and not use_loop:
-            sink.tick(result)
-        if escalator is not None and score_here:
-            bts = result.backends
-            escalator.score_pending(lambda b, sla: bts[b].violation_prob(sla))
+            sink.tick(tick)
 
     t0 = time.perf_counter()
     try:
@@ -387,33 +379,30 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
 
             assert store is not None and entry.loop is not None
             res, loop = run_with_loop(
-                scenario,
+                built,
                 forecaster,
                 store,
-                seed=entry.seed,
                 start_ts=START_TS,
                 loop_config=entry.loop.config,
                 run_id=run.run_id,
                 alerts=AlertService(store, clock=lambda: monitor.now, restore=False),
                 artifact_dir=config.out_dir / "work" / f"{entry.name}.models",
                 sink=tap,
-                on_tick=on_tick,
                 monitor=monitor,
                 escalator=escalator,
             )
             loop_info = loop_summary(loop, START_TS)
         else:
-            res = run_scenario(
-                scenario,
+            res = run_policy(
+                built,
                 policy,
-                forecaster,
-                seed=entry.seed,
+                forecaster=forecaster,
+                sim_config=SimConfig(start_ts=START_TS),
                 sink=tap if full else None,
-                id_prefix=f"{entry.name}:{policy}:",
-                start_ts=START_TS,
                 on_tick=on_tick,
                 monitor=monitor,
-                **kwargs,
+                escalator=escalator,
+                id_prefix=f"{entry.name}:{policy}:",
             )
         if sink is not None:
             sink.flush()
@@ -451,12 +440,10 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
     escalation = None
     if escalator is not None:
         escalation = escalator.stats.summary()
-        escalation["escalated_pct"] = getattr(
-            res, "escalated_pct", 100.0 * escalation["escalated"] / max(res.requests, 1)
-        )
+        escalation["escalated_pct"] = res.metrics.get("escalated_pct", 0.0)
     return PolicyRun(
         policy=policy,
-        summary={**res.summary(), "mean_cost": res.mean_cost},
+        summary=res.summary(),
         requests=res.requests,
         ts=ts,
         counts=series("counts"),
@@ -466,7 +453,7 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
         violations=np.array([t.violations for t in ticks], dtype=float),
         tick_requests=np.array([t.requests for t in ticks], dtype=float),
         seconds=seconds,
-        chaos=chaos,
+        chaos={n: [tuple(t.chaos.get(n, ())) for t in ticks] for n in names},
         anomalies=list(monitor.stats.anomalies) if monitor is not None else [],
         alerts=alerts,
         decisions=tap.summary() if full else {},
@@ -632,7 +619,7 @@ def ground_truth(
     drifts = [
         (
             START_TS + ev.start_s,
-            START_TS + min(ev.end_s, scenario.effective_duration_s),
+            START_TS + min(ev.end_s, scenario.duration_s),
             [ev.backend] if ev.backend else names,
         )
         for ev in scenario.chaos
@@ -719,7 +706,7 @@ def score_scenario(
     expectations = check_expectations(entry, runs, policies, metrics, drift.delay_s)
     detail = {
         "traffic": entry.traffic.kind,
-        "duration_s": scenario.effective_duration_s,
+        "duration_s": scenario.duration_s,
         "seed": entry.seed,
         "chaos": [
             {
@@ -777,7 +764,7 @@ def score_scenario(
             "drift_alarms": drift_alarms,
             "alerts": [(a["ts"], a["subject"], a["kind"]) for a in sent],
             "start_ts": START_TS,
-            "end_ts": START_TS + scenario.effective_duration_s,
+            "end_ts": START_TS + scenario.duration_s,
         },
     )
 
@@ -1117,7 +1104,7 @@ def run_suite(
     t_start = time.perf_counter()
     config.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[int, EntryResult] = {}
-    scenarios: dict[int, Scenario] = {}
+    scenarios: dict[int, Built] = {}
     series: dict[int, list[Any]] = {}
     forecasters: dict[str, Any] = {}
     fc_info: dict[str, dict[str, Any]] = {}
@@ -1140,7 +1127,7 @@ def run_suite(
             if e.observe_only:
                 series[i] = load_telemetry(e)
             else:
-                scenarios[i] = e.to_scenario()
+                scenarios[i] = e.build()
         except (ScenarioFileError, ValueError) as err:
             results[i] = broken(i, e, str(err))
             progress(f"{e.name}: cannot run: {err}")
@@ -1192,7 +1179,7 @@ def run_suite(
                 runs.setdefault(i, {})[what] = out
                 progress(
                     f"[{k}/{len(tasks)}] {label}: {out.summary['sla_violation_pct']:.1f}% over "
-                    f"SLA, p95 {out.summary['p95_latency_ms']:.0f} ms ({elapsed:.0f} s)"
+                    f"SLO, TTFT p95 {out.summary['p95_latency_ms'] or 0:.0f} ms ({elapsed:.0f} s)"
                 )
     except (KeyboardInterrupt, Terminated):
         # The workers are stopped; their stores still say `running`: say what happened.
@@ -1213,7 +1200,7 @@ def run_suite(
             else:
                 ordered = {p: runs[i][p] for p in e.policies}
                 seconds = sum(r.seconds for r in ordered.values())
-                results[i] = score_scenario(e, scenarios[i], ordered, seconds)
+                results[i] = score_scenario(e, scenarios[i].scenario, ordered, seconds)
         elif isinstance(e, NabBenchmarkFile):
             progress(f"{e.name}: running the NAB benchmark (arcpoint nab)")
             results[i] = run_nab_benchmark(e, config.out_dir)

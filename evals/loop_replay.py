@@ -1,155 +1,153 @@
-"""Replay a scenario through the closed loop, scored exactly as `evals.replay.run_scenario` scores
+"""Replay a scenario through the closed loop, scored exactly as `evals.replay.run_policy` scores
 a policy, with the fleet monitor and the router agent attached.
 
-The request loop, latency sampling, SLA accounting, cost and reroute figures follow
-`run_scenario` line for line (same tier mix, same random streams), so a loop run and a plain
-predictive run of one scenario are directly comparable; the difference is who routes:
-`FeedbackLoop.route` (the champion's router, or an experiment arm's), and what happens after each
-tick: `FeedbackLoop.on_tick` records sampled decisions and late outcomes, detects drift,
-retrains, runs experiments and promotes. The monitor's alarms reach the loop's router the same
-way they reach the replay's (as the fleet state's alarms before the tick's refresh); the
+The request-level simulation, the figures and the random streams are `run_policy`'s, so a loop
+run and a plain predictive run of one scenario are directly comparable; the difference is who
+routes: `FeedbackLoop.route` (the champion's router, or an experiment arm's), and what happens
+after each tick: `FeedbackLoop.on_tick` records sampled decisions and late outcomes, detects
+drift, retrains, runs experiments and promotes. The monitor's alarms reach the loop's router the
+same way they reach the replay's (as the fleet state's alarms before the tick's refresh); the
 escalator is attached to the loop's router.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agents.feedback_loop import FeedbackLoop, LoopConfig
-from evals.replay import TIER_MIX, DecisionSink, RunResult, TickRecord
-from tools.chaos import Scenario
-from tools.routing import TIERS, BackendInfo, Decision, RouteRequest
-from tools.simulator import FleetSimulator, TickResult
+from evals.predictive_adapter import backend_infos, ttft_tiers
+from evals.replay import DecisionSink, RunResult, run_policy
+from tools.policy import PredictiveConfig, PredictivePolicy
+from tools.routers.base import PolicyBase, RequestInfo, RouterView
+from tools.routing import BackendInfo, Decision, RouteRequest
+from tools.sim.run import SimConfig, SimTick
+from tools.sim.scenario import Built
+from tools.sim.workload import TIERS
 
 
-def run_with_loop(
-    scenario: Scenario,
+def ttft_policy(backends: tuple[BackendInfo, ...], id_prefix: str) -> PredictivePolicy:
+    """The predictive policy configured as `evals.predictive_adapter` configures it."""
+    standard = next(t for t in TIERS if t.name == "standard")
+    return PredictivePolicy(
+        backends,
+        config=PredictiveConfig(sla_ms=standard.ttft_slo_ms),
+        tiers=ttft_tiers(),
+        id_prefix=id_prefix,
+    )
+
+
+class LoopAdapter(PolicyBase):
+    """The closed loop as a `RoutingPolicy`: requests through `loop.route`, ticks through
+    `loop.on_tick` (with the tick's decisions and telemetry)."""
+
+    name = "predictive"
+
+    def __init__(self, loop: FeedbackLoop, names: list[str], monitor: Any = None) -> None:
+        self.loop = loop
+        self.monitor = monitor
+        self._index = {n: i for i, n in enumerate(names)}
+        self._tick: list[Decision] = []
+        self.decisions: dict[int, Decision] = {}
+        self.keep_decisions = False
+
+    @property
+    def router(self) -> Any:
+        return self.loop.router
+
+    @property
+    def forecasts(self) -> dict[str, float]:
+        view = self.loop.fleet.view
+        return {b.name: b.forecast_ms for b in view.backends} if view is not None else {}
+
+    def choose(self, request: RequestInfo, view: RouterView) -> int:
+        d = self.loop.route(RouteRequest(str(request.request_id), tier=request.tier))
+        self._tick.append(d)
+        if self.keep_decisions:
+            self.decisions[request.request_id] = d
+        return self._index[d.backend]
+
+    def on_tick(self, tick: SimTick) -> None:  # type: ignore[override]
+        alarms = self.monitor.observe(tick.telemetry) if self.monitor is not None else None
+        if alarms is not None:
+            self.loop.fleet.alarms = dict(alarms)  # the tick's refresh (in on_tick) carries them
+        decisions, self._tick = self._tick, []
+        self.loop.on_tick(tick.ts, decisions, tick.telemetry, arrivals=tick.arrivals)
+
+
+def make_loop(
+    built: Built,
     forecaster: Any,
     store: Any,
     *,
-    seed: int,
+    start_ts: float,
+    loop_config: LoopConfig | dict[str, Any],
+    run_id: str | None = None,
+    alerts: Any = None,
+    artifact_dir: Path | str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> FeedbackLoop:
+    config = (
+        loop_config
+        if isinstance(loop_config, LoopConfig)
+        else LoopConfig.model_validate({"seed": built.seed, **loop_config})
+    )
+    return FeedbackLoop(
+        store,
+        backend_infos(built.fleet, built.token_stats()),
+        forecaster,
+        config=config,
+        run_id=run_id,
+        alerts=alerts,
+        artifact_dir=artifact_dir,
+        start_ts=start_ts,
+        progress=progress,
+        policy_factory=ttft_policy,
+    )
+
+
+def run_with_loop(
+    built: Built,
+    forecaster: Any,
+    store: Any,
+    *,
     start_ts: float,
     loop_config: dict[str, Any],
     run_id: str | None = None,
     alerts: Any = None,
     artifact_dir: Path | None = None,
     sink: DecisionSink | None = None,
-    on_tick: Callable[[TickResult], None] | None = None,
+    on_tick: Callable[[SimTick], None] | None = None,
     monitor: Any = None,
     escalator: Any = None,
 ) -> tuple[RunResult, FeedbackLoop]:
-    sim = FleetSimulator(scenario, start_ts=start_ts)
-    backends = tuple(BackendInfo(s.name, s.cost_per_request, s.capacity_rps) for s in sim.fleet)
-    names = [b.name for b in backends]
-    index = {n: i for i, n in enumerate(names)}
-    costs = np.array([b.cost_per_request for b in backends])
-    loop = FeedbackLoop(
-        store,
-        backends,
+    loop = make_loop(
+        built,
         forecaster,
-        config=LoopConfig.model_validate({"seed": seed, **loop_config}),
+        store,
+        start_ts=start_ts,
+        loop_config=loop_config,
         run_id=run_id,
         alerts=alerts,
         artifact_dir=artifact_dir,
-        start_ts=start_ts,
     )
     if escalator is not None:
         loop.router.escalate = escalator
         escalator.fleet = loop.fleet
-    rng = np.random.default_rng(seed + 7919)
-    sla_by_tier = {name: t.sla_ms for name, t in TIERS.items()}
-
-    total = violations = 0
-    cost = 0.0
-    latencies: list[np.ndarray] = []
-    prev_share: np.ndarray | None = None
-    moved = 0.0
-    ticks: list[TickRecord] = []
-    req_no = 0
-    while not sim.done:
-        n = sim.arrivals()
-        chosen = np.empty(n, dtype=np.int64)
-        slas = np.empty(n)
-        decisions: list[Decision] = []
-        for k in range(n):
-            tier = TIER_MIX[req_no % len(TIER_MIX)]
-            d = loop.route(RouteRequest(f"r{req_no}", tier=tier))
-            req_no += 1
-            chosen[k] = index[d.backend]
-            slas[k] = sla_by_tier[tier]
-            decisions.append(d)
-        counts = np.bincount(chosen, minlength=len(names))
-        result = sim.step({name: int(c) for name, c in zip(names, counts, strict=True)})
-
-        lat = np.empty(n)
-        ok = np.ones(n, dtype=bool)
-        for i, name in enumerate(names):
-            c = int(counts[i])
-            if c == 0:
-                continue
-            bt = result.backends[name]
-            mask = chosen == i
-            lat[mask] = bt.sample(c, rng)
-            ok[mask] = rng.random(c) >= bt.error_prob
-        bad = (lat > slas) | ~ok
-        total += n
-        violations += int(bad.sum())
-        cost += float(costs @ counts)
-        latencies.append(lat)
-        if sink is not None and n:
-            sink(decisions, lat, ok)
-        if escalator is not None:
-            bts = result.backends
-            escalator.score_pending(lambda b, sla, t=bts: t[b].violation_prob(sla))
-        if n:
-            share = counts / n
-            if prev_share is not None:
-                moved += 0.5 * float(np.abs(share - prev_share).sum()) * n
-            prev_share = share
-        if on_tick is not None:
-            on_tick(result)
-        alarms = monitor.observe(result.telemetry) if monitor is not None else None
-        if alarms is not None:
-            loop.fleet.alarms = dict(alarms)  # the tick's refresh (inside on_tick) carries them
-        loop.on_tick(result.ts, decisions, result.telemetry, arrivals=n)
-        view = loop.fleet.view
-        ticks.append(
-            TickRecord(
-                ts=result.ts,
-                counts={name: int(c) for name, c in zip(names, counts, strict=True)},
-                p95_ms={p.backend: p.p95_ms for p in result.telemetry},
-                error_rate={p.backend: p.error_rate for p in result.telemetry},
-                forecast_ms={b.name: b.forecast_ms for b in view.backends} if view else {},
-                violations=int(bad.sum()),
-                requests=n,
-            )
-        )
+    adapter = LoopAdapter(loop, [s.name for s in built.fleet], monitor)
+    adapter.keep_decisions = sink is not None
+    result = run_policy(
+        built,
+        "predictive",
+        policy=adapter,
+        sim_config=SimConfig(start_ts=start_ts),
+        sink=sink,
+        on_tick=on_tick,
+        escalator=escalator,
+    )
     loop.finish()
-
-    all_lat = np.concatenate(latencies) if latencies else np.empty(0)
-    stats = loop.router.stats
-    fields = {
-        "scenario": scenario.name,
-        "policy": "predictive",
-        "requests": total,
-        "sla_violation_pct": 100.0 * violations / total if total else 0.0,
-        "p95_latency_ms": float(np.percentile(all_lat, 95)) if all_lat.size else math.nan,
-        "mean_cost": cost / total if total else 0.0,
-        "reroutes": round(moved),
-        "ambiguous_pct": stats.ambiguous_pct,
-        "ambiguous_reasons": dict(stats.ambiguous_reasons),
-        "escalated_pct": getattr(stats, "escalated_pct", 0.0),
-        "escalation": escalator.stats.summary() if escalator is not None else None,
-        "ticks": ticks,
-    }
-    known = {f.name for f in dataclasses.fields(RunResult)}
-    return RunResult(**{k: v for k, v in fields.items() if k in known}), loop
+    return result, loop
 
 
 def loop_summary(loop: FeedbackLoop, start_ts: float) -> dict[str, Any]:

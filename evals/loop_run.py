@@ -29,14 +29,17 @@ from context_api.alerting import AlertService
 from context_api.model_store import artifact_dir_for
 from context_api.runs import Terminated
 from context_api.store import Store
-from tools.chaos import ChaosEvent, Scenario
+from evals.loop_replay import LoopAdapter, make_loop
+from evals.predictive_adapter import backend_infos
+from evals.replay import run_policy
 from tools.forecaster import Forecaster, train
-from tools.routing import BackendInfo, RouteRequest
-from tools.simulator import FleetSimulator, simulate_history
+from tools.routing import BackendInfo
+from tools.sim.chaos import ChaosEvent
+from tools.sim.history import simulate_history
+from tools.sim.run import SimConfig, SimTick
+from tools.sim.scenario import Scenario, SyntheticTraffic, build
 from tools.telemetry import TICK_SECONDS
-from tools.traffic import TrafficModel
 
-TIER_MIX = ("standard",) * 8 + ("premium", "batch")
 START_TS = 1_700_000_000.0
 Progress = Callable[[str], None]
 
@@ -49,10 +52,10 @@ def loop_scenario(
     ramp_s: float = 3600.0,
     drift_factor: float = 2.5,
     backend: str | None = "b0",
-    mean_rps: float = 16.0,
+    mean_rps: float = 10.0,
 ) -> Scenario:
-    """Flat traffic; from `drift_start_s` the backend's service time ramps up to x`drift_factor`
-    over `ramp_s`, then levels off until the end.
+    """Flat traffic; from `drift_start_s` the backend's iteration time ramps up to
+    x`drift_factor` over `ramp_s`, then levels off until the end.
 
     `gradual_drift` is a linear ramp that ends with its window, so the plateau is composed: the
     rising ramp continues at the same slope to the end, and a second, opposite ramp (factor
@@ -75,7 +78,7 @@ def loop_scenario(
         name="loop_gradual_drift",
         seed=105 + seed,
         duration_s=duration,
-        traffic=TrafficModel(mean_rps=mean_rps, diurnal_amplitude=0.0),
+        traffic=SyntheticTraffic(mean_rps=mean_rps, diurnal_amplitude=0.0),
         chaos=(
             ChaosEvent(
                 kind="gradual_drift",
@@ -96,7 +99,7 @@ def loop_scenario(
 
 
 def drift_factor_at(scenario: Scenario, t_s: float) -> float:
-    """The scenario's service-time factor at `t_s` seconds (as the simulator applies it)."""
+    """The scenario's iteration-time factor at `t_s` seconds (as the simulator applies it)."""
     f = 1.0
     for ev in scenario.chaos:
         if ev.kind == "gradual_drift" and ev.active(t_s):
@@ -115,7 +118,7 @@ class LoopRunConfig:
     ramp_s: float = 3600.0
     drift_factor: float = 2.5
     drift_backend: str | None = "b0"
-    mean_rps: float = 16.0
+    mean_rps: float = 10.0
     champion_trees: int = 60
     loop: LoopConfig = field(default_factory=LoopConfig)
     artifact_dir: str | None = None
@@ -182,15 +185,15 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
             progress(f"replaced the previous loop run {old.run_id} ({old.status})")
         store.insert_telemetry(history, source="loop:history", run_id=run.run_id, simulated=True)
         alerts = AlertService(store, clock=lambda: loop.now, restore=False)
-        loop = FeedbackLoop(
-            store,
-            backends_of(scenario),
+        loop = make_loop(
+            build(scenario),
             champion,
-            config=config.loop,
+            store,
+            start_ts=START_TS,
+            loop_config=config.loop,
             run_id=run.run_id,
             alerts=alerts,
             artifact_dir=artifacts,
-            start_ts=START_TS,
             progress=progress,
         )
         drift = scenario.chaos[0]
@@ -233,9 +236,8 @@ def run_loop(config: LoopRunConfig, progress: Progress = lambda _m: None) -> Loo
 
 
 def backends_of(scenario: Scenario) -> tuple[BackendInfo, ...]:
-    return tuple(
-        BackendInfo(s.name, s.cost_per_request, s.capacity_rps) for s in scenario.backends()
-    )
+    """What the loop's routers are configured with for the scenario's fleet."""
+    return backend_infos(scenario.backends())
 
 
 def replay(
@@ -247,26 +249,17 @@ def replay(
 ) -> None:
     """Request by request, as `evals.replay` does, but through the loop (which may switch the
     router's forecaster or split traffic between two routers mid-run)."""
-    sim = FleetSimulator(scenario, start_ts=start_ts)
-    names = [s.name for s in sim.fleet]
-    req_no = 0
-    ticks = 0
+    built = build(scenario)
+    adapter = LoopAdapter(loop, [s.name for s in built.fleet])
     hour_ticks = int(3600 / TICK_SECONDS)
-    while not sim.done:
-        n = sim.arrivals()
-        counts = dict.fromkeys(names, 0)
-        decisions = []
-        for _ in range(n):
-            tier = TIER_MIX[req_no % len(TIER_MIX)]
-            d = loop.route(RouteRequest(f"r{req_no}", tier=tier))
-            req_no += 1
-            counts[d.backend] += 1
-            decisions.append(d)
-        result = sim.step(counts)
-        loop.on_tick(result.ts, decisions, result.telemetry, arrivals=n)
-        ticks += 1
-        if ticks % hour_ticks == 0:
-            progress(f"simulated {ticks // hour_ticks} h ({req_no:,} requests)")
+
+    def tick(t: SimTick) -> None:
+        if (t.index + 1) % hour_ticks == 0:
+            progress(f"simulated {(t.index + 1) // hour_ticks} h")
+
+    run_policy(
+        built, "predictive", policy=adapter, sim_config=SimConfig(start_ts=start_ts), on_tick=tick
+    )
 
 
 # ------------------------------------------------------------------------------------ timeline

@@ -1,47 +1,45 @@
-"""Replay a scenario through a routing policy, request by request, and score it.
+"""Replay one seed of a scenario through one routing policy, request by request, and score it.
 
-The loop per 10 s tick: requests arrive and are routed one by one through the `Router` (the
-same code path as production); the simulator serves the resulting load; every request gets a
-latency drawn from its backend's latency distribution for that tick and an error with the
-backend's error rate; reactive policies see those replies in arrival order; then the tick's
-telemetry refreshes the forecasts and the policy re-plans. The router never sees the future:
-routing for tick t uses telemetry up to the end of tick t-1.
+Every policy, the predictive one included, runs through the same request-level simulation
+(`tools.sim.run.simulate`) on the same build of the scenario (common random numbers: the same
+requests at the same times, the same chance events). The predictive router runs through its
+adapter (`evals.predictive_adapter`), which refreshes its forecasts on every telemetry tick;
+the baselines come from `tools.routers.registry`. The router never sees the future: it learns a
+request's outcome when the response would reach it.
+
+Figures per run (`tools.sim.metrics`): SLO violations, goodput, TTFT, TPOT, end-to-end latency,
+errors and cost, plus flaps per hour (`evals.scoring`: a backend's share of each tick's requests
+swinging by 10 points and back within a minute) and, for the predictive router, the share of
+requests escalated to the router agent.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from agents.escalation import Escalator
-from agents.fleet_monitor import FleetMonitor
-from agents.router import Router
-from context_api.fleet_state import FleetState
-from tools.baselines import BASELINES
-from tools.chaos import Scenario
-from tools.forecaster import Forecaster
-from tools.policy import PredictivePolicy
-from tools.routing import TIERS, BackendInfo, Decision, RouteRequest
-from tools.simulator import FleetSimulator, TickResult
+from evals.predictive_adapter import PredictiveAdapter
+from evals.scoring import count_flaps
+from tools.routers.registry import BASELINES
+from tools.routers.registry import make_policy as make_baseline
+from tools.sim.engine import OK
+from tools.sim.metrics import METRIC_KEYS, summarise
+from tools.sim.run import SimConfig, SimResult, SimTick, profiles, simulate
+from tools.sim.scenario import Built
+from tools.sim.spec import TokenStats
 
-POLICIES = ("predictive", "static", "round_robin", "least_loaded", "outlier_ejection", "peak_ewma")
+POLICIES: tuple[str, ...] = ("predictive", *BASELINES)
+RUN_KEYS: tuple[str, ...] = (*METRIC_KEYS, "flaps_per_h", "escalated_pct")
+"""The per-run figures (`arcpoint demo --json` reports each one's mean over seeds)."""
 
-TIER_MIX = ("standard",) * 8 + ("premium", "batch")
-"""Traffic mix of the replayed requests: 80% standard, 10% premium, 10% batch."""
-
-
-def make_policy(name: str, backends: tuple[BackendInfo, ...], seed: int = 0, id_prefix: str = "d"):
-    if name == "predictive":
-        return PredictivePolicy(backends, id_prefix=id_prefix)
-    cls = BASELINES.get(name)
-    if cls is None:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    if name == "peak_ewma":
-        return cls(backends, id_prefix=id_prefix, seed=seed)
-    return cls(backends, id_prefix=id_prefix)
+DecisionSink = Callable[[list[Any], np.ndarray, np.ndarray, np.ndarray], None]
+"""Receives, tick by tick, the decisions whose outcomes arrived during the tick, with their
+TTFT (or time to failure) in ms, success flags and SLO-violation flags."""
 
 
 @dataclass
@@ -53,152 +51,178 @@ class TickRecord:
     forecast_ms: dict[str, float]
     violations: int
     requests: int
+    chaos: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
 class RunResult:
     scenario: str
     policy: str
+    seed: int
     requests: int
-    sla_violation_pct: float
-    p95_latency_ms: float
-    mean_cost: float
-    reroutes: int
-    ambiguous_pct: float
-    ambiguous_reasons: dict[str, int]
-    escalated_pct: float = 0.0
+    metrics: dict[str, float | None]
+    ticks: list[TickRecord] = field(default_factory=list)
+    ambiguous_pct: float = 0.0
+    ambiguous_reasons: dict[str, int] = field(default_factory=dict)
     escalation: dict | None = None
     """The Escalator's summary (agent runs, accepted, fallbacks, outcome against the policy)."""
-    ticks: list[TickRecord] = field(default_factory=list)
     monitor: dict | None = None
-    """What the fleet monitor raised (anomalies, alerts), when one watched the run."""
+    cascaded: list[tuple[float, str]] = field(default_factory=list)
+    seconds: float = 0.0
 
-    def summary(self) -> dict[str, float | int]:
-        return {
-            "sla_violation_pct": round(self.sla_violation_pct, 3),
-            "p95_latency_ms": round(self.p95_latency_ms, 1),
-            "mean_cost": float(f"{self.mean_cost:.6g}"),  # m$ shown to 3 decimals: keep them
-            "reroutes": self.reroutes,
-            "ambiguous_pct": round(self.ambiguous_pct, 3),
-            "escalated_pct": round(self.escalated_pct, 3),
+    @property
+    def sla_violation_pct(self) -> float:
+        return float(self.metrics["sla_violation_pct"] or 0.0)
+
+    def summary(self) -> dict[str, float | int | None]:
+        # six significant digits: a cost of a few micro-dollars keeps its digits
+        out: dict[str, float | int | None] = {
+            k: (None if v is None else float(f"{v:.6g}")) for k, v in self.metrics.items()
         }
+        out["ambiguous_pct"] = round(self.ambiguous_pct, 3)
+        out["requests"] = self.requests
+        return out
 
 
-DecisionSink = Callable[[list[Decision], np.ndarray, np.ndarray], None]
-"""Receives each tick's decisions with their sampled latencies (ms) and success flags."""
-
-
-def run_scenario(
-    scenario: Scenario,
-    policy_name: str,
-    forecaster: Forecaster | None,
+def make_policy(
+    name: str,
+    built: Built,
     *,
-    seed: int = 0,
-    sink: DecisionSink | None = None,
+    forecaster: Any = None,
+    stats: TokenStats | None = None,
+    escalate: Any = None,
+    monitor: Any = None,
     id_prefix: str = "d",
-    start_ts: float = 1_700_000_000.0,
-    on_tick: Callable[[TickResult], None] | None = None,
-    monitor: FleetMonitor | None = None,
-    escalator: Escalator | None = None,
+    keep_decisions: bool = False,
+) -> Any:
+    """A fresh policy `name` for one run of `built` (seeded by the run's seed)."""
+    if name == "predictive":
+        if forecaster is None:
+            raise ValueError("the predictive policy needs a trained forecaster")
+        return PredictiveAdapter(
+            built.fleet,
+            forecaster,
+            stats=stats or built.token_stats(),
+            escalate=escalate,
+            monitor=monitor,
+            id_prefix=id_prefix,
+            keep_decisions=keep_decisions,
+        )
+    if name not in BASELINES:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
+    return make_baseline(name, profiles(built.fleet), seed=built.seed)
+
+
+def flaps_per_hour(ticks: list[TickRecord], names: tuple[str, ...], duration_s: float) -> float:
+    if not ticks or duration_s <= 0:
+        return 0.0
+    counts = {n: np.array([t.counts.get(n, 0) for t in ticks], dtype=float) for n in names}
+    ts = np.array([t.ts for t in ticks])
+    return sum(count_flaps(counts, ts).values()) / (duration_s / 3600.0)
+
+
+def run_policy(
+    built: Built,
+    policy_name: str,
+    *,
+    forecaster: Any = None,
+    sim_config: SimConfig | None = None,
+    sink: DecisionSink | None = None,
+    on_tick: Callable[[SimTick], None] | None = None,
+    monitor: Any = None,
+    escalator: Any = None,
+    id_prefix: str = "d",
+    policy: Any = None,
 ) -> RunResult:
-    sim = FleetSimulator(scenario, start_ts=start_ts)
-    specs = sim.fleet
-    backends = tuple(BackendInfo(s.name, s.cost_per_request, s.capacity_rps) for s in specs)
-    names = [b.name for b in backends]
-    index = {n: i for i, n in enumerate(names)}
-    costs = np.array([b.cost_per_request for b in backends])
-    policy = make_policy(policy_name, backends, seed=seed, id_prefix=id_prefix)
-    fleet_state = FleetState(backends, forecaster)
-    if escalator is not None:
-        escalator.fleet = fleet_state
-    router = Router(policy, fleet_state, escalate=escalator)
-    wants_replies = getattr(policy, "wants_observations", False)
-    rng = np.random.default_rng(seed + 7919)
-    sla_by_tier = {name: t.sla_ms for name, t in TIERS.items()}
-
-    total = violations = 0
-    cost = 0.0
-    latencies: list[np.ndarray] = []
-    prev_share: np.ndarray | None = None
-    moved = 0.0
+    """Simulate `built` under `policy_name` (or a ready `policy`) and score it."""
+    t0 = time.perf_counter()
+    if policy is None:
+        policy = make_policy(
+            policy_name,
+            built,
+            forecaster=forecaster,
+            escalate=escalator,
+            monitor=monitor,
+            id_prefix=id_prefix,
+            keep_decisions=sink is not None,
+        )
+    if escalator is not None and isinstance(policy, PredictiveAdapter):
+        escalator.fleet = policy.fleet_state
     ticks: list[TickRecord] = []
-    req_no = 0
-    while not sim.done:
-        n = sim.arrivals()
-        chosen = np.empty(n, dtype=np.int64)
-        slas = np.empty(n)
-        decisions: list[Decision] = []
-        for k in range(n):
-            tier = TIER_MIX[req_no % len(TIER_MIX)]
-            d = router.route(RouteRequest(f"r{req_no}", tier=tier))
-            req_no += 1
-            chosen[k] = index[d.backend]
-            slas[k] = sla_by_tier[tier]
-            if sink is not None:
-                decisions.append(d)
-        counts = np.bincount(chosen, minlength=len(names))
-        result = sim.step({name: int(c) for name, c in zip(names, counts, strict=True)})
 
-        lat = np.empty(n)
-        ok = np.ones(n, dtype=bool)
-        for i, name in enumerate(names):
-            c = int(counts[i])
-            if c == 0:
-                continue
-            bt = result.backends[name]
-            mask = chosen == i
-            lat[mask] = bt.sample(c, rng)
-            ok[mask] = rng.random(c) >= bt.error_prob
-        bad = (lat > slas) | ~ok
-        total += n
-        violations += int(bad.sum())
-        cost += float(costs @ counts)
-        latencies.append(lat)
-        if wants_replies:
-            for k in range(n):
-                policy.observe(names[chosen[k]], float(lat[k]), bool(ok[k]))
-        if sink is not None and n:
-            sink(decisions, lat, ok)
-        if escalator is not None:
-            # Score this tick's escalations against the policy's own pick, with the true
-            # chance each backend had of missing the SLA this tick.
-            ticks_now = result.backends
-            escalator.score_pending(lambda b, sla, t=ticks_now: t[b].violation_prob(sla))
-        if n:
-            share = counts / n
-            if prev_share is not None:
-                moved += 0.5 * float(np.abs(share - prev_share).sum()) * n
-            prev_share = share
-
-        if on_tick is not None:
-            on_tick(result)
-        alarms = monitor.observe(result.telemetry) if monitor is not None else None
-        view = router.on_telemetry(result.telemetry, arrivals=n, alarms=alarms)
+    def tick(t: SimTick) -> None:
+        forecasts = getattr(policy, "forecasts", {})
         ticks.append(
             TickRecord(
-                ts=result.ts,
-                counts={name: int(c) for name, c in zip(names, counts, strict=True)},
-                p95_ms={p.backend: p.p95_ms for p in result.telemetry},
-                error_rate={p.backend: p.error_rate for p in result.telemetry},
-                forecast_ms={b.name: b.forecast_ms for b in view.backends},
-                violations=int(bad.sum()),
-                requests=n,
+                ts=t.ts,
+                counts=t.counts,
+                p95_ms={p.backend: p.p95_ms for p in t.telemetry},
+                error_rate={p.backend: p.error_rate for p in t.telemetry},
+                forecast_ms=dict(forecasts),
+                violations=sum(t.violated.values()),
+                requests=t.arrivals,
+                chaos=t.chaos,
             )
         )
+        if sink is not None and getattr(policy, "keep_decisions", False):
+            _emit(policy.decisions, t, sink)
+        if escalator is not None:
+            escalator.score_pending(t.violation_prob)
+        if on_tick is not None:
+            on_tick(t)
 
-    all_lat = np.concatenate(latencies) if latencies else np.empty(0)
-    stats = router.stats
-    return RunResult(
-        scenario=scenario.name,
-        policy=policy_name,
-        requests=total,
-        sla_violation_pct=100.0 * violations / total if total else 0.0,
-        p95_latency_ms=float(np.percentile(all_lat, 95)) if all_lat.size else math.nan,
-        mean_cost=cost / total if total else 0.0,
-        reroutes=round(moved),
-        ambiguous_pct=stats.ambiguous_pct,
-        ambiguous_reasons=dict(stats.ambiguous_reasons),
-        escalated_pct=stats.escalated_pct,
-        escalation=escalator.stats.summary() if escalator is not None else None,
-        ticks=ticks,
+    result = simulate(
+        built.workload, built.fleet, policy, plan=built.plan, config=sim_config, on_tick=tick
     )
+    return score(built, policy_name, result, ticks, policy, escalator, time.perf_counter() - t0)
+
+
+def _emit(pending: dict[int, Any], t: SimTick, sink: DecisionSink) -> None:
+    decisions, lat, ok, bad = [], [], [], []
+    for r, status, ttft, e2e, violated in t.outcomes:
+        d = pending.pop(r, None)
+        if d is None:
+            continue
+        decisions.append(d)
+        lat.append(ttft if ttft is not None else e2e)
+        ok.append(status == OK)
+        bad.append(violated)
+    if decisions:
+        sink(decisions, np.array(lat), np.array(ok, dtype=bool), np.array(bad, dtype=bool))
+
+
+def score(
+    built: Built,
+    policy_name: str,
+    result: SimResult,
+    ticks: list[TickRecord],
+    policy: Any,
+    escalator: Any,
+    seconds: float,
+) -> RunResult:
+    metrics = summarise(result)
+    ttft = result.ttft_ms[~np.isnan(result.ttft_ms)]
+    metrics["p95_latency_ms"] = float(np.percentile(ttft, 95)) if ttft.size else None
+    """The eval suite's latency figure (`evals.scoring`): the 95th percentile of TTFT."""
+    names = tuple(s.name for s in built.fleet)
+    metrics["flaps_per_h"] = flaps_per_hour(ticks, names, built.workload.duration_s)
+    router = getattr(policy, "router", None)
+    stats = getattr(router, "stats", None)
+    metrics["escalated_pct"] = float(stats.escalated_pct) if stats is not None else 0.0
+    return RunResult(
+        scenario=built.scenario.name,
+        policy=policy_name,
+        seed=built.seed,
+        requests=len(result),
+        metrics=metrics,
+        ticks=ticks,
+        ambiguous_pct=float(stats.ambiguous_pct) if stats is not None else 0.0,
+        ambiguous_reasons=dict(stats.ambiguous_reasons) if stats is not None else {},
+        escalation=escalator.stats.summary() if escalator is not None else None,
+        cascaded=list(result.cascaded),
+        seconds=seconds,
+    )
+
+
+def is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)

@@ -22,10 +22,13 @@ import numpy as np
 
 from evals.harness import EntryResult, SuiteResult
 from evals.scoring import FLAP_MOVE, FLAP_WITHIN_S, GRACE_S, traffic_shares
+from tools.sim.workload import TIERS
 
 DEFINITIONS = (
-    f"SLA violation: a request slower than its tier's SLA (standard 300 ms, premium 250 ms, "
-    f"batch 1 s) or failed. Flap: a backend's traffic share moves {FLAP_MOVE * 100:.0f} points "
+    f"SLO violation: a request that failed (timeout, 5xx, 429) or whose time to first token or "
+    f"end-to-end latency was over its tier's limit (standard 1 s / 30 s, premium 0.5 s / 15 s, "
+    f"batch 5 s / 60 s). p95 ms: the 95th percentile of the time to first token. "
+    f"Flap: a backend's traffic share moves {FLAP_MOVE * 100:.0f} points "
     f"and reverses by as much within {FLAP_WITHIN_S:.0f} s. Escalation rate: requests handed to "
     f"the router agent (or, without the escalation hook, the ambiguous requests that would be). "
     f"Anomaly precision/recall: against the simulator's per-tick chaos labels per backend "
@@ -67,7 +70,7 @@ def headline_table(entries: Sequence[EntryResult]) -> str:
     """Scenario entries, one row each: the predictive router (the full loop) against the best
     reactive baseline, with the loop's detection figures."""
     head = (
-        "| scenario | traffic | SLA viol. % | best baseline | vs best | p95 ms | cost m$/req "
+        "| scenario | traffic | SLO viol. % | best baseline | vs best | TTFT p95 ms | cost m$/req "
         "| flaps | escalated % | anomaly P / R | drift delay | expectations | gate |\n"
         "|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---|\n"
     )
@@ -150,15 +153,17 @@ def _policy_table(e: EntryResult) -> str:
         return ""
     best = min(v["sla_violation_pct"] for v in pol.values())
     lines = [
-        "| policy | SLA viol. % | p95 ms | cost m$/req | flaps | reroutes | ambiguous % |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| policy | SLO viol. % | goodput/s | TTFT p95 ms | TTFT p99 ms | TPOT p99 ms "
+        "| err % | cost m$/req | flaps | ambiguous % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, v in pol.items():
         mark = " *" if v["sla_violation_pct"] == best else ""
         lines.append(
-            f"| {name} | {v['sla_violation_pct']:.2f}{mark} | {v['p95_latency_ms']:.0f} "
-            f"| {v['mean_cost'] * 1000:.3f} | {v['flaps']} | {v['reroutes']} "
-            f"| {v['ambiguous_pct']:.1f} |"
+            f"| {name} | {v['sla_violation_pct']:.2f}{mark} | {_fmt(v.get('goodput_rps'))} "
+            f"| {_fmt(v.get('p95_latency_ms'), 0)} | {_fmt(v.get('ttft_p99_ms'), 0)} "
+            f"| {_fmt(v.get('tpot_p99_ms'), 1)} | {_fmt(v.get('error_pct'))} "
+            f"| {v['mean_cost'] * 1000:.4f} | {v['flaps']} | {v.get('ambiguous_pct', 0.0):.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -327,7 +332,7 @@ def plot_backends(e: EntryResult, path: Path) -> None:
     for ax, n in zip(axes[:, 0], names, strict=True):
         for s, en in e.timeline.get("windows", {}).get(n, []):
             ax.axvspan(_minutes(s, start), _minutes(en, start), color="tab:red", alpha=0.15, lw=0)
-        ax.plot(t, pred.p95_ms[n], color="tab:blue", lw=1.1, label="p95, predictive")
+        ax.plot(t, pred.p95_ms[n], color="tab:blue", lw=1.1, label="TTFT p95, predictive")
         if base is not None:
             ax.plot(
                 _minutes(base.ts, start),
@@ -335,11 +340,11 @@ def plot_backends(e: EntryResult, path: Path) -> None:
                 color="tab:gray",
                 lw=0.9,
                 ls="--",
-                label=f"p95, {best}",
+                label=f"TTFT p95, {best}",
             )
-        ax.axhline(300, color="black", lw=0.6, ls=":")
+        ax.axhline(TIERS[0].ttft_slo_ms, color="black", lw=0.6, ls=":")
         ax.set_yscale("log")
-        ax.set_ylabel(f"{n} p95 ms")
+        ax.set_ylabel(f"{n} TTFT p95 ms")
         ax2 = ax.twinx()
         ax2.plot(t, 100 * shares[n], color="tab:green", lw=0.9, alpha=0.8, label="share %")
         ax2.set_ylim(0, 100)

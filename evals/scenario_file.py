@@ -5,9 +5,12 @@ A file holds one entry. Its `kind` says what it is:
 - `scenario` (the default): a seed, a fleet, a traffic source, chaos events with times, the
   policies to compare, the forecaster to train, and the properties the predictive run must show
   (`expect`). The traffic source is one of
-    * `simulated`: the Markov-modulated diurnal process of `tools.traffic` (its parameters);
-    * `arrival_trace`: a CSV of request timestamps (e.g. the Azure LLM trace), binned into
-      per-tick counts and scaled to the fleet (`mean_rps`, `utilisation` or a bare `scale`);
+    * `simulated`: synthetic requests (`tools.sim.workload.synthetic`: a Markov-modulated
+      diurnal process, token lengths fitted to the Azure traces) at `utilisation` of the
+      fleet's capacity (default 0.4) or `mean_rps`;
+    * `arrival_trace`: a request trace with token counts (CSV or JSONL, e.g. the Azure LLM
+      trace; `evals.workload_files.read_trace`), time-scaled to the fleet (`utilisation`,
+      `mean_rps`, or a bare `scale` that multiplies its rate);
     * `telemetry`: real telemetry series (e.g. NAB), replayed observe-only through the monitor
       and the drift detector and scored against labelled windows. Nothing is routed: the series
       did not respond to any routing, so routing metrics would mean nothing there.
@@ -21,17 +24,15 @@ an unknown field gets a "did you mean" when one is close.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -44,19 +45,33 @@ from pydantic import (
     model_validator,
 )
 
-from tools.chaos import ChaosEvent, Scenario
-from tools.fleet import DEFAULT_FLEET, BackendSpec
-from tools.telemetry import TICK_SECONDS
-from tools.traffic import DEFAULT_MEAN_RPS, TrafficModel
+from tools.sim.chaos import ChaosEvent
+from tools.sim.scenario import Built, Scenario, SyntheticTraffic, TraceTraffic, build
+from tools.sim.spec import DEFAULT_FLEET, GPU_CLASSES, EngineSpec, fleet_capacity_rps
+from tools.sim.workload import Workload
 
 PolicyName = Literal[
-    "predictive", "static", "round_robin", "least_loaded", "outlier_ejection", "peak_ewma"
+    "predictive",
+    "static",
+    "round_robin",
+    "least_request",
+    "peak_ewma",
+    "outlier_ejection",
+    "prequal",
+    "c3",
+    "llmd",
 ]
 POLICY_NAMES: tuple[str, ...] = PolicyName.__args__  # type: ignore[attr-defined]
 """Every policy a scenario can compare (`evals.replay.POLICIES`; a test keeps them equal)."""
 BASELINE_NAMES = POLICY_NAMES[1:]
-ComparableMetric = Literal["sla_violation_pct", "p95_latency_ms", "mean_cost", "flaps"]
-"""Metrics `beats_baselines` can compare: lower is better for each."""
+RENAMED_POLICIES = {"least_loaded": "least_request"}
+"""Names older scenario files used."""
+ComparableMetric = Literal[
+    "sla_violation_pct", "p95_latency_ms", "ttft_p99_ms", "e2e_p99_ms", "mean_cost", "flaps"
+]
+"""Metrics `beats_baselines` can compare: lower is better for each (`p95_latency_ms` is the
+95th percentile of the time to first token)."""
+DEFAULT_UTILISATION = 0.4
 
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*([smhd]))+\s*$")
@@ -134,8 +149,9 @@ class _Scaling(_Model):
 
 
 class SimulatedTraffic(_Scaling):
-    """The synthetic arrival process (`tools.traffic.TrafficModel`); `utilisation` or `mean_rps`
-    set its mean (default: the model's 26.4 rps, 40% of the default fleet)."""
+    """Synthetic requests (`tools.sim.workload.synthetic`); `utilisation` or `mean_rps` set
+    their mean rate (default: 40% of the fleet's capacity); `lengths` picks the Azure trace
+    whose token lengths they are drawn from."""
 
     kind: Literal["simulated"] = "simulated"
     diurnal_amplitude: float = Field(0.3, ge=0, lt=1, allow_inf_nan=False)
@@ -144,6 +160,7 @@ class SimulatedTraffic(_Scaling):
     burst_rate_per_hour: float = Field(3.0, ge=0, allow_inf_nan=False)
     burst_mean_duration_s: PositiveSeconds = 90.0
     burst_multiplier: float = Field(1.4, ge=1, allow_inf_nan=False)
+    lengths: Literal["conv", "code"] = "conv"
 
     @model_validator(mode="after")
     def _no_bare_scale(self) -> SimulatedTraffic:
@@ -153,14 +170,17 @@ class SimulatedTraffic(_Scaling):
 
 
 class ArrivalTraceTraffic(_Scaling):
-    """Request arrivals from a CSV with one row per request (e.g. the Azure LLM trace).
-
-    Rows are binned into 10 s ticks by `timestamp_column` from the first request; the counts
-    are then scaled (default: to the simulated traffic's mean, 26.4 rps)."""
+    """A request trace with token counts (CSV or JSONL, `evals.workload_files.read_trace`),
+    time-scaled so its mean rate meets `utilisation` (default 40%) of the fleet's capacity for
+    its own token mix, or `mean_rps`, or its own rate times `scale`. A trace shorter than the
+    scenario is repeated end to end."""
 
     kind: Literal["arrival_trace"]
     path: str = Field(min_length=1)
-    timestamp_column: str = Field("TIMESTAMP", min_length=1)
+    timestamp_column: str | None = None
+    """Accepted for older files; the timestamp column is found by name (`TIMESTAMP` included)."""
+    time_unit: Literal["auto", "s", "ms"] = "auto"
+    block_tokens: int = Field(512, ge=1)
     skip_s: NonNegativeSeconds = 0.0
     """Leave out the trace's first seconds (e.g. a ramp-up before steady traffic)."""
 
@@ -301,18 +321,20 @@ class Expectations(_Model):
 
 
 def _parse_fleet(value: Any) -> Any:
-    """`default`, or a list of default-fleet names and backend specs (mappings of
-    `tools.fleet.BackendSpec`'s fields), each checked with a message that names it."""
+    """`default`, or a list of default-fleet names and engine specs: a mapping of
+    `tools.sim.spec.EngineSpec`'s fields, or `{name, gpu}` (a GPU class: h100, a100, l40s) with
+    any fields to override, each checked with a message that names it."""
     if value is None or value == "default":
         return None
     if not isinstance(value, list | tuple):
         raise ValueError("fleet must be 'default' or a list of backend names and specs")
     if not value:
         raise ValueError("fleet is empty")
-    out: list[BackendSpec | str] = []
+    out: list[EngineSpec | str] = []
     known = {b.name for b in DEFAULT_FLEET}
+    fields = set(EngineSpec.model_fields)
     for i, entry in enumerate(value):
-        if isinstance(entry, BackendSpec):
+        if isinstance(entry, EngineSpec):
             out.append(entry)
         elif isinstance(entry, str):
             if entry not in known:
@@ -322,14 +344,21 @@ def _parse_fleet(value: Any) -> Any:
                 )
             out.append(entry)
         elif isinstance(entry, dict):
-            fields = set(BackendSpec.__dataclass_fields__)
             unknown = sorted(set(entry) - fields)
             if unknown:
                 close = difflib.get_close_matches(unknown[0], fields, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"entry {i}: unknown field {unknown[0]!r}{hint}")
+                raise ValueError(
+                    f"entry {i}: unknown field {unknown[0]!r}{hint}; a backend is an LLM engine "
+                    f"spec ({', '.join(sorted(fields))})"
+                )
             try:
-                out.append(BackendSpec(**entry))
+                gpu = GPU_CLASSES.get(str(entry.get("gpu")))
+                if gpu is not None and "iter_base_ms" not in entry:
+                    rest = {k: v for k, v in entry.items() if k not in ("name", "gpu")}
+                    out.append(gpu.derive(entry.get("name", ""), **rest))
+                else:
+                    out.append(EngineSpec.model_validate(entry))
             except (TypeError, ValueError) as err:
                 raise ValueError(f"entry {i}: {err}") from None
         else:
@@ -337,7 +366,7 @@ def _parse_fleet(value: Any) -> Any:
     return tuple(out)
 
 
-FleetEntry = BackendSpec | str
+FleetEntry = EngineSpec | str
 
 
 class ScenarioFile(_Model):
@@ -353,6 +382,7 @@ class ScenarioFile(_Model):
     traffic: Traffic = Field(default_factory=SimulatedTraffic)
     chaos: list[ChaosEvent] = Field(default_factory=list)
     policies: list[PolicyName] = Field(default_factory=lambda: list(POLICY_NAMES))
+    """Older files' `least_loaded` is `least_request` (Envoy's least-request balancer)."""
     forecaster: ForecasterSpec = Field(default_factory=ForecasterSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
     loop: LoopSpec | None = None
@@ -368,6 +398,10 @@ class ScenarioFile(_Model):
         traffic = data.get("traffic")
         if isinstance(traffic, dict) and "kind" not in traffic:
             data["traffic"] = {"kind": "simulated", **traffic}
+        policies = data.get("policies")
+        if isinstance(policies, list):
+            data["policies"] = [RENAMED_POLICIES.get(p, p) if isinstance(p, str) else p
+                                for p in policies]  # fmt: skip
         chaos = data.get("chaos")
         if isinstance(chaos, list):
             prepared = []
@@ -460,7 +494,7 @@ class ScenarioFile(_Model):
     def observe_only(self) -> bool:
         return isinstance(self.traffic, TelemetryTraffic)
 
-    def backends(self) -> tuple[BackendSpec, ...]:
+    def backends(self) -> tuple[EngineSpec, ...]:
         if self.fleet is None:
             return DEFAULT_FLEET
         known = {b.name: b for b in DEFAULT_FLEET}
@@ -479,15 +513,16 @@ class ScenarioFile(_Model):
         return p
 
     def to_scenario(self) -> Scenario:
-        """The `tools.chaos.Scenario` to simulate (reads an arrival trace when there is one)."""
+        """The `tools.sim.scenario.Scenario` to simulate (a trace's scaling is settled in
+        `build`, once the trace is read)."""
         if isinstance(self.traffic, TelemetryTraffic):
             raise ValueError(f"{self.name}: a telemetry scenario is replayed, not simulated")
-        specs = self.backends()
-        capacity = sum(s.capacity_rps for s in specs)
         t = self.traffic
         if isinstance(t, SimulatedTraffic):
-            traffic = TrafficModel(
-                mean_rps=t.target_rps(capacity) or DEFAULT_MEAN_RPS,
+            traffic: SyntheticTraffic | TraceTraffic = SyntheticTraffic(
+                load=t.utilisation if t.utilisation is not None else DEFAULT_UTILISATION,
+                mean_rps=t.mean_rps,
+                lengths=t.lengths,
                 diurnal_amplitude=t.diurnal_amplitude,
                 period_s=t.period_s,
                 phase_s=t.phase_s,
@@ -496,22 +531,59 @@ class ScenarioFile(_Model):
                 burst_multiplier=t.burst_multiplier,
             )
         else:
-            trace = load_arrival_trace(self.resolve(t.path), t.timestamp_column, skip_s=t.skip_s)
-            target = t.target_rps(capacity)
-            if t.scale is not None:
-                scale = t.scale
-            else:
-                target = target if target is not None else DEFAULT_MEAN_RPS
-                scale = target * TICK_SECONDS / max(trace.mean_per_tick, 1e-9)
-            traffic = TrafficModel.from_counts(trace.counts, scale=scale)
+            traffic = TraceTraffic(source=str(self.resolve(t.path)))
         return Scenario(
             name=self.name,
             seed=self.seed,
             duration_s=self.duration_s,
-            fleet=None if self.fleet is None else specs,
+            fleet=None if self.fleet is None else self.backends(),
             traffic=traffic,
             chaos=tuple(self.chaos),
         )
+
+    def trace(self) -> Workload | None:
+        """The recorded requests of an `arrival_trace` scenario, skipped and scaled as the file
+        says (at their own rate times `scale`, or None to scale to a load in `build`)."""
+        t = self.traffic
+        if not isinstance(t, ArrivalTraceTraffic):
+            return None
+        from evals.workload_files import TraceError, find_shared, read_trace
+
+        path = find_shared(self.resolve(t.path))
+        try:
+            w, report = read_trace(path, time_unit=t.time_unit, block_tokens=t.block_tokens)
+        except TraceError as err:
+            raise ScenarioFileError(path, [f"cannot open the arrival trace: {err}"]) from None
+        if report.rejected:
+            why = f"the trace has bad records (a replay must not lose load): {report.summary()}"
+            raise ScenarioFileError(path, [why, *report.examples])
+        if t.skip_s:
+            keep = w.arrival_s >= t.skip_s
+            if not keep.any():
+                raise ScenarioFileError(path, [f"skip_s={t.skip_s:g} leaves no requests"])
+            w = w.select(keep)
+            w = replace(w, arrival_s=w.arrival_s - t.skip_s, duration_s=w.duration_s - t.skip_s)
+        return w
+
+    def build(self, seed: int | None = None) -> Built:
+        """One seed of the scenario, ready to simulate (reads the trace, if any)."""
+        scenario = self.to_scenario()
+        trace = self.trace()
+        t = self.traffic
+        if isinstance(t, ArrivalTraceTraffic) and trace is not None:
+            fleet = self.backends()
+            if t.scale is not None:
+                target = trace.rate_rps * t.scale
+            elif t.mean_rps is not None:
+                target = t.mean_rps
+            else:
+                load = t.utilisation if t.utilisation is not None else DEFAULT_UTILISATION
+                target = load * fleet_capacity_rps(fleet, trace.token_stats())
+            load = target / fleet_capacity_rps(fleet, trace.token_stats())
+            scenario = scenario.model_copy(
+                update={"traffic": TraceTraffic(source=scenario.traffic.source, load=load)}
+            )
+        return build(scenario, seed, trace)
 
 
 # --- real benchmarks -------------------------------------------------------------------------
@@ -606,7 +678,7 @@ _TAGS = {
     "simulated",
     "arrival_trace",
     "telemetry",
-    "BackendSpec",
+    "EngineSpec",
     "str",
     "function-after[_check(), ScenarioFile]",
 }
@@ -729,76 +801,6 @@ def load_paths(paths: Iterable[str | Path]) -> list[EvalEntry]:
 
 
 @dataclass(frozen=True)
-class ArrivalTrace:
-    """Per-tick arrival counts binned from a request log."""
-
-    counts: np.ndarray
-    requests: int
-    start_ts: float
-    out_of_order: int
-    """Rows earlier than the row before them (kept: binning does not need order)."""
-
-    @property
-    def mean_per_tick(self) -> float:
-        return float(self.counts.mean()) if self.counts.size else 0.0
-
-    @property
-    def duration_s(self) -> float:
-        return self.counts.size * TICK_SECONDS
-
-
-def load_arrival_trace(
-    path: Path, timestamp_column: str = "TIMESTAMP", *, skip_s: float = 0.0
-) -> ArrivalTrace:
-    """Bin a request log's timestamps into 10 s ticks. A bad row stops with its line number:
-    dropping it would silently lower the load."""
-    from context_api.ingest import parse_timestamp
-
-    stamps: list[float] = []
-    out_of_order = 0
-    try:
-        f = path.open(newline="", encoding="utf-8")
-    except OSError as err:
-        raise ScenarioFileError(path, [f"cannot open the arrival trace: {err.strerror}"]) from None
-    with f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ScenarioFileError(path, ["the arrival trace is empty"])
-        names = [h.strip() for h in header]
-        if timestamp_column not in names:
-            close = difflib.get_close_matches(timestamp_column, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ScenarioFileError(
-                path, [f"no column {timestamp_column!r}{hint}; columns: {', '.join(names)}"]
-            )
-        col = names.index(timestamp_column)
-        for row in reader:
-            if not row or all(not c.strip() for c in row):
-                continue
-            line = reader.line_num
-            if len(row) <= col:
-                raise ScenarioFileError(path, [f"line {line}: too few fields: {row!r}"])
-            try:
-                ts = parse_timestamp(row[col])
-            except ValueError as err:
-                raise ScenarioFileError(path, [f"line {line}: {err}"]) from None
-            if stamps and ts < stamps[-1]:
-                out_of_order += 1
-            stamps.append(ts)
-    if not stamps:
-        raise ScenarioFileError(path, ["the arrival trace has no rows"])
-    t = np.asarray(stamps)
-    start = float(t.min()) + skip_s
-    t = t[t >= start]
-    if t.size == 0:
-        raise ScenarioFileError(path, [f"skip_s={skip_s:g} leaves no requests"])
-    bins = np.floor((t - start) / TICK_SECONDS).astype(np.int64)
-    counts = np.bincount(bins).astype(float)
-    return ArrivalTrace(counts, int(t.size), start, out_of_order)
-
-
-@dataclass(frozen=True)
 class LabelledSeries:
     backend: str
     path: Path
@@ -816,7 +818,9 @@ def load_telemetry(entry: ScenarioFile) -> list[LabelledSeries]:
     assert isinstance(t, TelemetryTraffic)
     labels: dict[str, list] | None = None
     if t.labels is not None:
-        lp = entry.resolve(t.labels)
+        from evals.workload_files import find_shared
+
+        lp = find_shared(entry.resolve(t.labels))
         try:
             raw = json.loads(lp.read_text(encoding="utf-8"))
         except OSError as err:
@@ -828,7 +832,9 @@ def load_telemetry(entry: ScenarioFile) -> list[LabelledSeries]:
         labels = {str(k).replace("\\", "/"): v for k, v in raw.items()}
     out = []
     for s in t.series:
-        path = entry.resolve(s.path)
+        from evals.workload_files import find_shared
+
+        path = find_shared(entry.resolve(s.path))
         backend = s.backend or path.stem
         try:
             result = ingest_file(path, backend=backend)

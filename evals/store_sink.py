@@ -13,9 +13,9 @@ import math
 import numpy as np
 
 from context_api.store import Store
-from tools.chaos import Scenario
 from tools.routing import Decision
-from tools.simulator import TickResult
+from tools.sim.run import SimTick
+from tools.sim.scenario import Scenario
 
 
 def _num(x: float) -> float | None:
@@ -55,7 +55,7 @@ class StoreSink:
                 run_id=self.run_id,
             )
 
-    def tick(self, result: TickResult) -> None:
+    def tick(self, result: SimTick) -> None:
         self._telemetry.extend(result.telemetry)
         if len(self._telemetry) >= 400:
             self.flush()
@@ -67,7 +67,13 @@ class StoreSink:
             )
             self._telemetry = []
 
-    def __call__(self, decisions: list[Decision], latency_ms: np.ndarray, ok: np.ndarray) -> None:
+    def __call__(
+        self,
+        decisions: list[Decision],
+        latency_ms: np.ndarray,
+        ok: np.ndarray,
+        violated: np.ndarray | None = None,
+    ) -> None:
         encoded: dict[int, str] = {}
         rows = []
         for d in decisions:

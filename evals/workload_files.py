@@ -62,6 +62,20 @@ def data_dirs() -> list[Path]:
     return out
 
 
+def find_shared(path: Path) -> Path:
+    """`path`, or when it does not exist and points into a `shared/data/` folder, the same file
+    under `data_dirs()` (a scenario file's relative path holds in one checkout, not another)."""
+    if path.exists():
+        return path
+    parts = path.as_posix().split("/shared/data/", 1)
+    if len(parts) == 2:
+        for d in data_dirs():
+            candidate = d / parts[1]
+            if candidate.exists():
+                return candidate
+    return path
+
+
 def azure_path(kind: str) -> Path:
     if kind not in AZURE_FILES:
         raise TraceError(f"unknown Azure trace {kind!r}; known: {', '.join(AZURE_FILES)}")

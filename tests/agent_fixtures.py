@@ -28,21 +28,22 @@ from typing import Any
 
 import numpy as np
 
-from agents.router import Router
-from context_api.fleet_state import FleetState
 from context_api.store import Anomaly, DriftReport, Store, decision_row
-from tools.chaos import ChaosEvent, Scenario
+from evals.predictive_adapter import PredictiveAdapter
+from evals.replay import run_policy
 from tools.forecaster import Forecaster, train
-from tools.policy import PredictivePolicy
-from tools.routing import TIERS, BackendInfo, Decision, RouteRequest
-from tools.simulator import FleetSimulator, simulate_history
+from tools.routing import Decision
+from tools.sim.chaos import ChaosEvent
+from tools.sim.history import simulate_history
+from tools.sim.run import SimConfig, SimTick
+from tools.sim.scenario import Built, Scenario, build
+from tools.sim.workload import TIERS
 
 START_TS = 1_700_000_000.0
 DURATION_S = 1800.0
 SPIKE_START_S = 900.0
 SPIKE_END_S = 1200.0
 FAILURE_START_S = 1500.0
-TIER_MIX = ("standard",) * 8 + ("premium", "batch")
 CHALLENGER = "rf-challenger-fixture"
 
 
@@ -97,8 +98,7 @@ def _populate(store: Store) -> FixtureInfo:
     run = store.start_run("fixture", started_at=START_TS)
 
     scen = scenario()
-    sim = FleetSimulator(scen, start_ts=START_TS)
-    backends = tuple(BackendInfo(s.name, s.cost_per_request, s.capacity_rps) for s in sim.fleet)
+    built = build(scen)
     for ev in scen.chaos:
         store.record_event(
             "chaos",
@@ -113,12 +113,10 @@ def _populate(store: Store) -> FixtureInfo:
             ts=START_TS + ev.start_s,
             run_id=run.run_id,
         )
-    router = Router(PredictivePolicy(backends, id_prefix="fx-"), FleetState(backends, forecaster))
-    rng = np.random.default_rng(3)
     sampled: list[str] = []
     ambiguous: list[str] = []
     with store.transaction():
-        _replay(store, sim, router, backends, rng, run.run_id, sampled, ambiguous)
+        _replay(store, built, forecaster, run.run_id, sampled, ambiguous)
     return _extras(store, version, run.run_id, sampled, ambiguous)
 
 
@@ -132,56 +130,52 @@ def _bare(d: Decision) -> Decision:
 
 def _replay(
     store: Store,
-    sim: FleetSimulator,
-    router: Router,
-    backends: tuple[BackendInfo, ...],
-    rng: np.random.Generator,
+    built: Built,
+    forecaster: Forecaster,
     run_id: str,
     sampled: list[str],
     ambiguous: list[str],
 ) -> None:
-    req = 0
-    while not sim.done:
-        n = sim.arrivals()
-        decisions = []
-        for _ in range(n):
-            tier = TIER_MIX[req % len(TIER_MIX)]
-            decisions.append(router.route(RouteRequest(f"r{req}", tier=tier)))
-            req += 1
-        counts: dict[str, int] = {b.name: 0 for b in backends}
-        for d in decisions:
-            counts[d.backend] += 1
-        result = sim.step(counts)
-        if decisions:  # a tick's decisions share their candidates: encode them once
-            shared = decision_row(decisions[0], run_id=run_id)["candidates"]
-            rows = []
-            for d in decisions:
-                row = decision_row(_bare(d), run_id=run_id)
-                row["candidates"] = shared
-                chosen = d.chosen
-                if chosen is not None:
-                    row["predicted_latency_ms"] = _num(chosen.forecast_ms)
-                    row["predicted_lo_ms"] = _num(chosen.lo_ms)
-                    row["predicted_hi_ms"] = _num(chosen.hi_ms)
-                rows.append(row)
-            store.insert_decisions(rows)
-        outcomes = []
-        for name in counts:
-            mine = [d for d in decisions if d.backend == name]
-            if not mine:
-                continue
-            bt = result.backends[name]
-            lats = bt.sample(len(mine), rng)
-            failed = rng.random(len(mine)) < bt.error_prob
-            for d, lat, bad in zip(mine, lats, failed, strict=True):
-                if not bad:  # a failed request reports no latency
-                    outcomes.append((d.decision_id, float(lat), d.ts + float(lat) / 1000.0))
-        store.record_outcomes(outcomes)
-        if decisions:
-            sampled.append(decisions[0].decision_id)
-            ambiguous.extend(d.decision_id for d in decisions[:50] if d.ambiguous)
-        store.insert_telemetry(result.telemetry, source="fixture", run_id=run_id, simulated=True)
-        router.on_telemetry(result.telemetry, arrivals=n)
+    """The predictive router over the scenario, request by request; each tick stores the
+    decisions whose outcomes arrived during it (with those outcomes) and the tick's telemetry."""
+    adapter = PredictiveAdapter(built.fleet, forecaster, id_prefix="fx-", keep_decisions=True)
+
+    def sink(decisions: list[Decision], lat: np.ndarray, ok: np.ndarray, _bad: np.ndarray) -> None:
+        encoded: dict[int, str] = {}
+        rows = []
+        for d in decisions:  # decisions of one tick share their candidates: encode them once
+            key = id(d.candidates)
+            if key not in encoded:
+                encoded[key] = decision_row(d, run_id=run_id)["candidates"]
+            row = decision_row(_bare(d), run_id=run_id)
+            row["candidates"] = encoded[key]
+            chosen = d.chosen
+            if chosen is not None:
+                row["predicted_latency_ms"] = _num(chosen.forecast_ms)
+                row["predicted_lo_ms"] = _num(chosen.lo_ms)
+                row["predicted_hi_ms"] = _num(chosen.hi_ms)
+            rows.append(row)
+        store.insert_decisions(rows)
+        store.record_outcomes(
+            # a failed request reports no latency
+            (d.decision_id, float(x), d.ts + float(x) / 1000.0)
+            for d, x, good in zip(decisions, lat, ok, strict=True)
+            if good
+        )
+        sampled.append(decisions[0].decision_id)
+        ambiguous.extend(d.decision_id for d in decisions[:50] if d.ambiguous)
+
+    def tick(t: SimTick) -> None:
+        store.insert_telemetry(t.telemetry, source="fixture", run_id=run_id, simulated=True)
+
+    run_policy(
+        built,
+        "predictive",
+        policy=adapter,
+        sim_config=SimConfig(start_ts=START_TS),
+        sink=sink,
+        on_tick=tick,
+    )
 
 
 def _extras(
@@ -334,7 +328,7 @@ def agent_db(folder: Path, name: str = "arcpoint.db") -> FixtureInfo:
 
 
 def tiers() -> tuple[str, ...]:
-    return tuple(TIERS)
+    return tuple(t.name for t in TIERS)
 
 
 # --- Claude at the HTTP layer, for agent tests ---------------------------------------------------

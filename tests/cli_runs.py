@@ -25,6 +25,7 @@ _FAST_DEMO = {
     "--trees": "5",
     "--scenarios": "latency_spike",
     "--seed": "0",
+    "--seeds": "1",
 }
 
 

@@ -19,6 +19,7 @@ from tests.agent_fixtures import (
     FixtureInfo,
     agent_db,
 )
+from tools.sim.spec import DEFAULT_FLEET, capacity_rps
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_fleet_state_shows_the_ejected_backend_and_recent_quality(api: ContextAP
     by = {b["backend"]: b for b in fs["backends"]}
     assert set(by) == {"b0", "b1", "b2", "b3"}
     assert by["b3"]["status"] == "ejected" and by["b3"]["ejected"]
-    assert by["b0"]["capacity_rps"] == 32.0
+    assert by["b0"]["capacity_rps"] == pytest.approx(capacity_rps(DEFAULT_FLEET[0]))
     assert fs["recent_requests"] > 1000
     assert 0 <= fs["recent_sla_violation_pct"] <= 100
     assert fs["model_version"].startswith("rf-")
@@ -123,7 +124,8 @@ def test_capacity_risk_lists_the_unavailable_backend_and_sorted_probabilities(
     assert all(0.0 <= p <= 1.0 for p in probs)
     assert any(r["backend"] == "b3" and r["kind"] == "unavailable" for r in cr["risks"])
     # b3 is ejected, so the usable capacity is the other three backends'.
-    assert cr["fleet_capacity_rps"] == pytest.approx(32.0 + 8.0 + 16.0)
+    usable = sum(capacity_rps(s) for s in DEFAULT_FLEET if s.name != "b3")
+    assert cr["fleet_capacity_rps"] == pytest.approx(usable, abs=0.01)
     longer = api.call("capacity_risk", {"minutes": 30}).content
     assert any("5 minutes ahead" in n for n in longer["notes"])
 

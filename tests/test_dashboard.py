@@ -42,7 +42,7 @@ def _seed(folder: Path) -> tuple[Path, str, str]:
     """A database whose monitors wait for an approval (a challenger won its experiment), plus
     the last hour of telemetry so the served forecaster has windows to forecast from."""
     from tests.serve_world import waiting_world
-    from tools.simulator import simulate_history
+    from tools.sim.history import simulate_history
 
     db, approval_id, champion = waiting_world(folder)
     history = simulate_history(3600.0, seed=11, start_ts=0.0)

@@ -61,17 +61,23 @@ def test_demo_runs_and_a_rerun_replaces_the_first(tmp_path: Path) -> None:
     first = _demo(db, "--json", str(tmp_path / "demo.json"))
     assert first.returncode == 0, first.stderr
     assert "Traceback" not in first.stderr
-    assert "SLA viol" in first.stdout and "predictive" in first.stdout
+    assert "SLO viol" in first.stdout and "predictive" in first.stdout
     # Alert lines appear only with --verbose (the alerts are stored either way).
     assert "CRITICAL" not in first.stderr and "ESCALATED" not in first.stderr
     doc = json.loads((tmp_path / "demo.json").read_text())
-    assert doc["decisions_written"] > 0
-    # Costs print in milli-dollars to three decimals, with digits that were not rounded away.
-    cost = doc["scenarios"]["latency_spike"]["predictive"]["mean_cost"]
-    assert f"{cost * 1000:.3f}m" in first.stdout
+    # exactly the format: the forecaster, and per scenario and policy the mean figures
+    assert set(doc) == {"forecaster", "scenarios"}
+    cell = doc["scenarios"]["latency_spike"]["predictive"]
+    assert set(cell) == {
+        "sla_violation_pct", "goodput_rps", "ttft_p50_ms", "ttft_p99_ms", "tpot_p99_ms",
+        "e2e_p99_ms", "error_pct", "mean_cost", "flaps_per_h", "escalated_pct", "seeds",
+    }  # fmt: skip
+    # Costs print in micro-dollars to one decimal, with digits that were not rounded away.
+    cost = cell["mean_cost"]
+    assert f"{cost * 1e6:.1f}" in first.stdout
     assert round(cost, 4) != cost
     once = _counts(db)
-    assert once["decisions"] == doc["decisions_written"] and once["telemetry"] > 0
+    assert once["decisions"] > 0 and once["telemetry"] > 0
     assert once["alerts"] > 0
     answer_once = _ask_fleet_state(db)
 

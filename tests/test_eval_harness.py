@@ -364,13 +364,15 @@ def test_an_entry_that_cannot_run_fails_the_gate_without_stopping_the_others(
 
 def test_the_loop_replay_scores_exactly_as_the_plain_replay(tmp_path: Path) -> None:
     """Before the loop changes anything (no retrain in ten minutes), routing through it must
-    give the same requests, violations and costs as `run_scenario`: the scoring is shared."""
+    give the same requests, violations and costs as `run_policy`: the scoring is shared."""
     from context_api.store import Store
     from evals.loop_replay import loop_summary, run_with_loop
-    from evals.replay import run_scenario
-    from tools.chaos import ChaosEvent, Scenario
+    from evals.replay import run_policy
     from tools.forecaster import train
-    from tools.simulator import simulate_history
+    from tools.sim.chaos import ChaosEvent
+    from tools.sim.history import simulate_history
+    from tools.sim.run import SimConfig
+    from tools.sim.scenario import Scenario, build
 
     history = simulate_history(3600.0, seed=4, start_ts=START_TS - 4200.0)
     forecaster, _ = train(history, n_estimators=4, max_depth=6, seed=0, n_jobs=1)
@@ -380,12 +382,13 @@ def test_the_loop_replay_scores_exactly_as_the_plain_replay(tmp_path: Path) -> N
         duration_s=600.0,
         chaos=(ChaosEvent(kind="latency_spike", backend="b0", start_s=300.0, magnitude=3.0),),
     )
-    plain = run_scenario(scenario, "predictive", forecaster, seed=8, start_ts=START_TS)
+    built = build(scenario)
+    plain = run_policy(
+        built, "predictive", forecaster=forecaster, sim_config=SimConfig(start_ts=START_TS)
+    )
     store = Store(tmp_path / "loop.db")
     try:
-        looped, loop = run_with_loop(
-            scenario, forecaster, store, seed=8, start_ts=START_TS, loop_config={}
-        )
+        looped, loop = run_with_loop(built, forecaster, store, start_ts=START_TS, loop_config={})
         summary = loop_summary(loop, START_TS)
     finally:
         store.close()

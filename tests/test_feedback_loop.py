@@ -29,15 +29,16 @@ from context_api.alerting import AlertService
 from context_api.fleet_state import FleetState
 from context_api.store import Store
 from evals.loop_run import START_TS, LoopRunConfig, backends_of, replay, run_loop
-from tools.chaos import Scenario
 from tools.experiment_stats import ExperimentConfig, assign_arm
 from tools.forecaster import Forecaster, train
 from tools.policy import PredictivePolicy
 from tools.retrain_policy import RetrainPolicy
+from tools.routers.base import PolicyBase
 from tools.routing import RouteRequest
-from tools.simulator import FleetSimulator, simulate_history
+from tools.sim.history import simulate_history
+from tools.sim.run import SimConfig, SimTick, simulate
+from tools.sim.scenario import Scenario, SyntheticTraffic, build
 from tools.telemetry import HORIZON_TICKS, TICK_SECONDS
-from tools.traffic import TrafficModel
 
 HORIZON_S = HORIZON_TICKS * TICK_SECONDS
 
@@ -71,8 +72,24 @@ def calm(minutes: float, seed: int = 3) -> Scenario:
         name="calm",
         seed=seed,
         duration_s=minutes * 60.0,
-        traffic=TrafficModel(mean_rps=8.0, diurnal_amplitude=0.0),
+        traffic=SyntheticTraffic(mean_rps=8.0, diurnal_amplitude=0.0),
     )
+
+
+def calm_ticks(minutes: float, start_ts: float) -> list[SimTick]:
+    """Telemetry ticks of the calm scenario, everything sent to b0."""
+
+    class ToB0(PolicyBase):
+        def choose(self, request, view):
+            return 0
+
+    built = build(calm(minutes))
+    ticks: list[SimTick] = []
+    simulate(
+        built.workload, built.fleet, ToB0(), plan=built.plan,
+        config=SimConfig(start_ts=start_ts), on_tick=ticks.append,
+    )  # fmt: skip
+    return ticks
 
 
 FAST = LoopConfig(
@@ -173,13 +190,12 @@ def test_bad_telemetry_raises_before_anything_of_the_tick_is_stored(tmp_path, go
     replay(calm(8), loop)
     loop.flush()
     before = (len(store.list_telemetry(run_id="t")), loop.stats["decisions_sampled"])
-    sim = FleetSimulator(calm(20), start_ts=START_TS + 480.0)
-    n = sim.arrivals()
+    tick = calm_ticks(1, START_TS + 480.0)[0]
+    n = tick.arrivals
     decisions = [loop.route(RouteRequest(f"x{i}")) for i in range(n)]
-    result = sim.step({"b0": n})
-    bad = [dataclasses.replace(result.telemetry[0], p95_ms=math.nan), *result.telemetry[1:]]
+    bad = [dataclasses.replace(tick.telemetry[0], p95_ms=math.nan), *tick.telemetry[1:]]
     with pytest.raises(ValueError, match="p95_ms"):
-        loop.on_tick(result.ts, decisions, bad, arrivals=n)
+        loop.on_tick(tick.ts, decisions, bad, arrivals=n)
     loop.flush()
     assert (len(store.list_telemetry(run_id="t")), loop.stats["decisions_sampled"]) == before
     store.close()
@@ -369,15 +385,14 @@ def test_sync_active_forecaster_loads_the_artifact_into_a_fleet(tmp_path, good, 
     loop.promote(bad, reason="test")
     fleet = FleetState(loop.backends, bad)
     router = Router(PredictivePolicy(loop.backends), fleet)
-    sim = FleetSimulator(calm(5), start_ts=START_TS)
-    for _ in range(3):
-        result = sim.step({})
-        router.on_telemetry(result.telemetry, arrivals=0)
+    ticks = calm_ticks(1, START_TS)
+    for tick in ticks[:3]:
+        router.on_telemetry(tick.telemetry, arrivals=tick.arrivals)
     assert router.fleet.view.model_version == bad.version_id
     assert sync_active_forecaster(store, fleet) is None  # already current
     store.activate_model_version(good.version_id, reason="restore", action="rollback")
     assert sync_active_forecaster(store, fleet) == good.version_id
-    view = router.on_telemetry(sim.step({}).telemetry, arrivals=0)
+    view = router.on_telemetry(ticks[3].telemetry, arrivals=ticks[3].arrivals)
     assert view.model_version == good.version_id
     # the artifact is arrays + JSON and reproduces the model exactly
     loaded = load_forecaster(store.get_model_version(good.version_id).artifact_path)

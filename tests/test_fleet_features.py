@@ -12,12 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from context_api.fleet_state import FleetState, UnknownBackendError
-from tools.chaos import ChaosEvent, Scenario
 from tools.features import FEATURE_NAMES, LONG_TICKS, SLOPE_TICKS, FeatureWindow
 from tools.fleet_features import HAVE_NUMBA, FleetWindows
 from tools.forecaster import train
+from tools.routers.base import PolicyBase
 from tools.routing import BackendInfo
-from tools.simulator import FleetSimulator, simulate_history
+from tools.sim.chaos import ChaosEvent
+from tools.sim.history import simulate_history
+from tools.sim.run import SimConfig, simulate
+from tools.sim.scenario import Scenario, build
+from tools.sim.spec import capacity_rps
 from tools.telemetry import TICK_SECONDS, TelemetryPoint
 
 T0 = 1_700_000_000.0
@@ -44,15 +48,28 @@ def _chaos_run() -> tuple[tuple[TelemetryPoint, ...], ...]:
         ChaosEvent(kind="traffic_surge", start_s=2400.0),
         ChaosEvent(kind="anomaly_burst", start_s=3000.0, backend="b3"),
     )
-    scen = Scenario(name="mix", seed=11, duration_s=CHAOS_TICKS * TICK_SECONDS, chaos=chaos)
-    sim = FleetSimulator(scen, start_ts=T0)
-    caps = np.array([s.capacity_rps for s in sim.fleet])
-    out = []
-    for _ in range(CHAOS_TICKS):
-        n = sim.arrivals()
-        counts = np.floor(caps / caps.sum() * n).astype(int)
-        out.append(tuple(sim.step(dict(zip(sim.names, counts.tolist(), strict=True))).telemetry))
-    return tuple(out)
+    built = build(Scenario(name="mix", seed=11, duration_s=CHAOS_TICKS * TICK_SECONDS, chaos=chaos))
+    caps = np.array([capacity_rps(s) for s in built.fleet])
+    cum = np.cumsum(caps / caps.sum()).tolist()
+
+    class CapacityShares(PolicyBase):
+        k = 0
+
+        def choose(self, request, view):
+            self.k += 1
+            u = (self.k * 0.6180339887) % 1.0  # an even, deterministic spread
+            return next(i for i, c in enumerate(cum) if u < c or i == len(cum) - 1)
+
+    out: list[tuple[TelemetryPoint, ...]] = []
+    simulate(
+        built.workload,
+        built.fleet,
+        CapacityShares(),
+        plan=built.plan,
+        config=SimConfig(start_ts=T0),
+        on_tick=lambda t: out.append(tuple(t.telemetry)),
+    )
+    return tuple(out[:CHAOS_TICKS])
 
 
 def with_outages(ticks: list[list[TelemetryPoint]]) -> list[list[TelemetryPoint]]:

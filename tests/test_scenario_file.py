@@ -15,14 +15,13 @@ from evals.scenario_file import (
     ScenarioFile,
     ScenarioFileError,
     expand_paths,
-    load_arrival_trace,
     load_file,
     load_paths,
     load_telemetry,
     parse_entry,
     parse_seconds,
 )
-from tools.telemetry import TICK_SECONDS
+from tools.sim.spec import DEFAULT_FLEET, TokenStats, capacity_rps, fleet_capacity_rps
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "evals" / "scenarios"
 
@@ -56,6 +55,8 @@ def test_top_level_suite_covers_every_chaos_kind_and_real_data() -> None:
         "traffic_surge",
         "gradual_drift",
         "anomaly_burst",
+        "slow_replica",
+        "kv_pressure",
     }
     traffic = {e.traffic.kind for e in entries}
     assert {"simulated", "arrival_trace", "telemetry"} <= traffic
@@ -122,18 +123,31 @@ def test_defaults_and_shorthands() -> None:
     assert len(e.expect.traffic_leaves) == 1 and len(e.expect.beats_baselines) == 1
     assert e.policies == list(POLICY_NAMES)
     s = e.to_scenario()
-    assert s.duration_s == 3600 and s.traffic.mean_rps == pytest.approx(26.4)
+    assert s.duration_s == 3600 and s.traffic.load == 0.4 and s.traffic.mean_rps is None
 
 
 def test_utilisation_scales_simulated_traffic_to_the_fleet() -> None:
-    e = parse_entry({"name": "s", "fleet": ["b0", "b2"], "traffic": {"utilisation": 0.5}})
-    assert e.to_scenario().traffic.mean_rps == pytest.approx(0.5 * (32 + 16))
+    e = parse_entry(
+        {"name": "s", "duration_s": 600, "fleet": ["b0", "b2"], "traffic": {"utilisation": 0.5}}
+    )
+    built = e.build()
+    assert built.workload.offered_load(built.fleet) == pytest.approx(0.5, rel=0.1)
+    assert [b.name for b in built.fleet] == ["b0", "b2"]
 
 
 def test_a_custom_backend_spec() -> None:
-    spec = {"name": "gpu9", "capacity_rps": 20, "base_latency_ms": 90, "cost_per_request": 0.003}
-    e = parse_entry({"name": "s", "fleet": ["b0", spec]})
-    assert [b.name for b in e.backends()] == ["b0", "gpu9"]
+    by_gpu = {"name": "gpu9", "gpu": "a100", "max_num_seqs": 64}
+    full = DEFAULT_FLEET[1].model_dump() | {"name": "gpu10"}
+    e = parse_entry({"name": "s", "fleet": ["b0", by_gpu, full]})
+    specs = e.backends()
+    assert [b.name for b in specs] == ["b0", "gpu9", "gpu10"]
+    assert specs[1].gpu == "a100" and specs[1].max_num_seqs == 64
+    assert capacity_rps(specs[2]) == pytest.approx(capacity_rps(DEFAULT_FLEET[1]))
+
+
+def test_older_files_policy_names_still_load() -> None:
+    e = parse_entry({"name": "s", "policies": ["predictive", "least_loaded"]})
+    assert e.policies == ["predictive", "least_request"]
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -185,10 +199,14 @@ def test_unknown_fields_get_a_did_you_mean() -> None:
             {
                 "name": "x",
                 "fleet": [
-                    {"name": "g", "capacity_rps": -1, "base_latency_ms": 3, "cost_per_request": 1}
+                    {"name": "g", "capacity_rps": 1, "base_latency_ms": 3, "cost_per_request": 1}
                 ],
             },
-            "capacity_rps must be finite and > 0",
+            "unknown field 'base_latency_ms'",
+        ),
+        (
+            {"name": "x", "fleet": [{"name": "g", "gpu": "h100", "max_num_seqs": 0}]},
+            "max_num_seqs",
         ),
         ({"name": "x", "fleet": []}, "fleet is empty"),
         ({"name": "bad name!"}, "name"),
@@ -274,42 +292,51 @@ def test_every_bad_file_is_listed_at_once(tmp_path: Path) -> None:
 
 
 def _trace(path: Path, stamps: list[str]) -> Path:
-    path.write_text("TIMESTAMP,ContextTokens\n" + "".join(f"{s},10\n" for s in stamps))
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{s},100,20\n" for s in stamps)
+    )
     return path
 
 
-def test_an_arrival_trace_is_binned_into_ticks_and_scaled(tmp_path: Path) -> None:
+def test_an_arrival_trace_is_read_with_its_tokens_and_scaled(tmp_path: Path) -> None:
     stamps = [
         "2023-11-16 18:15:00.1000000",
         "2023-11-16 18:15:03.5000000",
         "2023-11-16 18:15:12.0",
-        "2023-11-16 18:15:11.0",  # out of order: kept and counted
+        "2023-11-16 18:15:11.0",  # out of order: kept
         "2023-11-16 18:15:35.0",
     ]
-    trace = load_arrival_trace(_trace(tmp_path / "t.csv", stamps))
-    assert trace.counts.tolist() == [2, 2, 0, 1]
-    assert trace.requests == 5 and trace.out_of_order == 1
+    _trace(tmp_path / "t.csv", stamps)
     (tmp_path / "s.yaml").write_text(
-        "name: s\nduration_s: 1h\ntraffic: {kind: arrival_trace, path: t.csv, mean_rps: 3}\n"
+        "name: s\nduration_s: 10m\ntraffic: {kind: arrival_trace, path: t.csv, mean_rps: 3}\n"
     )
     e = load_file(tmp_path / "s.yaml")
-    s = e.to_scenario()
     assert isinstance(e.traffic, ArrivalTraceTraffic)
-    assert s.effective_duration_s == 4 * TICK_SECONDS  # the trace is shorter than the hour
-    rates = [s.traffic.rate_at(i * TICK_SECONDS) for i in range(4)]
-    assert sum(rates) / 4 == pytest.approx(3.0)
+    trace = e.trace()
+    assert trace is not None and len(trace) == 5 and trace.input_tokens.tolist() == [100] * 5
+    built = e.build()
+    assert built.workload.duration_s == 600  # the trace repeats to fill the scenario
+    assert built.workload.rate_rps == pytest.approx(3.0, rel=0.05)
+    utilised = parse_entry(
+        {"name": "u", "traffic": {"kind": "arrival_trace", "path": str(tmp_path / "t.csv")}}
+    ).build()
+    cap = fleet_capacity_rps(DEFAULT_FLEET, TokenStats.fixed(100, 20))
+    assert utilised.workload.rate_rps == pytest.approx(0.4 * cap, rel=0.05)
 
 
 def test_arrival_trace_errors(tmp_path: Path) -> None:
-    p = _trace(tmp_path / "t.csv", ["2023-11-16 18:15:00", "yesterday"])
-    with pytest.raises(ScenarioFileError, match="line 3"):
-        load_arrival_trace(p)
-    with pytest.raises(ScenarioFileError, match="did you mean 'TIMESTAMP'"):
-        load_arrival_trace(p, "TIMESTMP")
-    with pytest.raises(ScenarioFileError, match="cannot open"):
-        load_arrival_trace(tmp_path / "none.csv")
-    with pytest.raises(ScenarioFileError, match="no rows"):
-        load_arrival_trace(_trace(tmp_path / "e.csv", []))
+    def build(path: Path) -> None:
+        parse_entry({"name": "x", "traffic": {"kind": "arrival_trace", "path": str(path)}}).build()
+
+    with pytest.raises(ScenarioFileError, match="line 3: bad timestamp"):
+        build(_trace(tmp_path / "t.csv", ["2023-11-16 18:15:00", "yesterday"]))
+    with pytest.raises(ScenarioFileError, match=r"cannot open the arrival trace.*no such file"):
+        build(tmp_path / "none.csv")
+    with pytest.raises(ScenarioFileError, match="no usable request records"):
+        build(_trace(tmp_path / "e.csv", []))
+    (tmp_path / "bare.csv").write_text("TIMESTAMP\n2023-11-16 18:15:00\n")
+    with pytest.raises(ScenarioFileError, match="no column for input, output"):
+        build(tmp_path / "bare.csv")
 
 
 def test_telemetry_series_get_their_labelled_windows(tmp_path: Path) -> None:

@@ -185,6 +185,6 @@ def test_batch_size_one_is_an_m_g_1_queue():
 
 def test_default_fleet_capacity_is_what_the_docs_say():
     caps = [capacity_rps(s) for s in DEFAULT_FLEET]
-    assert [s.gpu for s in DEFAULT_FLEET] == ["a100", "l40s", "h100", "a100"]
-    assert caps[2] > caps[0] > caps[1]
+    assert [s.gpu for s in DEFAULT_FLEET] == ["h100", "l40s", "a100", "a100"]
+    assert caps[0] > caps[2] == caps[3] > caps[1]
     assert math.isclose(sum(caps), 33, rel_tol=0.05)

@@ -102,9 +102,12 @@ class LoopBase:
     model_errors: list[ModelErrors]
     _progress: Callable[[str], None]
     _experiment: Any
+    _policy_factory: Callable[[tuple[BackendInfo, ...], str], PredictivePolicy] | None = None
 
     def _policy(self, tag: str) -> PredictivePolicy:
         prefix = f"{self.run_id or 'loop'}:{tag}:"
+        if self._policy_factory is not None:
+            return self._policy_factory(tuple(self.backends), prefix)
         return PredictivePolicy(self.backends, id_prefix=prefix)
 
     @property

@@ -10,12 +10,15 @@ import time
 from pathlib import Path
 
 HELP = """\
-Train the latency forecaster on simulated fleet history, then replay every chaos scenario
-(latency spike, backend failure, cascading failure, traffic surge, gradual drift, anomaly
-burst) through the predictive router and each reactive baseline, request by request.
-Prints one table (scenario x policy: SLA violation %, p95 latency, mean cost per request,
-requests rerouted, ambiguous %) and the forecaster's hold-out figures. The predictive
-router's decisions and their outcomes are written to the SQLite store.
+Train the latency forecaster on simulated fleet history, then replay every scenario (latency
+spike, backend failure, cascading failure, traffic surge, gradual drift, anomaly burst, slow
+replica, KV pressure, and the Azure conversation and code traces) through the predictive router
+and the eight baselines (static, round robin, least request, peak EWMA, outlier ejection,
+Prequal, C3, llm-d), request by request on a request-level LLM-serving simulation, over several
+seeds. Prints one table (scenario x policy: SLO violation % with its 95% interval over seeds,
+goodput, TTFT p50/p99, TPOT p99, end-to-end p99, errors, cost, flaps, escalations), the
+predictive router against the best baseline per scenario, and the forecaster's hold-out figures.
+The predictive router's decisions and their outcomes are written to the SQLite store.
 """
 
 
@@ -31,19 +34,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--history-hours",
         type=float,
-        default=12.0,
-        help="hours of simulated telemetry to train on (default 12)",
+        default=6.0,
+        help="hours of simulated telemetry to train on (default 6)",
     )
     p.add_argument("--trees", type=int, default=100, help="trees in the forest (default 100)")
     p.add_argument(
-        "--scenarios", default=None, help="comma-separated scenario names (default: all six)"
+        "--scenarios", default=None, help="comma-separated scenario names (default: all ten)"
     )
     p.add_argument(
         "--policies",
         default=None,
-        help="comma-separated policies (default: predictive and all five baselines)",
+        help="comma-separated policies (default: predictive and all eight baselines)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for history, training and replay")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="seeds per scenario; figures are means with a 95%% interval (default 3)",
+    )
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument(
         "--verbose",
@@ -64,13 +73,8 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 
 def run(args: argparse.Namespace) -> int:
     from arcpoint.settings import load_settings
-    from evals.demo import (
-        DemoConfig,
-        format_escalation,
-        format_monitor,
-        format_table,
-        run_demo,
-    )
+    from evals.demo import DemoConfig, run_demo
+    from evals.demo_report import format_escalation, format_monitor, format_table, format_versus
 
     settings = load_settings()
     if not args.verbose:
@@ -78,14 +82,17 @@ def run(args: argparse.Namespace) -> int:
         # themselves are stored and summarised below. Critical alerts are logged at CRITICAL,
         # so the level must sit above every level the channel uses.
         logging.getLogger("arcpoint.alerts").setLevel(logging.CRITICAL + 1)
-    if args.trees < 1 or args.history_hours <= 0 or args.jobs < 1:
-        print("error: --trees, --history-hours and --jobs must be positive", file=sys.stderr)
+    if args.trees < 1 or args.history_hours <= 0 or args.jobs < 1 or args.seeds < 1:
+        print(
+            "error: --trees, --history-hours, --jobs and --seeds must be positive", file=sys.stderr
+        )
         return 2
     config = DemoConfig(
         db=args.db or settings.db,
         history_hours=args.history_hours,
         n_estimators=args.trees,
         seed=args.seed,
+        seeds=args.seeds,
         jobs=args.jobs,
         record_decisions=not args.no_decisions,
     )
@@ -107,8 +114,16 @@ def run(args: argparse.Namespace) -> int:
 
     rep = demo.report
     print()
-    print(format_table(demo, config.policies))
-    print("* lowest SLA violation % in the scenario. Cost in milli-dollars per request.")
+    print(format_table(demo.by_cell(), config.policies))
+    print(
+        f"Means over {config.seeds} seed(s) per scenario; SLO viol % +- the half-width of its "
+        "95% interval (Student t). * lowest mean. Latencies in ms (s where marked); cost in "
+        "micro-dollars per request."
+    )
+    versus = format_versus(demo)
+    if versus:
+        print("\nThe predictive router against the best baseline (paired over seeds):")
+        print(versus)
     escalation = format_escalation(demo)
     if escalation:
         print("\nEscalations to the router agent (offline reasoner; budget 5% of requests):")
@@ -119,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(monitor)
     print()
     print(
-        f"Forecaster {demo.forecaster.version_id} (p95 latency 5 min ahead), "
+        f"Forecaster {demo.forecaster.version_id} (p95 TTFT 5 min ahead), "
         f"hold-out of {rep.n_holdout:,} rows:"
     )
     print(

@@ -80,14 +80,19 @@ class FleetFile(BaseModel):
 
 
 def default_fleet() -> FleetFile:
-    from tools.fleet import DEFAULT_FLEET
+    from tools.sim.spec import DEFAULT_FLEET, backend_infos
 
     return FleetFile(
         backends=tuple(
             BackendEntry(
-                name=s.name, cost_per_request=s.cost_per_request, capacity_rps=s.capacity_rps
+                name=s.name,
+                cost_per_request=info.cost_per_request,
+                capacity_rps=info.capacity_rps,
+                kind=s.gpu,
+                cost_per_1k_input=s.cost_per_1k_input,
+                cost_per_1k_output=s.cost_per_1k_output,
             )
-            for s in DEFAULT_FLEET
+            for s, info in zip(DEFAULT_FLEET, backend_infos(DEFAULT_FLEET), strict=True)
         )
     )
 

@@ -92,12 +92,12 @@ def level(p: float) -> str:
 def _default_fleet_info(names: Sequence[str]) -> dict[str, BackendInfo]:
     """Costs and capacities of the simulator's default fleet (what `arcpoint demo` runs), used
     only when the stored backends are exactly that fleet."""
-    from tools.fleet import DEFAULT_FLEET
+    from tools.sim.spec import DEFAULT_FLEET, backend_infos
 
-    known = {s.name: s for s in DEFAULT_FLEET}
+    known = {b.name: b for b in backend_infos(DEFAULT_FLEET)}
     if set(names) != set(known):
         return {}
-    return {n: BackendInfo(n, known[n].cost_per_request, known[n].capacity_rps) for n in names}
+    return {n: known[n] for n in names}
 
 
 @dataclass

@@ -236,38 +236,46 @@ class EventEngine:
         """End of the run of iterations that ends at `t` (== next_ps)."""
         req = self.req
         k = self.cut + 1
-        self.iters += k
-        last = self.iters - 1
-        finished_prefill = []
-        for e in self.prefill:
-            c = e[3]
-            if c:
-                e[1] -= c * k
-                e[2] += c * k
-                if e[1] == 0:
-                    finished_prefill.append(e)
-        if finished_prefill:
-            self.prefill = [e for e in self.prefill if e[1] > 0]
-            for e in finished_prefill:
-                r = e[0]
-                req.first_ps[r] = t
-                o = req.out[r]
-                if o == 1:
-                    self._finish(r, t)
-                    continue
-                req.state[r] = DECODE
-                self.j_first[r] = last
-                heapq.heappush(self.heap, (last + o - 1, r))
-                self.n_d += 1
-                self.ctx_base += req.inp[r] - last
+        iters = self.iters + k
+        self.iters = iters
+        last = iters - 1
+        prefill = self.prefill
+        if prefill:
+            finished = None
+            for e in prefill:
+                c = e[3]
+                if c:
+                    e[1] -= c * k
+                    e[2] += c * k
+                    if e[1] == 0:
+                        if finished is None:
+                            finished = []
+                        finished.append(e)
+            if finished is not None:
+                self.prefill = [e for e in prefill if e[1] > 0]
+                first_ps, out, state, inp = req.first_ps, req.out, req.state, req.inp
+                for e in finished:
+                    r = e[0]
+                    first_ps[r] = t
+                    o = out[r]
+                    if o == 1:
+                        self._finish(r, t)
+                        continue
+                    state[r] = DECODE
+                    self.j_first[r] = last
+                    heapq.heappush(self.heap, (last + o - 1, r))
+                    self.n_d += 1
+                    self.ctx_base += inp[r] - last
         heap = self.heap
-        while heap and heap[0][0] <= last:
-            _, r = heapq.heappop(heap)
-            if req.state[r] != DECODE:
-                continue
-            self.n_d -= 1
-            self.ctx_base -= req.inp[r] - self.j_first.pop(r)
-            self._finish(r, t)
+        if heap and heap[0][0] <= last:
+            state, inp, j_first = req.state, req.inp, self.j_first
+            while heap and heap[0][0] <= last:
+                _, r = heapq.heappop(heap)
+                if state[r] != DECODE:
+                    continue
+                self.n_d -= 1
+                self.ctx_base -= inp[r] - j_first.pop(r)
+                self._finish(r, t)
         if self.removals:
             self._apply_removals()
         self._plan(t)
@@ -305,18 +313,18 @@ class EventEngine:
 
     def _plan(self, t: int) -> None:
         """Schedule the next run of iterations, starting at `t`."""
-        req = self.req
         if self.frozen:
             self.busy = False
             self.next_ps = -1
             return
-        budget = self.B - self.n_d
-        tokens = self.n_d
+        n_d = self.n_d
+        budget = self.B - n_d
+        tokens = n_d
         pairs = 0
         lim = None  # the budget-limited prefill entry, if any
         finishing = False
         for e in self.prefill:
-            c = min(e[1], budget)
+            c = e[1] if e[1] < budget else budget
             e[3] = c
             if c:
                 budget -= c
@@ -327,63 +335,69 @@ class EventEngine:
                 else:
                     lim = e
         if budget > 0 and self.n_waiting:
+            req = self.req
             inp, out, state = req.inp, req.out, req.state
             w = self.waiting
-            while budget > 0 and self.running < self.max_seqs:
+            running, kv_used = self.running, self.kv_used
+            kv_cap, max_seqs = self.kv_cap, self.max_seqs
+            while budget > 0 and running < max_seqs:
                 while w and state[w[0]] != WAITING:
                     w.popleft()
                 if not w:
                     break
                 r = w[0]
                 need = inp[r] + out[r]
-                if self.kv_used + need > self.kv_cap:
+                if kv_used + need > kv_cap:
                     break
                 w.popleft()
                 self.n_waiting -= 1
-                self.kv_used += need
-                self.running += 1
+                kv_used += need
+                running += 1
                 state[r] = PREFILL
                 rem = prefill_tokens(req, r, self.cache)
-                c = min(rem, budget)
-                e = [r, rem, inp[r] - rem, c]
-                self.prefill.append(e)
+                c = rem if rem < budget else budget
+                done = inp[r] - rem
+                self.prefill.append([r, rem, done, c])
                 budget -= c
                 tokens += c
-                pairs += c * e[2] + c * c // 2
+                pairs += c * done + c * c // 2
                 if c == rem:
                     finishing = True
                 else:
-                    lim = e
+                    lim = self.prefill[-1]
+            self.running, self.kv_used = running, kv_used
         if tokens == 0:
             self.busy = False
             self.next_ps = -1
             return
-        if self.factor != 1.0:
-            c0, ct, cc, cp = self.spec.coefficients_ps(self.factor)
-        else:
-            c0, ct, cc, cp = self.coef
-        n_d = self.n_d
-        self.A = c0 + ct * tokens + cc * (self.ctx_base + n_d * self.iters) + cp * pairs
-        length = 1 if finishing else None
+        c0, ct, cc, cp = self.spec.coefficients_ps(self.factor) if self.factor != 1.0 else self.coef
+        iters = self.iters
+        A = c0 + ct * tokens + cc * (self.ctx_base + n_d * iters) + cp * pairs
         slope = cc * n_d
+        length = 1 if finishing else 0
         if lim is not None and not finishing:
-            length = lim[1] // lim[3]
-            slope += cp * lim[3] * lim[3]
+            c = lim[3]
+            length = lim[1] // c
+            slope += cp * c * c
         heap = self.heap
-        state = req.state
-        while heap and state[heap[0][1]] != DECODE:
-            heapq.heappop(heap)
         if heap:
-            ld = heap[0][0] - self.iters + 1
-            length = ld if length is None else min(length, ld)
-        if length is None:  # cannot happen: tokens > 0 means a decode or a prefill is running
+            state = self.req.state
+            while heap and state[heap[0][1]] != DECODE:
+                heapq.heappop(heap)
+            if heap:
+                ld = heap[0][0] - iters + 1
+                if length == 0 or ld < length:
+                    length = ld
+        if length == 0:  # cannot happen: tokens > 0 means a decode or a prefill is running
             raise AssertionError("a run of iterations with nothing to end it")
+        self.A = A
         self.S = slope
         self.seg_t0 = t
-        self.cut = length - 1
+        k = length - 1
+        self.cut = k
         self.budget_left = budget
         self.busy = True
-        self.next_ps = self._end(self.cut)
+        self.next_ps = t + (k + 1) * A + slope * (k * (k + 1) // 2)
 
     def _end(self, k: int) -> int:
         """End time of iteration k (0-based) of the current run."""

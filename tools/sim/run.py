@@ -66,6 +66,8 @@ class SimConfig:
     timeout_s: float = 60.0
     """The router gives up on a request after this long (status `timeout`) and aborts it."""
     scrape_interval_s: float = 1.0
+    """How often the router scrapes every engine's metrics, unless the policy declares its own
+    cadence (`scrape_interval_s` on the policy: the llm-d endpoint picker polls every 50 ms)."""
     scrape_staleness_s: float = 0.0
     probe_delay_ms: float | None = None
     """Round trip of a probe; None: the backend's RTT."""
@@ -109,6 +111,9 @@ class SimTick:
     ttft_ms: dict[str, list[float]] = field(default_factory=dict)
     """TTFT of the requests that finished OK on each backend this tick (router side)."""
     failed: dict[str, int] = field(default_factory=dict)
+    outcomes: list[tuple[int, int, float | None, float, bool]] = field(default_factory=list)
+    """(request, status, TTFT ms or None, end-to-end ms, violated) of every request whose
+    outcome the router learnt during the tick, in that order."""
 
     def violation_prob(self, backend: str, ttft_slo_ms: float) -> float:
         """Share of this tick's finished requests on `backend` that failed or whose TTFT was
@@ -239,14 +244,13 @@ class _Run:
         self.lat: list[list[float]] = [[] for _ in range(nb)]
         self.ok_ttft: list[list[float]] = [[] for _ in range(nb)]
         self.open: list[deque[int]] = [deque() for _ in range(nb)]
-        self.scr_ttft: list[list[float]] = [[] for _ in range(nb)]
-        self.scr_e2e: list[list[float]] = [[] for _ in range(nb)]
-        self.scr_done = [0] * nb
-        self.scr_err = [0] * nb
-        self.recent: list[deque[float]] = [deque(maxlen=config.recent) for _ in range(nb)]
+        self.scr_fin: list[list[int]] = [[] for _ in range(nb)]
+        """Requests the engine finished since the last scrape (-1: failed)."""
+        self.recent: list[deque[int]] = [deque(maxlen=config.recent) for _ in range(nb)]
         self.probe_no = 0
         self.probes: dict[int, tuple[int, float | None, float]] = {}
         self.ticks: list[SimTick] = []
+        self.outcomes: list[tuple[int, int, float | None, float, bool]] = []
         self.tick_no = 0
         self.cascade_for = [0.0] * nb
         self.cascade_labels: list[dict[int, str]] = [{} for _ in range(nb)]
@@ -271,20 +275,17 @@ class _Run:
 
     def _make_done(self, b: int) -> Callable[[int, int, int], None]:
         rtt = self.rtt[b]
-        push = self._push
+        heap = self.heap
+        push = heapq.heappush
+        finished = self.scr_fin[b]
+        recent = self.recent[b]
 
         def done(r: int, t: int, status: int) -> None:
-            push((t + rtt) << 3 | _DELIVER, r, _DELIVER, r, status)
-            # engine-side latency for the backend's own metrics (scrapes, probes)
+            push(heap, ((t + rtt) << 3 | _DELIVER, r, _DELIVER, r, status))
+            # for the backend's own metrics (scrapes, probes)
+            finished.append(r if status == OK else -1)
             if status == OK:
-                arr = self.arr_ps[r]
-                e2e = (t - arr) / 1e9
-                self.scr_ttft[b].append((self.req.first_ps[r] - arr) / 1e9)
-                self.scr_e2e[b].append(e2e)
-                self.recent[b].append(e2e)
-            else:
-                self.scr_err[b] += 1
-            self.scr_done[b] += 1
+                recent.append(r)
 
         return done
 
@@ -296,7 +297,10 @@ class _Run:
         self.probe_no += 1
         running, waiting, _ = self.engines[b].snapshot()
         rec = self.recent[b]
-        lat = sorted(rec)[(len(rec) - 1) // 2] if rec else None
+        lat = None
+        if rec:
+            done, arr = self.req.done_ps, self.arr_ps
+            lat = sorted((done[r] - arr[r]) / 1e9 for r in rec)[(len(rec) - 1) // 2]
         now = self.view.now_s
         self.probes[self.probe_no] = (running + waiting, lat, now)
         t = round(now * PS) + self.probe_rtt[b]
@@ -308,90 +312,122 @@ class _Run:
         for i, action in enumerate(self.plan.actions):
             t_s = action[0]
             self._push(round(t_s * PS) << 3 | _CHAOS, i, _CHAOS, i, 0)
-        scrape_ps = round(cfg.scrape_interval_s * PS)
+        own = getattr(self.policy, "scrape_interval_s", None)
+        scrape_ps = round((own if own else cfg.scrape_interval_s) * PS)
         tick_ps = round(cfg.tick_s * PS)
         self._push(scrape_ps << 3 | _SCRAPE, 0, _SCRAPE, _SCRAPE_TAKE, 0)
         self._push(tick_ps << 3 | _TICK, 0, _TICK, 0, 0)
         self.scrape_ps = scrape_ps
         self.tick_ps = tick_ps
         timeout_ps = round(cfg.timeout_s * PS)
-        akeys = [t << 3 | _ARRIVE for t in self.arr_ps]
+        arr_ps = self.arr_ps
+        akeys = [t << 3 | _ARRIVE for t in arr_ps]
+        tkeys = [(t + timeout_ps) << 3 | _TIMEOUT for t in arr_ps]
         n = len(akeys)
         ai = 0
-        to_q: deque[int] = deque()
+        ti = 0  # the oldest request whose timeout may still fire (timeouts come in arrival order)
         heap = self.heap
+        heappop, heappush = heapq.heappop, heapq.heappush
         view = self.view
+        in_flight = view.in_flight
         engines = self.engines
         policy = self.policy
         choose = policy.choose
         req_inp = self.req.inp
+        state = self.req.state
         w = self.w
         arrival_s = w.arrival_s.tolist()
         prefix = list(w.prefix) if w.prefix is not None else None
         tier_names = self.tier_names
         tiers = self.tier
+        ttft_slo, e2e_slo = self.ttft_slo, self.e2e_slo
         nb = len(engines)
+        status = self.status
+        backend = self.backend
+        sent = self.sent
+        opened = self.open
+        err_u, base_err, extra_err = self.err_u, self.base_err, self.extra_err
+        version, pushed = self.version, self.pushed
+        finish = self._finish
         while True:
             ka = akeys[ai] if ai < n else _INF
-            kt = (self.arr_ps[to_q[0]] + timeout_ps) << 3 | _TIMEOUT if to_q else _INF
+            while ti < ai and status[ti] >= 0:
+                ti += 1
+            kt = tkeys[ti] if ti < ai else _INF
             kh = heap[0][0] if heap else _INF
             if ka < kt and ka < kh:
                 r = ai
                 ai += 1
-                t = self.arr_ps[r]
+                t = arr_ps[r]
                 view.now_s = t / PS
-                info = RequestInfo(
-                    r,
-                    arrival_s[r],
-                    req_inp[r],
-                    tier_names[tiers[r]],
-                    self.ttft_slo[r],
-                    self.e2e_slo[r],
-                    prefix[r] if prefix is not None else (),
+                b = choose(
+                    RequestInfo(
+                        r,
+                        arrival_s[r],
+                        req_inp[r],
+                        tier_names[tiers[r]],
+                        ttft_slo[r],
+                        e2e_slo[r],
+                        prefix[r] if prefix is not None else (),
+                    ),
+                    view,
                 )
-                b = choose(info, view)
-                if not (isinstance(b, int) and 0 <= b < nb):
+                if b.__class__ is not int or not 0 <= b < nb:
                     raise ValueError(
                         f"policy {getattr(policy, 'name', policy)!r} chose {b!r}; "
                         f"backends are 0..{nb - 1}"
                     )
-                self.backend[r] = b
-                view.in_flight[b] += 1
-                self.sent[b] += 1
-                self.open[b].append(r)
-                to_q.append(r)
-                if self.err_u[r] < self.base_err[b] + self.extra_err[b]:
-                    self.req.state[r] = 4
-                    engines[b].on_done(r, t, ERROR)
-                else:
-                    engines[b].arrive(r, t)
-                    self._sync(b)
+                backend[r] = b
+                in_flight[b] += 1
+                sent[b] += 1
+                opened[b].append(r)
+                eng = engines[b]
+                if err_u[r] < base_err[b] + extra_err[b]:
+                    state[r] = 4
+                    eng.on_done(r, t, ERROR)
+                    continue
+                eng.arrive(r, t)
+                nxt = eng.next_ps
+                if nxt != pushed[b]:
+                    pushed[b] = nxt
+                    version[b] += 1
+                    if nxt >= 0:
+                        heappush(heap, (nxt << 3 | _ENGINE, b, _ENGINE, b, version[b]))
                 continue
             if kt < kh:
-                r = to_q.popleft()
-                if self.status[r] >= 0:
-                    continue
-                t = self.arr_ps[r] + timeout_ps
+                r = ti
+                t = kt >> 3
                 view.now_s = t / PS
-                self._finish(r, t, 1)
-                b = self.backend[r]
-                engines[b].abort(r, t)
-                self._sync(b)
+                finish(r, t, 1)
+                b = backend[r]
+                eng = engines[b]
+                eng.abort(r, t)
+                nxt = eng.next_ps
+                if nxt != pushed[b]:
+                    pushed[b] = nxt
+                    version[b] += 1
+                    if nxt >= 0:
+                        heappush(heap, (nxt << 3 | _ENGINE, b, _ENGINE, b, version[b]))
                 continue
             if kh == _INF:
                 break
-            key, _, kind, a, b = heapq.heappop(heap)
+            key, _, kind, a, b = heappop(heap)
+            if kind == _ENGINE:
+                if b != version[a]:
+                    continue
+                eng = engines[a]
+                eng.boundary(key >> 3)
+                nxt = eng.next_ps
+                pushed[a] = nxt
+                version[a] += 1
+                if nxt >= 0:
+                    heappush(heap, (nxt << 3 | _ENGINE, a, _ENGINE, a, version[a]))
+                continue
             t = key >> 3
             view.now_s = t / PS
-            if kind == _ENGINE:
-                if b != self.version[a]:
-                    continue
-                self.pushed[a] = -1
-                engines[a].boundary(t)
-                self._sync(a)
-            elif kind == _DELIVER:
-                if self.status[a] < 0:
-                    self._finish(a, t, b)
+            if kind == _DELIVER:
+                if status[a] < 0:
+                    finish(a, t, b)
             elif kind == _PROBE:
                 self._probe(a, b, t)
             elif kind == _SCRAPE:
@@ -417,6 +453,7 @@ class _Run:
         violated = violated or e2e > self.e2e_slo[r]
         if violated:
             self.bad[b] += 1
+        self.outcomes.append((r, status, ttft, e2e, violated))
         if status == OK:
             self.ok_ttft[b].append(ttft)
             self.lat[b].append(ttft)
@@ -440,19 +477,18 @@ class _Run:
                 if self.failed_mode[i] == 0:
                     continue  # the scrape of a hung backend times out: the last one stays
                 running, waiting, kv = eng.snapshot()
-                ttft, e2e = self.scr_ttft[i], self.scr_e2e[i]
+                fin = self.scr_fin[i]
+                first, done, arr = self.req.first_ps, self.req.done_ps, self.arr_ps
+                ok = [r for r in fin if r >= 0]
                 t50 = t95 = e50 = e95 = None
-                if ttft:
-                    t50, t95 = _quantiles(ttft)
-                    e50, e95 = _quantiles(e2e)
+                if ok:
+                    t50, t95 = _quantiles([(first[r] - arr[r]) / 1e9 for r in ok])
+                    e50, e95 = _quantiles([(done[r] - arr[r]) / 1e9 for r in ok])
+                n_fin = len(fin)
                 m = EngineMetrics(
-                    i, t / PS, running, waiting, kv, t50, t95, e50, e95,
-                    self.scr_done[i], self.scr_err[i],
-                )  # fmt: skip
-                self.scr_ttft[i] = []
-                self.scr_e2e[i] = []
-                self.scr_done[i] = 0
-                self.scr_err[i] = 0
+                    i, t / PS, running, waiting, kv, t50, t95, e50, e95, n_fin, n_fin - len(ok)
+                )
+                fin.clear()
                 if stale == 0:
                     self._show(m)
                 else:
@@ -528,8 +564,9 @@ class _Run:
         self._cascade(t, k)
         tick = SimTick(
             k, ts, (t - self.tick_ps) / PS, arrivals, telemetry, counts, chaos, finished,
-            violated, ok_ttft, failed,
+            violated, ok_ttft, failed, self.outcomes,
         )  # fmt: skip
+        self.outcomes = []
         self.ticks.append(tick)
         if self.policy_tick is not None:
             self.policy_tick(tick)

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tools.routing import BackendInfo
+
 LLAMA31_8B_PARAMS = 8.03e9
 LLAMA31_8B_WEIGHT_BYTES = 2 * LLAMA31_8B_PARAMS
 LLAMA31_8B_KV_BYTES_PER_TOKEN = 2 * 32 * 8 * 128 * 2
@@ -236,13 +238,14 @@ L40S = GpuClass("l40s", memory_gb=48, bandwidth_gbs=864, bf16_tflops=181, hourly
 GPU_CLASSES: dict[str, GpuClass] = {g.name: g for g in (H100, A100, L40S)}
 
 DEFAULT_FLEET: tuple[EngineSpec, ...] = (
-    A100.derive("b0"),  # the primary: middle speed and price
-    L40S.derive("b1"),  # cheap, slow, half the KV cache
-    H100.derive("b2"),  # fast and expensive
-    A100.derive("b3"),  # a second A100
+    H100.derive("b0"),  # the primary: the fastest, half the fleet's capacity
+    L40S.derive("b1"),  # slow, half the KV cache, the dearest per token
+    A100.derive("b2"),
+    A100.derive("b3"),
 )
-"""Four backends in three classes. Capacities on the reference (conversation) mix: b0 and b3
-about 6.3 req/s, b1 about 3.0, b2 about 17: 33 req/s in all (`capacity_rps`)."""
+"""Four backends in three classes. Capacities on the reference (conversation) mix: b0 about
+16.7 req/s, b2 and b3 about 6.2 each, b1 about 3.2: 32 req/s in all (`capacity_rps`). Per
+token the H100 is the cheapest (2.7 times the A100's speed for 1.7 times its price)."""
 
 
 def request_cost(spec: EngineSpec, input_tokens: int, output_tokens: int) -> float:
@@ -264,6 +267,21 @@ def idle_ttft_ms(spec: EngineSpec, input_tokens: int) -> float:
         )
         done += c
     return 1000.0 * t + spec.rtt_ms
+
+
+def backend_infos(
+    fleet: tuple[EngineSpec, ...] | list[EngineSpec], stats: TokenStats = REFERENCE_TOKENS
+) -> tuple[BackendInfo, ...]:
+    """What a router is configured with for each backend: the price of the workload's mean
+    request there and its capacity for the workload's token mix."""
+    return tuple(
+        BackendInfo(
+            s.name,
+            request_cost(s, round(stats.mean_input), round(stats.mean_output)),
+            capacity_rps(s, stats),
+        )
+        for s in fleet
+    )
 
 
 def check_fleet(fleet: tuple[EngineSpec, ...] | list[EngineSpec]) -> tuple[EngineSpec, ...]:
