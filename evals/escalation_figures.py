@@ -6,7 +6,9 @@ a request sent to the backend it was routed to missed its SLO, and the same for 
 pick (the counterfactual), both read from the tick's finished requests on those backends. Summed
 over a run's escalated requests they are the expected SLO misses as routed and as the policy
 would have routed. Per seed (all scenarios pooled) the agent's gain is
-`1 - misses as routed / misses at the policy's pick`; the seeds give its mean and a 95%
+`1 - misses as routed / misses at the policy's pick` (in advisory mode, where requests keep the
+policy's pick, "as routed" is the agent's recorded choice, scored the same way on the same
+requests); the seeds give its mean and a 95%
 t-interval (n - 1 degrees of freedom; seeds are independent replications, each a paired
 comparison on the same requests). The target is a gain of at least 20%.
 """
@@ -37,10 +39,18 @@ def escalation_gain(escalation: Mapping[str, Mapping[str, Any]]) -> dict[str, An
         scenario, seed = _seed_of(key)
         by_scenario[scenario].append((seed, e))
     replicates: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    advisory = any(e.get("scored_agent") for e in escalation.values())
     for runs in by_scenario.values():
         for k, (_seed, e) in enumerate(sorted(runs, key=lambda r: r[0])):
-            n = int(e.get("scored") or 0)
-            used, pick = e.get("violation_prob_used"), e.get("violation_prob_policy_pick")
+            # The agent's own choice where it was recorded (advisory mode scores it on every
+            # valid answer); else the backend each request was routed to.
+            if e.get("scored_agent"):
+                n = int(e["scored_agent"])
+                used = e.get("violation_prob_agent_choice")
+                pick = e.get("violation_prob_policy_pick_same_requests")
+            else:
+                n = int(e.get("scored") or 0)
+                used, pick = e.get("violation_prob_used"), e.get("violation_prob_policy_pick")
             if not n or used is None or pick is None:
                 continue
             r = replicates[k]
@@ -65,7 +75,12 @@ def escalation_gain(escalation: Mapping[str, Mapping[str, Any]]) -> dict[str, An
             }
         )
     gains = [row["gain"] for row in rows if row["gain"] is not None]
-    out: dict[str, Any] = {"target_gain": TARGET_GAIN, "replicates": rows, "n": len(gains)}
+    out: dict[str, Any] = {
+        "target_gain": TARGET_GAIN,
+        "basis": "agent_choice" if advisory else "as_routed",
+        "replicates": rows,
+        "n": len(gains),
+    }
     if gains:
         mean = sum(gains) / len(gains)
         out["mean_gain"] = round(mean, 4)
@@ -87,8 +102,13 @@ def describe_gain(gain: Mapping[str, Any]) -> str:
         f"{100 * r['gain']:+.1f}%" if r["gain"] is not None else "n/a" for r in gain["replicates"]
     )
     verdict = "meets" if gain.get("meets_target") else "misses"
+    basis = (
+        "at the agent's recorded choice (advisory: not routed there)"
+        if gain.get("basis") == "agent_choice"
+        else "as routed"
+    )
     return (
-        f"escalated requests as routed vs the policy's own pick, over {gain['n']} seeds: "
+        f"escalated requests {basis} vs the policy's own pick, over {gain['n']} seeds: "
         f"{100 * gain['mean_gain']:+.1f}% fewer expected SLO misses{interval}; per seed {per}; "
         f"{verdict} the {100 * gain['target_gain']:.0f}% target"
     )
