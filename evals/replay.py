@@ -94,7 +94,7 @@ def make_policy(
     monitor: Any = None,
     id_prefix: str = "d",
     keep_decisions: bool = False,
-    start_ts: float = 0.0,
+    start_ts: float | None = None,
 ) -> Any:
     """A fresh policy `name` for one run of `built` (seeded by the run's seed); `start_ts` is
     the unix time of the run's start, the clock its decisions are stamped on."""
