@@ -24,6 +24,7 @@ from agents.escalation import Escalator
 from agents.fleet_monitor import FleetMonitor
 from agents.offline import OfflineModel
 from context_api.alerting import AlertService
+from context_api.model_store import artifact_dir_for, register_forecaster
 from context_api.runs import RunLog
 from context_api.store import Store
 from context_api.traces import TraceStore, TraceWriter
@@ -36,6 +37,7 @@ from tools.sim.history import simulate_history
 from tools.sim.metrics import mean_interval, paired_difference
 from tools.sim.run import SimConfig
 from tools.sim.scenario import SCENARIOS, build
+from tools.sim.spec import DEFAULT_FLEET
 from tools.telemetry import TelemetryPoint
 
 DEMO_SCENARIOS: tuple[str, ...] = tuple(SCENARIOS)
@@ -312,18 +314,19 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
     )
     seconds["train"] = time.perf_counter() - t0
 
+    # One clock: the model is trained on the simulated history that ends where the timeline
+    # starts, registered and activated then, and saved beside the database (arrays + JSON) so
+    # the monitors can judge challengers against it and `arcpoint models` can roll back to it.
     store = Store(config.db)
     try:
-        if store.get_model_version(forecaster.version_id) is None:
-            store.register_model_version(
-                forecaster.version_id,
-                "forecaster",
-                trained_from_ts=forecaster.trained_from_ts,
-                trained_to_ts=forecaster.trained_to_ts,
-                metrics=report.model_dump(mode="json"),
-                note="trained by arcpoint demo on simulated history",
-            )
-        store.activate_model_version(forecaster.version_id, reason="demo")
+        register_forecaster(
+            store,
+            forecaster,
+            artifact_dir=artifact_dir_for(config.db),
+            at=TIMELINE_START_TS,
+            note="trained by arcpoint demo on simulated history",
+        )
+        store.activate_model_version(forecaster.version_id, reason="demo", at=TIMELINE_START_TS)
     finally:
         store.close()
     params = {
@@ -334,6 +337,8 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
         "scenarios": list(config.scenarios),
         "policies": list(config.policies),
         "forecaster": forecaster.version_id,
+        # The engines, so a what-if (`ContextAPI.what_if`) simulates this very fleet.
+        "fleet_specs": [spec.model_dump(mode="json") for spec in DEFAULT_FLEET],
     }
     # A rerun replaces the previous demo's rows (one simulated timeline per file, so answers
     # never count two runs); Ctrl-C or SIGTERM leave this run marked interrupted.

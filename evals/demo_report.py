@@ -91,17 +91,27 @@ def format_escalation(demo: DemoResult) -> str:
             continue
         seen.add(r.scenario)
         used, pick = e.get("violation_prob_used"), e.get("violation_prob_policy_pick")
+        said = "as routed"
+        if e.get("scored_agent"):
+            used = e.get("violation_prob_agent_choice")
+            pick = e.get("violation_prob_policy_pick_same_requests")
+            said = "at the agent's choice"
         outcome = (
-            f"P(miss TTFT SLO) {100 * used:.1f}% as routed vs {100 * pick:.1f}% for the policy's "
-            "pick"
+            f"P(miss TTFT SLO) {100 * used:.1f}% {said} vs {100 * pick:.1f}% for the policy's pick"
             if used is not None and pick is not None
             else "not scored"
         )
         lines.append(
             f"  {r.scenario:<18} escalated {r.metrics['escalated_pct']:5.2f}% of requests "
             f"(ambiguous {r.ambiguous_pct:5.2f}%), {e['agent_runs']} agent runs, "
-            f"{e['changed_backend']} moved, {e['fallback_total']} fallbacks; {outcome}"
+            f"{e['changed_backend'] or e.get('advised', 0)} "
+            f"{'moved' if e['changed_backend'] else 'advised'}, {e['fallback_total']} fallbacks; "
+            f"{outcome}"
         )
+    if lines:
+        from evals.escalation_figures import describe_gain, escalation_gain
+
+        lines.append("  " + describe_gain(escalation_gain(demo.summary()["escalation"])))
     return "\n".join(lines)
 
 

@@ -50,6 +50,7 @@ class PredictiveAdapter(PolicyBase):
         monitor: Any = None,
         id_prefix: str = "d",
         keep_decisions: bool = False,
+        start_ts: float | None = None,
         router: Any = None,
     ) -> None:
         infos = backend_infos(fleet, stats)
@@ -64,6 +65,9 @@ class PredictiveAdapter(PolicyBase):
         self.router = router or Router(self.policy, self.fleet_state, escalate=escalate)
         self.monitor = monitor
         self.keep_decisions = keep_decisions
+        self.start_ts = start_ts
+        """Unix time of the run's start: a decision is stamped with its request's arrival (None:
+        with the time of the last tick, as the policy would on its own)."""
         self.decisions: dict[int, Decision] = {}
         """Decisions by request id, while their outcomes are pending (`keep_decisions`)."""
         self.view: FleetView | None = None
@@ -71,7 +75,8 @@ class PredictiveAdapter(PolicyBase):
         self._route = self.router.route
 
     def choose(self, request: RequestInfo, view: RouterView) -> int:
-        d = self._route(RouteRequest(str(request.request_id), tier=request.tier))
+        arrived = None if self.start_ts is None else self.start_ts + view.now_s
+        d = self._route(RouteRequest(str(request.request_id), tier=request.tier, ts=arrived))
         if self.keep_decisions:
             self.decisions[request.request_id] = d
         return self._index[d.backend]

@@ -94,8 +94,10 @@ def make_policy(
     monitor: Any = None,
     id_prefix: str = "d",
     keep_decisions: bool = False,
+    start_ts: float | None = None,
 ) -> Any:
-    """A fresh policy `name` for one run of `built` (seeded by the run's seed)."""
+    """A fresh policy `name` for one run of `built` (seeded by the run's seed); `start_ts` is
+    the unix time of the run's start, the clock its decisions are stamped on."""
     if name == "predictive":
         if forecaster is None:
             raise ValueError("the predictive policy needs a trained forecaster")
@@ -107,6 +109,7 @@ def make_policy(
             monitor=monitor,
             id_prefix=id_prefix,
             keep_decisions=keep_decisions,
+            start_ts=start_ts,
         )
     if name not in BASELINES:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
@@ -145,6 +148,7 @@ def run_policy(
             monitor=monitor,
             id_prefix=id_prefix,
             keep_decisions=sink is not None,
+            start_ts=(sim_config or SimConfig()).start_ts,
         )
     if escalator is not None and isinstance(policy, PredictiveAdapter):
         escalator.fleet = policy.fleet_state

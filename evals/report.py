@@ -264,6 +264,13 @@ def report_markdown(suite: SuiteResult, command: str | None = None) -> str:
                     f"{_fmt(agent.get('violation_prob_used'), 3)} against "
                     f"{_fmt(agent.get('violation_prob_policy_pick'), 3)} for the policy's pick."
                 )
+                if agent.get("advised"):
+                    line += (
+                        f" Advisory mode: {agent['advised']} answers recorded, not used; the "
+                        f"agent's choices {_fmt(agent.get('violation_prob_agent_choice'), 3)} "
+                        "against "
+                        f"{_fmt(agent.get('violation_prob_policy_pick_same_requests'), 3)}."
+                    )
             elif esc.get("note"):
                 line += f" ({esc['note']}.)"
             a, dr, al = d.get("anomaly", {}), d.get("drift", {}), d.get("alerts", {})

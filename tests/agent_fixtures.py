@@ -138,7 +138,9 @@ def _replay(
 ) -> None:
     """The predictive router over the scenario, request by request; each tick stores the
     decisions whose outcomes arrived during it (with those outcomes) and the tick's telemetry."""
-    adapter = PredictiveAdapter(built.fleet, forecaster, id_prefix="fx-", keep_decisions=True)
+    adapter = PredictiveAdapter(
+        built.fleet, forecaster, id_prefix="fx-", keep_decisions=True, start_ts=START_TS
+    )
 
     def sink(decisions: list[Decision], lat: np.ndarray, ok: np.ndarray, _bad: np.ndarray) -> None:
         encoded: dict[int, str] = {}

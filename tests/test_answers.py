@@ -156,7 +156,7 @@ def test_what_if_runs_the_simulator_forward_from_the_current_demand(db: FixtureI
     [d] = [e for e in drain.evidence if e["tool"] == "what_if"]
     assert d["input"] == {"action": "drain", "backend": "b2"}
     out = d["result"]
-    assert out["demand_rps"] > 0 and out["policy"] == "least_request"
+    assert out["demand_rps"] > 0 and out["policy"] == "predictive"
     b2 = next(r for r in out["backends"] if r["backend"] == "b2")
     assert b2["scenario_rps"] == 0.0 and b2["baseline_rps"] > 0  # drained: no traffic
     assert out["overall"]["scenario"]["requests"] == out["overall"]["baseline"]["requests"]

@@ -79,6 +79,7 @@ def test_demo_runs_and_a_rerun_replaces_the_first(tmp_path: Path) -> None:
     once = _counts(db)
     assert once["decisions"] > 0 and once["telemetry"] > 0
     assert once["alerts"] > 0
+    _one_clock(db)
     answer_once = _ask_fleet_state(db)
 
     second = _demo(db)
@@ -89,3 +90,31 @@ def test_demo_runs_and_a_rerun_replaces_the_first(tmp_path: Path) -> None:
     assert run_statuses(db, "demo") == ["replaced", "finished"]
     # ... and the operator's answers count the requests once, as after the first run.
     assert _ask_fleet_state(db) == answer_once
+
+
+def _one_clock(db: Path) -> None:
+    """Issue 12, point 6: the demo's timeline is one simulated clock. No decision is stamped 0
+    (every one carries its request's arrival), the model is trained on the history that ends
+    where the timeline starts and activated then, and "now" is the newest telemetry."""
+    from evals.demo import TIMELINE_START_TS
+
+    conn = sqlite3.connect(db)
+    try:
+        first, last = conn.execute("SELECT MIN(ts), MAX(ts) FROM decisions").fetchone()
+        now = conn.execute("SELECT MAX(ts) FROM telemetry").fetchone()[0]
+        active = conn.execute(
+            "SELECT activated_at, trained_to_ts, artifact_path FROM model_versions"
+            " WHERE status = 'active'"
+        ).fetchone()
+        activations = [r[0] for r in conn.execute("SELECT ts FROM model_activations")]
+        params = json.loads(
+            conn.execute("SELECT params FROM runs WHERE command = 'demo'").fetchone()[0]
+        )
+    finally:
+        conn.close()
+    assert TIMELINE_START_TS <= first <= last <= now
+    activated_at, trained_to, artifact = active
+    assert activated_at == TIMELINE_START_TS and trained_to <= TIMELINE_START_TS
+    assert all(TIMELINE_START_TS - 1 <= ts <= now for ts in activations)
+    assert artifact and Path(artifact).is_file()  # the monitors can load the champion
+    assert {s["name"] for s in params["fleet_specs"]} == {"b0", "b1", "b2", "b3"}

@@ -45,7 +45,7 @@ def request(rid: str = "r1", **metadata: str) -> RouteRequest:
 
 
 def test_offline_answer_is_accepted_and_traced(traces: TraceStore) -> None:
-    esc = Escalator(traces=traces)
+    esc = Escalator(mode="override", traces=traces)
     decision = ambiguous_decision(backend="b1")  # b1 is clearly over the SLA
     out = esc(request(), decision)
     assert out.policy == "router_agent"
@@ -70,7 +70,7 @@ def test_offline_answer_is_accepted_and_traced(traces: TraceStore) -> None:
 
 
 def test_an_acceptable_policy_pick_is_kept(traces: TraceStore) -> None:
-    out = Escalator(traces=traces)(request(), ambiguous_decision(backend="b0"))
+    out = Escalator(mode="override", traces=traces)(request(), ambiguous_decision(backend="b0"))
     assert out.backend == "b0" and out.policy == "router_agent"
 
 
@@ -94,7 +94,7 @@ def test_router_calls_it_only_for_ambiguous_requests() -> None:
                 return dataclasses.replace(d, ambiguous=False, ambiguous_reason=None)
             return d
 
-    esc = Escalator()
+    esc = Escalator(mode="override")
     fleet = FleetState((BackendInfo("b0", 1.0),))
     router = Router(Stub(), fleet, escalate=esc, escalation_budget=None)  # no cap: plumbing only
     assert router.route(RouteRequest("routine-1")).policy == "predictive"
@@ -103,7 +103,7 @@ def test_router_calls_it_only_for_ambiguous_requests() -> None:
 
 
 def test_requests_of_one_tick_share_one_agent_run(traces: TraceStore) -> None:
-    esc = Escalator(traces=traces)
+    esc = Escalator(mode="override", traces=traces)
     first = esc(request("r1"), ambiguous_decision("d1", backend="b1"))
     second = esc(request("r2"), ambiguous_decision("d2", backend="b0"))
     assert esc.stats.agent_runs == 1 and esc.stats.cache_hits == 1
@@ -139,7 +139,12 @@ def fallback_of(decision: Any) -> str | None:
 def test_a_late_answer_is_a_timeout_and_the_policy_decides(traces: TraceStore) -> None:
     now = [0.0]
     esc = Escalator(
-        SlowOffline(now, 5.0), deadline_s=1.5, inline=True, clock=lambda: now[0], traces=traces
+        SlowOffline(now, 5.0),
+        deadline_s=1.5,
+        inline=True,
+        clock=lambda: now[0],
+        traces=traces,
+        mode="override",
     )
     decision = ambiguous_decision(backend="b1")
     out = esc(request(), decision)
@@ -166,7 +171,7 @@ class Blocking:
 
 def test_the_router_never_waits_past_the_deadline_for_a_hung_model(traces: TraceStore) -> None:
     model = Blocking()
-    esc = Escalator(model, deadline_s=0.05, workers=1, traces=traces)
+    esc = Escalator(model, deadline_s=0.05, workers=1, traces=traces, mode="override")
     try:
         out = esc(request(), ambiguous_decision("d1", backend="b1"))
         assert fallback_of(out) == "timeout" and out.backend == "b1"
@@ -189,7 +194,7 @@ def test_the_router_never_waits_past_the_deadline_for_a_hung_model(traces: Trace
 
 def run_claude(*steps: Any, budget: Budget | None = None) -> tuple[Any, Escalator, ScriptedAPI]:
     api = ScriptedAPI(*steps)
-    esc = Escalator(claude_model(api, budget=budget), deadline_s=5.0)
+    esc = Escalator(claude_model(api, budget=budget), deadline_s=5.0, mode="override")
     try:
         out = esc(request(), ambiguous_decision(backend="b1"))
     finally:
@@ -268,7 +273,8 @@ def test_budget_exhaustion_declines_without_calling_the_api() -> None:
 
 def test_no_allowed_backend_falls_back() -> None:
     cands = (candidate("b0", 300, 200, 400, 1.0, ejected=True),)
-    out = Escalator()(request(), ambiguous_decision(candidates=cands, reason="all_ejected"))
+    decision = ambiguous_decision(candidates=cands, reason="all_ejected")
+    out = Escalator(mode="override")(request(), decision)
     assert fallback_of(out) == "no_allowed_backend" and out.backend == "b0"
 
 
@@ -287,7 +293,7 @@ def test_load_guard_caps_requests_moved_onto_one_backend() -> None:
         candidate("b", 100, 80, 120, 2.0, 0.2),
         candidate("c", 500, 450, 550, 0.5, 0.5),
     )
-    esc = Escalator(fleet=fleet)
+    esc = Escalator(mode="override", fleet=fleet)
     outs = [
         esc(request(f"r{i}"), ambiguous_decision(f"d{i}", backend="c", ts=100.0, candidates=cands))
         for i in range(30)
@@ -300,7 +306,7 @@ def test_load_guard_caps_requests_moved_onto_one_backend() -> None:
 
 
 def test_scoring_compares_the_used_backend_with_the_policy_pick() -> None:
-    esc = Escalator()
+    esc = Escalator(mode="override")
     esc(request("r1"), ambiguous_decision("d1", backend="b1"))
     esc(request("r2"), ambiguous_decision("d2", backend="b0"))
     prob: dict[str, float] = {"b0": 0.2, "b1": 0.9, "b2": 0.05}
@@ -321,7 +327,7 @@ def test_an_escalated_decision_is_explained_with_the_agents_answer(tmp_path: Pat
 
     info = agent_db(tmp_path)
     with Store(info.path) as store:
-        esc = Escalator(traces=TraceStore(store))
+        esc = Escalator(mode="override", traces=TraceStore(store))
         first = esc(request("r1"), ambiguous_decision("esc-1", backend="b1", ts=info.now))
         shared = esc(request("r2"), ambiguous_decision("esc-2", backend="b1", ts=info.now))
         store.insert_decisions([decision_row(first), decision_row(shared)])
@@ -343,7 +349,7 @@ def _claude_picks(backend: str, decision: Decision, load: Any = None) -> tuple[A
             "t1", "submit_decision", {"backend": backend, "confidence": 0.6, "rationale": "r"}
         )
     )
-    esc = Escalator(claude_model(api), deadline_s=5.0)
+    esc = Escalator(claude_model(api), deadline_s=5.0, mode="override")
     if load is not None:
         esc._fleet_load = lambda: load  # type: ignore[method-assign]
     try:
@@ -415,7 +421,7 @@ def test_a_shared_answer_is_guarded_for_each_requests_own_pick() -> None:
             "t1", "submit_decision", {"backend": "b0", "confidence": 0.5, "rationale": "coin flip"}
         )
     )
-    esc = Escalator(claude_model(api), deadline_s=5.0)
+    esc = Escalator(claude_model(api), deadline_s=5.0, mode="override")
     try:
         first = esc(request("r1"), ambiguous_decision("d-1", backend="b1"))  # b1: ~1.0 breach
         second = esc(request("r2"), ambiguous_decision("d-2", backend="b2"))  # b2: ~0 breach
@@ -424,3 +430,11 @@ def test_a_shared_answer_is_guarded_for_each_requests_own_pick() -> None:
     assert len(api.bodies) == 1  # one agent run for the tick's shared picture
     assert first.backend == "b0" and first.policy == "router_agent"
     assert second.backend == "b2" and fallback_of(second) == "clearly_worse"
+
+
+def test_the_default_is_advisory_until_the_agent_earns_overriding() -> None:
+    from agents.escalation import DEFAULT_MODE
+
+    assert DEFAULT_MODE == "advisory" and Escalator().mode == "advisory"
+    out = Escalator()(request(), ambiguous_decision(backend="b1"))  # the agent would pick b2
+    assert out.backend == "b1" and out.policy == "predictive"

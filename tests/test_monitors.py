@@ -155,3 +155,30 @@ def test_the_commands(world: tuple[Path, str], capsys: pytest.CaptureFixture[str
     assert main(["approvals", "approve", pid, "--db", str(db)]) == 3
     assert "already answered" in capsys.readouterr().err
     assert main(["monitor", "--every", "0", "--db", str(db)]) == 2
+
+
+def test_with_claude_each_monitor_gets_its_write_tools_and_the_pass_is_traced(
+    world: tuple[Path, str],
+) -> None:
+    from tests.agent_fixtures import ScriptedAPI, claude_message, claude_model, claude_tool_use
+
+    db, champion = world
+    api = ScriptedAPI(
+        claude_tool_use("t1", "drift_status", {}),
+        claude_message([{"type": "text", "text": "Drift checked; nothing to record."}]),
+        claude_message([{"type": "text", "text": "No retrain request waits."}]),
+        claude_tool_use("t2", "experiments", {}),
+        claude_message([{"type": "text", "text": "The experiment is still collecting."}]),
+    )
+    with Store(db) as store:
+        with MonitorGraph(ContextAPI(store), claude_model(api), traces=TraceStore(store)) as g:
+            run = g.run()
+        trace = TraceStore(store).get(run.trace_id)
+        assert _active(store) == champion
+    tools = [{t["name"] for t in body["tools"]} for body in api.bodies]
+    assert {"record_drift_reports", "request_retrain"} <= tools[0]
+    assert "train_challenger" in tools[2] and "train_challenger" not in tools[0]
+    assert {"start_experiment", "evaluate_experiment", "propose_model_change"} <= tools[3]
+    assert [r["llm"] for r in run.reports] == ["claude"] * 3 and not run.waiting
+    assert [s.name for s in trace.steps if s.type == "node"] == list(MONITORS)
+    assert trace.kind == "monitor" and trace.llm == "claude"

@@ -437,7 +437,7 @@ class PredictivePolicy:
         return Decision(
             decision_id=f"{self._id_prefix}{next(self._ids)}",
             request_id=request.request_id,
-            ts=self._ts,
+            ts=self._ts if request.ts is None else request.ts,
             backend=backend,
             policy=self.name,
             reason=reason,

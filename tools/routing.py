@@ -38,6 +38,9 @@ class RouteRequest:
     """Overrides the tier's SLA when set."""
     metadata: Mapping[str, str] = field(default_factory=dict)
     """Caller-supplied text. Data only: never read as instructions by any model."""
+    ts: float | None = None
+    """When the request arrived (unix seconds, on the caller's clock: simulated in a replay).
+    The decision is stamped with it; without it, with the time of the router's last tick."""
 
 
 @dataclass(frozen=True, slots=True)

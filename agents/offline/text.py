@@ -7,6 +7,7 @@ it came from the deterministic reasoner and not from a language model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,4 +77,10 @@ def pct(v: Any, digits: int = 0) -> str:
 
 
 def cost(v: Any) -> str:
-    return "n/a" if v is None else f"${v:g}/request"
+    """Dollars per request, to three significant figures, never in exponent notation."""
+    if v is None:
+        return "n/a"
+    if v == 0 or abs(v) >= 0.01:
+        return f"${v:.4g}/request"
+    digits = max(0, 2 - math.floor(math.log10(abs(v))))
+    return f"${v:.{digits}f}/request"

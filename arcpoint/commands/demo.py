@@ -126,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
         print(versus)
     escalation = format_escalation(demo)
     if escalation:
-        print("\nEscalations to the router agent (offline reasoner; budget 5% of requests):")
+        print(
+            "\nEscalations to the router agent (offline reasoner; budget 5% of requests; "
+            "advisory: the agent's choice is recorded and scored, the request keeps the "
+            "policy's pick):"
+        )
         print(escalation)
     monitor = format_monitor(demo)
     if monitor:

@@ -25,9 +25,9 @@ from context_api.timefmt import ToolError, iso, rnd
 
 WARMUP_S = 60.0
 DEMAND_WINDOW_S = 120.0
-POLICY = "least_request"
-"""The routing policy both arms run: Envoy's least-request balancer, a stand-in until the
-predictive router runs in the request-level simulator."""
+POLICY = "predictive"
+"""The routing policy both arms run: the per-request predictive router
+(`tools.routers.predictive`), with its shipped latency model."""
 SEED = 0
 
 
@@ -145,8 +145,8 @@ class WhatIfTools(ToolBase):
             notes=[
                 f"engines from {source}; engines start empty and the first "
                 f"{WARMUP_S:g} s are a warm-up, not scored",
-                f"demand held at the last two minutes' mean; reference token mix; routed by "
-                f"{POLICY} (the predictive router does not run in this simulator yet)",
+                f"demand held at the last two minutes' mean; reference token mix; routed by the "
+                f"{POLICY} router with its shipped latency model",
                 f"one seeded run per arm on the same {len(workload):,} requests",
             ],
         )
