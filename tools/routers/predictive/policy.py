@@ -98,8 +98,10 @@ class PredictiveSettings:
     prefix_capacity_blocks: int = DEFAULT_LRU_CAPACITY_PER_SERVER
     use_model: bool = True
     """False: the ablation without the per-request predictor (see `LiveOnly`)."""
-    scrape_interval_s: float | None = None
-    """This router's own metrics cadence (None: the environment's), as llm-d polls at 50 ms."""
+    scrape_interval_s: float | None = 0.05
+    """This router's own metrics cadence (None: the environment's), as llm-d polls at 50 ms.
+    Chosen on the held-out runs (README): against the environment's 1 s scrapes it cut the
+    geometric-mean violation ratio to the best anchor from 1.88 to 0.96."""
 
     def __post_init__(self) -> None:
         for name in (
