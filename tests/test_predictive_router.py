@@ -235,3 +235,21 @@ def test_the_forecast_prior_raises_a_degrading_backend_and_never_lowers_one(toy_
     policy.on_scrape(scrape(1, 1.0), view)
     assert policy.choose(request(1, now=1.0), view) == 1
     assert policy.last.p[0] < policy.last.p[1]
+
+
+def test_fast_polls_update_live_state_but_re_walk_the_forest_at_most_every_scrape_refresh_s(
+    toy_model,
+):
+    policy = PredictiveRouter(profiles([1.0, 1.0]), model=toy_model, scrape_refresh_s=0.25)
+    assert policy.scrape_interval_s == 0.05  # it polls as often as llm-d
+    view = FakeView(2, now_s=1.0)
+    policy.on_scrape(scrape(0, 1.0), view)
+    walks = policy.refreshes
+    for k in range(1, 5):  # four more 50 ms polls of backend 0 within 0.25 s
+        view.now_s = 1.0 + 0.05 * k
+        policy.on_scrape(scrape(0, view.now_s), view)
+    assert policy.refreshes == walks
+    assert policy.tracker.heard_s[0] == pytest.approx(1.2)  # the live state did move
+    view.now_s = 1.25
+    policy.on_scrape(scrape(0, 1.25), view)
+    assert policy.refreshes == walks + 1

@@ -102,6 +102,10 @@ class PredictiveSettings:
     """This router's own metrics cadence (None: the environment's), as llm-d polls at 50 ms.
     Chosen on the held-out runs (README): against the environment's 1 s scrapes it cut the
     geometric-mean violation ratio to the best anchor from 1.88 to 0.96."""
+    scrape_refresh_s: float = 0.25
+    """A scrape re-evaluates its backend's grid only if the last evaluation is at least this old
+    (the scrape always updates the live state): a forest walk per backend per 50 ms poll would
+    cost ~12 ms of CPU a second per backend; at 0.25 s it is ~2.3 ms."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -115,7 +119,14 @@ class PredictiveSettings:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {v!r}")
-        for name in ("refresh_s", "silent_s", "explore_s", "base_ejection_s", "max_ejection_s"):
+        for name in (
+            "refresh_s",
+            "silent_s",
+            "explore_s",
+            "base_ejection_s",
+            "max_ejection_s",
+            "scrape_refresh_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if not self.risk_ratio >= 1.0:
@@ -196,6 +207,7 @@ class PredictiveRouter(PolicyBase):
         self.alarms: Mapping[str, str] = {}
         self.prefix = PrefixIndex(n, s.prefix_capacity_blocks)
         self._due = [0.0] * n
+        self._refreshed = [-math.inf] * n
         """When each backend's grid is due for a refresh."""
         self._next_check = -math.inf
         self._first = True
@@ -218,8 +230,9 @@ class PredictiveRouter(PolicyBase):
 
     def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
         self.tracker.on_scrape(metrics)
-        if 0 <= metrics.backend < self.n:
-            self._refresh(view, (metrics.backend,))
+        b = metrics.backend
+        if 0 <= b < self.n and view.now_s >= self._refreshed[b] + self.settings.scrape_refresh_s:
+            self._refresh(view, (b,))
 
     def on_complete(self, completion: Completion, view: RouterView) -> None:
         c = completion
@@ -418,6 +431,7 @@ class PredictiveRouter(PolicyBase):
         now = view.now_s
         for b in backends:
             self._due[b] = now + self.settings.refresh_s
+            self._refreshed[b] = now
         if self.table is None:
             return
         shift_t = list(self.corr_t)
