@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "default_load": main_fig,
         "high_load": high,
         "fleet": [s.name + ":" + s.gpu for s in DEFAULT_FLEET],
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }

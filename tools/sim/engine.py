@@ -498,22 +498,23 @@ class EventEngine:
         n_d = self.n_d
         ctx = self.ctx_base
         stop = heap[0][0] if heap else _NEVER  # the heap's top is live (cleaned by `_plan`)
+        head = []
         for e in self.prefill:
             r = e[0]
             o = out[r]
             if e[3] != e[1] or o == 1:
                 return False
-            n_d += 1
+            head.append(r)
             ctx += inp[r] - iters
             if iters + o - 1 < stop:
                 stop = iters + o - 1
         length = stop - iters  # decode iterations after the head, to the first completion
         if length < 1:
             return False
+        n_d += len(head)
         c0, ct, cc, _ = self.cur
         head_end = t + A
         first_ps = req.first_ps
-        head = [e[0] for e in self.prefill]
         for r in head:
             first_ps[r] = head_end
         self.head = head
