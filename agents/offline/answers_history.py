@@ -8,7 +8,7 @@ from typing import Any
 
 from agents.llm.base import ToolCallRecord
 from agents.offline.question import Intent
-from agents.offline.text import day, last, ms, pct, t
+from agents.offline.text import day, last, ms, pct, span, t
 
 
 def quality(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
@@ -16,6 +16,11 @@ def quality(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     if tl is None:
         return ""
     window = f"{t(tl['since'])} to {t(tl['until'])} on {day(tl['until'])}"
+    if not any(b.get("requests") for b in tl.get("buckets") or []):
+        return (
+            f"No requests are stored {span(tl['since'], tl['until'])}: I cannot say how quality "
+            "was then."
+        )
     ref = tl.get("reference_violation_pct")
     peak = tl.get("peak")
     if not tl.get("degraded_from"):
