@@ -107,6 +107,13 @@ def test_resolving_a_follow_up() -> None:
         ([], "Can you drain b1?", "action", {}),
         (["What did b2 cost?"], "What will happen if b3 crashes?", "what_if", {"backends": ["b3"]}),
         ([], "What's the p99 latency of b2?", "unrecorded", {}),
+        ([], "Is it safe to take b3 offline for maintenance?", "what_if", {"backends": ["b3"]}),
+        (["What capacity risks do we run?"], "What is the weather like on b2?", "unknown", {}),
+        (["Why was the last request sent to b0?"], "What is the forecast for b1?", "backend", {}),
+        ([], "Who approved the current model?", "model_history", {}),
+        ([], "Show me the latest decisions", "explain", {"decision_id": None}),
+        ([], "What changed in the last 30 minutes?", "quality", {}),
+        (["Is b0 healthy?"], "b2 now?", "backend", {"backends": ["b2"]}),
     ],
 )
 def test_off_script_questions_are_read_for_what_they_ask(

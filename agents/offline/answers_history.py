@@ -375,9 +375,9 @@ def explain(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
         )
         example = found["decisions"][0]
         return (
-            'Which decision? Name its id, e.g. "why was decision '
-            f'{example["decision_id"]} routed to {example["backend"]}?". '
-            f"The newest ones: {ids}."
+            f"The newest decisions{' to ' + intent.backend if intent.backend else ''}: {ids}. "
+            'For why one went where it did, name its id, e.g. "why was decision '
+            f'{example["decision_id"]} routed to {example["backend"]}?".'
         )
     return ""
 

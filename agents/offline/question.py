@@ -254,6 +254,10 @@ def _ids(text: str) -> dict[str, str | None]:
 
 
 _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "model_history",
+        ("who approved", "who promoted", "current model", "approved the current", "serving now"),
+    ),
     ("approvals", ("approval", "approve", "awaiting sign", "pending change", "sign-off")),
     (
         "what_if",
@@ -269,6 +273,15 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "if we lose",
             "if we fail",
             "simulate",
+            "safe to take",
+            "safe to drain",
+            "safe to remove",
+            "safe to lose",
+            "can we take",
+            "can we drain",
+            "could we drain",
+            "can we lose",
+            "afford to lose",
         ),
     ),
     (
@@ -338,6 +351,7 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "violation",
             "incident",
             "what happened",
+            "what changed",
             "quality",
             "went wrong",
             "outage",
@@ -357,6 +371,7 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("rollback", "roll back", "which model", "forecaster version")),
 )
 _BACKEND_WORDS = (
+    "forecast",
     "sla",
     "slo",
     "meet",
@@ -381,6 +396,7 @@ _BACKEND_WORDS = (
     "working",
 )
 _FLEET_WORDS = (
+    "forecast",
     "backends",
     "slowest",
     "fastest",
@@ -407,6 +423,11 @@ _FLEET_WORDS = (
     "any problems",
     "any issues",
 )
+
+
+SHORT_FOLLOW_UP_WORDS = 5
+"""An unplaced question this short that names a backend or a window ("b2 now?", "last hour?")
+follows up on the thread; a longer one is read on its own (and may be out of scope)."""
 
 
 def read_intent(question: str, tools: set[str] | frozenset[str] = frozenset()) -> Intent:
@@ -470,7 +491,10 @@ def read_intent(question: str, tools: set[str] | frozenset[str] = frozenset()) -
     elif intent.backends and (has(*_BACKEND_WORDS) or len(low.split()) <= 4):
         intent.name = "backend"
     elif has(*_FLEET_WORDS):
-        intent.name = "fleet"
+        # the fleet state is about now; over a window, what happened is the quality timeline
+        intent.name = "fleet" if intent.window.empty else "quality"
+    elif has("decisions", "latest decision", "recent decision", "last decision"):
+        intent.name = "explain"  # no id: the newest decisions are listed
     return intent
 
 
@@ -495,7 +519,11 @@ def resolve(
     follow = (
         intent.follow_up
         or intent.refers_back
-        or (intent.name == "unknown" and (bool(intent.backends) or not intent.window.empty))
+        or (
+            intent.name == "unknown"
+            and (bool(intent.backends) or not intent.window.empty)
+            and len(question.split()) <= SHORT_FOLLOW_UP_WORDS
+        )
     )
     if not follow:
         return intent
