@@ -157,7 +157,7 @@ def decision_row(decision: Any, *, run_id: str | None = None) -> DecisionRow:
             "forecast_ms": _num(c.forecast_ms),
             "lo_ms": _num(c.lo_ms),
             "hi_ms": _num(c.hi_ms),
-            "cost": c.cost_per_request,
+            "cost": _num(c.cost_per_request),
             "share": c.share,
             "ejected": c.ejected,
             "p_meet_slo": _num(c.p_meet_slo),
