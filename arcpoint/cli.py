@@ -67,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated", file=sys.stderr
         )
         return interruption_exit_code(exc)
+    except BrokenPipeError:
+        # The reader went away (`arcpoint models | head`): stop quietly, as Unix tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

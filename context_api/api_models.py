@@ -139,6 +139,9 @@ class CompareInput(_In):
     )
     since: TimeArg = Field(None, description=f"start: {TIME_HELP}; default one hour before until")
     until: TimeArg = Field(None, description=f"end: {TIME_HELP}")
+    around: TimeArg = Field(
+        None, description=f"instead of since/until: the hour centred on this time ({TIME_HELP})"
+    )
 
 
 class CostInput(_In):

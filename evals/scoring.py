@@ -7,6 +7,12 @@ Definitions (the report repeats them):
   Turning points come from a zigzag over the per-tick share with a 10-point reversal threshold,
   so noise smaller than that never counts and one swing is never counted twice; a turning point
   is timed when the share first reached its extreme (a share that holds a level is not flapping).
+  When the ticks' request counts are known (`count_flaps` always knows them), a move must also be
+  beyond sampling noise: a two-proportion z-test between the two ticks' shares, |z| >= `FLAP_Z`
+  (3.5). Why: a router that decides per request spreads a tick's requests over backends, and a
+  10-second share of a few dozen requests moves 10 points by chance alone; a stationary random
+  25% split at 2-14 requests/s scores 150-600 "flaps" an hour on the 10-point rule alone, and
+  0.2-2 an hour with the test (`tests/test_eval_harness.py`). The same rule scores every policy.
 - **Ground-truth windows**: per backend, the ticks on which the simulator applied chaos to it
   (`SimTick.chaos`), merged when less than `MERGE_GAP_S` apart; fleet-wide events (a traffic
   surge) give every backend a window. A labelled tick covers [ts - 10 s, ts].
@@ -33,6 +39,7 @@ from tools.telemetry import HORIZON_TICKS, TICK_SECONDS
 
 FLAP_MOVE = 0.10
 FLAP_WITHIN_S = 60.0
+FLAP_Z = 3.5
 MERGE_GAP_S = 60.0
 GRACE_S = 120.0
 
@@ -59,47 +66,65 @@ def flap_times(
     share: np.ndarray,
     ts: np.ndarray,
     *,
+    n: np.ndarray | None = None,
     min_move: float = FLAP_MOVE,
     within_s: float = FLAP_WITHIN_S,
+    z: float = FLAP_Z,
 ) -> list[float]:
-    """Times of the turning points that were flaps (see the module docstring)."""
+    """Times of the turning points that were flaps (see the module docstring); `n`, the ticks'
+    request counts, adds the sampling-noise test to every move."""
     share = np.asarray(share, dtype=float)
     ts = np.asarray(ts, dtype=float)
     if share.shape != ts.shape:
         raise ValueError("share and ts differ in length")
-    flaps: list[float] = []
-    direction = 0  # 0 until the first 10-point move sets it; then +1 rising, -1 falling
-    lo = hi = ext = ext_t = math.nan
+    if n is None:
+        counts = [math.inf] * share.size
+    else:
+        counts = np.asarray(n, dtype=float).tolist()
+        if len(counts) != share.size:
+            raise ValueError("n and share differ in length")
     eps = 1e-12
-    for x, t in zip(share.tolist(), ts.tolist(), strict=True):
-        if math.isnan(x):
+
+    def moved(a: tuple[float, float, float], x: float, k: float) -> bool:
+        d = abs(x - a[0])
+        if d < min_move - eps:
+            return False
+        if math.isinf(k) or math.isinf(a[1]):
+            return True
+        p = (x * k + a[0] * a[1]) / (k + a[1])
+        return d >= z * math.sqrt(p * (1.0 - p) * (1.0 / k + 1.0 / a[1])) - eps
+
+    flaps: list[float] = []
+    direction = 0  # 0 until the first real move sets it; then +1 rising, -1 falling
+    lo = hi = ext = (math.nan, math.inf, math.nan)  # (share, requests, time)
+    for x, t, k in zip(share.tolist(), ts.tolist(), counts, strict=True):
+        if math.isnan(x) or k <= 0:
             continue
         if direction == 0:
-            lo = x if math.isnan(lo) else min(lo, x)
-            hi = x if math.isnan(hi) else max(hi, x)
-            if x >= lo + min_move - eps:
-                direction, ext, ext_t = 1, x, t
-            elif x <= hi - min_move + eps:
-                direction, ext, ext_t = -1, x, t
-        elif direction == 1:
-            if x > ext:
-                ext, ext_t = x, t
-            elif x <= ext - min_move + eps:
-                if t - ext_t <= within_s + 1e-9:
-                    flaps.append(ext_t)
-                direction, ext, ext_t = -1, x, t
-        elif x < ext:
-            ext, ext_t = x, t
-        elif x >= ext + min_move - eps:
-            if t - ext_t <= within_s + 1e-9:
-                flaps.append(ext_t)
-            direction, ext, ext_t = 1, x, t
+            if not x >= lo[0]:
+                lo = (x, k, t)
+            if not x <= hi[0]:
+                hi = (x, k, t)
+            if x > lo[0] and moved(lo, x, k):
+                direction, ext = 1, (x, k, t)
+            elif x < hi[0] and moved(hi, x, k):
+                direction, ext = -1, (x, k, t)
+        elif (x > ext[0]) if direction == 1 else (x < ext[0]):
+            ext = (x, k, t)
+        elif moved(ext, x, k):
+            if t - ext[2] <= within_s + 1e-9:
+                flaps.append(ext[2])
+            direction, ext = -direction, (x, k, t)
     return flaps
 
 
 def count_flaps(counts: Mapping[str, np.ndarray], ts: np.ndarray) -> dict[str, int]:
-    """Flaps per backend over a run."""
-    return {n: len(flap_times(s, ts)) for n, s in traffic_shares(counts).items()}
+    """Flaps per backend over a run (moves tested against the ticks' sampling noise)."""
+    names = list(counts)
+    if not names:
+        return {}
+    total = np.sum([np.asarray(counts[k], dtype=float) for k in names], axis=0)
+    return {k: len(flap_times(s, ts, n=total)) for k, s in traffic_shares(counts).items()}
 
 
 def leave_delay_s(

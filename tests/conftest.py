@@ -1,10 +1,36 @@
 from __future__ import annotations
 
+import ipaddress
 import math
+import socket
 
 import pytest
 
 from tools.routing import BackendInfo, BackendView, FleetView
+
+_connect = socket.socket.connect
+
+
+def _local_only(sock: socket.socket, address: object) -> object:
+    """socket.connect that refuses anything but loopback and Unix sockets: nothing in the
+    suite reaches the internet, even with a key or a proxy in the environment."""
+    if isinstance(address, tuple):
+        host = str(address[0])
+        try:
+            local = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = host == "localhost"
+        if not local:
+            raise ConnectionRefusedError(f"tests may not reach the network ({host})")
+    return _connect(sock, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ANTHROPIC_API_KEY", "ARCPOINT_ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket.socket, "connect", _local_only)
+
 
 FLEET = (
     BackendInfo("b0", 1.0),

@@ -83,6 +83,48 @@ def test_resolving_a_follow_up() -> None:
     assert resolve("Is the forecaster drifting?", history).backends == []
 
 
+@pytest.mark.parametrize(
+    ("history", "question", "name", "extra"),
+    [
+        # a new fleet-wide question after an explain does not inherit the decision
+        (
+            ["Why was decision d-1 routed to b1?"],
+            "How many requests failed in the last 30 minutes?",
+            "traffic",
+            {"decision_id": None},
+        ),
+        (["Is the forecaster drifting?"], "How many backends are there?", "fleet", {}),
+        (
+            ["How is b2 doing?"],
+            "Which backend had the most errors today?",
+            "rank",
+            {"measure": "errors", "ascending": False},
+        ),
+        ([], "Which backend is the fastest?", "rank", {"measure": "latency", "ascending": True}),
+        ([], "Is any backend down?", "down", {}),
+        ([], "Are we meeting our SLA?", "traffic", {}),
+        ([], "Restart b2 please", "action", {}),
+        ([], "Can you drain b1?", "action", {}),
+        (["What did b2 cost?"], "What will happen if b3 crashes?", "what_if", {"backends": ["b3"]}),
+        ([], "What's the p99 latency of b2?", "unrecorded", {}),
+        ([], "Is it safe to take b3 offline for maintenance?", "what_if", {"backends": ["b3"]}),
+        (["What capacity risks do we run?"], "What is the weather like on b2?", "unknown", {}),
+        (["Why was the last request sent to b0?"], "What is the forecast for b1?", "backend", {}),
+        ([], "Who approved the current model?", "model_history", {}),
+        ([], "Show me the latest decisions", "explain", {"decision_id": None}),
+        ([], "What changed in the last 30 minutes?", "quality", {}),
+        (["Is b0 healthy?"], "b2 now?", "backend", {"backends": ["b2"]}),
+    ],
+)
+def test_off_script_questions_are_read_for_what_they_ask(
+    history: list[str], question: str, name: str, extra: dict
+) -> None:
+    intent = resolve(question, history)
+    assert intent.name == name
+    for key, value in extra.items():
+        assert getattr(intent, key) == value
+
+
 def test_windows_from_the_question_reach_the_tools(db: FixtureInfo) -> None:
     today, at = _thread(db, "Why did quality drop today?", "What happened at 22:30?")
     assert today.evidence[0]["input"] == {"since": "today"}

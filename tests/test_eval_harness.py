@@ -60,7 +60,27 @@ def test_traffic_shares_and_flap_counts() -> None:
     counts = {"a": np.array([1, 0, 3, 1]), "b": np.array([1, 0, 1, 3])}
     s = traffic_shares(counts)
     assert s["a"][0] == 0.5 and np.isnan(s["a"][1]) and s["b"][3] == 0.75
-    assert count_flaps(counts, 10.0 * np.arange(4)) == {"a": 1, "b": 1}
+    # 4 requests a tick: a 50-point swing is within sampling noise; 400 a tick: a real one
+    assert count_flaps(counts, 10.0 * np.arange(4)) == {"a": 0, "b": 0}
+    big = {k: 100 * v for k, v in counts.items()}
+    assert count_flaps(big, 10.0 * np.arange(4)) == {"a": 1, "b": 1}
+
+
+def test_a_stationary_random_split_does_not_flap() -> None:
+    # a per-request router that spreads 25% of ~50 requests a tick at random: its 10-second
+    # shares move 10 points by chance all the time, and none of that is a flap
+    rng = np.random.default_rng(3)
+    ts = 10.0 * np.arange(360)
+    n = rng.poisson(50, ts.size)
+    a = rng.binomial(n, 0.25)
+    counts = {"a": a, "rest": n - a}
+    assert sum(count_flaps(counts, ts).values()) <= 2
+    share = traffic_shares(counts)["a"]
+    assert len(flap_times(share, ts)) > 20  # the 10-point rule alone counts noise
+    # a router that really swings the split every 20 s still flaps under the test
+    swing = np.where(np.arange(ts.size) % 4 < 2, 0.6, 0.2)
+    b = rng.binomial(n, swing)
+    assert sum(count_flaps({"b": b, "rest": n - b}, ts).values()) >= 100
 
 
 def test_leave_delay_is_measured_from_the_tick_start() -> None:

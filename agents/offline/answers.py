@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from agents.llm.base import ToolCallRecord
 from agents.offline import answers_fleet as fleet
 from agents.offline import answers_history as history
+from agents.offline import answers_ranked as ranked
 from agents.offline.plan import INTENT_TOOLS
 from agents.offline.question import RECORDED, Intent
 from agents.offline.text import FOOTER, OFFLINE_TAG, errors
@@ -57,7 +58,22 @@ _WRITERS: dict[str, Writer] = {
     "approvals": history.approvals,
     "explain": history.explain,
     "route": history.route,
+    "rank": ranked.rank,
+    "down": ranked.down,
+    "traffic": ranked.traffic,
 }
+
+WINDOWED = {"quality", "compare", "cost", "anomalies", "performance", "alerts", "backend"}
+WINDOWED |= {"rank", "traffic"}
+"""Intents whose tools take a time window; the others answer about now and say so."""
+
+ACTION = (
+    "I can't do that: this chat reads the fleet and never changes it. Restarts, scaling and "
+    "traffic moves belong to your serving platform. The one change Arcpoint makes itself is the "
+    "serving forecaster, which the monitors propose and an operator approves (`arcpoint "
+    'approvals`). I can simulate a change first: ask "what if we drain b1?" or "what if b2 '
+    'fails?".'
+)
 
 
 def compose_answer(
@@ -74,6 +90,8 @@ def _body(intent: Intent, done: Sequence[ToolCallRecord], tools: set[str] | None
             f"I can't answer that: Arcpoint does not record {intent.unrecorded}. It records "
             f"{RECORDED}. Ask about those instead."
         )
+    if intent.name == "action":
+        return ACTION
     if intent.name == "what_if" and not intent.backend:
         return (
             'Which backend? Name it, e.g. "what happens if we drain b1?" or "what if b2 '
@@ -89,6 +107,11 @@ def _body(intent: Intent, done: Sequence[ToolCallRecord], tools: set[str] | None
                 f"{intent.name.replace('_', ' ')} questions. {SCOPE}"
             )
     lines: list[str] = []
+    if not intent.window.empty and intent.name not in WINDOWED:
+        lines.append(
+            f"(This answer is about now: {intent.name.replace('_', ' ')} questions take no time "
+            f"window, so I cannot give it for {intent.window.label or 'that window'}.)"
+        )
     if unknown:
         lines.append(" ".join(_unknown_sentence(m) for m in dict.fromkeys(unknown)))
     body = _WRITERS.get(intent.name, lambda _i, _d: "")(intent, done)

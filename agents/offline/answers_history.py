@@ -4,11 +4,12 @@ experiments, alerts, anomalies, accuracy, model versions and history, approvals,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from agents.llm.base import ToolCallRecord
 from agents.offline.question import Intent
-from agents.offline.text import day, last, ms, pct, t
+from agents.offline.text import day, last, ms, pct, span, t
 
 
 def quality(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
@@ -16,6 +17,54 @@ def quality(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     if tl is None:
         return ""
     window = f"{t(tl['since'])} to {t(tl['until'])} on {day(tl['until'])}"
+    if not any(b.get("requests") for b in tl.get("buckets") or []):
+        return (
+            f"No requests are stored {span(tl['since'], tl['until'])}: I cannot say how quality "
+            "was then."
+        )
+    at = _at_time(intent, tl)
+    if at:
+        return at + "\n" + _quality_body(tl, done, window)
+    return _quality_body(tl, done, window)
+
+
+def _at_time(intent: Intent, tl: dict[str, Any]) -> str:
+    """For "at 14:00": the bucket holding that time and what was recorded within 5 minutes of it
+    (the rest of the answer covers the hour around it)."""
+    buckets = tl.get("buckets") or []
+    if not intent.window.around or not buckets:
+        return ""
+    width = float(tl["bucket_minutes"]) * 60.0
+    center = (_ts(tl["since"]) + _ts(tl["until"])) / 2.0  # "around" is the window's middle
+    hit = next((b for b in buckets if b["start_ts"] <= center < b["start_ts"] + width), None)
+    if hit is None:
+        return ""
+    if hit["requests"]:
+        line = (
+            f"At {intent.window.around} UTC ({tl['bucket_minutes']:g}-minute bucket from "
+            f"{t(hit['start'])}): {hit['violation_pct']:.1f}% of {hit['requests']:,} requests over "
+            "the SLA or unanswered"
+        )
+    else:
+        line = f"At {intent.window.around} UTC: no requests are stored in that bucket"
+    near = [
+        e
+        for e in [*(tl.get("likely_causes") or []), *(tl.get("events") or [])]
+        if abs(e["ts"] - center) <= 300.0
+    ]
+    near = list({(e["ts"], e["summary"]): e for e in near}.values())
+    if near:
+        line += "; within 5 minutes of it: " + "; ".join(
+            f"{e['summary']} at {t(e['at'])}" for e in sorted(near, key=lambda e: e["ts"])[:4]
+        )
+    return line + "."
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _quality_body(tl: dict[str, Any], done: Sequence[ToolCallRecord], window: str) -> str:
     ref = tl.get("reference_violation_pct")
     peak = tl.get("peak")
     if not tl.get("degraded_from"):
@@ -326,9 +375,9 @@ def explain(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
         )
         example = found["decisions"][0]
         return (
-            'Which decision? Name its id, e.g. "why was decision '
-            f'{example["decision_id"]} routed to {example["backend"]}?". '
-            f"The newest ones: {ids}."
+            f"The newest decisions{' to ' + intent.backend if intent.backend else ''}: {ids}. "
+            'For why one went where it did, name its id, e.g. "why was decision '
+            f'{example["decision_id"]} routed to {example["backend"]}?".'
         )
     return ""
 

@@ -34,6 +34,9 @@ INTENT_TOOLS: dict[str, tuple[str, ...]] = {
     "approvals": ("approvals",),
     "what_if": ("what_if",),
     "explain": ("explain_decision", "find_decisions"),
+    "rank": ("fleet_state", "compare_backends"),
+    "traffic": ("fleet_state", "compare_backends"),
+    "down": ("fleet_state",),
 }
 """The tools each intent rests on (an agent without any of them cannot answer it)."""
 
@@ -81,8 +84,17 @@ def plan_calls(
         if ctx and "submit_decision" in tools and not _called(done, "submit_decision"):
             return [("submit_decision", choose_backend(ctx[-1]))]
         return []
-    if n == "fleet":
+    if n in ("fleet", "down"):
         once("fleet_state", {})
+    elif n in ("rank", "traffic"):
+        # Now: the fleet state (its last 15 minutes); over a window: the backends compared.
+        if intent.window.empty:
+            once("fleet_state", {})
+        else:
+            args = dict(window)
+            if len(intent.backends) >= 2:
+                args["backends"] = intent.backends[:MAX_BACKENDS]
+            once("compare_backends", args)
     elif n == "backend":
         if "backend_detail" in tools and not _called(done, "backend_detail"):
             args: dict[str, Any] = {}

@@ -69,7 +69,41 @@ _TASK = re.compile(
     re.I,
 )
 """Requests for a piece of writing or code: outside what Arcpoint does, whatever their topic."""
-_PRONOUN = re.compile(r"\b(it|its|it's|that backend|this backend|that one|there)\b", re.I)
+_PRONOUN = re.compile(r"\b(it|its|it's|that backend|this backend|that one)\b", re.I)
+_ACTION = re.compile(
+    r"^\s*(?:(?:please|can you|could you|would you|will you|go ahead and|i want you to)\s+)*"
+    r"(?:restart|reboot|redeploy|deploy|scale|kill|stop|start|shut\s*down|turn (?:off|on)|drain"
+    r"|eject|remove|add|disable|enable|fail\s*over|reroute|move (?:the )?traffic|cordon"
+    r"|take \S+ (?:out|offline|down)|bring \S+ (?:back|up|online)|set|change|increase|decrease)\b",
+    re.I,
+)
+"""A request to change the fleet: the chat reads it and never changes it (whatever the verb)."""
+_RANK = {
+    "latency": (
+        r"\b(?:slowest|fastest|quickest|(?:highest|lowest|worst|best|most|least) (?:latency|p95"
+        r"|p50)|slower|faster)\b"
+    ),
+    "errors": (
+        r"\b(?:(?:most|fewest|least|highest|lowest|more|less) (?:errors?|error rate|failures"
+        r"|failed requests|timeouts)|error-free)\b"
+    ),
+    "load": (
+        r"\b(?:busiest|idlest|least (?:loaded|busy|used)|most (?:loaded|busy|used|traffic"
+        r"|requests|load)|(?:highest|lowest) (?:load|traffic|rps))\b"
+    ),
+}
+"""A question that ranks the backends on one measure ("which is the slowest?")."""
+_LOW = r"\b(?:fastest|quickest|faster|lowest|least|fewest|less|idlest|best|error-free)\b"
+_DOWN = re.compile(r"\b(?:down|offline|dead|ejected|failing|failed over|out of rotation)\b", re.I)
+_TRAFFIC = re.compile(
+    r"\b(?:how many (?:requests|calls|failures|errors|timeouts)|requests (?:failed|were|did"
+    r"|have|errored|timed out)|failed requests|(?:fleet|overall|total) error rate|error rate"
+    r"|throughput|how much traffic|request volume|meeting (?:our |the )?(?:sla|slo)s?"
+    r"|(?:sla|slo) (?:compliance|attainment)|within (?:our |the )?(?:sla|slo)"
+    r"|how many (?:were|went|got) (?:over|late|dropped))\b",
+    re.I,
+)
+"""Fleet-wide requests, failures and SLA attainment, now or over a window."""
 
 UNRECORDED = {
     "gpu": "GPU utilisation or memory",
@@ -82,6 +116,9 @@ UNRECORDED = {
     "power": "power draw",
     "bandwidth": "network bandwidth",
     "packet": "network packets",
+    "p99": "p99 latency per backend (its telemetry holds p50 and p95)",
+    "p999": "p99.9 latency per backend (its telemetry holds p50 and p95)",
+    "p90": "p90 latency per backend (its telemetry holds p50 and p95)",
 }
 """Metrics Arcpoint does not record: a question about them is answered by saying so."""
 
@@ -123,6 +160,10 @@ class Intent:
     version: str | None = None
     approval_id: str | None = None
     unrecorded: str | None = None
+    measure: str | None = None
+    """What a ranking question ranks the backends on (latency, errors, load)."""
+    ascending: bool = False
+    """A ranking asks for the lowest (fastest, fewest errors, least loaded)."""
     follow_up: bool = False
     refers_back: bool = False
     explicit: bool = False
@@ -213,6 +254,10 @@ def _ids(text: str) -> dict[str, str | None]:
 
 
 _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "model_history",
+        ("who approved", "who promoted", "current model", "approved the current", "serving now"),
+    ),
     ("approvals", ("approval", "approve", "awaiting sign", "pending change", "sign-off")),
     (
         "what_if",
@@ -221,11 +266,22 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "what would happen",
             "what happens if",
             "what happens when",
+            "what will happen",
+            "what would it do",
             "if we drain",
             "if we take",
             "if we lose",
             "if we fail",
             "simulate",
+            "safe to take",
+            "safe to drain",
+            "safe to remove",
+            "safe to lose",
+            "can we take",
+            "can we drain",
+            "could we drain",
+            "can we lose",
+            "afford to lose",
         ),
     ),
     (
@@ -295,6 +351,7 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "violation",
             "incident",
             "what happened",
+            "what changed",
             "quality",
             "went wrong",
             "outage",
@@ -314,6 +371,10 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("rollback", "roll back", "which model", "forecaster version")),
 )
 _BACKEND_WORDS = (
+    "forecast",
+    "sla",
+    "slo",
+    "meet",
     "healthy",
     "health",
     "how is",
@@ -335,6 +396,8 @@ _BACKEND_WORDS = (
     "working",
 )
 _FLEET_WORDS = (
+    "forecast",
+    "backends",
     "slowest",
     "fastest",
     "latency",
@@ -360,6 +423,11 @@ _FLEET_WORDS = (
     "any problems",
     "any issues",
 )
+
+
+SHORT_FOLLOW_UP_WORDS = 5
+"""An unplaced question this short that names a backend or a window ("b2 now?", "last hour?")
+follows up on the thread; a longer one is read on its own (and may be out of scope)."""
 
 
 def read_intent(question: str, tools: set[str] | frozenset[str] = frozenset()) -> Intent:
@@ -400,16 +468,33 @@ def read_intent(question: str, tools: set[str] | frozenset[str] = frozenset()) -
     if intent.approval_id:
         intent.name = "approvals"
         return intent
+    if _ACTION.search(text):
+        intent.name, intent.explicit = "action", True
+        return intent
+    if not has("what if", "what would", "what happens", "simulate", "compare", " vs"):
+        measure = next((k for k, rx in _RANK.items() if re.search(rx, low)), None)
+        if measure is not None:
+            intent.name, intent.measure, intent.explicit = "rank", measure, True
+            intent.ascending = bool(re.search(_LOW, low))
+            return intent
+        if _TRAFFIC.search(text) and not intent.backends:
+            intent.name, intent.explicit = "traffic", True
+            return intent
     for name, words in _RULES:
         if has(*words):
             intent.name, intent.explicit = name, True
             return intent
     if intent.version:
         intent.name = "model_history"
+    elif not intent.backends and _DOWN.search(text):
+        intent.name = "down"
     elif intent.backends and (has(*_BACKEND_WORDS) or len(low.split()) <= 4):
         intent.name = "backend"
     elif has(*_FLEET_WORDS):
-        intent.name = "fleet"
+        # the fleet state is about now; over a window, what happened is the quality timeline
+        intent.name = "fleet" if intent.window.empty else "quality"
+    elif has("decisions", "latest decision", "recent decision", "last decision"):
+        intent.name = "explain"  # no id: the newest decisions are listed
     return intent
 
 
@@ -434,7 +519,11 @@ def resolve(
     follow = (
         intent.follow_up
         or intent.refers_back
-        or (intent.name == "unknown" and (bool(intent.backends) or not intent.window.empty))
+        or (
+            intent.name == "unknown"
+            and (bool(intent.backends) or not intent.window.empty)
+            and len(question.split()) <= SHORT_FOLLOW_UP_WORDS
+        )
     )
     if not follow:
         return intent
@@ -453,6 +542,8 @@ def _carry(intent: Intent, focus: Intent) -> Intent:
         window=focus.window if intent.window.empty else intent.window,
         tier=intent.tier or focus.tier,
         minutes=intent.minutes if intent.minutes is not None else focus.minutes,
+        measure=intent.measure or focus.measure,
+        ascending=intent.ascending if intent.measure else focus.ascending,
         decision_id=intent.decision_id or focus.decision_id,
         version=intent.version or focus.version,
     )

@@ -68,6 +68,13 @@ def day(iso: str | None) -> str:
     return iso[:10] if iso else "unknown date"
 
 
+def span(since: str | None, until: str | None) -> str:
+    """'from 22:00:00 UTC to 22:58:20 UTC on 2023-11-14' (each date given when they differ)."""
+    if day(since) == day(until):
+        return f"from {t(since)} to {t(until)} on {day(until)}"
+    return f"from {t(since)} on {day(since)} to {t(until)} on {day(until)}"
+
+
 def ms(v: Any) -> str:
     return "n/a" if v is None else f"{v:,.0f} ms"
 

@@ -153,9 +153,9 @@ def _print_one(row: dict[str, Any], as_json: bool) -> None:
     look = (row.get("evidence") or {}).get("last_look") or {}
     if look:
         lines.append(
-            f"  last look  MAE challenger {look.get('challenger_mae')} vs champion "
-            f"{look.get('champion_mae')} ms, p={look.get('p_value')}, "
-            f"n={look.get('n_champion')}/{look.get('n_challenger')}"
+            f"  last look  MAE challenger {_num(look.get('challenger_mae'), '.1f')} ms vs champion "
+            f"{_num(look.get('champion_mae'), '.1f')} ms, p={_num(look.get('p_value'), '.2g')}, "
+            f"blocks {look.get('n_champion')}/{look.get('n_challenger')} (champion/challenger)"
         )
     if row.get("decided_by"):
         lines.append(
@@ -186,3 +186,8 @@ def _print_answer(out: dict[str, Any], as_json: bool) -> None:
         print(row["result"])
     elif row["status"] == "rejected":
         print(f"nothing changed: {row['version_id']} does not serve ({row['reason']})")
+
+
+def _num(v: object, spec: str) -> str:
+    """A figure for people (the JSON output keeps full precision)."""
+    return f"{v:{spec}}" if isinstance(v, int | float) and not isinstance(v, bool) else "n/a"

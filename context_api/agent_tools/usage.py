@@ -101,7 +101,7 @@ class UsageTools(ToolBase):
         params = params or m.CompareInput()
         for name in params.backends or []:
             self._check_backend(name)
-        since, until = self._window(params.since, params.until, 60.0)
+        since, until = self._window(params.since, params.until, 60.0, params.around)
         usage, notes = self._usage(since, until)
         names = params.backends or sorted(usage)
         rows = [usage.get(n) or {"backend": n, "ticks": 0} for n in names]
