@@ -28,6 +28,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,93 +36,41 @@ from agents.router import Router
 from context_api.fleet_state import FleetState
 from tools.features import feature_index
 from tools.forecaster import build_dataset, train
-from tools.routers.base import BackendProfile, Completion, EngineMetrics, RequestInfo
 from tools.routers.predictive import PredictiveRouter
 from tools.routing import BackendInfo
 from tools.sim.history import simulate_history
 from tools.sim.spec import DEFAULT_FLEET, backend_infos
 
 
-class _View:
-    def __init__(self, backends: list[BackendProfile]) -> None:
-        self.now_s = 0.0
-        self.backends = backends
-        self.in_flight = [0] * len(backends)
-        self.scrapes: dict[int, EngineMetrics] = {}
-
-    def last_scrape(self, b: int) -> EngineMetrics | None:
-        return self.scrapes.get(b)
-
-    def send_probe(self, b: int) -> None:
-        return None
-
-
 def percentile_us(samples_ns: list[int] | np.ndarray, q: float) -> float:
     return float(np.percentile(np.asarray(samples_ns, dtype=np.float64), q)) / 1000.0
 
 
-def drive(n: int, requests: int, keep: bool, seed: int = 0) -> tuple[np.ndarray, Router, _View]:
-    """`requests` through a fresh Router on n backends: per-request times (ns), timer cost
-    subtracted. `keep`: `Router.route` (a full Decision); else `Router.choose`."""
-    backs = [BackendProfile(f"b{i}", 1e-4 * (1 + i % 3), 2e-4 * (1 + i % 3)) for i in range(n)]
-    router = Router(PredictiveRouter(backs, explore_s=1e9))
-    view = _View(backs)
-    rng = np.random.default_rng(seed)
-    clock = time.perf_counter_ns
-    step = router.route if keep else router.choose
-    out = np.empty(requests, dtype=np.int64)
-    for k in range(requests):
-        view.now_s += 0.01
-        if k % 100 == 0:
-            for b in range(n):
-                running, waiting = int(rng.integers(0, 30)), int(rng.integers(0, 5))
-                m = EngineMetrics(b, view.now_s, running, waiting, float(rng.random() * 0.5))
-                view.scrapes[b] = m
-                router.on_scrape(m, view)
-        req = RequestInfo(k, view.now_s, int(rng.integers(50, 4000)), "standard", 1e3, 3e4)
-        t0 = clock()
-        got = step(req, view)
-        out[k] = clock() - t0
-        b = got if keep is False else router._index[got.backend]  # type: ignore[union-attr]
-        view.in_flight[b] += 1
-        done = int(rng.integers(0, n))
-        if k > 20 and view.in_flight[done] > 0:
-            view.in_flight[done] -= 1
-            c = Completion(k - 20, done, view.now_s - 1, view.now_s, "ok", 200.0, 2e3, 500, 100)
-            router.on_complete(c, view)
-    overhead = np.empty(20_000, dtype=np.int64)
-    for i in range(overhead.size):
-        t0 = clock()
-        overhead[i] = clock() - t0
-    ns = np.maximum(out - int(np.median(overhead)), 0)
-    return ns[len(ns) // 10 :], router, view  # warm-up (numba, first grids) excluded
+def timed(n: int, requests: int, full: bool) -> tuple[np.ndarray, Router, Any]:
+    """`requests` through a fresh Router on n backends (`bench_predictive.drive`'s view,
+    scrapes and completions): per-request times (ns), warm-up (numba, first grids) excluded.
+    `full`: `Router.route` (a whole Decision); else `Router.choose`."""
+    from bench_predictive import drive
+
+    routers: list[Router] = []
+
+    def wrap(policy: PredictiveRouter) -> Router:
+        routers.append(Router(policy))
+        return routers[0]
+
+    ns, _, view = drive(n, requests, wrap=wrap, full=full)
+    return ns[len(ns) // 10 :], routers[0], view
 
 
-def sklearn_per_request(router: Router, view: _View, n_rows: int) -> np.ndarray:
+def sklearn_per_request(router: Router, view: Any, n_rows: int) -> np.ndarray:
     """scikit-learn's predict on one request's rows (one per backend), from a forest of the
-    shipped latency model's configuration fitted here on the model's own predictions."""
-    from sklearn.ensemble import RandomForestRegressor
-
-    from tools.routers.predictive.features import vary
-    from tools.routers.predictive.table import DELTAS, TOKEN_GRID
+    shipped latency model's configuration (`bench_predictive.sklearn_twin`)."""
+    from bench_predictive import sklearn_twin
 
     policy = router.policy
-    assert isinstance(policy, PredictiveRouter) and policy.model is not None
-    model, tracker = policy.model, policy.tracker
-    hp = model.hyperparameters
-    X = np.vstack([vary(tracker.row(b, view, 0.0), TOKEN_GRID, DELTAS, 1000.0)
-                   for b in range(min(4, n_rows))] * 40)  # fmt: skip
-    X = X + np.random.default_rng(1).normal(0, 0.3, X.shape)
-    print("fitting a scikit-learn forest of the latency model's configuration...", file=sys.stderr)
-    rf = RandomForestRegressor(
-        n_estimators=hp["n_estimators"],
-        max_depth=hp["max_depth"],
-        min_samples_leaf=5,
-        max_features=hp["max_features"],
-        random_state=0,
-        n_jobs=1,
-    ).fit(X, model.predict(X)[0])
-    rows = np.vstack([tracker.row(b, view, 800.0) for b in range(n_rows)])
+    assert isinstance(policy, PredictiveRouter)
+    rf = sklearn_twin(policy, view)
+    rows = np.vstack([policy.tracker.row(b, view, 800.0) for b in range(n_rows)])
     clock = time.perf_counter_ns
     for _ in range(5):
         rf.predict(rows)
@@ -146,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. One request through the Router on 4, 8 and 16 backends; scikit-learn on the same rows.
     for n in (4, 8, 16):
-        route_ns, router, view = drive(n, args.requests, keep=True)
-        choose_ns, _, _ = drive(n, args.requests, keep=False)
+        route_ns, router, view = timed(n, args.requests, full=True)
+        choose_ns, _, _ = timed(n, args.requests, full=False)
         sk_ns = sklearn_per_request(router, view, n)
         sfx = "" if n == 4 else f"_{n}"
         fig[f"route_p50_us{sfx}"] = round(percentile_us(route_ns, 50), 2)
