@@ -38,7 +38,7 @@ from context_api.fleet_state import FleetState
 from context_api.outcome_details import LLMOutcome, RowResult, record_llm_outcomes
 from context_api.store import Store, decision_row
 from context_api.traces import TraceStore, TraceWriter
-from tools.routers.base import Completion
+from tools.routers.base import Completion, RequestInfo
 from tools.routers.registry import make_policy
 from tools.routing import Decision
 from tools.telemetry import TelemetryPoint
@@ -98,7 +98,14 @@ class Service:
             keep_records=False,
             fleet=fleet_state,
         )
-        policy = make_policy(cfg.policy, self.fleet_file.profiles())
+        profiles = self.fleet_file.profiles()
+        policy = make_policy(cfg.policy, profiles)
+        # A throwaway copy routes one request first: the predictive router's first decision
+        # compiles its forest walk (numba, seconds on a loaded machine), which must not be paid
+        # by a caller. The live view is only read.
+        make_policy(cfg.policy, profiles).choose(
+            RequestInfo(0, time.time(), 512, "standard", 1000.0, 30_000.0), self.live
+        )
         self.adapter = RouterAdapter(
             lambda hook: Router(policy, fleet_state, escalate=hook),
             fleet_state,
