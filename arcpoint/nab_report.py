@@ -56,8 +56,9 @@ def print_cv(cv: CrossValidation, detector: str) -> None:
             f"{_fmt(fold.training_scores[fold.chosen]):>8s} "
             f"{_fmt(fold.held_out_totals[sel].score):>8s}"
         )
-    scores = ", ".join(f"{c} {_fmt(v).strip()}" for c, v in cv.choice_scores.items())
-    print(f"  {sel} score of each candidate, held out by category over all files: {scores}")
+    if len(cv.candidates) > 1:
+        scores = ", ".join(f"{c} {_fmt(v).strip()}" for c, v in cv.choice_scores.items())
+        print(f"  {sel} score of each candidate, held out by category over all files: {scores}")
     if cv.in_sample_choice != detector:
         print(f"  note: on every category the protocol picks {cv.in_sample_choice}, not {detector}")
 

@@ -165,6 +165,20 @@ def test_cross_validation_adds_cv_scores(corpus: tuple[Path, Path], tmp_path: Pa
     assert cv["in_sample"]["standard"] > 80
 
 
+def test_cross_validation_scores_the_chosen_detector(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, labels = corpus
+    report = tmp_path / "nab.json"
+    argv = ["nab", "--data", str(data), "--labels", str(labels), "--json", str(report)]
+    assert main([*argv, "--cv", "--detector", "gaussian", "--jobs", "1"]) == 0
+    out = json.loads(report.read_text())
+    # No setting is chosen among candidates: --cv measures the detector that was run.
+    assert out["cv"]["candidates"] == ["gaussian"]
+    assert {f["chosen"] for f in out["cv"]["folds"]} == {"gaussian"}
+    assert out["cv"]["in_sample"]["standard"] == pytest.approx(out["standard"])
+
+
 def test_defaults_need_the_shared_data_or_flags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,8 +3,9 @@
 Every CSV under --data is streamed through a fresh detector (each score uses only earlier points);
 the per-file results (`timestamp,value,anomaly_score,label`) go under --out, and the NAB score for
 each profile is computed by `tools.anomaly.nab_scoring` with one threshold per profile tuned over
-the whole corpus, as NAB does. `--cv` adds the leave-one-category-out cross-validated score
-(`tools.anomaly.cross_validation`): settings and thresholds chosen without the held-out category.
+the whole corpus, as NAB does. `--cv` adds the leave-one-category-out cross-validated score of the
+same detector (`tools.anomaly.cross_validation`): each category scored at thresholds chosen
+without it.
 
 Real files are taken as they are: rows are scored in file order, a timestamp that repeats or steps
 back is kept and counted, and a file that cannot be read is reported while the others are still
@@ -26,7 +27,7 @@ PROFILE_NAMES = ("standard", "reward_low_fp", "reward_low_fn")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from tools.anomaly import CV_CANDIDATES, VARIANTS
+    from tools.anomaly import VARIANTS
 
     p = subparsers.add_parser(
         "nab",
@@ -41,9 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="detector variants:\n"
         + "\n".join(f"  {name:22s} {text}" for name, text in VARIANTS.items())
-        + "\n\n--cv chooses between: "
-        + ", ".join(CV_CANDIDATES)
-        + "\n(categories are the first-level folders under --data)",
+        + "\n\n--cv: categories are the first-level folders under --data",
     )
     p.add_argument("--data", type=Path, help="directory of NAB CSVs (searched recursively)")
     p.add_argument("--labels", type=Path, help="NAB combined windows JSON (keys: paths in --data)")
@@ -65,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cv",
         action="store_true",
-        help="also score leave-one-category-out cross-validation over the --cv candidates",
+        help="also score the detector by leave-one-category-out cross-validation "
+        "(each category at thresholds chosen on the others)",
     )
     p.add_argument("--contamination", type=float, help="share of anomalies expected in training")
     p.add_argument("--trees", type=int, help="trees per Isolation Forest")
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     from arcpoint.nab_io import NabFormatError, load_corpus
     from arcpoint.nab_report import print_cv, print_scores, write_json
-    from tools.anomaly import CV_CANDIDATES, DetectorConfig
+    from tools.anomaly import DetectorConfig
     from tools.anomaly.cross_validation import cross_validate
     from tools.anomaly.nab_scoring import PROFILES, score_corpus
 
@@ -164,8 +164,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     variants = [args.detector]
-    if args.cv:
-        variants += [c for c in CV_CANDIDATES if c != args.detector]
     paths = {name: str(data_dir / name) for name in names}
     jobs = [(v, paths[name], config) for v in variants for name in names]
     by_path = {p: name for name, p in paths.items()}
@@ -192,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cv:
         try:
             cv = cross_validate(
-                {c: {n: results[c][n][0] for n in names} for c in CV_CANDIDATES},
+                {args.detector: {n: main[n][0] for n in names}},
                 {n: corpus.labels[n] for n in names},
                 profiles=profiles,
             )

@@ -2,9 +2,9 @@
 
 `detector` holds the streaming Isolation Forest detector over feature windows, built from
 `features`, `forest` and `calibration`; `gaussian` NAB's windowed-Gaussian baseline; `variants`
-the named variants and the cross-validation grid; `nab_scoring` scores any detector's output the
-way the Numenta Anomaly Benchmark does, and `cross_validation` the leave-one-category-out protocol
-that chooses the detector's settings.
+the named variants and ablations; `nab_scoring` scores any detector's output the way the Numenta
+Anomaly Benchmark does, and `cross_validation` the leave-one-category-out protocol that measures
+it on series its thresholds were not chosen on.
 """
 
 from tools.anomaly.detector import (
@@ -18,10 +18,9 @@ from tools.anomaly.detector import (
     score_series,
 )
 from tools.anomaly.gaussian import GaussianConfig, GaussianDetector
-from tools.anomaly.variants import CV_CANDIDATES, VARIANTS, make_detector, variant_config
+from tools.anomaly.variants import VARIANTS, make_detector, variant_config
 
 __all__ = [
-    "CV_CANDIDATES",
     "NOT_READY",
     "VARIANTS",
     "AnomalyScore",
