@@ -100,6 +100,42 @@ def test_event_driven_engine_matches_stepwise_reference_request_for_request():
         _results_equal(ev, st)
 
 
+def test_event_driven_engine_matches_stepwise_on_the_default_fleet_under_chaos():
+    # A medium case: the default fleet near saturation with the Azure token mix (long prompts
+    # split into budget-limited chunks, batches of dozens), surges, long-context bursts, a
+    # cascade, a hang and a slowdown: identical per-request results and telemetry.
+    from tools.sim.chaos import apply_arrival_chaos
+    from tools.sim.workload import synthetic_at_load
+
+    names = [s.name for s in DEFAULT_FLEET]
+    duration = 150.0
+    events = [
+        ChaosEvent(kind="traffic_surge", start_s=10, duration_s=40, magnitude=1.0),
+        ChaosEvent(kind="kv_pressure", start_s=40, duration_s=40),
+        ChaosEvent(kind="slow_replica", backend=names[0], start_s=20, duration_s=60),
+        ChaosEvent(kind="cascading_failure", backend=names[1], start_s=60, duration_s=60),
+        ChaosEvent(kind="backend_failure", backend=names[-1], start_s=100, duration_s=20),
+        ChaosEvent(kind="latency_spike", backend=names[2], start_s=120, duration_s=20),
+    ]
+    w = apply_arrival_chaos(
+        synthetic_at_load(DEFAULT_FLEET, 0.8, duration_s=duration, seed=7), events, 7
+    )
+    plan = compile_plan(events, names, duration, seed=7)
+    runs = {
+        engine: simulate(
+            w,
+            DEFAULT_FLEET,
+            LeastInFlight(),
+            plan=plan,
+            config=SimConfig(engine=engine, timeout_s=30.0),
+        )
+        for engine in ("event", "stepwise")
+    }
+    assert len(w) > 3000
+    assert set(runs["event"].status.tolist()) >= {0, 1, 2}
+    _results_equal(runs["event"], runs["stepwise"])
+
+
 def _one_engine_run(spec, w, timeout_s=3600.0):
     return simulate(w, (spec,), LeastInFlight(), config=SimConfig(timeout_s=timeout_s))
 

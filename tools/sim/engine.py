@@ -35,6 +35,7 @@ from collections.abc import Callable
 from tools.sim.spec import EngineSpec
 
 OK, TIMEOUT, ERROR, REJECTED = 0, 1, 2, 3
+_NEVER = 1 << 62
 NONE, WAITING, PREFILL, DECODE, DONE = 0, 1, 2, 3, 4
 
 
@@ -122,7 +123,8 @@ class EventEngine:
         self.kv_cap = spec.kv_capacity_tokens
         self.max_waiting = spec.max_waiting
         self.factor = 1.0
-        self.coef = spec.coefficients_ps(1.0)
+        self.cur = spec.coefficients_ps(1.0)
+        """The iteration cost coefficients at the current slowdown factor."""
         self.cache = PrefixCache(spec.kv_capacity_tokens // req.block) if req.prefix else None
         self._reset()
         self.next_ps = -1
@@ -147,7 +149,8 @@ class EventEngine:
         self.S = 0
         self.cut = 0
         self.budget_left = 0
-        self.multi = False  # the run has a budget-limited prefill (its chunk grows the slope)
+        self.head_end = -1  # end of the run's head iteration while its effects are deferred
+        self.head: list[int] = []  # the requests whose prefill completes in that head
 
     # -- what the router's scrapes and probes read ---------------------------------------------
     def snapshot(self) -> tuple[int, int, float]:
@@ -174,6 +177,8 @@ class EventEngine:
             return
         if not self.busy:
             self._plan(t)
+        elif t <= self.head_end:
+            self._cut_at(t)  # the run's head must end it: the arrival may join after it
         elif (
             not blocked
             and self.budget_left > 0
@@ -198,12 +203,14 @@ class EventEngine:
 
     def set_factor(self, factor: float, t: int) -> None:
         self.factor = factor
+        self.cur = self.spec.coefficients_ps(factor)
         if self.busy:
             self._cut_at(t)
 
     def fail(self, mode: int, t: int) -> None:
         """Hang (mode 0: nothing more completes) or fail fast (mode 1: every request in the
         engine and every new one gets a 5xx)."""
+        self._undo_head(t)
         if mode == 0:
             self.frozen = True
             self.busy = False
@@ -211,6 +218,18 @@ class EventEngine:
             return
         self._drop_all(t)
         self.failing = True
+
+    def _undo_head(self, t: int) -> None:
+        """The run is interrupted at `t` without a boundary: a head that had not ended by then
+        produced no first token. (After it, what it did is kept as a stepped engine keeps it:
+        first tokens out, the requests still held, to be lost or finished with the engine.)"""
+        if self.head_end >= 0:
+            if t <= self.head_end:
+                first_ps = self.req.first_ps
+                for r in self.head:
+                    first_ps[r] = -1
+            self.head_end = -1
+            self.head = []
 
     def recover(self, t: int) -> None:
         """The end of a failure: a hung engine restarts empty (what it held is lost)."""
@@ -234,6 +253,41 @@ class EventEngine:
     # -- the engine's own events -----------------------------------------------------------------
     def boundary(self, t: int) -> None:
         """End of the run of iterations that ends at `t` (== next_ps)."""
+        if self.head_end >= 0:
+            # A run with a head: apply the head iteration (its prefills become decoders), then
+            # the uniform tail, unless the run was cut at the head.
+            self._head_done()
+            if self.cut >= 0:
+                self._advance(t)
+        else:
+            self._advance(t)
+        if self.removals:
+            self._apply_removals()
+        self._plan(t)
+
+    def _head_done(self) -> None:
+        """Account a run's head (`_plan_head`): one iteration after which every prefill in
+        flight is complete (first tokens already dated) and decodes."""
+        self.head_end = -1
+        self.head = []
+        last = self.iters
+        self.iters = last + 1
+        state, inp, out = self.req.state, self.req.inp, self.req.out
+        j_first, heap = self.j_first, self.heap
+        ctx = self.ctx_base
+        for e in self.prefill:
+            r = e[0]
+            state[r] = DECODE
+            j_first[r] = last
+            heapq.heappush(heap, (last + out[r] - 1, r))
+            ctx += inp[r] - last
+        self.n_d += len(self.prefill)
+        self.ctx_base = ctx
+        self.prefill = []
+
+    def _advance(self, t: int) -> None:
+        """Account the run's `cut + 1` iterations ending at `t`: prefill progress, first tokens,
+        completions."""
         req = self.req
         k = self.cut + 1
         iters = self.iters + k
@@ -268,17 +322,25 @@ class EventEngine:
                     self.ctx_base += inp[r] - last
         heap = self.heap
         if heap and heap[0][0] <= last:
-            state, inp, j_first = req.state, req.inp, self.j_first
+            state, inp, out, done_ps = req.state, req.inp, req.out, req.done_ps
+            j_first, on_done, pop = self.j_first, self.on_done, heapq.heappop
+            n = 0
+            ctx = 0
+            kv = 0
             while heap and heap[0][0] <= last:
-                _, r = heapq.heappop(heap)
+                r = pop(heap)[1]
                 if state[r] != DECODE:
                     continue
-                self.n_d -= 1
-                self.ctx_base -= inp[r] - j_first.pop(r)
-                self._finish(r, t)
-        if self.removals:
-            self._apply_removals()
-        self._plan(t)
+                n += 1
+                ctx += inp[r] - j_first.pop(r)
+                kv += inp[r] + out[r]
+                state[r] = DONE
+                done_ps[r] = t
+                on_done(r, t, OK)
+            self.n_d -= n
+            self.ctx_base -= ctx
+            self.kv_used -= kv
+            self.running -= n
 
     def _finish(self, r: int, t: int) -> None:
         req = self.req
@@ -318,6 +380,29 @@ class EventEngine:
             self.next_ps = -1
             return
         n_d = self.n_d
+        if not self.prefill and not self.n_waiting:
+            # Decode only (the common case): the run lasts to the next completion.
+            heap = self.heap
+            if not n_d:
+                self.busy = False
+                self.next_ps = -1
+                return
+            state = self.req.state
+            while state[heap[0][1]] != DECODE:
+                heapq.heappop(heap)
+            c0, ct, cc, _ = self.cur
+            iters = self.iters
+            A = c0 + ct * n_d + cc * (self.ctx_base + n_d * iters)
+            S = cc * n_d
+            k = heap[0][0] - iters
+            self.A = A
+            self.S = S
+            self.seg_t0 = t
+            self.cut = k
+            self.budget_left = self.B - n_d
+            self.busy = True
+            self.next_ps = t + (k + 1) * A + S * (k * (k + 1) // 2)
+            return
         budget = self.B - n_d
         tokens = n_d
         pairs = 0
@@ -370,7 +455,7 @@ class EventEngine:
             self.busy = False
             self.next_ps = -1
             return
-        c0, ct, cc, cp = self.spec.coefficients_ps(self.factor) if self.factor != 1.0 else self.coef
+        c0, ct, cc, cp = self.cur
         iters = self.iters
         A = c0 + ct * tokens + cc * (self.ctx_base + n_d * iters) + cp * pairs
         slope = cc * n_d
@@ -390,6 +475,8 @@ class EventEngine:
                     length = ld
         if length == 0:  # cannot happen: tokens > 0 means a decode or a prefill is running
             raise AssertionError("a run of iterations with nothing to end it")
+        if finishing and lim is None and not self.n_waiting and self._plan_head(t, A, heap):
+            return
         self.A = A
         self.S = slope
         self.seg_t0 = t
@@ -399,27 +486,78 @@ class EventEngine:
         self.busy = True
         self.next_ps = t + (k + 1) * A + slope * (k * (k + 1) // 2)
 
+    def _plan_head(self, t: int, A: int, heap: list[tuple[int, int]]) -> bool:
+        """Fold the iteration that completes every prefill in flight (the run's head, lasting
+        `A`) into one run with the decode-only iterations after it, when nothing else would end
+        the run there: no request left waiting, no sequence finishing in the head. The head's
+        first tokens are dated now (their time is known); its other effects wait for the
+        boundary, and any event before the head's end cuts the run there, as without the fold."""
+        req = self.req
+        inp, out = req.inp, req.out
+        iters = self.iters
+        n_d = self.n_d
+        ctx = self.ctx_base
+        stop = heap[0][0] if heap else _NEVER  # the heap's top is live (cleaned by `_plan`)
+        head = []
+        for e in self.prefill:
+            r = e[0]
+            o = out[r]
+            if e[3] != e[1] or o == 1:
+                return False
+            head.append(r)
+            ctx += inp[r] - iters
+            if iters + o - 1 < stop:
+                stop = iters + o - 1
+        length = stop - iters  # decode iterations after the head, to the first completion
+        if length < 1:
+            return False
+        n_d += len(head)
+        c0, ct, cc, _ = self.cur
+        head_end = t + A
+        first_ps = req.first_ps
+        for r in head:
+            first_ps[r] = head_end
+        self.head = head
+        self.head_end = head_end
+        A2 = c0 + ct * n_d + cc * (ctx + n_d * (iters + 1))
+        S2 = cc * n_d
+        k = length - 1
+        self.A = A2
+        self.S = S2
+        self.seg_t0 = head_end
+        self.cut = k
+        self.budget_left = self.B - n_d
+        self.busy = True
+        self.next_ps = head_end + (k + 1) * A2 + S2 * (k * (k + 1) // 2)
+        return True
+
     def _end(self, k: int) -> int:
         """End time of iteration k (0-based) of the current run."""
         return self.seg_t0 + (k + 1) * self.A + self.S * (k * (k + 1) // 2)
 
     def _cut_at(self, t: int) -> None:
         """End the current run at the first iteration boundary at or after `t`."""
-        if t <= self.seg_t0:
-            k = 0
+        if t <= self.head_end:
+            k = -1  # the run's head (`_plan_head`)
         else:
-            A, S = self.A, self.S
-            d = t - self.seg_t0
-            if S == 0:
-                k = max(0, -(-d // A) - 1)
+            t0 = self.seg_t0
+            if t <= t0:
+                k = 0
             else:
-                b = A + S / 2.0
-                disc = b * b + 2.0 * S * (d - A)
-                k = max(0, math.ceil((-b + math.sqrt(max(disc, 0.0))) / S))
-                while k > 0 and self._end(k - 1) >= t:
-                    k -= 1
-                while self._end(k) < t:
-                    k += 1
+                A, S = self.A, self.S
+                d = t - t0
+                if S == 0:
+                    k = -(-d // A) - 1
+                else:
+                    # The smallest k with (k + 1) A + S k (k + 1) / 2 >= d, from the root of
+                    # the quadratic, then made exact in integers.
+                    b = A + S / 2.0
+                    disc = b * b + 2.0 * S * (d - A)
+                    k = max(0, math.ceil((-b + math.sqrt(max(disc, 0.0))) / S))
+                    while k > 0 and k * A + S * (k * (k - 1) // 2) >= d:
+                        k -= 1
+                    while (k + 1) * A + S * (k * (k + 1) // 2) < d:
+                        k += 1
         if k < self.cut:
             self.cut = k
             self.next_ps = self._end(k)

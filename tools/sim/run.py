@@ -31,9 +31,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tools.routers.base import STATUSES, Completion, EngineMetrics, RequestInfo, RoutingPolicy
+from tools.routers.base import (
+    STATUSES,
+    Completion,
+    EngineMetrics,
+    PolicyBase,
+    RequestInfo,
+    RoutingPolicy,
+)
 from tools.sim.chaos import ChaosPlan
-from tools.sim.engine import ERROR, OK, EventEngine, Requests
+from tools.sim.engine import ERROR, OK, TIMEOUT, EventEngine, Requests
 from tools.sim.spec import EngineSpec, idle_ttft_ms
 from tools.sim.stepwise import StepEngine
 from tools.sim.telemetry import (
@@ -151,8 +158,14 @@ class _Run(Signals):
             for s in fleet
         ]
         self.view = _View(self, profiles(fleet))
-        self.scrapes: list[EngineMetrics | None] = [None] * nb
-        self.pending_scrapes: deque[EngineMetrics] = deque()
+        self.scrapes: list[EngineMetrics | tuple | None] = [None] * nb
+        self.pending_scrapes: deque[tuple] = deque()
+        # Callbacks the policy does not override are not called (nor their arguments built).
+        hook = getattr(type(policy), "on_scrape", None)
+        self.scrape_hook = None if hook is PolicyBase.on_scrape else policy.on_scrape
+        hook = getattr(type(policy), "on_complete", None)
+        self.complete_hook = None if hook is PolicyBase.on_complete else policy.on_complete
+        self.arrival_s: list[float] = workload.arrival_s.tolist()
         self.heap: list[tuple] = []
         self.pushed = [-1] * nb
         self.version = [0] * nb
@@ -253,7 +266,7 @@ class _Run(Signals):
         req_inp = self.req.inp
         state = self.req.state
         w = self.w
-        arrival_s = w.arrival_s.tolist()
+        arrival_s = self.arrival_s
         prefix = list(w.prefix) if w.prefix is not None else None
         tier_names = self.tier_names
         tiers = self.tier
@@ -356,25 +369,29 @@ class _Run(Signals):
         view.in_flight[b] -= 1
         arr = self.arr_ps[r]
         first = self.req.first_ps[r]
-        ttft = (first - arr + self.rtt[b]) / 1e9 if first >= 0 else None
+        if status == TIMEOUT and first >= t:
+            first = -1  # dated ahead by the engine (`EventEngine._plan_head`), not out yet
         e2e = (t - arr) / 1e9
         self.fin[b] += 1
-        violated = status != OK or (ttft is not None and ttft > self.ttft_slo[r])
-        violated = violated or e2e > self.e2e_slo[r]
-        if violated:
-            self.bad[b] += 1
-        self.outcomes.append((r, status, ttft, e2e, violated))
         if status == OK:
+            ttft = (first - arr + self.rtt[b]) / 1e9
+            violated = ttft > self.ttft_slo[r] or e2e > self.e2e_slo[r]
             self.ok_ttft[b].append(ttft)
             self.lat[b].append(ttft)
         else:
+            ttft = (first - arr + self.rtt[b]) / 1e9 if first >= 0 else None
+            violated = True
             self.failed[b] += 1
             self.lat[b].append(ttft if ttft is not None else e2e)
-        out = self.req.out[r] if status == OK else 0
-        done = Completion(
-            r, b, self.w.arrival_s[r], t / PS, STATUSES[status], ttft, e2e, self.req.inp[r], out
-        )
-        self.policy.on_complete(done, view)
+        if violated:
+            self.bad[b] += 1
+        self.outcomes.append((r, status, ttft, e2e, violated))
+        if self.complete_hook is not None:
+            out = self.req.out[r] if status == OK else 0
+            inp = self.req.inp[r]
+            arr_s, t_s = self.arrival_s[r], t / PS
+            done = Completion(r, b, arr_s, t_s, STATUSES[status], ttft, e2e, inp, out)
+            self.complete_hook(done, view)
 
 
 def simulate(

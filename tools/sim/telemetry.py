@@ -79,7 +79,10 @@ class _View:
         self.now_s = 0.0
 
     def last_scrape(self, backend: int) -> EngineMetrics | None:
-        return self._run.scrapes[backend]
+        m = self._run.scrapes[backend]
+        if m.__class__ is tuple:  # taken but not read yet (`Signals._show`)
+            m = self._run.scrapes[backend] = _metrics(self._run, *m)
+        return m
 
     def send_probe(self, backend: int) -> None:
         self._run.send_probe(backend)
@@ -89,6 +92,21 @@ def profiles(fleet: Sequence[EngineSpec]) -> tuple[BackendProfile, ...]:
     return tuple(
         BackendProfile(s.name, s.cost_per_1k_input, s.cost_per_1k_output, s.gpu) for s in fleet
     )
+
+
+def _metrics(
+    run: _Run, b: int, t: int, running: int, waiting: int, kv: float, fin: list[int]
+) -> EngineMetrics:
+    """A scrape of backend b taken at t (`fin`: the requests finished since the previous one,
+    -1 for a failure)."""
+    first, done, arr = run.req.first_ps, run.req.done_ps, run.arr_ps
+    ok = [r for r in fin if r >= 0]
+    t50 = t95 = e50 = e95 = None
+    if ok:
+        t50, t95 = _quantiles([(first[r] - arr[r]) / 1e9 for r in ok])
+        e50, e95 = _quantiles([(done[r] - arr[r]) / 1e9 for r in ok])
+    n, errors = len(fin), len(fin) - len(ok)
+    return EngineMetrics(b, t / PS, running, waiting, kv, t50, t95, e50, e95, n, errors)
 
 
 def _quantiles(xs: list[float]) -> tuple[float, float]:
@@ -127,18 +145,8 @@ class Signals:
             for i, eng in enumerate(self.engines):
                 if self.failed_mode[i] == 0:
                     continue  # the scrape of a hung backend times out: the last one stays
-                running, waiting, kv = eng.snapshot()
                 fin = self.scr_fin[i]
-                first, done, arr = self.req.first_ps, self.req.done_ps, self.arr_ps
-                ok = [r for r in fin if r >= 0]
-                t50 = t95 = e50 = e95 = None
-                if ok:
-                    t50, t95 = _quantiles([(first[r] - arr[r]) / 1e9 for r in ok])
-                    e50, e95 = _quantiles([(done[r] - arr[r]) / 1e9 for r in ok])
-                n_fin = len(fin)
-                m = EngineMetrics(
-                    i, t / PS, running, waiting, kv, t50, t95, e50, e95, n_fin, n_fin - len(ok)
-                )
+                m = (i, t, *eng.snapshot(), fin[:])
                 fin.clear()
                 if stale == 0:
                     self._show(m)
@@ -151,9 +159,13 @@ class Signals:
             return
         self._show(self.pending_scrapes.popleft())
 
-    def _show(self, m: EngineMetrics) -> None:
-        self.scrapes[m.backend] = m
-        self.policy.on_scrape(m, self.view)
+    def _show(self, m: tuple) -> None:
+        """Deliver a scrape; its metrics are built when first read (most policies read none)."""
+        if self.scrape_hook is None:
+            self.scrapes[m[0]] = m
+            return
+        metrics = self.scrapes[m[0]] = _metrics(self, *m)
+        self.scrape_hook(metrics, self.view)
 
     def _chaos(self, i: int, t: int) -> None:
         _, b, act, value = self.plan.actions[i]
