@@ -58,6 +58,9 @@ class DemoConfig:
     policies: tuple[str, ...] = POLICIES
     jobs: int = 2
     record_decisions: bool = True
+    escalation_mode: str = "advisory"
+    """advisory: the router agent's choice is recorded and scored, the policy's pick routes;
+    override: the agent's accepted choice routes (how the README's override figure is measured)."""
 
 
 @dataclass
@@ -70,6 +73,7 @@ class DemoResult:
     outcomes_written: int
     seconds: dict[str, float]
     seeds: dict[str, list[int]] = field(default_factory=dict)
+    escalation_mode: str = "advisory"
 
     def by_cell(self) -> dict[str, dict[str, list[RunResult]]]:
         """scenario -> policy -> its runs, in seed order."""
@@ -162,6 +166,7 @@ class DemoResult:
             "intervals": self.intervals(),
             "versus_best_baseline": self.versus_best(),
             "monitor": {r.scenario: r.monitor for r in self.runs if r.monitor is not None},
+            "escalation_mode": self.escalation_mode,
             "escalation": {
                 f"{r.scenario}:{r.seed}": {
                     "escalated_pct": r.metrics["escalated_pct"],
@@ -234,7 +239,9 @@ def _run_one(task: tuple[str, str, int]) -> tuple[RunResult, int, int]:
         else:
             monitor = FleetMonitor(names)
         prime(monitor, _JOB["history"])
-        escalator = Escalator(OfflineModel(), traces=writer, keep_records=record)
+        escalator = Escalator(
+            OfflineModel(), traces=writer, keep_records=record, mode=_JOB["escalation_mode"]
+        )
     try:
         result = run_policy(
             built,
@@ -365,6 +372,7 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
             seed=config.seed,
             record=config.record_decisions,
             scenarios=config.scenarios,
+            escalation_mode=config.escalation_mode,
         )
         t0 = time.perf_counter()
         results: list[RunResult] = []
@@ -385,5 +393,6 @@ def run_demo(config: DemoConfig, progress: Progress = lambda _msg: None) -> Demo
         )}  # fmt: skip
         results.sort(key=lambda r: (order[(r.scenario, r.policy)], r.seed))
         demo = DemoResult(forecaster, report, results, run.run_id, decisions, outcomes, seconds)
+        demo.escalation_mode = config.escalation_mode
         run.summary = demo.summary()
     return demo

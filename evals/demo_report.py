@@ -92,7 +92,7 @@ def format_escalation(demo: DemoResult) -> str:
         seen.add(r.scenario)
         used, pick = e.get("violation_prob_used"), e.get("violation_prob_policy_pick")
         said = "as routed"
-        if e.get("scored_agent"):
+        if demo.escalation_mode == "advisory" and e.get("scored_agent"):
             used = e.get("violation_prob_agent_choice")
             pick = e.get("violation_prob_policy_pick_same_requests")
             said = "at the agent's choice"
@@ -111,7 +111,8 @@ def format_escalation(demo: DemoResult) -> str:
     if lines:
         from evals.escalation_figures import describe_gain, escalation_gain
 
-        lines.append("  " + describe_gain(escalation_gain(demo.summary()["escalation"])))
+        gain = escalation_gain(demo.summary()["escalation"], demo.escalation_mode)
+        lines.append("  " + describe_gain(gain))
     return "\n".join(lines)
 
 

@@ -30,21 +30,27 @@ def _seed_of(key: str) -> tuple[str, int]:
     return scenario, int(seed)
 
 
-def escalation_gain(escalation: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def escalation_gain(
+    escalation: Mapping[str, Mapping[str, Any]], mode: str = "advisory"
+) -> dict[str, Any]:
     """From a demo's `escalation` figures (`"scenario:seed" -> Escalator.stats.summary()` plus
     `escalated_pct`): per replicate, the expected misses as routed and at the policy's pick,
-    and the gain; with their mean, interval and the verdict against `TARGET_GAIN`."""
+    and the gain; with their mean, interval and the verdict against `TARGET_GAIN`. In advisory
+    mode "as routed" is the agent's recorded choice (the requests kept the policy's pick); in
+    override mode it is the backend each request was really sent to."""
     by_scenario: dict[str, list[tuple[int, Mapping[str, Any]]]] = defaultdict(list)
     for key, e in escalation.items():
         scenario, seed = _seed_of(key)
         by_scenario[scenario].append((seed, e))
     replicates: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    advisory = any(e.get("scored_agent") for e in escalation.values())
+    if mode not in ("advisory", "override"):
+        raise ValueError(f"mode must be advisory or override, got {mode!r}")
+    advisory = mode == "advisory" and any(e.get("scored_agent") for e in escalation.values())
     for runs in by_scenario.values():
         for k, (_seed, e) in enumerate(sorted(runs, key=lambda r: r[0])):
             # The agent's own choice where it was recorded (advisory mode scores it on every
             # valid answer); else the backend each request was routed to.
-            if e.get("scored_agent"):
+            if advisory and e.get("scored_agent"):
                 n = int(e["scored_agent"])
                 used = e.get("violation_prob_agent_choice")
                 pick = e.get("violation_prob_policy_pick_same_requests")

@@ -114,6 +114,15 @@ def test_resolving_a_follow_up() -> None:
         ([], "Show me the latest decisions", "explain", {"decision_id": None}),
         ([], "What changed in the last 30 minutes?", "quality", {}),
         (["Is b0 healthy?"], "b2 now?", "backend", {"backends": ["b2"]}),
+        (
+            ["What did the fleet cost?"],
+            "Did anything happen between 22:30 and 22:40?",
+            "quality",
+            {},
+        ),
+        ([], "What's the trend for b0 over the last 20 minutes?", "backend", {"backends": ["b0"]}),
+        # an out-of-scope question in the history is not the subject a later follow-up keeps
+        (["Is b0 healthy?", "What's the weather like on b3 today?"], "and b2?", "backend", {}),
     ],
 )
 def test_off_script_questions_are_read_for_what_they_ask(

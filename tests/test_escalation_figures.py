@@ -40,3 +40,20 @@ def test_a_tie_misses_the_target_and_nothing_scored_is_said() -> None:
     assert g["meets_target"] is False and g["mean_gain"] < 0.2
     assert "misses the 20% target" in describe_gain(g)
     assert describe_gain(escalation_gain({"a:1": _e(0, 0.0, 0.0)})) == "escalations: none scored"
+
+
+def test_override_mode_scores_the_backend_really_used_not_the_agents_answer() -> None:
+    # The agent's recorded choice scores worse than what was routed (its worse answers were
+    # refused): advisory reads the recorded choice, override what the requests really got.
+    e = {
+        **_e(100, 0.10, 0.20),
+        "scored_agent": 100,
+        "violation_prob_agent_choice": 0.30,
+        "violation_prob_policy_pick_same_requests": 0.20,
+    }
+    advisory = escalation_gain({"a:1": e, "a:2": e})
+    override = escalation_gain({"a:1": e, "a:2": e}, "override")
+    assert advisory["basis"] == "agent_choice" and advisory["mean_gain"] == pytest.approx(-0.5)
+    assert override["basis"] == "as_routed" and override["mean_gain"] == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        escalation_gain({"a:1": e}, "sometimes")

@@ -8,7 +8,7 @@ from typing import Any
 
 from agents.llm.base import ToolCallRecord
 from agents.offline.question import Intent
-from agents.offline.text import cost, day, every, last, ms, pct, t
+from agents.offline.text import cost, day, every, last, ms, pct, span, t
 
 
 def fleet(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
@@ -230,7 +230,12 @@ def cost_answer(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     c = last(done, "cost")
     if c is None:
         return ""
-    lines = [f"Cost from {t(c['since'])} to {t(c['until'])} on {day(c['until'])}:"]
+    if not c["backends"]:
+        return (
+            f"No telemetry and no stored requests {span(c['since'], c['until'])}: the cost of "
+            "that window is unknown."
+        )
+    lines = [f"Cost {span(c['since'], c['until'])}:"]
     for r in c["backends"]:
         served = r["requests_served_est"]
         est = (

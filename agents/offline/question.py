@@ -351,6 +351,7 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "violation",
             "incident",
             "what happened",
+            "happen",
             "what changed",
             "quality",
             "went wrong",
@@ -371,6 +372,7 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("rollback", "roll back", "which model", "forecaster version")),
 )
 _BACKEND_WORDS = (
+    "trend",
     "forecast",
     "sla",
     "slo",
@@ -510,13 +512,19 @@ def resolve(
     focus: Intent | None = None
     for earlier in history:
         prev = read_intent(earlier)
-        if focus is not None and (prev.follow_up or prev.refers_back or prev.name == "unknown"):
+        if focus is not None and _follows(prev, earlier):
             prev = _carry(prev, focus)
         if prev.name not in ("unknown", "unrecorded"):
             focus = prev
-    if focus is None or focus.name in ("unknown", "unrecorded"):
+    if focus is None or focus.name in ("unknown", "unrecorded") or not _follows(intent, question):
         return intent
-    follow = (
+    return _carry(intent, focus)
+
+
+def _follows(intent: Intent, question: str) -> bool:
+    """Whether a question leans on its thread: a follow-up or a pronoun, or a short unplaced
+    question naming only a backend or a window ("b2 now?", "last hour?")."""
+    return (
         intent.follow_up
         or intent.refers_back
         or (
@@ -525,9 +533,6 @@ def resolve(
             and len(question.split()) <= SHORT_FOLLOW_UP_WORDS
         )
     )
-    if not follow:
-        return intent
-    return _carry(intent, focus)
 
 
 def _carry(intent: Intent, focus: Intent) -> Intent:

@@ -60,6 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also log each alert as it fires (they are always stored: `arcpoint alerts`)",
     )
     p.add_argument(
+        "--escalation-mode",
+        choices=("advisory", "override"),
+        default="advisory",
+        help="advisory (default): the router agent's choice is recorded and scored, the request "
+        "keeps the policy's pick; override: the agent's accepted choice is routed",
+    )
+    p.add_argument(
         "--no-decisions",
         action="store_true",
         help="do not write per-request decisions to the store",
@@ -95,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         jobs=args.jobs,
         record_decisions=not args.no_decisions,
+        escalation_mode=args.escalation_mode,
     )
     if (s := _split(args.scenarios)) is not None:
         config = DemoConfig(**{**config.__dict__, "scenarios": s})
@@ -126,10 +134,14 @@ def run(args: argparse.Namespace) -> int:
         print(versus)
     escalation = format_escalation(demo)
     if escalation:
-        print(
-            "\nEscalations to the router agent (offline reasoner; budget 5% of requests; "
+        mode = (
             "advisory: the agent's choice is recorded and scored, the request keeps the "
-            "policy's pick):"
+            "policy's pick"
+            if config.escalation_mode == "advisory"
+            else "override: the agent's accepted choice is routed"
+        )
+        print(
+            f"\nEscalations to the router agent (offline reasoner; budget 5% of requests; {mode}):"
         )
         print(escalation)
     monitor = format_monitor(demo)
