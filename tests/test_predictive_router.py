@@ -240,7 +240,9 @@ def test_the_forecast_prior_raises_a_degrading_backend_and_never_lowers_one(toy_
 def test_fast_polls_update_live_state_but_re_walk_the_forest_at_most_every_scrape_refresh_s(
     toy_model,
 ):
-    policy = PredictiveRouter(profiles([1.0, 1.0]), model=toy_model, scrape_refresh_s=0.25)
+    policy = PredictiveRouter(
+        profiles([1.0, 1.0]), model=toy_model, scrape_interval_s=0.05, scrape_refresh_s=0.25
+    )
     assert policy.scrape_interval_s == 0.05  # it polls as often as llm-d
     view = FakeView(2, now_s=1.0)
     policy.on_scrape(scrape(0, 1.0), view)
