@@ -123,9 +123,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=float, default=0.5, help="offered load, share of capacity")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--only",
+        choices=("event", "stepwise", "loop"),
+        help="run only this engine (loop: the run loop alone), --repeats times at --load, and "
+        "print nothing else: for counting instructions under valgrind, where the machine's load "
+        "does not show (the difference between --repeats 2 and 1 is one run)",
+    )
     args = ap.parse_args(argv)
     if args.duration <= 0 or args.load <= 0 or args.repeats < 1:
         ap.error("--duration, --load and --repeats must be positive")
+    if args.only:
+        w = synthetic_at_load(DEFAULT_FLEET, args.load, duration_s=args.duration, seed=args.seed)
+        for _ in range(args.repeats):
+            if args.only == "loop":
+                _run_loop_only(w)
+            else:
+                simulate(w, DEFAULT_FLEET, ShortestQueue(), config=SimConfig(engine=args.only))
+        return 0
 
     main_fig = measure(args.load, args.duration, args.repeats, args.seed)
     high = measure(0.85, args.duration, args.repeats, args.seed)

@@ -22,7 +22,9 @@ Between events the batch keeps its composition, so iteration k of a run of itera
 A + S k exactly (decode contexts grow by one token per sequence per iteration, the one ongoing
 prefill chunk's attention by chunk^2), and the run's end time is a closed form. The engine
 therefore jumps from event to event: a request joining, a prefill finishing or changing chunk,
-a sequence finishing, an external change; never stepping the iterations in between.
+a sequence finishing, an external change; never stepping the iterations in between. The
+iteration that completes every prefill in flight and the decode run after it are one run when
+nothing else would end it there (`_plan_head`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class Requests:
         self.prefix = prefix
         self.block = block_tokens
         self.first_ps = [-1] * n
-        """Engine time the first token was out (-1: none)."""
+        """Engine time the first token is out (-1: none). A run's head dates it up to one
+        iteration ahead (`EventEngine._plan_head`): a reader at time t counts it only if < t."""
         self.done_ps = [-1] * n
         self.state = [NONE] * n
 
@@ -394,14 +397,7 @@ class EventEngine:
             iters = self.iters
             A = c0 + ct * n_d + cc * (self.ctx_base + n_d * iters)
             S = cc * n_d
-            k = heap[0][0] - iters
-            self.A = A
-            self.S = S
-            self.seg_t0 = t
-            self.cut = k
-            self.budget_left = self.B - n_d
-            self.busy = True
-            self.next_ps = t + (k + 1) * A + S * (k * (k + 1) // 2)
+            self._start(t, A, S, heap[0][0] - iters, self.B - n_d)
             return
         budget = self.B - n_d
         tokens = n_d
@@ -477,14 +473,18 @@ class EventEngine:
             raise AssertionError("a run of iterations with nothing to end it")
         if finishing and lim is None and not self.n_waiting and self._plan_head(t, A, heap):
             return
+        self._start(t, A, slope, length - 1, budget)
+
+    def _start(self, t0: int, A: int, S: int, k: int, budget: int) -> None:
+        """Run iterations 0..k from t0, iteration i lasting A + S i; `budget` tokens are left
+        in each (an arrival that fits ends the run at the next boundary)."""
         self.A = A
-        self.S = slope
-        self.seg_t0 = t
-        k = length - 1
+        self.S = S
+        self.seg_t0 = t0
         self.cut = k
         self.budget_left = budget
         self.busy = True
-        self.next_ps = t + (k + 1) * A + slope * (k * (k + 1) // 2)
+        self.next_ps = t0 + (k + 1) * A + S * (k * (k + 1) // 2)
 
     def _plan_head(self, t: int, A: int, heap: list[tuple[int, int]]) -> bool:
         """Fold the iteration that completes every prefill in flight (the run's head, lasting
@@ -520,15 +520,7 @@ class EventEngine:
         self.head = head
         self.head_end = head_end
         A2 = c0 + ct * n_d + cc * (ctx + n_d * (iters + 1))
-        S2 = cc * n_d
-        k = length - 1
-        self.A = A2
-        self.S = S2
-        self.seg_t0 = head_end
-        self.cut = k
-        self.budget_left = self.B - n_d
-        self.busy = True
-        self.next_ps = head_end + (k + 1) * A2 + S2 * (k * (k + 1) // 2)
+        self._start(head_end, A2, cc * n_d, length - 1, self.B - n_d)
         return True
 
     def _end(self, k: int) -> int:
