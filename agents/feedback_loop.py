@@ -90,7 +90,6 @@ from agents.monitors.experiments import ExperimentRunner
 from agents.monitors.labels import OutcomeLabels
 from agents.monitors.learner import Learner
 from agents.monitors.promotion import PromotionGate
-from agents.router import Router
 from context_api.alerting import AlertService
 from context_api.fleet_state import FleetState
 from context_api.model_store import load_forecaster, register_forecaster, save_forecaster
@@ -98,9 +97,9 @@ from context_api.store import Store
 from tools.experiment_stats import ExperimentConfig, assign_arm
 from tools.features import LONG_TICKS
 from tools.forecaster import Forecaster
-from tools.policy import PredictivePolicy
 from tools.retrain_policy import RetrainPolicy, loop_policy
-from tools.routing import BackendInfo, Decision, RouteRequest
+from tools.routers.base import Completion, EngineMetrics, RequestInfo, RouterView, RoutingPolicy
+from tools.routing import BackendInfo, Decision
 from tools.series_stats import block_means, cusum_change_point, effective_sample_size
 from tools.telemetry import TICK_SECONDS, TelemetryPoint
 
@@ -249,10 +248,11 @@ class FeedbackLoop(OutcomeLabels, DriftWatch, Learner, ExperimentRunner, Promoti
         artifact_dir: str | Path | None = None,
         start_ts: float,
         progress: Callable[[str], None] | None = None,
-        policy_factory: Callable[[tuple[BackendInfo, ...], str], PredictivePolicy] | None = None,
+        policy_factory: Callable[[], RoutingPolicy],
     ) -> None:
-        """`policy_factory(backends, id_prefix)` builds each router's policy (the champion's,
-        an experiment arm's); by default `PredictivePolicy` with its default configuration."""
+        """`policy_factory()` builds a fresh per-request policy for each router (the
+        champion's, an experiment arm's): `tools.routers.predictive.PredictiveRouter` over the
+        fleet's profiles in production."""
         self.store = store
         self._policy_factory = policy_factory
         self.backends = tuple(backends)
@@ -274,7 +274,7 @@ class FeedbackLoop(OutcomeLabels, DriftWatch, Learner, ExperimentRunner, Promoti
             champion.version_id, reason="feedback loop started", at=start_ts
         )
         self.fleet = FleetState(self.backends, champion)
-        self.router = Router(self._policy("c"), self.fleet)
+        self.router = self._router("c", self.fleet)
         self._rng = np.random.default_rng([self.config.seed, 4242])
         self._ticks = 0
         self._recent_points: deque[list[TelemetryPoint]] = deque(maxlen=LONG_TICKS)
@@ -327,15 +327,29 @@ class FeedbackLoop(OutcomeLabels, DriftWatch, Learner, ExperimentRunner, Promoti
     # ------------------------------------------------------------------ plumbing
 
     # ------------------------------------------------------------------ routing
-    def route(self, request: RouteRequest) -> Decision:
+    def route(self, request: RequestInfo, view: RouterView) -> Decision:
         """Route one request: the champion's router, or in a split experiment the arm's."""
         exp = self._experiment
         if exp is not None and exp.router is not None:
-            arm = assign_arm(request.request_id, self.config.experiment.split, exp.experiment_id)
+            rid = str(request.request_id)
+            arm = assign_arm(rid, self.config.experiment.split, exp.experiment_id)
             exp.routed[arm] += 1
             if arm == "challenger":
-                return exp.router.route(request)
-        return self.router.route(request)
+                return exp.router.route(request, view)
+        return self.router.route(request, view)
+
+    def on_complete(self, completion: Completion, view: RouterView) -> None:
+        """A completed request reaches every router (each keeps its own live state)."""
+        self.router.on_complete(completion, view)
+        exp = self._experiment
+        if exp is not None and exp.router is not None:
+            exp.router.on_complete(completion, view)
+
+    def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
+        self.router.on_scrape(metrics, view)
+        exp = self._experiment
+        if exp is not None and exp.router is not None:
+            exp.router.on_scrape(metrics, view)
 
     # ------------------------------------------------------------------ the tick
     def on_tick(

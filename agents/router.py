@@ -1,34 +1,51 @@
-"""The Router: the fast deterministic path, and the door to escalation for ambiguous requests.
+"""The Router: the per-request predictive policy, its decisions, and the door to escalation.
 
-Routine requests are answered by the policy from the forecasts cached at the last tick. An
-ambiguous request is counted and, when an escalation handler is installed (the router agent),
-handed to it; the handler must return a valid decision or the policy's answer stands.
+One code path for every caller (the simulator's replays, the closed loop, `arcpoint serve`): the
+Router wraps a per-request policy (`tools.routers.predictive.PredictiveRouter` in production; any
+`tools.routers` policy works, for baselines) and is itself a `RoutingPolicy`, so the simulator
+drives it exactly as it drives the baselines. For each request it asks the policy for a backend,
+then turns the policy's reasoning into a `Decision` that carries every candidate's probability of
+meeting the SLO, its predicted TTFT and end-to-end latency with their 80% intervals, the fleet's
+5-minute forecast, and why it was or was not picked. An ambiguous decision is counted and, when
+an escalation handler is installed (the router agent) and the hard cap allows, handed to it; the
+handler must return a valid decision or the policy's answer stands.
+
+Every telemetry tick (`on_telemetry`) refreshes the fleet state's 5-minute forecasts, hands the
+monitors' alarms to the policy (an alarm on the pick makes a decision ambiguous) and feeds the
+forecast prior (`tools.routers.predictive.prior.ForecastPrior`), which reads the fleet state's
+*active* forecaster, so a promotion or rollback by the closed loop reaches routing at once.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
+
+import numpy as np
 
 from context_api.fleet_state import FleetState
-from tools.routing import Decision, FleetView, RouteRequest
+from tools.routers.base import (
+    BackendProfile,
+    Completion,
+    EngineMetrics,
+    PolicyBase,
+    ProbeReply,
+    RequestInfo,
+    RouterView,
+    RoutingPolicy,
+)
+from tools.routers.predictive import PredictiveRouter
+from tools.routers.predictive.prior import ForecastPrior
+from tools.routing import BackendInfo, Candidate, Decision, FleetView, RouteRequest
 from tools.telemetry import TelemetryPoint
 
-
-class RoutingPolicy(Protocol):
-    name: str
-
-    def on_tick(self, view: FleetView | None) -> None: ...
-
-    def route(self, request: RouteRequest) -> Decision: ...
-
-    def observe(self, backend: str, latency_ms: float, ok: bool) -> None: ...
-
-
 Escalation = Callable[[RouteRequest, Decision], Decision]
+
+SHARE_DECAY = 0.01
+"""Weight of the newest request in each backend's traffic share (about the last 100)."""
 
 
 @dataclass
@@ -95,29 +112,105 @@ class EscalationCap:
         return True
 
 
-class Router:
+class _ActiveForecaster:
+    """The fleet state's active forecaster, whichever it is now (None: no forecast)."""
+
+    def __init__(self, fleet: FleetState) -> None:
+        self.fleet = fleet
+
+    def predict(self, X: np.ndarray) -> Any:
+        model = self.fleet.forecaster
+        if model is None:
+            return _NoForecast(np.full(len(X), math.nan))
+        return model.predict(X)
+
+
+@dataclass(frozen=True)
+class _NoForecast:
+    mean: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    telemetry: Sequence[TelemetryPoint]
+
+
+def predictive_router(
+    profiles: Sequence[BackendProfile],
+    backends: Sequence[BackendInfo],
+    forecaster: Any = None,
+    *,
+    seed: int = 0,
+    settings: Any = None,
+    **router_options: Any,
+) -> Router:
+    """The production router: `PredictiveRouter` over `profiles` (with the shipped latency
+    model), its fleet state forecasting with `forecaster`, wrapped in a `Router`."""
+    policy = PredictiveRouter(profiles, seed=seed, settings=settings)
+    return Router(policy, FleetState(backends, forecaster), **router_options)
+
+
+def attach_prior(policy: Any, fleet: FleetState) -> None:
+    """Give a predictive policy the 5-minute forecast prior, read from `fleet`'s active model."""
+    if hasattr(policy, "prior"):
+        policy.prior = ForecastPrior(_ActiveForecaster(fleet), [b.name for b in fleet.backends])
+
+
+class Router(PolicyBase):
+    """The fast path plus escalation, as a `RoutingPolicy` (see the module docstring)."""
+
     def __init__(
         self,
         policy: RoutingPolicy,
-        fleet: FleetState,
+        fleet: FleetState | None = None,
         escalate: Escalation | None = None,
         escalation_budget: float | None = ESCALATION_CAP,
         escalation_window: int = ESCALATION_WINDOW,
+        *,
+        id_prefix: str = "d",
+        start_ts: float | None = None,
+        monitor: Any = None,
+        keep_decisions: bool = False,
+        prior: bool = True,
     ) -> None:
         """`escalation_budget`: the largest share of requests that may go to the router agent,
         as a hard cap (`EscalationCap`): never more than that share of the requests routed so
         far, nor of any `escalation_window` consecutive requests, so no burst exceeds it. An
         ambiguous request over the cap takes the policy's answer and is counted in
         `stats.over_budget`. None means every ambiguous request is escalated.
+
+        `start_ts`: unix time of the environment's clock zero (a replay's start; 0 when the
+        view's clock is unix time), so decisions are stamped with their request's arrival; None:
+        with the time of the last telemetry tick, the time of the forecast they carry (the
+        closed loop's labels are that forecast's target, one horizon later).
+        `monitor`: an object with `observe(telemetry) -> alarms` (the fleet monitor), consulted
+        every simulated tick. `keep_decisions`: keep each decision by request id until the
+        caller pops it (a replay's decision sink). `prior`: attach the 5-minute forecast prior
+        (`attach_prior`) when there is a fleet state.
         """
         if escalation_budget is not None and not 0.0 <= escalation_budget <= 1.0:
             raise ValueError("escalation_budget must lie in [0, 1]")
         self.policy = policy
+        self.name = policy.name
+        self.scrape_interval_s = getattr(policy, "scrape_interval_s", None)
         self.fleet = fleet
         self.escalate = escalate
         self.escalation_window = escalation_window
         self._cap = EscalationCap(escalation_budget, escalation_window)
         self.stats = RouterStats()
+        self.id_prefix = id_prefix
+        self.start_ts = start_ts
+        self.monitor = monitor
+        self.keep_decisions = keep_decisions
+        self.decisions: dict[int, Decision] = {}
+        """Decisions by request id, while their outcomes are pending (`keep_decisions`)."""
+        self.view: FleetView | None = None
+        self._n = 0
+        self._names: tuple[str, ...] = ()
+        self._index: dict[str, int] = {}
+        self._shares: list[float] = []
+        if prior and fleet is not None:
+            attach_prior(policy, fleet)
 
     @property
     def escalation_budget(self) -> float | None:
@@ -129,33 +222,220 @@ class Router:
             raise ValueError("escalation_budget must lie in [0, 1]")
         self._cap = EscalationCap(share, self.escalation_window)
 
+    # -- signals, passed through to the policy ----------------------------------------------------
     def on_telemetry(
         self,
         points: Iterable[TelemetryPoint],
         arrivals: int,
         alarms: Mapping[str, str] | None = None,
-    ) -> FleetView:
-        """A tick of telemetry: refresh forecasts once, then let the policy re-plan."""
-        view = self.fleet.tick(points, arrivals, alarms)
-        self.policy.on_tick(view)
-        return view
+    ) -> FleetView | None:
+        """A tick of telemetry: refresh the forecasts once, hand the alarms and the tick to the
+        policy (its forecast prior re-forecasts)."""
+        points = list(points)
+        if self.fleet is not None:
+            self.view = self.fleet.tick(points, arrivals, alarms)
+            alarms = self.fleet.alarms
+        if alarms is not None and hasattr(self.policy, "alarms"):
+            self.policy.alarms = dict(alarms)  # type: ignore[attr-defined]
+        on_tick = getattr(self.policy, "on_tick", None)
+        if on_tick is not None:
+            on_tick(_Tick(points))
+        return self.view
 
-    def route(self, request: RouteRequest) -> Decision:
-        sla = request.sla_ms
-        if sla is not None and not (math.isfinite(sla) and sla > 0):
-            raise InvalidRequestError(f"sla_ms must be a positive finite number, got {sla!r}")
-        decision = self.policy.route(request)
+    def warm(self, ticks: Iterable[Sequence[TelemetryPoint]]) -> None:
+        """Replay recent ticks of telemetry into the fleet state and the forecast prior (a new
+        experiment arm's router), then refresh the view once."""
+        on_tick = getattr(self.policy, "on_tick", None)
+        for points in ticks:
+            if self.fleet is not None:
+                self.fleet.ingest(points)
+            if on_tick is not None:
+                on_tick(_Tick(points))
+        if self.fleet is not None:
+            self.view = self.fleet.refresh(0)
+
+    def on_tick(self, tick: Any) -> None:
+        """A simulated tick (`tools.sim.run.SimTick`): the monitor's alarms, then the telemetry."""
+        alarms = self.monitor.observe(tick.telemetry) if self.monitor is not None else None
+        self.on_telemetry(tick.telemetry, tick.arrivals, alarms)
+
+    def on_complete(self, completion: Completion, view: RouterView) -> None:
+        self.policy.on_complete(completion, view)
+
+    def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
+        self.policy.on_scrape(metrics, view)
+
+    def on_probe(self, reply: ProbeReply, view: RouterView) -> None:
+        self.policy.on_probe(reply, view)
+
+    @property
+    def forecasts(self) -> dict[str, float]:
+        """The 5-minute forecasts the last tick left (ms, per backend)."""
+        if self.view is None:
+            return {}
+        return {b.name: b.forecast_ms for b in self.view.backends}
+
+    @property
+    def shares(self) -> dict[str, float]:
+        """Each backend's share of the router's recent requests (an exponential average)."""
+        return dict(zip(self._names, self._shares, strict=True))
+
+    # -- the hot path -----------------------------------------------------------------------------
+    def choose(self, request: RequestInfo, view: RouterView) -> int:
+        """The simulator's entry: `route`, keeping the decision when asked to. Without
+        `keep_decisions` a `Decision` is built only for a request that escalates (the pick and
+        the counts are `route`'s; the candidates' predictions would be read by no one)."""
+        if self.keep_decisions:
+            d = self.route(request, view)
+            self.decisions[request.request_id] = d
+            return self._index[d.backend]
+        pick = self._pick(request, view)
+        choice = getattr(self.policy, "last", None)
+        amb = getattr(choice, "ambiguous", None)
+        if self._count(amb) and self.escalate is not None:
+            d = self._decision(request, view, pick, choice, amb, None)
+            return self._index[self.escalate(self._request_of(d, None), d).backend]
+        return pick
+
+    def route(
+        self,
+        request: RequestInfo,
+        view: RouterView,
+        *,
+        request_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        review: bool = False,
+    ) -> Decision:
+        """Route one request and escalate it if it is ambiguous and the cap allows.
+
+        `request_id`: the caller's id (default: the request's number); `metadata`: caller text,
+        data only, passed to the agent as quoted tool results; `review`: the request's tier asks
+        for review (ambiguous whatever the policy says)."""
+        slo = request.ttft_slo_ms
+        if not (math.isfinite(slo) and slo > 0):
+            raise InvalidRequestError(f"sla_ms must be a positive finite number, got {slo!r}")
+        pick = self._pick(request, view)
+        choice = getattr(self.policy, "last", None)
+        amb = "tier_review" if review else getattr(choice, "ambiguous", None)
+        decision = self._decision(request, view, pick, choice, amb, request_id)
+        if self._count(amb) and self.escalate is not None:
+            decision = self.escalate(self._request_of(decision, metadata), decision)
+        return decision
+
+    def _decision(
+        self,
+        request: RequestInfo,
+        view: RouterView,
+        pick: int,
+        choice: Any,
+        amb: str | None,
+        request_id: str | None,
+    ) -> Decision:
+        start = self.start_ts
+        if start is not None:
+            ts = start + request.arrival_s
+        elif self.view is not None:
+            ts = self.view.ts
+        else:
+            ts = request.arrival_s
+        self._n += 1
+        return Decision(
+            decision_id=f"{self.id_prefix}{self._n}",
+            request_id=request_id if request_id is not None else str(request.request_id),
+            ts=ts,
+            backend=self._names[pick],
+            policy=self.name,
+            reason=getattr(choice, "reason", "") or self.name,
+            sla_ms=request.ttft_slo_ms,
+            tier=request.tier,
+            ambiguous=amb is not None,
+            ambiguous_reason=amb,
+            candidates=self._candidates(request, view, pick, choice),
+            model_version=self.view.model_version if self.view is not None else None,
+        )
+
+    @staticmethod
+    def _request_of(d: Decision, metadata: Mapping[str, str] | None) -> RouteRequest:
+        """The request as the router agent sees it (caller text is data, never instructions)."""
+        return RouteRequest(d.request_id, d.tier, d.sla_ms, metadata or {}, d.ts)
+
+    def _pick(self, request: RequestInfo, view: RouterView) -> int:
+        if not self._names:
+            self._names = tuple(b.name for b in view.backends)
+            self._index = {n: i for i, n in enumerate(self._names)}
+            self._shares = [1.0 / len(self._names)] * len(self._names)
+        pick = self.policy.choose(request, view)
+        shares = self._shares
+        for b in range(len(shares)):
+            shares[b] *= 1.0 - SHARE_DECAY
+        shares[pick] += SHARE_DECAY
+        return pick
+
+    def _count(self, ambiguous_reason: str | None) -> bool:
+        """Count a routed request; True when it is ambiguous and the cap lets it escalate."""
         stats = self.stats
         stats.routed += 1
         cap = self._cap
         cap.routed()
-        if decision.ambiguous:
-            stats.ambiguous += 1
-            stats.ambiguous_reasons[decision.ambiguous_reason or "unspecified"] += 1
-            if self.escalate is not None:
-                if cap.take():
-                    stats.escalated += 1
-                    decision = self.escalate(request, decision)
-                else:
-                    stats.over_budget += 1
-        return decision
+        if ambiguous_reason is None:
+            return False
+        stats.ambiguous += 1
+        stats.ambiguous_reasons[ambiguous_reason] += 1
+        if self.escalate is None:
+            return False
+        if cap.take():
+            stats.escalated += 1
+            return True
+        stats.over_budget += 1
+        return False
+
+    def _candidates(
+        self, request: RequestInfo, view: RouterView, pick: int, choice: Any
+    ) -> tuple[Candidate, ...]:
+        names = self._names
+        n = len(names)
+        fv = self.view
+        fc = fv.backends if fv is not None and len(fv.backends) == n else None
+        p = getattr(choice, "p", None) or [math.nan] * n
+        ejected = getattr(choice, "ejected", None) or [False] * n
+        cost = getattr(choice, "cost", None) or [math.nan] * n
+        predictions = getattr(self.policy, "predictions", None)
+        pred = predictions(request, view) if predictions is not None else [{}] * n
+        target = getattr(getattr(self.policy, "settings", None), "target", math.nan)
+        out = []
+        nan = math.nan
+        for b in range(n):
+            if b == pick:
+                note = "chosen"
+            elif choice is None:
+                note = ""
+            elif ejected[b]:
+                note = "ejected"
+            elif p[b] < target:
+                note = "below_target"
+            elif p[b] < p[pick]:
+                note = "less_likely"
+            else:
+                note = "costlier"
+            q = pred[b]
+            f = fc[b] if fc is not None else None
+            out.append(
+                Candidate(
+                    names[b],
+                    f.forecast_ms if f is not None else nan,
+                    f.forecast_lo_ms if f is not None else nan,
+                    f.forecast_hi_ms if f is not None else nan,
+                    cost[b],
+                    self._shares[b],
+                    bool(ejected[b]),
+                    p[b],
+                    q.get("ttft_ms", nan),
+                    q.get("ttft_lo_ms", nan),
+                    q.get("ttft_hi_ms", nan),
+                    q.get("e2e_ms", nan),
+                    q.get("e2e_lo_ms", nan),
+                    q.get("e2e_hi_ms", nan),
+                    note,
+                )
+            )
+        return tuple(out)

@@ -16,7 +16,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +29,9 @@ from tools.routers.predictive.table import DELTAS, TOKEN_GRID
 
 
 class _View:
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, backends: list[BackendProfile] | None = None) -> None:
         self.now_s = 0.0
+        self.backends = backends or []
         self.in_flight = [0] * n
         self.scrapes: dict[int, EngineMetrics] = {}
 
@@ -43,11 +46,22 @@ def _pct(ns: np.ndarray, q: float) -> float:
     return float(np.percentile(ns, q)) / 1000.0
 
 
-def drive(n: int, requests: int, seed: int = 0) -> tuple[np.ndarray, PredictiveRouter, _View]:
-    """Route `requests` through a fresh router on n backends; per-request choose() times (ns)."""
+def drive(
+    n: int,
+    requests: int,
+    seed: int = 0,
+    wrap: Callable[[PredictiveRouter], Any] | None = None,
+    full: bool = False,
+) -> tuple[np.ndarray, PredictiveRouter, _View]:
+    """Route `requests` through a fresh router on n backends; per-request times (ns).
+
+    `wrap`: what is timed around the policy (`agents.router.Router` in bench_router.py), fed
+    the same scrapes and completions; `full`: time its `route` (a whole `Decision`), not
+    `choose`."""
     backs = [BackendProfile(f"b{i}", 1e-4 * (1 + i % 3), 2e-4 * (1 + i % 3)) for i in range(n)]
     policy = PredictiveRouter(backs, explore_s=1e9)
-    view = _View(n)
+    target = wrap(policy) if wrap is not None else policy
+    view = _View(n, backs)
     rng = np.random.default_rng(seed)
     clock = time.perf_counter_ns
     out = np.empty(requests, dtype=np.int64)
@@ -58,22 +72,49 @@ def drive(n: int, requests: int, seed: int = 0) -> tuple[np.ndarray, PredictiveR
                 running, waiting = int(rng.integers(0, 30)), int(rng.integers(0, 5))
                 m = EngineMetrics(b, view.now_s, running, waiting, float(rng.random() * 0.5))
                 view.scrapes[b] = m
-                policy.on_scrape(m, view)
+                target.on_scrape(m, view)
         req = RequestInfo(k, view.now_s, int(rng.integers(50, 4000)), "standard", 1e3, 3e4)
         t0 = clock()
-        b = policy.choose(req, view)
-        out[k] = clock() - t0
+        if full:
+            d = target.route(req, view)
+            out[k] = clock() - t0
+            b = int(d.backend[1:])
+        else:
+            b = target.choose(req, view)
+            out[k] = clock() - t0
         view.in_flight[b] += 1
         done = int(rng.integers(0, n))
         if k > 20 and view.in_flight[done] > 0:
             view.in_flight[done] -= 1
             c = Completion(k - 20, done, view.now_s - 1, view.now_s, "ok", 200.0, 2e3, 500, 100)
-            policy.on_complete(c, view)
+            target.on_complete(c, view)
     overhead = np.empty(20_000, dtype=np.int64)
     for i in range(overhead.size):
         t0 = clock()
         overhead[i] = clock() - t0
     return np.maximum(out - int(np.median(overhead)), 0), policy, view
+
+
+def sklearn_twin(policy: PredictiveRouter, view: _View) -> Any:
+    """A scikit-learn forest of the shipped TTFT model's configuration, fitted here on the
+    model's own predictions over the grid rows of the first 4 backends (same tree shape)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    model, tracker = policy.model, policy.tracker
+    assert model is not None
+    hp = model.hyperparameters
+    train_X = np.vstack([vary(tracker.row(b, view, 0.0), TOKEN_GRID, DELTAS, 1000.0)
+                         for b in range(min(4, policy.n))] * 40)  # fmt: skip
+    train_X = train_X + np.random.default_rng(1).normal(0, 0.3, train_X.shape)
+    print("fitting a scikit-learn forest of the same configuration...", file=sys.stderr)
+    return RandomForestRegressor(
+        n_estimators=hp["n_estimators"],
+        max_depth=hp["max_depth"],
+        min_samples_leaf=5,
+        max_features=hp["max_features"],
+        random_state=0,
+        n_jobs=1,
+    ).fit(train_X, model.predict(train_X)[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,25 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     fig["route_p99_us"] = fig["route_p99_us_4"]
 
     # refresh of one backend's grid vs scikit-learn on the same rows
-    from sklearn.ensemble import RandomForestRegressor
-
     model = policy.model
     assert model is not None
     tracker = policy.tracker
     grid = vary(tracker.row(0, view, 0.0), TOKEN_GRID, DELTAS, tracker.mean_input)
-    hp = model.hyperparameters
-    train_X = np.vstack([vary(tracker.row(b, view, 0.0), TOKEN_GRID, DELTAS, 1000.0)
-                         for b in range(4)] * 40)  # fmt: skip
-    train_X = train_X + np.random.default_rng(1).normal(0, 0.3, train_X.shape)
-    print("fitting a scikit-learn forest of the same configuration...", file=sys.stderr)
-    rf = RandomForestRegressor(
-        n_estimators=hp["n_estimators"],
-        max_depth=hp["max_depth"],
-        min_samples_leaf=5,
-        max_features=hp["max_features"],
-        random_state=0,
-        n_jobs=1,
-    ).fit(train_X, model.predict(train_X)[0])
+    rf = sklearn_twin(policy, view)
     rows4 = np.vstack([tracker.row(b, view, 800.0) for b in range(4)])
     clock = time.perf_counter_ns
     ours, sk_grid, sk_req = [], [], []

@@ -157,9 +157,17 @@ def decision_row(decision: Any, *, run_id: str | None = None) -> DecisionRow:
             "forecast_ms": _num(c.forecast_ms),
             "lo_ms": _num(c.lo_ms),
             "hi_ms": _num(c.hi_ms),
-            "cost": c.cost_per_request,
+            "cost": _num(c.cost_per_request),
             "share": c.share,
             "ejected": c.ejected,
+            "p_meet_slo": _num(c.p_meet_slo),
+            "ttft_ms": _num(c.ttft_ms),
+            "ttft_lo_ms": _num(c.ttft_lo_ms),
+            "ttft_hi_ms": _num(c.ttft_hi_ms),
+            "e2e_ms": _num(c.e2e_ms),
+            "e2e_lo_ms": _num(c.e2e_lo_ms),
+            "e2e_hi_ms": _num(c.e2e_hi_ms),
+            "note": c.note,
         }
         for c in decision.candidates
     ]

@@ -17,25 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from agents.feedback_loop import FeedbackLoop, LoopConfig
-from evals.predictive_adapter import backend_infos, ttft_tiers
 from evals.replay import DecisionSink, RunResult, run_policy
-from tools.policy import PredictiveConfig, PredictivePolicy
-from tools.routers.base import PolicyBase, RequestInfo, RouterView
-from tools.routing import BackendInfo, Decision, RouteRequest
-from tools.sim.run import SimConfig, SimTick
+from tools.routers.base import Completion, EngineMetrics, PolicyBase, RequestInfo, RouterView
+from tools.routers.predictive import PredictiveRouter
+from tools.routing import Decision
+from tools.sim.run import SimConfig, SimTick, profiles
 from tools.sim.scenario import Built
-from tools.sim.workload import TIERS
-
-
-def ttft_policy(backends: tuple[BackendInfo, ...], id_prefix: str) -> PredictivePolicy:
-    """The predictive policy configured as `evals.predictive_adapter` configures it."""
-    standard = next(t for t in TIERS if t.name == "standard")
-    return PredictivePolicy(
-        backends,
-        config=PredictiveConfig(sla_ms=standard.ttft_slo_ms),
-        tiers=ttft_tiers(),
-        id_prefix=id_prefix,
-    )
+from tools.sim.spec import backend_infos
 
 
 class LoopAdapter(PolicyBase):
@@ -61,12 +49,22 @@ class LoopAdapter(PolicyBase):
         view = self.loop.fleet.view
         return {b.name: b.forecast_ms for b in view.backends} if view is not None else {}
 
+    @property
+    def scrape_interval_s(self) -> float | None:
+        return self.loop.router.scrape_interval_s
+
     def choose(self, request: RequestInfo, view: RouterView) -> int:
-        d = self.loop.route(RouteRequest(str(request.request_id), tier=request.tier))
+        d = self.loop.route(request, view)
         self._tick.append(d)
         if self.keep_decisions:
             self.decisions[request.request_id] = d
         return self._index[d.backend]
+
+    def on_complete(self, completion: Completion, view: RouterView) -> None:
+        self.loop.on_complete(completion, view)
+
+    def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
+        self.loop.on_scrape(metrics, view)
 
     def on_tick(self, tick: SimTick) -> None:  # type: ignore[override]
         alarms = self.monitor.observe(tick.telemetry) if self.monitor is not None else None
@@ -103,7 +101,7 @@ def make_loop(
         artifact_dir=artifact_dir,
         start_ts=start_ts,
         progress=progress,
-        policy_factory=ttft_policy,
+        policy_factory=lambda: PredictiveRouter(profiles(built.fleet), seed=built.seed),
     )
 
 

@@ -30,7 +30,6 @@ from context_api.model_store import artifact_dir_for
 from context_api.runs import Terminated
 from context_api.store import Store
 from evals.loop_replay import LoopAdapter, make_loop
-from evals.predictive_adapter import backend_infos
 from evals.replay import run_policy
 from tools.forecaster import Forecaster, train
 from tools.routing import BackendInfo
@@ -38,6 +37,7 @@ from tools.sim.chaos import ChaosEvent
 from tools.sim.history import simulate_history
 from tools.sim.run import SimConfig, SimTick
 from tools.sim.scenario import Scenario, SyntheticTraffic, build
+from tools.sim.spec import backend_infos
 from tools.telemetry import TICK_SECONDS
 
 START_TS = 1_700_000_000.0

@@ -2,9 +2,10 @@
 
 Every policy, the predictive one included, runs through the same request-level simulation
 (`tools.sim.run.simulate`) on the same build of the scenario (common random numbers: the same
-requests at the same times, the same chance events). The predictive router runs through its
-adapter (`evals.predictive_adapter`), which refreshes its forecasts on every telemetry tick;
-the baselines come from `tools.routers.registry`. The router never sees the future: it learns a
+requests at the same times, the same chance events). The predictive router runs as in
+production: `agents.router.Router` around `tools.routers.predictive.PredictiveRouter`, its fleet
+state refreshing the 5-minute forecasts (the prior) every telemetry tick; the baselines come
+from `tools.routers.registry`. The router never sees the future: it learns a
 request's outcome when the response would reach it.
 
 Figures per run (`tools.sim.metrics`): SLO violations, goodput, TTFT, TPOT, end-to-end latency,
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.predictive_adapter import PredictiveAdapter
+from agents.router import Router, predictive_router
 from evals.scoring import count_flaps
 from tools.routers.registry import BASELINES
 from tools.routers.registry import make_policy as make_baseline
@@ -31,7 +32,7 @@ from tools.sim.engine import OK
 from tools.sim.metrics import METRIC_KEYS, summarise
 from tools.sim.run import SimConfig, SimResult, SimTick, profiles, simulate
 from tools.sim.scenario import Built
-from tools.sim.spec import TokenStats
+from tools.sim.spec import TokenStats, backend_infos
 
 POLICIES: tuple[str, ...] = ("predictive", *BASELINES)
 RUN_KEYS: tuple[str, ...] = (*METRIC_KEYS, "flaps_per_h", "escalated_pct")
@@ -101,10 +102,11 @@ def make_policy(
     if name == "predictive":
         if forecaster is None:
             raise ValueError("the predictive policy needs a trained forecaster")
-        return PredictiveAdapter(
-            built.fleet,
+        return predictive_router(
+            profiles(built.fleet),
+            backend_infos(built.fleet, stats or built.token_stats()),
             forecaster,
-            stats=stats or built.token_stats(),
+            seed=built.seed,
             escalate=escalate,
             monitor=monitor,
             id_prefix=id_prefix,
@@ -150,8 +152,8 @@ def run_policy(
             keep_decisions=sink is not None,
             start_ts=(sim_config or SimConfig()).start_ts,
         )
-    if escalator is not None and isinstance(policy, PredictiveAdapter):
-        escalator.fleet = policy.fleet_state
+    if escalator is not None and isinstance(policy, Router):
+        escalator.fleet = policy.fleet
     ticks: list[TickRecord] = []
 
     def tick(t: SimTick) -> None:
@@ -210,7 +212,7 @@ def score(
     """The eval suite's latency figure (`evals.scoring`): the 95th percentile of TTFT."""
     names = tuple(s.name for s in built.fleet)
     metrics["flaps_per_h"] = flaps_per_hour(ticks, names, built.workload.duration_s)
-    router = getattr(policy, "router", None)
+    router = policy if isinstance(policy, Router) else getattr(policy, "router", None)
     stats = getattr(router, "stats", None)
     metrics["escalated_pct"] = float(stats.escalated_pct) if stats is not None else 0.0
     return RunResult(

@@ -14,11 +14,9 @@ Timeline (seconds after START_TS): 0-1800 one scenario; b0 has a latency spike x
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -29,8 +27,7 @@ from typing import Any
 import numpy as np
 
 from context_api.store import Anomaly, DriftReport, Store, decision_row
-from evals.predictive_adapter import PredictiveAdapter
-from evals.replay import run_policy
+from evals.replay import make_policy, run_policy
 from tools.forecaster import Forecaster, train
 from tools.routing import Decision
 from tools.sim.chaos import ChaosEvent
@@ -120,14 +117,6 @@ def _populate(store: Store) -> FixtureInfo:
     return _extras(store, version, run.run_id, sampled, ambiguous)
 
 
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-def _bare(d: Decision) -> Decision:
-    return dataclasses.replace(d, candidates=())
-
-
 def _replay(
     store: Store,
     built: Built,
@@ -138,26 +127,17 @@ def _replay(
 ) -> None:
     """The predictive router over the scenario, request by request; each tick stores the
     decisions whose outcomes arrived during it (with those outcomes) and the tick's telemetry."""
-    adapter = PredictiveAdapter(
-        built.fleet, forecaster, id_prefix="fx-", keep_decisions=True, start_ts=START_TS
+    router = make_policy(
+        "predictive",
+        built,
+        forecaster=forecaster,
+        id_prefix="fx-",
+        keep_decisions=True,
+        start_ts=START_TS,
     )
 
     def sink(decisions: list[Decision], lat: np.ndarray, ok: np.ndarray, _bad: np.ndarray) -> None:
-        encoded: dict[int, str] = {}
-        rows = []
-        for d in decisions:  # decisions of one tick share their candidates: encode them once
-            key = id(d.candidates)
-            if key not in encoded:
-                encoded[key] = decision_row(d, run_id=run_id)["candidates"]
-            row = decision_row(_bare(d), run_id=run_id)
-            row["candidates"] = encoded[key]
-            chosen = d.chosen
-            if chosen is not None:
-                row["predicted_latency_ms"] = _num(chosen.forecast_ms)
-                row["predicted_lo_ms"] = _num(chosen.lo_ms)
-                row["predicted_hi_ms"] = _num(chosen.hi_ms)
-            rows.append(row)
-        store.insert_decisions(rows)
+        store.insert_decisions([decision_row(d, run_id=run_id) for d in decisions])
         store.record_outcomes(
             # a failed request reports no latency
             (d.decision_id, float(x), d.ts + float(x) / 1000.0)
@@ -173,7 +153,7 @@ def _replay(
     run_policy(
         built,
         "predictive",
-        policy=adapter,
+        policy=router,
         sim_config=SimConfig(start_ts=START_TS),
         sink=sink,
         on_tick=tick,

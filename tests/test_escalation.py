@@ -75,30 +75,27 @@ def test_an_acceptable_policy_pick_is_kept(traces: TraceStore) -> None:
 
 
 def test_router_calls_it_only_for_ambiguous_requests() -> None:
-    class Stub:
+    from tests.router_fakes import FakeView
+    from tools.routers.base import PolicyBase, RequestInfo
+    from tools.routers.predictive.policy import Choice
+
+    class Stub(PolicyBase):
+        """Picks b1; a request whose id is odd is a close call."""
+
         name = "stub"
 
-        def __init__(self) -> None:
-            self.n = 0
-
-        def on_tick(self, view: Any) -> None: ...
-
-        def observe(self, backend: str, latency_ms: float, ok: bool) -> None: ...
-
-        def route(self, req: RouteRequest) -> Any:
-            self.n += 1
-            d = ambiguous_decision(f"d{self.n}", backend="b1")
-            if req.request_id.startswith("routine"):
-                import dataclasses
-
-                return dataclasses.replace(d, ambiguous=False, ambiguous_reason=None)
-            return d
+        def choose(self, request: RequestInfo, view: Any) -> int:
+            amb = "close_call" if request.request_id % 2 else None
+            self.last = Choice(1, "likeliest_at_risk", amb, [0.6, 0.6, 0.9], [1.0] * 3, [False] * 3)
+            return 1
 
     esc = Escalator(mode="override")
-    fleet = FleetState((BackendInfo("b0", 1.0),))
+    fleet = FleetState(tuple(BackendInfo(f"b{i}", 1.0) for i in range(3)))
     router = Router(Stub(), fleet, escalate=esc, escalation_budget=None)  # no cap: plumbing only
-    assert router.route(RouteRequest("routine-1")).policy == "predictive"
-    assert router.route(RouteRequest("hard-1")).policy == "router_agent"
+    view = FakeView(3, now_s=1_700_000_000.0)
+    req = [RequestInfo(i, view.now_s, 512, "standard", 1000.0, 30_000.0) for i in range(2)]
+    assert router.route(req[0], view).policy == "stub"
+    assert router.route(req[1], view).policy == "router_agent"
     assert router.stats.escalated == esc.stats.escalated == 1
 
 

@@ -29,14 +29,14 @@ from context_api.alerting import AlertService
 from context_api.fleet_state import FleetState
 from context_api.store import Store
 from evals.loop_run import START_TS, LoopRunConfig, backends_of, replay, run_loop
+from tests.router_fakes import FakeView
 from tools.experiment_stats import ExperimentConfig, assign_arm
 from tools.forecaster import Forecaster, train
-from tools.policy import PredictivePolicy
 from tools.retrain_policy import RetrainPolicy
-from tools.routers.base import PolicyBase
-from tools.routing import RouteRequest
+from tools.routers.base import PolicyBase, RequestInfo
+from tools.routers.predictive import PredictiveRouter
 from tools.sim.history import simulate_history
-from tools.sim.run import SimConfig, SimTick, simulate
+from tools.sim.run import SimConfig, SimTick, profiles, simulate
 from tools.sim.scenario import Scenario, SyntheticTraffic, build
 from tools.telemetry import HORIZON_TICKS, TICK_SECONDS
 
@@ -121,6 +121,7 @@ def make_loop(
         alerts=alerts,
         artifact_dir=tmp_path / "models",
         start_ts=START_TS,
+        policy_factory=lambda: PredictiveRouter(profiles(calm(1).backends())),
     )
     return loop, store
 
@@ -192,7 +193,11 @@ def test_bad_telemetry_raises_before_anything_of_the_tick_is_stored(tmp_path, go
     before = (len(store.list_telemetry(run_id="t")), loop.stats["decisions_sampled"])
     tick = calm_ticks(1, START_TS + 480.0)[0]
     n = tick.arrivals
-    decisions = [loop.route(RouteRequest(f"x{i}")) for i in range(n)]
+    view = FakeView(len(loop.names), now_s=480.0)
+    view.backends = profiles(calm(1).backends())
+    decisions = [
+        loop.route(RequestInfo(i, 480.0, 512, "standard", 1000.0, 30_000.0), view) for i in range(n)
+    ]
     bad = [dataclasses.replace(tick.telemetry[0], p95_ms=math.nan), *tick.telemetry[1:]]
     with pytest.raises(ValueError, match="p95_ms"):
         loop.on_tick(tick.ts, decisions, bad, arrivals=n)
@@ -384,7 +389,7 @@ def test_sync_active_forecaster_loads_the_artifact_into_a_fleet(tmp_path, good, 
     loop, store = make_loop(tmp_path, good)
     loop.promote(bad, reason="test")
     fleet = FleetState(loop.backends, bad)
-    router = Router(PredictivePolicy(loop.backends), fleet)
+    router = Router(PredictiveRouter(profiles(calm(1).backends())), fleet)
     ticks = calm_ticks(1, START_TS)
     for tick in ticks[:3]:
         router.on_telemetry(tick.telemetry, arrivals=tick.arrivals)

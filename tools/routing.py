@@ -84,14 +84,29 @@ class FleetView:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
+    """One backend as a decision saw it. `forecast_ms` and its interval are the fleet's
+    5-minute p95 forecast (the prior); `ttft_ms`, `e2e_ms` and `p_meet_slo` the per-request
+    prediction the router chose on."""
+
     backend: str
     forecast_ms: float
     lo_ms: float
     hi_ms: float
     cost_per_request: float
     share: float
-    """Fraction of this tier's traffic the policy currently sends here."""
+    """Share of the router's recent requests sent here (an exponential average)."""
     ejected: bool
+    p_meet_slo: float = math.nan
+    """The router's probability that this request meets its SLO here (TTFT and end to end)."""
+    ttft_ms: float = math.nan
+    """Predicted median TTFT of this request here, with its 80% interval below."""
+    ttft_lo_ms: float = math.nan
+    ttft_hi_ms: float = math.nan
+    e2e_ms: float = math.nan
+    e2e_lo_ms: float = math.nan
+    e2e_hi_ms: float = math.nan
+    note: str = ""
+    """Why this candidate was or was not picked (`chosen`, `ejected`, `below_target`, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +117,7 @@ class Decision:
     backend: str
     policy: str
     reason: str
-    """Reason code, e.g. `cheapest_within_sla`, `only_healthy`, `none_within_sla`."""
+    """Reason code (`tools.routers.predictive.policy.REASONS`), e.g. `cheapest_likely`."""
     sla_ms: float
     tier: str
     ambiguous: bool = False

@@ -17,7 +17,6 @@ from tools.drift.page_hinkley import PageHinkley
 from tools.features import FEATURE_NAMES
 from tools.forecaster import Forecaster
 from tools.online_learner import LearnerParams, ResidualCorrector
-from tools.policy import PredictivePolicy
 from tools.telemetry import HORIZON_TICKS, TICK_SECONDS
 
 if TYPE_CHECKING:
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from context_api.alerting import AlertService
     from context_api.fleet_state import FleetState
     from context_api.store import Store
+    from tools.routers.base import RoutingPolicy
     from tools.routing import BackendInfo
 
 KIND = "forecaster"
@@ -102,13 +102,17 @@ class LoopBase:
     model_errors: list[ModelErrors]
     _progress: Callable[[str], None]
     _experiment: Any
-    _policy_factory: Callable[[tuple[BackendInfo, ...], str], PredictivePolicy] | None = None
+    _policy_factory: Callable[[], RoutingPolicy]
 
-    def _policy(self, tag: str) -> PredictivePolicy:
-        prefix = f"{self.run_id or 'loop'}:{tag}:"
-        if self._policy_factory is not None:
-            return self._policy_factory(tuple(self.backends), prefix)
-        return PredictivePolicy(self.backends, id_prefix=prefix)
+    def _router(self, tag: str, fleet: FleetState) -> Router:
+        """A router for `fleet` (the champion's, or an experiment arm's) around a fresh policy."""
+        from agents.router import Router
+
+        return Router(
+            self._policy_factory(),
+            fleet,
+            id_prefix=f"{self.run_id or 'loop'}:{tag}:",
+        )
 
     @property
     def champion(self) -> Forecaster:

@@ -76,10 +76,8 @@ class ExperimentRunner(LoopBase):
         exp = _Experiment(eid, mode, champion, challenger, self.now, purpose)
         if mode == "split":
             fleet = FleetState(self.backends, challenger)
-            router = Router(self._policy(f"x{self._n_experiments}"), fleet)
-            for points in self._recent_points:  # warm the arm's feature windows
-                fleet.ingest(points)
-            router.policy.on_tick(fleet.refresh(0))
+            router = self._router(f"x{self._n_experiments}", fleet)
+            router.warm(self._recent_points)  # the arm's feature windows and forecast prior
             exp.router = router
         self._experiment = exp
         what = (

@@ -3,10 +3,15 @@
 The service speaks the per-request vocabulary of `tools.routers.base` (a request with its tier,
 SLO and input tokens; completions with TTFT, end-to-end latency and status; engine scrapes
 named after vLLM's metrics) and keeps that state in `LiveFleet`, which implements
-`RouterView`. Today's `agents.Router` plans once per tick, so this adapter turns each tick's
-completions and scrapes into `TelemetryPoint`s for it and asks it for a decision per request.
-When the per-request policy lands, only `route()` and `tick()` here change: the endpoints, the
-writer and the live state stay as they are.
+`RouterView`. `agents.Router` (the one router of every caller, around the per-request
+`tools.routers.predictive.PredictiveRouter`, or a baseline when the service is configured with
+one) routes each request on that view: its requests in flight are the service's own open
+decisions, its completions the service's accepted outcomes, its scrapes the engines' metrics.
+Each tick's telemetry refreshes the fleet state's 5-minute forecasts (the router's prior).
+
+A tier's SLO is the request-level simulator's (`tools.sim.workload.TIERS`: a TTFT limit and an
+end-to-end limit); `sla_ms` overrides the TTFT limit; `review` takes `standard`'s limits and is
+always ambiguous.
 
 Escalation never runs on the event loop: the Router's escalation hook only *marks* a request
 that its budget lets through (`_Deferred`), and `escalate()` runs the router agent on a worker
@@ -19,20 +24,18 @@ import math
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from agents.router import ESCALATION_CAP, Router, RouterStats
 from context_api.agent_tools.base import p_over
 from context_api.fleet_state import FleetState
-from tools.routers.base import (
-    Completion,
-    EngineMetrics,
-    RequestInfo,
-    RouterView,
-    RoutingPolicy,
-)
+from tools.routers.base import Completion, EngineMetrics, RequestInfo, RouterView
 from tools.routing import TIERS, Decision, RouteRequest
+from tools.sim.workload import TIERS as SLO_TIERS
 from tools.telemetry import TelemetryPoint
+
+SLOS: dict[str, tuple[float, float]] = {t.name: (t.ttft_slo_ms, t.e2e_slo_ms) for t in SLO_TIERS}
+"""Per tier: (TTFT limit, end-to-end limit) in ms."""
 
 
 class _Deferred:
@@ -56,22 +59,28 @@ class RouteInput:
 
 
 def p_meet_slo(decision: Decision) -> float | None:
-    """P(latency within the decision's SLA) on the chosen backend, reading the forecast interval
-    as Gaussian (the policy's own reading); None without a forecast."""
+    """The router's probability that the request meets its SLO on the chosen backend; without
+    one (a baseline policy), the 5-minute forecast interval read as Gaussian; None without
+    either."""
     c = decision.chosen
-    if c is None or not (math.isfinite(c.forecast_ms) and math.isfinite(c.lo_ms)):
+    if c is None:
+        return None
+    if math.isfinite(c.p_meet_slo):
+        return c.p_meet_slo
+    if not (math.isfinite(c.forecast_ms) and math.isfinite(c.lo_ms)):
         return None
     over = p_over(c.forecast_ms, c.lo_ms, c.hi_ms, decision.sla_ms)
     return None if over is None else 1.0 - over
 
 
 class RouterAdapter:
-    """Routes with `agents.Router`; see the module docstring."""
+    """Routes with `agents.Router` on the service's live view; see the module docstring."""
 
     def __init__(
         self,
         router_factory,
         fleet: FleetState,
+        view: RouterView,
         *,
         escalator=None,
         escalation_budget: float | None = ESCALATION_CAP,
@@ -80,9 +89,13 @@ class RouterAdapter:
         self.router: Router = router_factory(self._hook if escalator is not None else None)
         self.router.escalation_budget = escalation_budget
         self.fleet = fleet
+        self.view = view
         self.escalator = escalator
         self._prefix = f"s{secrets.token_hex(4)}-"
-        self._requests = 0
+        self.router.id_prefix = self._prefix
+        self.router.start_ts = 0.0  # the live view's clock is unix time: stamp arrivals
+        self.requests = 0
+        """Requests routed; the latest one's number is its id for the router's live state."""
 
     @property
     def tiers(self) -> tuple[str, ...]:
@@ -91,20 +104,23 @@ class RouterAdapter:
     def route(self, req: RouteInput) -> tuple[Decision, RouteRequest, bool]:
         """The policy's decision, the request as the Router saw it, and whether the escalation
         budget admitted it to the router agent."""
-        self._requests += 1
-        request = RouteRequest(
-            req.request_id or f"{self._prefix}r{self._requests}",
-            req.tier,
-            req.sla_ms,
-            req.metadata,
-        )
+        self.requests += 1
+        n = self.requests
+        ttft_slo, e2e_slo = SLOS.get(req.tier, SLOS["standard"])
+        if req.sla_ms is not None:
+            ttft_slo = req.sla_ms
+        info = RequestInfo(n, time.time(), req.input_tokens or 0, req.tier, ttft_slo, e2e_slo)
         self._hook.wanted = False
-        decision = self.router.route(request)
-        # The policy stamps the plan's tick time (0 before the first tick); a decision's time is
-        # when it was made, which outcome lags and expiry are measured from.
-        decision = replace(decision, ts=time.time())
+        decision = self.router.route(
+            info,
+            self.view,
+            request_id=req.request_id or f"{self._prefix}r{n}",
+            metadata=req.metadata,
+            review=TIERS[req.tier].review if req.tier in TIERS else False,
+        )
         wanted = self._hook.wanted
         self._hook.wanted = False
+        request = RouteRequest(decision.request_id, req.tier, req.sla_ms, req.metadata, decision.ts)
         return decision, request, wanted
 
     def escalate(self, request: RouteRequest, decision: Decision) -> Decision:
@@ -113,7 +129,7 @@ class RouterAdapter:
         return self.escalator(request, decision)
 
     def tick(self, points: list[TelemetryPoint], arrivals: int, alarms: Mapping[str, str]) -> None:
-        """A tick of live telemetry: refresh forecasts, re-plan (microseconds to a millisecond)."""
+        """A tick of live telemetry: refresh the forecasts and the prior, hand over alarms."""
         self.router.on_telemetry(points, arrivals, alarms)
         if self.escalator is not None:
             self.escalator.score_pending(self._violation_prob)
@@ -123,17 +139,14 @@ class RouterAdapter:
         return self.router.stats
 
     def planned_shares(self) -> dict[str, float]:
-        """The policy's current split of traffic (a tick-level plan)."""
-        planned = getattr(self.router.policy, "shares", None)
-        if callable(planned):
-            planned = planned()
-        return {k: float(v) for k, v in planned.items()} if isinstance(planned, dict) else {}
+        """Each backend's share of the router's recent requests."""
+        return self.router.shares
 
     def on_complete(self, completion: Completion, view: RouterView) -> None:
-        """The tick-level policy learns from each tick's telemetry, not per completion."""
+        self.router.on_complete(completion, view)
 
     def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
-        """Scrapes reach the tick-level policy through the tick's telemetry."""
+        self.router.on_scrape(metrics, view)
 
     def _violation_prob(self, backend: str, sla_ms: float) -> float:
         view = self.fleet.view
@@ -144,61 +157,3 @@ class RouterAdapter:
                 over = p_over(b.forecast_ms, b.forecast_lo_ms, b.forecast_hi_ms, sla_ms)
                 return math.nan if over is None else over
         return math.nan
-
-
-class PolicyAdapter:
-    """Serves a per-request policy (`tools.routers`, e.g. `least_request`, `prequal`, `c3`) on
-    the live view: `choose()` per request, `on_complete()` per accepted outcome, `on_scrape()`
-    per engine scrape. Ticks still refresh the forecasts that the dashboard and monitors read,
-    but the policy routes on what it sees per request. Nothing is escalated: these policies have
-    no notion of an ambiguous request."""
-
-    escalator = None
-
-    def __init__(self, policy: RoutingPolicy, fleet: FleetState, view: RouterView) -> None:
-        self.policy = policy
-        self.fleet = fleet
-        self.view = view
-        self.stats = RouterStats()
-        self._names = tuple(b.name for b in view.backends)
-        self._prefix = f"s{secrets.token_hex(4)}-"
-        self._n = 0
-
-    def route(self, req: RouteInput) -> tuple[Decision, RouteRequest, bool]:
-        self._n += 1
-        tier = TIERS[req.tier]
-        sla = req.sla_ms if req.sla_ms is not None else tier.sla_ms
-        now = time.time()
-        info = RequestInfo(self._n, now, req.input_tokens or 0, req.tier, sla, sla)
-        index = self.policy.choose(info, self.view)
-        request = RouteRequest(
-            req.request_id or f"{self._prefix}r{self._n}", req.tier, req.sla_ms, req.metadata
-        )
-        decision = Decision(
-            decision_id=f"{self._prefix}{self._n}",
-            request_id=request.request_id,
-            ts=now,
-            backend=self._names[index],
-            policy=self.policy.name,
-            reason=self.policy.name,
-            sla_ms=sla,
-            tier=req.tier,
-            model_version=self.fleet.forecaster.version_id if self.fleet.forecaster else None,
-        )
-        self.stats.routed += 1
-        return decision, request, False
-
-    def escalate(self, request: RouteRequest, decision: Decision) -> Decision:
-        return decision
-
-    def tick(self, points: list[TelemetryPoint], arrivals: int, alarms: Mapping[str, str]) -> None:
-        self.fleet.tick(points, arrivals, alarms)
-
-    def on_complete(self, completion: Completion, view: RouterView) -> None:
-        self.policy.on_complete(completion, view)
-
-    def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
-        self.policy.on_scrape(metrics, view)
-
-    def planned_shares(self) -> dict[str, float]:
-        return {}

@@ -25,7 +25,7 @@ from typing import Any
 from agents.escalation import Escalator
 from agents.fleet_monitor import FleetMonitor
 from agents.router import Router
-from arcpoint.serve.adapter import PolicyAdapter, RouteInput, RouterAdapter, p_meet_slo
+from arcpoint.serve.adapter import RouteInput, RouterAdapter, p_meet_slo
 from arcpoint.serve.config import ServeConfig
 from arcpoint.serve.engine_metrics import EngineScrape, ScrapeDeltas
 from arcpoint.serve.fleet_file import FleetFile, load_fleet
@@ -36,10 +36,10 @@ from arcpoint.serve.writer import DecisionWriter
 from context_api.alerting import AlertService
 from context_api.fleet_state import FleetState
 from context_api.outcome_details import LLMOutcome, RowResult, record_llm_outcomes
-from context_api.store import Store, decision_row, new_id
+from context_api.store import Store, decision_row
 from context_api.traces import TraceStore, TraceWriter
-from tools.policy import PredictivePolicy
-from tools.routers.base import Completion
+from tools.routers.base import Completion, RequestInfo
+from tools.routers.registry import make_policy
 from tools.routing import Decision
 from tools.telemetry import TelemetryPoint
 
@@ -78,7 +78,6 @@ class Service:
         self.monitor_state: dict[str, Any] = {}
         self._routed = 0
         self._decision_counters: dict[tuple[str, str], Any] = {}
-        self._row_templates: dict[tuple[int, str], tuple[Any, Any]] = {}
         self.forecast_history: list[dict[str, Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -99,20 +98,20 @@ class Service:
             keep_records=False,
             fleet=fleet_state,
         )
-        if cfg.policy == "predictive":
-            policy = PredictivePolicy(infos, id_prefix=f"{new_id()}-")
-            self.adapter = RouterAdapter(
-                lambda hook: Router(policy, fleet_state, escalate=hook),
-                fleet_state,
-                escalator=escalator,
-            )
-        else:
-            from tools.routers.registry import make_policy
-
-            escalator.close()
-            self.adapter = PolicyAdapter(
-                make_policy(cfg.policy, self.fleet_file.profiles()), fleet_state, self.live
-            )
+        profiles = self.fleet_file.profiles()
+        policy = make_policy(cfg.policy, profiles)
+        # A throwaway copy routes one request first: the predictive router's first decision
+        # compiles its forest walk (numba, seconds on a loaded machine), which must not be paid
+        # by a caller. The live view is only read.
+        make_policy(cfg.policy, profiles).choose(
+            RequestInfo(0, time.time(), 512, "standard", 1000.0, 30_000.0), self.live
+        )
+        self.adapter = RouterAdapter(
+            lambda hook: Router(policy, fleet_state, escalate=hook),
+            fleet_state,
+            self.live,
+            escalator=escalator,
+        )
         self.monitor = FleetMonitor(self.names, self.store, AlertService(self.store))
         self._warm(fleet_state)
         self.writer = DecisionWriter(self._write_decisions, max_queue=cfg.decision_queue)
@@ -216,7 +215,11 @@ class Service:
             m.decisions_dropped.inc()
         self._routed += 1
         self.live.opened(
-            decision.decision_id, decision.backend, decision.ts, self._routed, req.input_tokens or 0
+            decision.decision_id,
+            decision.backend,
+            decision.ts,
+            self.adapter.requests,
+            req.input_tokens or 0,
         )
         m.route_latency.observe(time.perf_counter() - t0)
         key = (decision.backend, decision.reason)
@@ -252,33 +255,9 @@ class Service:
         del self.escalations[:-200]
 
     def _write_decisions(self, decisions: list[Decision]) -> None:
-        """On the writer's thread. Every decision of one plan shares its candidates (a tuple
-        built once per tick), so their JSON is encoded once per (plan, backend) and reused:
-        `decision_row` per decision spent most of its time re-encoding the same list."""
+        """On the writer's thread: one transaction per batch the writer hands over."""
         assert self.store is not None
-        cache = self._row_templates
-        rows = []
-        for d in decisions:
-            key = (id(d.candidates), d.backend)
-            hit = cache.get(key)
-            if hit is None or hit[0] is not d.candidates:
-                if len(cache) > 256:
-                    cache.clear()
-                hit = (d.candidates, decision_row(d))
-                cache[key] = hit
-            row = dict(hit[1])
-            row["decision_id"] = d.decision_id
-            row["ts"] = d.ts
-            row["request_id"] = d.request_id
-            row["tier"] = d.tier
-            row["sla_ms"] = d.sla_ms
-            row["policy"] = d.policy
-            row["reason"] = d.reason
-            row["ambiguous"] = d.ambiguous
-            row["ambiguous_reason"] = d.ambiguous_reason
-            row["model_version"] = d.model_version
-            rows.append(row)
-        self.store.insert_decisions(rows)
+        self.store.insert_decisions([decision_row(d) for d in decisions])
 
     p_meet_slo = staticmethod(p_meet_slo)
 
