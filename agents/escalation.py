@@ -75,8 +75,8 @@ ADVICE_MARK = ";agent_advice="
 Mode = Literal["override", "advisory"]
 DEFAULT_MODE: Mode = "advisory"
 """Advisory until the agent earns overriding: over 5 seeds of the demo's 10 scenarios, escalated
-requests routed by the offline agent had 5.1% fewer expected SLO misses than at the policy's own
-pick (95% CI 2.5% to 7.6%), short of the 20% the issue sets
+requests routed by the offline agent had 1.4% fewer expected SLO misses than at the policy's own
+pick (95% CI -0.8% to 3.6%), short of the 20% the issue sets
 (`arcpoint demo --policies predictive --seeds 5 --no-decisions --escalation-mode override`).
 So the agent explains and records its choice, and the request gets the policy's pick."""
 LOAD_CEILING = 0.7

@@ -121,6 +121,8 @@ def test_resolving_a_follow_up() -> None:
             {},
         ),
         ([], "What's the trend for b0 over the last 20 minutes?", "backend", {"backends": ["b0"]}),
+        ([], "Which backend is the cheapest?", "rank", {"measure": "cost", "ascending": True}),
+        ([], "Is b1 more expensive than b2?", "rank", {"measure": "cost", "ascending": False}),
         # an out-of-scope question in the history is not the subject a later follow-up keeps
         (["Is b0 healthy?", "What's the weather like on b3 today?"], "and b2?", "backend", {}),
     ],

@@ -12,7 +12,7 @@ from typing import Any
 
 from agents.llm.base import ToolCallRecord
 from agents.offline.question import Intent
-from agents.offline.text import day, last, ms, pct, span, t
+from agents.offline.text import cost, day, last, ms, pct, span, t
 
 _DOWN = ("ejected", "failing")
 
@@ -21,6 +21,7 @@ _KEYS: dict[str, tuple[str, str, str]] = {
     "latency": ("p95_ms", "p95_ms_mean", "p95 latency"),
     "errors": ("error_rate", "error_rate_mean", "error rate"),
     "load": ("rps", "rps_mean", "request rate"),
+    "cost": ("", "cost_per_request", "cost per request"),
 }
 
 
@@ -29,6 +30,8 @@ def _fmt(measure: str, v: Any) -> str:
         return ms(v)
     if measure == "errors":
         return pct(v, 2)
+    if measure == "cost":
+        return cost(v)
     return f"{v:.1f} rps"
 
 
@@ -39,7 +42,7 @@ def rank(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
     if cmp is not None:
         rows = cmp["backends"]
         key, when = window_key, span(cmp["since"], cmp["until"])
-        label = f"mean {label}"
+        label = label if measure == "cost" else f"mean {label}"
     elif fs is not None:
         rows, key, when = fs["backends"], now_key, f"at {t(fs['now'])} on {day(fs['now'])}"
     else:
@@ -58,6 +61,8 @@ def rank(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
         ("errors", True): "fewest errors",
         ("load", False): "busiest",
         ("load", True): "least loaded",
+        ("cost", False): "most expensive",
+        ("cost", True): "cheapest",
     }[(measure, intent.ascending)]
     top = known[0]
     ties = [r["backend"] for r in known[1:] if r[key] == top[key]]
@@ -65,8 +70,9 @@ def rank(intent: Intent, done: Sequence[ToolCallRecord]) -> str:
         head = f"{top['backend']} has the {word}"
     else:
         head = f"{top['backend']} is the {word}"
-    if len(known) == 2 and measure == "latency":
-        head = f"{top['backend']} is {'faster' if intent.ascending else 'slower'} than "
+    comparative = {"latency": ("slower", "faster"), "cost": ("more expensive", "cheaper")}
+    if len(known) == 2 and measure in comparative:
+        head = f"{top['backend']} is {comparative[measure][intent.ascending]} than "
         head += known[1]["backend"]
     if ties:
         head += f" (tied with {', '.join(ties)})"

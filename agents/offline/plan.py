@@ -88,7 +88,7 @@ def plan_calls(
         once("fleet_state", {})
     elif n in ("rank", "traffic"):
         # Now: the fleet state (its last 15 minutes); over a window: the backends compared.
-        if intent.window.empty:
+        if intent.window.empty and intent.measure != "cost":  # prices: compare_backends only
             once("fleet_state", {})
         else:
             args = dict(window)

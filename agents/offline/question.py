@@ -91,9 +91,13 @@ _RANK = {
         r"\b(?:busiest|idlest|least (?:loaded|busy|used)|most (?:loaded|busy|used|traffic"
         r"|requests|load)|(?:highest|lowest) (?:load|traffic|rps))\b"
     ),
+    "cost": r"\b(?:cheapest|cheaper|priciest|(?:most|least|more|less) (?:expensive|costly))\b",
 }
 """A question that ranks the backends on one measure ("which is the slowest?")."""
-_LOW = r"\b(?:fastest|quickest|faster|lowest|least|fewest|less|idlest|best|error-free)\b"
+_LOW = (
+    r"\b(?:fastest|quickest|faster|lowest|least|fewest|less|idlest|best|error-free|cheapest"
+    r"|cheaper)\b"
+)
 _DOWN = re.compile(r"\b(?:down|offline|dead|ejected|failing|failed over|out of rotation)\b", re.I)
 _TRAFFIC = re.compile(
     r"\b(?:how many (?:requests|calls|failures|errors|timeouts)|requests (?:failed|were|did"
