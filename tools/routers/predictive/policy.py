@@ -540,10 +540,7 @@ class PredictiveRouter(PolicyBase):
         for `request`, as the last refresh sees the fleet now."""
         if self.table is None or not self.table.mt:
             return [{} for _ in range(self.n)]
-        m = self.model
-        assert m is not None
-        zt = (m.ttft.zq(0.1), m.ttft.zq(0.5), m.ttft.zq(0.9))
-        ze = (m.e2e.zq(0.1), m.e2e.zq(0.5), m.e2e.zq(0.9))
+        zt, ze = self.table.quantiles
         hashes = request.prefix_hashes
         matched = self.prefix.match(hashes[:256]) if hashes else None
         out = []
