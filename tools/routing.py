@@ -7,7 +7,7 @@ construction. Untrusted input is checked where it enters (the Router, the ingest
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_SLA_MS = 300.0
@@ -131,3 +131,37 @@ class Decision:
             if c.backend == self.backend:
                 return c
         return None
+
+
+_CANDIDATES = Decision.__dict__["candidates"]  # the slot under `Decision.candidates`
+
+
+class DeferredDecision(Decision):
+    """A `Decision` whose candidates are built on first read (`.candidates`, equality, repr,
+    pickling, `dataclasses.asdict`/`replace`), then kept.
+
+    Why: a router decides in microseconds, while every candidate's prediction, interval and
+    reason costs tens more; most decisions of a replay are never read. `build` must compute
+    from values captured when the decision was made (never from live state), so a decision
+    read later says exactly what it would have said at once."""
+
+    __slots__ = ("_build",)
+
+    @classmethod
+    def deferred(cls, build: Callable[[], tuple[Candidate, ...]], **fields: object) -> Decision:
+        d = cls(**fields)  # type: ignore[arg-type]
+        object.__setattr__(d, "_build", build)
+        return d
+
+    @property  # type: ignore[override]
+    def candidates(self) -> tuple[Candidate, ...]:
+        build = getattr(self, "_build", None)
+        if build is not None:
+            _CANDIDATES.__set__(self, tuple(build()))
+            object.__setattr__(self, "_build", None)
+        return _CANDIDATES.__get__(self)  # type: ignore[no-any-return]
+
+    @candidates.setter
+    def candidates(self, value: tuple[Candidate, ...]) -> None:
+        # only Decision.__init__ (through object.__setattr__) gets here: the class is frozen
+        _CANDIDATES.__set__(self, value)

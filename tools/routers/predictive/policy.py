@@ -29,8 +29,9 @@ Router (`agents.router`) escalates at most a hard-capped share of those.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 
 from tools.routers.base import (
     BackendProfile,
@@ -48,6 +49,7 @@ from tools.routers.predictive.table import (
     D_MIN,
     DELTA_POSITION,
     ND,
+    GridSnapshot,
     PredictionTable,
     token_position,
 )
@@ -216,6 +218,8 @@ class PredictiveRouter(PolicyBase):
         self._pending: dict[int, tuple[int, float, float]] = {}
         """request id -> (backend, predicted mean log TTFT, log e2e) for the correction."""
         self._loosest = 0.0
+        self._matched: dict[int, int] | None = None
+        """Prefix blocks each backend held for the last request, as its pick saw them."""
         self.refreshes = 0
         self.last = Choice()
         self.live = LiveOnly(n) if not s.use_model else None
@@ -311,6 +315,7 @@ class PredictiveRouter(PolicyBase):
         inp = request.input_tokens
         hashes = request.prefix_hashes
         matched = self.prefix.match(hashes[:256]) if hashes else None
+        self._matched = matched
         mo = tracker.mean_output
         cin, cout = self.cin, self.cout
         cost = [cin[b] * inp + cout[b] * mo for b in range(n)]
@@ -339,9 +344,7 @@ class PredictiveRouter(PolicyBase):
         return pick
 
     def _tokens(self, inp: int, matched: dict[int, int] | None, b: int) -> float:
-        if not matched:
-            return float(inp)
-        return float(max(1, inp - matched.get(b, 0) * self.settings.block_tokens))
+        return prefill_tokens(inp, matched, b, self.settings.block_tokens)
 
     def _p_model(
         self,
@@ -448,32 +451,72 @@ class PredictiveRouter(PolicyBase):
 
     # -- for decisions and logs ------------------------------------------------------------------
     def predictions(self, request: RequestInfo, view: RouterView) -> list[dict[str, float]]:
-        """Per backend, the predicted TTFT and e2e medians and 80% intervals (ms) and P(meet SLO)
-        for `request`, as the last refresh sees the fleet now."""
-        if self.table is None or not self.table.mt:
-            return [{} for _ in range(self.n)]
-        m = self.model
-        assert m is not None
-        zt = (m.ttft.zq(0.1), m.ttft.zq(0.5), m.ttft.zq(0.9))
-        ze = (m.e2e.zq(0.1), m.e2e.zq(0.5), m.e2e.zq(0.9))
+        """Per backend, the predicted TTFT and e2e medians and 80% intervals (ms) for `request`,
+        as the last refresh sees the fleet now."""
         hashes = request.prefix_hashes
         matched = self.prefix.match(hashes[:256]) if hashes else None
-        out = []
-        for b in range(self.n):
-            tok = self._tokens(request.input_tokens, matched, b)
-            d = view.in_flight[b] - self.table.base_in_flight[b]
-            mt, st, me, se = self.table.moments(b, tok, d)
-            out.append(
-                {
-                    "ttft_lo_ms": math.exp(mt + st * zt[0]),
-                    "ttft_ms": math.exp(mt + st * zt[1]),
-                    "ttft_hi_ms": math.exp(mt + st * zt[2]),
-                    "e2e_lo_ms": math.exp(me + se * ze[0]),
-                    "e2e_ms": math.exp(me + se * ze[1]),
-                    "e2e_hi_ms": math.exp(me + se * ze[2]),
-                }
-            )
-        return out
+        return self._predictions(request.input_tokens, matched, view)()
+
+    def deferred_predictions(
+        self, request: RequestInfo, view: RouterView
+    ) -> Callable[[], list[dict[str, float]]]:
+        """`predictions` for the request just chosen, as its pick saw the fleet (grid, requests
+        in flight, prefix blocks held), computed when the returned function is called: the
+        request path only copies a few lists."""
+        return self._predictions(request.input_tokens, self._matched, view)
+
+    def _predictions(
+        self, input_tokens: int, matched: dict[int, int] | None, view: RouterView
+    ) -> Callable[[], list[dict[str, float]]]:
+        if self.table is None:
+            return partial(_no_predictions, self.n)
+        return partial(
+            _predicted,
+            self.model,
+            self.table.snapshot(),
+            input_tokens,
+            matched,
+            self.settings.block_tokens,
+            list(view.in_flight),
+        )
+
+
+def prefill_tokens(inp: int, matched: dict[int, int] | None, b: int, block_tokens: int) -> float:
+    """Prompt tokens backend b must prefill, less the leading blocks it holds (`matched`)."""
+    if not matched:
+        return float(inp)
+    return float(max(1, inp - matched.get(b, 0) * block_tokens))
+
+
+def _no_predictions(n: int) -> list[dict[str, float]]:
+    return [{} for _ in range(n)]
+
+
+def _predicted(
+    model: LatencyModel,
+    grid: GridSnapshot,
+    input_tokens: int,
+    matched: dict[int, int] | None,
+    block_tokens: int,
+    inflight: list[int],
+) -> list[dict[str, float]]:
+    zt = (model.ttft.zq(0.1), model.ttft.zq(0.5), model.ttft.zq(0.9))
+    ze = (model.e2e.zq(0.1), model.e2e.zq(0.5), model.e2e.zq(0.9))
+    out = []
+    for b, in_flight in enumerate(inflight):
+        tok = prefill_tokens(input_tokens, matched, b, block_tokens)
+        mt, st, me, se = grid.moments(b, tok, in_flight - grid.base_in_flight[b])
+        out.append(
+            {
+                "ttft_lo_ms": math.exp(mt + st * zt[0]),
+                "ttft_ms": math.exp(mt + st * zt[1]),
+                "ttft_hi_ms": math.exp(mt + st * zt[2]),
+                "e2e_lo_ms": math.exp(me + se * ze[0]),
+                "e2e_ms": math.exp(me + se * ze[1]),
+                "e2e_hi_ms": math.exp(me + se * ze[2]),
+            }
+        )
+    return out
 
 
 class LiveOnly:

@@ -156,12 +156,44 @@ class PredictionTable:
 
     def moments(self, b: int, tokens: float, delta: int) -> tuple[float, float, float, float]:
         """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) for backend b, interpolated (decisions, logs)."""
-        i, f = token_position(tokens)
-        j, g = DELTA_POSITION[min(max(delta, D_MIN), D_MAX) - D_MIN]
-        a, c = i * ND + j, (i + 1) * ND + j
-        out = []
-        for arr in (self.mt[b], self.st[b], self.me[b], self.se[b]):
-            lo = arr[a] * (1.0 - g) + arr[a + 1] * g
-            hi = arr[c] * (1.0 - g) + arr[c + 1] * g
-            out.append(float(lo * (1.0 - f) + hi * f))
-        return out[0], out[1], out[2], out[3]
+        return grid_moments((self.mt[b], self.st[b], self.me[b], self.se[b]), tokens, delta)
+
+    def snapshot(self) -> GridSnapshot:
+        """The grids as they are now (list copies: a refresh replaces arrays, never edits
+        them), for a decision whose predictions are computed when it is read."""
+        return GridSnapshot(self.mt[:], self.st[:], self.me[:], self.se[:], self.base_in_flight[:])
+
+
+class GridSnapshot:
+    """`PredictionTable.snapshot`: per backend, the grid arrays and in-flight count at refresh."""
+
+    __slots__ = ("base_in_flight", "me", "mt", "se", "st")
+
+    def __init__(
+        self,
+        mt: list[np.ndarray],
+        st: list[np.ndarray],
+        me: list[np.ndarray],
+        se: list[np.ndarray],
+        base_in_flight: list[int],
+    ) -> None:
+        self.mt, self.st, self.me, self.se = mt, st, me, se
+        self.base_in_flight = base_in_flight
+
+    def moments(self, b: int, tokens: float, delta: int) -> tuple[float, float, float, float]:
+        return grid_moments((self.mt[b], self.st[b], self.me[b], self.se[b]), tokens, delta)
+
+
+def grid_moments(
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tokens: float, delta: int
+) -> tuple[float, float, float, float]:
+    """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) interpolated in one backend's grids."""
+    i, f = token_position(tokens)
+    j, g = DELTA_POSITION[min(max(delta, D_MIN), D_MAX) - D_MIN]
+    a, c = i * ND + j, (i + 1) * ND + j
+    out = []
+    for arr in arrays:
+        lo = arr[a] * (1.0 - g) + arr[a + 1] * g
+        hi = arr[c] * (1.0 - g) + arr[c + 1] * g
+        out.append(float(lo * (1.0 - f) + hi * f))
+    return out[0], out[1], out[2], out[3]
