@@ -374,8 +374,8 @@ class Router(PolicyBase):
             self._shares = [1.0 / len(self._names)] * len(self._names)
         pick = self.policy.choose(request, view)
         shares = self._shares
-        for b in range(len(shares)):
-            shares[b] *= 1.0 - SHARE_DECAY
+        keep = 1.0 - SHARE_DECAY
+        shares[:] = [x * keep for x in shares]
         shares[pick] += SHARE_DECAY
         return pick
 

@@ -148,9 +148,38 @@ class DeferredDecision(Decision):
     __slots__ = ("_build",)
 
     @classmethod
-    def deferred(cls, build: Callable[[], tuple[Candidate, ...]], **fields: object) -> Decision:
-        d = cls(**fields)  # type: ignore[arg-type]
-        object.__setattr__(d, "_build", build)
+    def deferred(
+        cls,
+        build: Callable[[], tuple[Candidate, ...]],
+        decision_id: str,
+        request_id: str,
+        ts: float,
+        backend: str,
+        policy: str,
+        reason: str,
+        sla_ms: float,
+        tier: str,
+        ambiguous: bool = False,
+        ambiguous_reason: str | None = None,
+        model_version: str | None = None,
+    ) -> Decision:
+        """The Decision with these fields whose candidates `build` returns when first read.
+        Built slot by slot (a frozen dataclass's `__init__` costs microseconds per decision)."""
+        d = object.__new__(cls)
+        s = _SETTERS
+        s[0](d, decision_id)
+        s[1](d, request_id)
+        s[2](d, ts)
+        s[3](d, backend)
+        s[4](d, policy)
+        s[5](d, reason)
+        s[6](d, sla_ms)
+        s[7](d, tier)
+        s[8](d, ambiguous)
+        s[9](d, ambiguous_reason)
+        s[10](d, ())
+        s[11](d, model_version)
+        s[12](d, build)
         return d
 
     @property  # type: ignore[override]
@@ -165,3 +194,26 @@ class DeferredDecision(Decision):
     def candidates(self, value: tuple[Candidate, ...]) -> None:
         # only Decision.__init__ (through object.__setattr__) gets here: the class is frozen
         _CANDIDATES.__set__(self, value)
+
+
+_DEFERRED_ORDER = (
+    "decision_id",
+    "request_id",
+    "ts",
+    "backend",
+    "policy",
+    "reason",
+    "sla_ms",
+    "tier",
+    "ambiguous",
+    "ambiguous_reason",
+    "candidates",
+    "model_version",
+)
+if set(_DEFERRED_ORDER) != set(Decision.__dataclass_fields__):  # pragma: no cover
+    raise TypeError("DeferredDecision.deferred must set every field of Decision")
+_SETTERS = (
+    *(Decision.__dict__[f].__set__ for f in _DEFERRED_ORDER),
+    DeferredDecision.__dict__["_build"].__set__,
+)
+"""Slot setters of `DeferredDecision.deferred`, in the order of Decision's fields, then _build."""

@@ -285,6 +285,21 @@ class PredictiveRouter(PolicyBase):
         self.ejected_until[b] = now + min(s.max_ejection_s, s.base_ejection_s * self.ejections[b])
         self._readmit[b] = True
 
+    def _probation(self, view: RouterView, ejected: list[bool]) -> None:
+        """Backends back from ejection come back with a clean error record, as Envoy's hosts
+        do, but on probation (a half-open circuit breaker): one request at a time until one
+        succeeds, so a backend that is still hung swallows one request, not a flood."""
+        inflight = view.in_flight
+        tracker = self.tracker
+        for b in range(self.n):
+            if self._readmit[b] and not ejected[b]:
+                self._readmit[b] = False
+                self.probation[b] = True
+                tracker.err[b] = tracker.hard_err[b] = 0.0
+                self._refresh(view, (b,))
+            if self.probation[b] and inflight[b] > 0:
+                ejected[b] = True
+
     # -- the hot path -----------------------------------------------------------------------------
     def choose(self, request: RequestInfo, view: RouterView) -> int:
         now = view.now_s
@@ -296,20 +311,13 @@ class PredictiveRouter(PolicyBase):
             self._refresh(view, range(n))
         ej = self.ejected_until
         tracker = self.tracker
+        ejected = [u > now for u in ej]
+        if True in self._readmit or True in self.probation:
+            self._probation(view, ejected)
         heard = tracker.heard_s
-        ejected = [ej[b] > now for b in range(n)]
+        silent_s = s.silent_s
         for b in range(n):
-            if self._readmit[b] and not ejected[b]:
-                # Back from ejection with a clean error record, as Envoy's hosts come back, but
-                # on probation (a half-open circuit breaker): one request at a time until one
-                # succeeds, so a backend that is still hung swallows one request, not a flood.
-                self._readmit[b] = False
-                self.probation[b] = True
-                tracker.err[b] = tracker.hard_err[b] = 0.0
-                self._refresh(view, (b,))
-            if self.probation[b] and inflight[b] > 0:
-                ejected[b] = True
-            if not ejected[b] and inflight[b] and now - heard[b] > s.silent_s:
+            if inflight[b] and not ejected[b] and now - heard[b] > silent_s:
                 self._eject(b, now)
                 ejected[b] = ej[b] > now
         inp = request.input_tokens
@@ -317,8 +325,7 @@ class PredictiveRouter(PolicyBase):
         matched = self.prefix.match(hashes[:256]) if hashes else None
         self._matched = matched
         mo = tracker.mean_output
-        cin, cout = self.cin, self.cout
-        cost = [cin[b] * inp + cout[b] * mo for b in range(n)]
+        cost = [ci * inp + co * mo for ci, co in zip(self.cin, self.cout, strict=True)]
         if self.table is not None:
             p = self._p_model(request, inflight, matched, ejected)
         else:
@@ -357,14 +364,16 @@ class PredictiveRouter(PolicyBase):
         assert table is not None
         tabs = table.p_table(request.ttft_slo_ms, request.e2e_slo_ms)
         base = table.base_in_flight
-        out = []
-        i, f = token_position(request.input_tokens)
+        out: list[float] = []
+        put = out.append
+        inp = request.input_tokens
+        i, f = token_position(inp)
         for b in range(self.n):
             if ejected[b]:
-                out.append(0.0)
+                put(0.0)
                 continue
             if matched:
-                i, f = token_position(self._tokens(request.input_tokens, matched, b))
+                i, f = token_position(self._tokens(inp, matched, b))
             d = inflight[b] - base[b]
             if d > D_MAX or d < D_MIN:
                 self._due[b] = 0.0  # off the grid: refreshed at the next completion
@@ -375,7 +384,7 @@ class PredictiveRouter(PolicyBase):
             c = a + ND
             lo = row[a] + (row[a + 1] - row[a]) * g
             hi = row[c] + (row[c + 1] - row[c]) * g
-            out.append(lo + (hi - lo) * f)
+            put(lo + (hi - lo) * f)
         return out
 
     def _pick(

@@ -74,6 +74,7 @@ class PredictionTable:
         "n",
         "p",
         "se",
+        "snap",
         "st",
     )
 
@@ -91,6 +92,8 @@ class PredictionTable:
         self.me_raw: list[list[float]] = [[0.0] * k for _ in range(n)]
         self.fail = [0.0] * n
         self.p: dict[tuple[float, float], list[list[float]]] = {}
+        self.snap: GridSnapshot | None = None
+        """The grids since the last refresh, for decisions (`snapshot`); None: not taken yet."""
 
     def refresh(
         self,
@@ -107,6 +110,7 @@ class PredictionTable:
         pair seen so far are brought up to date at once, so requests never pay for it."""
         if not backends:
             return
+        self.snap = None
         rows = [
             vary(tracker.row(b, view, 0.0), TOKEN_GRID, DELTAS, tracker.mean_input)
             for b in backends
@@ -159,9 +163,15 @@ class PredictionTable:
         return grid_moments((self.mt[b], self.st[b], self.me[b], self.se[b]), tokens, delta)
 
     def snapshot(self) -> GridSnapshot:
-        """The grids as they are now (list copies: a refresh replaces arrays, never edits
-        them), for a decision whose predictions are computed when it is read."""
-        return GridSnapshot(self.mt[:], self.st[:], self.me[:], self.se[:], self.base_in_flight[:])
+        """The grids as they are now, for a decision whose predictions are computed when it is
+        read: list copies (a refresh replaces arrays, never edits them) taken once per refresh."""
+        snap = self.snap
+        if snap is None:
+            snap = GridSnapshot(
+                self.mt[:], self.st[:], self.me[:], self.se[:], self.base_in_flight[:]
+            )
+            self.snap = snap
+        return snap
 
 
 class GridSnapshot:
