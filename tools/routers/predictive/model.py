@@ -52,11 +52,16 @@ class MomentForest:
     second: np.ndarray
     z: np.ndarray
 
-    def moments(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mu, sd) of the target for each row."""
-        leaves = self.forest.apply(X)
-        m1 = self.forest.value.take(leaves).mean(axis=0)
-        m2 = self.second.take(leaves).mean(axis=0)
+    def moments(self, X: np.ndarray, block: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sd) of the target for each row. `block`: X is consecutive blocks of that many
+        rows, each varying a few columns (the refresh grid; `FlatForest.leaf_means`, same
+        numbers, several times faster)."""
+        if block:
+            m1, m2 = self.forest.leaf_means(X, self.second, block)
+        else:
+            leaves = self.forest.apply(X)
+            m1 = self.forest.value.take(leaves).mean(axis=0)
+            m2 = self.second.take(leaves).mean(axis=0)
         sd = np.sqrt(np.maximum(m2 - m1 * m1, 0.0))
         return m1, np.maximum(sd, MIN_SD)
 
@@ -126,10 +131,13 @@ class LatencyModel:
         _arrays, meta = self.to_arrays()
         self.version_id = meta["version_id"]
 
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) in log ms for each row."""
-        mt, st = self.ttft.moments(X)
-        me, se = self.e2e.moments(X)
+    def predict(
+        self, X: np.ndarray, block: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) in log ms for each row (`block`: see
+        `MomentForest.moments`)."""
+        mt, st = self.ttft.moments(X, block)
+        me, se = self.e2e.moments(X, block)
         return mt, st, me, se
 
     def p_meet(

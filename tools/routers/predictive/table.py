@@ -115,7 +115,7 @@ class PredictionTable:
             vary(tracker.row(b, view, 0.0), TOKEN_GRID, DELTAS, tracker.mean_input)
             for b in backends
         ]
-        mt, st, me, se = self.model.predict(np.vstack(rows))
+        mt, st, me, se = self.model.predict(np.vstack(rows), block=NT * ND)
         k = NT * ND
         for i, b in enumerate(backends):
             sl = slice(i * k, (i + 1) * k)
