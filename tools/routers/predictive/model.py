@@ -71,13 +71,21 @@ class MomentForest:
         missing an SLO stay comparable, never exactly 0 or 1, however far out a row lies)."""
         t = np.asarray(t, dtype=np.float64)
         z, probs = self.z, CAL_PROBS
-        mid = np.interp(t, z, probs)
-        lo_z, hi_z = min(float(z[0]), -1.0), max(float(z[-1]), 1.0)
-        with np.errstate(over="ignore"):
-            upper = 1.0 - (1.0 - probs[-1]) * np.exp(-(t * t - hi_z * hi_z) / 2.0)
-            lower = probs[0] * np.exp(-(t * t - lo_z * lo_z) / 2.0)
-        return np.where(t > z[-1], np.maximum(upper, probs[-1]),
-                        np.where(t < z[0], np.minimum(lower, probs[0]), mid))  # fmt: skip
+        out = np.interp(t, z, probs)
+        # the tails are computed only when some t lies in them (most grids: none)
+        above = t > z[-1]
+        if above.any():
+            hi_z = max(float(z[-1]), 1.0)
+            with np.errstate(over="ignore"):
+                upper = 1.0 - (1.0 - probs[-1]) * np.exp(-(t * t - hi_z * hi_z) / 2.0)
+            out = np.where(above, np.maximum(upper, probs[-1]), out)
+        below = t < z[0]
+        if below.any():
+            lo_z = min(float(z[0]), -1.0)
+            with np.errstate(over="ignore"):
+                lower = probs[0] * np.exp(-(t * t - lo_z * lo_z) / 2.0)
+            out = np.where(below, np.minimum(lower, probs[0]), out)
+        return out
 
     def zq(self, p: float) -> float:
         """The calibrated quantile of the standardised residual at probability p."""
