@@ -151,12 +151,13 @@ class PredictionTable:
         j, g = DELTA_POSITION[min(max(delta, D_MIN), D_MAX) - D_MIN]
         a = i * ND + j
         c = a + ND
-        out = []
-        for arr in (self.mt_raw[b], self.me_raw[b]):
-            lo = arr[a] + (arr[a + 1] - arr[a]) * g
-            hi = arr[c] + (arr[c + 1] - arr[c]) * g
-            out.append(lo + (hi - lo) * f)
-        return out[0], out[1]
+        t = self.mt_raw[b]
+        e = self.me_raw[b]
+        lo = t[a] + (t[a + 1] - t[a]) * g
+        hi = t[c] + (t[c + 1] - t[c]) * g
+        lo_e = e[a] + (e[a + 1] - e[a]) * g
+        hi_e = e[c] + (e[c + 1] - e[c]) * g
+        return lo + (hi - lo) * f, lo_e + (hi_e - lo_e) * f
 
     def moments(self, b: int, tokens: float, delta: int) -> tuple[float, float, float, float]:
         """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) for backend b, interpolated (decisions, logs)."""
