@@ -48,6 +48,7 @@ from context_api.outcomes import (
     RejectReason,
 )
 from context_api.schema import LATEST_VERSION, SchemaTooNewError
+from tools.experiment_stats import ExperimentVerdict
 from tools.telemetry import TelemetryPoint
 
 __all__ = [
@@ -320,6 +321,31 @@ class ExperimentResult(BaseModel):
     ci_hi: float | None = None
     srm_p_value: float | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_verdict(
+        cls,
+        experiment_id: str,
+        ts: float,
+        verdict: ExperimentVerdict,
+        detail: dict[str, Any],
+        srm_p_value: float | None = None,
+    ) -> ExperimentResult:
+        """One look of an experiment as stored, whichever of the monitor or the tool took it."""
+        return cls(
+            experiment_id=experiment_id,
+            ts=ts,
+            n_champion=verdict.n_champion,
+            n_challenger=verdict.n_challenger,
+            verdict=verdict.state,
+            champion_mae=verdict.mae_champion_ms,
+            challenger_mae=verdict.mae_challenger_ms,
+            p_value=verdict.p_value,
+            ci_lo=verdict.ci_low_ms,
+            ci_hi=verdict.ci_high_ms,
+            srm_p_value=srm_p_value,
+            detail=detail,
+        )
 
 
 class AlertDelivery(BaseModel):

@@ -177,19 +177,12 @@ class ExperimentRunner(LoopBase):
         }
         exp.detail = detail
         self.store.record_experiment_result(
-            ExperimentResult(
-                experiment_id=exp.experiment_id,
-                ts=self.now,
-                n_champion=verdict.n_champion,
-                n_challenger=verdict.n_challenger,
-                verdict=verdict.state,
-                champion_mae=verdict.mae_champion_ms,
-                challenger_mae=verdict.mae_challenger_ms,
-                p_value=verdict.p_value,
-                ci_lo=verdict.ci_low_ms,
-                ci_hi=verdict.ci_high_ms,
-                srm_p_value=(routed.p_value if routed is not None else None),
-                detail=detail,
+            ExperimentResult.from_verdict(
+                exp.experiment_id,
+                self.now,
+                verdict,
+                detail,
+                srm_p_value=routed.p_value if routed is not None else None,
             )
         )
         for what, check in (("routed traffic", routed), ("sampled requests", logged)):

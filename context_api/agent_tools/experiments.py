@@ -270,19 +270,7 @@ class ExperimentTools(ToolBase):
             raise ToolError(f"cannot evaluate {e.experiment_id}: {exc}") from None
         detail["look"] = len(results) + 1
         self.store.record_experiment_result(
-            ExperimentResult(
-                experiment_id=e.experiment_id,
-                ts=now,
-                n_champion=verdict.n_champion,
-                n_challenger=verdict.n_challenger,
-                verdict=verdict.state,
-                champion_mae=verdict.mae_champion_ms,
-                challenger_mae=verdict.mae_challenger_ms,
-                p_value=verdict.p_value,
-                ci_lo=verdict.ci_low_ms,
-                ci_hi=verdict.ci_high_ms,
-                detail=detail,
-            )
+            ExperimentResult.from_verdict(e.experiment_id, now, verdict, detail)
         )
         out = {"experiment_id": e.experiment_id, **_verdict_fields(verdict), "detail": detail}
         if verdict.recommendation == "continue":
