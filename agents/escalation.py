@@ -8,7 +8,9 @@ Guarantees:
 - **Deadline.** The agent gets `deadline_s` (1.5 s with Claude by default, 0.5 s offline). With a
   network model the run happens on a worker thread and the router waits at most the deadline;
   a late answer is discarded (its trace is still written). If every worker is still busy with
-  earlier escalations, the request falls back at once (`agent_busy`) instead of queueing.
+  earlier escalations, the request falls back at once (`agent_busy`) instead of queueing: there
+  is no queue. An asyncio caller (`arcpoint serve`) awaits `aescalate`, which holds the same
+  guarantees without blocking a thread while the agent thinks.
 - **One call.** The agent gets the trusted routing context in its only message, the request's
   metadata quoted as data in a separate block, and must answer through `submit_decision`
   (`agents.nodes.router`).
@@ -27,8 +29,10 @@ Guarantees:
 - **Shared answers.** Many requests of one tick with the same tier, SLA and candidate picture
   get one agent run: the first asks, the rest reuse its answer (a cache keyed on tick time, tier,
   SLA and candidates, cleared when the tick changes; failures are cached too, so a failing model
-  is not hammered within a tick). A reused answer keeps the policy's pick when the agent named it
-  acceptable, so a tick's escalations are not herded onto one backend.
+  is not hammered within a tick). The tick is the decision's `ts` unless `tick_clock` names it
+  (a live service stamps each decision with its own arrival time, which no two requests share).
+  A reused answer keeps the policy's pick when the agent named it acceptable, so a tick's
+  escalations are not herded onto one backend.
 - **Traces.** Each agent run writes an `escalation` trace (parent: the decision id) with the
   router and validate nodes, every LLM turn and tool call, the verdict or the fallback reason,
   the prompt hash and the forecaster version; each request that reused an answer writes a short
@@ -43,6 +47,7 @@ pick (the counterfactual), tick by tick.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
@@ -50,7 +55,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -192,6 +197,7 @@ class Escalator:
         load_ceiling: float = LOAD_CEILING,
         mode: Mode = DEFAULT_MODE,
         clock: Callable[[], float] = time.monotonic,
+        tick_clock: Callable[[], float | None] | None = None,
     ) -> None:
         if mode not in ("override", "advisory"):
             raise ValueError(f"mode must be 'override' or 'advisory', got {mode!r}")
@@ -216,6 +222,7 @@ class Escalator:
         self._unscored: list[EscalationRecord] = []
         self._sink: TraceSink | None = trace_sink(traces)
         self._clock = clock
+        self._tick_clock = tick_clock
         self._lock = threading.Lock()
         self._cache: dict[tuple[Any, ...], _Shared] = {}
         self._cache_ts: float | None = None
@@ -230,24 +237,64 @@ class Escalator:
     # -- the hook ----------------------------------------------------------------------------
 
     def __call__(self, request: RouteRequest, decision: Decision) -> Decision:
-        key = _case_key(decision)
-        with self._lock:
-            self.stats.escalated += 1
-            if self._cache_ts != decision.ts:
-                self._cache.clear()
-                self._moved.clear()
-                self._cache_ts = decision.ts
-            load = self._fleet_load()
-            shared = self._cache.get(key) if self.share_answers else None
-        case = RoutingCase(request, decision, load)
+        case, key, shared = self._begin(request, decision)
         if shared is not None:
-            with self._lock:
-                self.stats.cache_hits += 1
             return self._apply(case, shared.verdict, shared.trace_id, cached=True)
         verdict, trace_id = self._ask(case)
+        return self._conclude(case, key, verdict, trace_id)
+
+    async def aescalate(self, request: RouteRequest, decision: Decision) -> Decision:
+        """The hook for an asyncio caller: the agent runs on this escalator's workers and the
+        caller awaits it for at most `deadline_s`; when every worker is busy the policy's pick
+        comes back at once (`agent_busy`). Needs workers (`inline=False`)."""
+        if self._pool is None:
+            raise RuntimeError("aescalate needs worker threads: build the Escalator inline=False")
+        case, key, shared = self._begin(request, decision)
+        if shared is not None:
+            return self._apply(case, shared.verdict, shared.trace_id, cached=True)
+        builder = self._builder(case)
+        started = self._clock()
+        submitted = self._submit(case, builder)
+        if isinstance(submitted, Verdict):
+            verdict = submitted
+        else:
+            waiting = asyncio.wrap_future(submitted)
+            done, _ = await asyncio.wait({waiting}, timeout=self.deadline_s)
+            verdict = waiting.result() if done else self._abandon(submitted, case, builder)
+        verdict, trace_id = self._finish(case, builder, verdict, self._clock() - started)
+        return self._conclude(case, key, verdict, trace_id)
+
+    def _begin(
+        self, request: RouteRequest, decision: Decision
+    ) -> tuple[RoutingCase, tuple[Any, ...], _Shared | None]:
+        """Count the escalation, start a new tick's cache, look for a shared answer."""
+        tick = self._tick_clock() if self._tick_clock is not None else None
+        if tick is None:
+            tick = decision.ts
+        key = _case_key(decision, tick)
+        with self._lock:
+            self.stats.escalated += 1
+            if self._cache_ts != tick:
+                self._cache.clear()
+                self._moved.clear()
+                self._cache_ts = tick
+            load = self._fleet_load()
+            shared = self._cache.get(key) if self.share_answers else None
+            if shared is not None:
+                self.stats.cache_hits += 1
+        return RoutingCase(request, decision, load), key, shared
+
+    def _conclude(
+        self,
+        case: RoutingCase,
+        key: tuple[Any, ...],
+        verdict: Verdict,
+        trace_id: str | None,
+    ) -> Decision:
+        """Share the agent's answer with the rest of the tick, then apply it."""
         if self.share_answers and verdict.failure != "agent_busy":
             with self._lock:
-                if self._cache_ts == decision.ts:
+                if self._cache_ts == key[0]:
                     self._cache[key] = _Shared(verdict, trace_id)
         return self._apply(case, verdict, trace_id, cached=False)
 
@@ -293,8 +340,33 @@ class Escalator:
     # -- asking the agent ----------------------------------------------------------------------
 
     def _ask(self, case: RoutingCase) -> tuple[Verdict, str | None]:
+        builder = self._builder(case)
+        started = self._clock()
+        if self.inline:
+            verdict = self._invoke(case, builder)
+            elapsed = self._clock() - started
+            if verdict.ok and elapsed > self.deadline_s:
+                verdict = Verdict(
+                    None,
+                    failure="timeout",
+                    detail=f"answered after {elapsed:.3f} s, past the {self.deadline_s} s deadline",
+                    run=verdict.run,
+                )
+        else:
+            submitted = self._submit(case, builder)
+            if isinstance(submitted, Verdict):
+                verdict = submitted
+            else:
+                try:
+                    verdict = submitted.result(timeout=self.deadline_s)
+                except FutureTimeout:
+                    verdict = self._abandon(submitted, case, builder)
+            elapsed = self._clock() - started
+        return self._finish(case, builder, verdict, elapsed)
+
+    def _builder(self, case: RoutingCase) -> TraceBuilder:
         d = case.decision
-        builder = TraceBuilder(
+        return TraceBuilder(
             "escalation",
             parent_id=d.decision_id,
             inputs={
@@ -314,20 +386,11 @@ class Escalator:
             prompt_hash=self.prompt.sha256,
             model_versions={"forecaster": d.model_version} if d.model_version else {},
         )
-        started = self._clock()
-        if self.inline:
-            verdict = self._invoke(case, builder)
-            elapsed = self._clock() - started
-            if verdict.ok and elapsed > self.deadline_s:
-                verdict = Verdict(
-                    None,
-                    failure="timeout",
-                    detail=f"answered after {elapsed:.3f} s, past the {self.deadline_s} s deadline",
-                    run=verdict.run,
-                )
-        else:
-            verdict = self._invoke_with_deadline(case, builder)
-            elapsed = self._clock() - started
+
+    def _finish(
+        self, case: RoutingCase, builder: TraceBuilder, verdict: Verdict, elapsed: float
+    ) -> tuple[Verdict, str | None]:
+        """Count the run and write its trace (a run abandoned at the deadline writes its own)."""
         with self._lock:
             if verdict.failure != "agent_busy":
                 self.stats.agent_runs += 1
@@ -345,7 +408,8 @@ class Escalator:
             log.exception("router agent graph failed")
             return Verdict(None, failure="error", detail=f"{type(err).__name__}: {err}")
 
-    def _invoke_with_deadline(self, case: RoutingCase, builder: TraceBuilder) -> Verdict:
+    def _submit(self, case: RoutingCase, builder: TraceBuilder) -> Future[Verdict] | Verdict:
+        """Start the agent on a free worker, or say why not (`agent_busy`: no queueing)."""
         assert self._pool is not None
         if not self._busy.acquire(blocking=False):
             return Verdict(None, failure="agent_busy", detail="every escalation worker is busy")
@@ -354,33 +418,33 @@ class Escalator:
         except RuntimeError as err:  # pool shut down
             self._busy.release()
             return Verdict(None, failure="error", detail=str(err))
+        future.add_done_callback(lambda f: self._busy.release())
+        return future
 
-        def done(f: Any) -> None:
-            self._busy.release()
+    def _abandon(
+        self, future: Future[Verdict], case: RoutingCase, builder: TraceBuilder
+    ) -> Verdict:
+        """Past the deadline: the request goes on without the agent; its run is audited when it
+        ends (the late answer is discarded)."""
 
-        future.add_done_callback(done)
-        try:
-            return future.result(timeout=self.deadline_s)
-        except FutureTimeout:
+        def late(f: Future[Verdict]) -> None:
+            try:
+                late_verdict = f.result()
+            except Exception as err:
+                late_verdict = Verdict(None, failure="error", detail=str(err))
+            timeout = Verdict(
+                None,
+                failure="timeout",
+                detail=(
+                    f"no answer within {self.deadline_s} s; it came later "
+                    f"({late_verdict.backend or late_verdict.failure}) and was discarded"
+                ),
+                run=late_verdict.run,
+            )
+            self._write(builder, case, timeout)
 
-            def late(f: Any) -> None:  # audit the abandoned run once it ends
-                try:
-                    late_verdict = f.result()
-                except Exception as err:
-                    late_verdict = Verdict(None, failure="error", detail=str(err))
-                timeout = Verdict(
-                    None,
-                    failure="timeout",
-                    detail=(
-                        f"no answer within {self.deadline_s} s; it came later "
-                        f"({late_verdict.backend or late_verdict.failure}) and was discarded"
-                    ),
-                    run=late_verdict.run,
-                )
-                self._write(builder, case, timeout)
-
-            future.add_done_callback(late)
-            return Verdict(None, failure="timeout", detail=f"no answer within {self.deadline_s} s")
+        future.add_done_callback(late)
+        return Verdict(None, failure="timeout", detail=f"no answer within {self.deadline_s} s")
 
     def _write(self, builder: TraceBuilder, case: RoutingCase, verdict: Verdict) -> str | None:
         if self._sink is None:
@@ -584,12 +648,12 @@ class Escalator:
         return len(pending)
 
 
-def _case_key(d: Decision) -> tuple[Any, ...]:
+def _case_key(d: Decision, tick: float) -> tuple[Any, ...]:
     def r(x: float) -> float | None:
         return round(x, 3) if math.isfinite(x) else None
 
     return (
-        d.ts,
+        tick,
         d.tier,
         d.sla_ms,
         d.ambiguous_reason,

@@ -9,9 +9,12 @@
                               "ttft_ms": 95.0, "status": "ok"}])
 
 Errors come back as `ArcpointError` with the HTTP status and the service's `{field, reason}`
-list. `route()` has a short default timeout (a router that is slow to answer should be
-bypassed, not waited on); `record_outcomes()` retries connection failures and 5xx with backoff,
-which is safe because a repeated outcome is idempotent on the server.
+list; a call that gets no answer in time raises `ArcpointTimeout` (an `ArcpointError`) naming
+the endpoint and the limit. Every call has a finite timeout: `route()` 2 s by default, more than
+the router agent's escalation deadline (1.5 s with Claude) so an escalated request is answered,
+short enough that a stuck router is bypassed, never waited on; other calls 5 s, `ask()` 120 s.
+`record_outcomes()` retries connection failures, timeouts and 5xx with backoff, which is safe
+because a repeated outcome is idempotent on the server.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ArcpointError", "AskAnswer", "Client", "OutcomeReport", "RouteDecision"]
+__all__ = [
+    "ArcpointError",
+    "ArcpointTimeout",
+    "AskAnswer",
+    "Client",
+    "OutcomeReport",
+    "RouteDecision",
+]
 
 
 class ArcpointError(RuntimeError):
@@ -33,6 +43,15 @@ class ArcpointError(RuntimeError):
         self.detail = detail
         reasons = "; ".join(f"{d.get('field', '-')}: {d.get('reason', '')}" for d in detail)
         super().__init__(f"HTTP {status} {error}: {reasons}")
+
+
+class ArcpointTimeout(ArcpointError):
+    """No answer within the call's timeout (`status` 0: no HTTP answer came)."""
+
+    def __init__(self, method: str, url: str, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        reason = f"{method} {url}: no answer within {timeout_s:g} s"
+        super().__init__(0, "timeout", [{"field": "-", "reason": reason}])
 
 
 @dataclass(frozen=True)
@@ -74,10 +93,14 @@ class Client:
         token: str | None = None,
         *,
         timeout_s: float = 5.0,
-        route_timeout_s: float = 1.0,
+        route_timeout_s: float = 2.0,
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        for name, value in (("timeout_s", timeout_s), ("route_timeout_s", route_timeout_s)):
+            if not (isinstance(value, int | float) and 0 < value < float("inf")):
+                raise ValueError(f"{name} must be a positive finite number of seconds")
+        self._timeout = float(timeout_s)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
@@ -156,14 +179,13 @@ class Client:
         retries: int = 0,
     ) -> dict[str, Any]:
         attempt = 0
+        limit = timeout if timeout is not None else self._timeout
         while True:
             try:
-                resp = self._http.request(
-                    method,
-                    path,
-                    json=body,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
+                resp = self._http.request(method, path, json=body, timeout=limit)
+            except httpx.TimeoutException:
+                if attempt >= retries:
+                    raise ArcpointTimeout(method, f"{self._http.base_url}{path}", limit) from None
             except httpx.TransportError:
                 if attempt >= retries:
                     raise

@@ -13,7 +13,11 @@ routing itself (the policy, the decision writer hand-off, the metrics). Then out
 decisions are stored directly first, and `/v1/outcomes` gets batches of 500 from 4 connections.
 
 Targets: zero errors, route p99 <= 1.3x no-op p99 at each concurrency, outcome ingest >= 20,000
-rows/s. Every loop is bounded in count and time; the whole run stays under 60 s.
+rows/s. Every loop is bounded in count and time; the whole run stays under 60 s. Every request
+has a timeout (`REQUEST_TIMEOUT_S`): a server that stops answering ends the run with exit 1, the
+request that stalled and the tail of the server's log, never a hang. The escalations the fresh
+server made (every request is ambiguous before outcomes arrive; at most 2% are escalated) are
+read from its /metrics and printed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
 
 from arcpoint.serve.process import ServerProcess
@@ -41,6 +46,12 @@ BATCH = 500
 OUTCOME_ROWS = 160_000
 DEADLINE_S = 55.0
 """The whole run stops starting new phases past this (the issue bounds it at 60 s)."""
+REQUEST_TIMEOUT_S = 10.0
+"""No answer within this is a stalled server: the run stops with an error."""
+
+
+class Stalled(RuntimeError):
+    """The server did not answer a request within `REQUEST_TIMEOUT_S`."""
 
 
 _RUN_DEADLINE = [float("inf")]
@@ -60,6 +71,16 @@ class Conn:
         return cls(r, w)
 
     async def post(self, host: str, path: str, body: bytes) -> tuple[int, bytes]:
+        """One request and its answer; `Stalled` when no answer comes within the timeout."""
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                return await self._post(host, path, body)
+        except TimeoutError:
+            raise Stalled(
+                f"POST {path}: no answer within {REQUEST_TIMEOUT_S:.0f} s; the server stalled"
+            ) from None
+
+    async def _post(self, host: str, path: str, body: bytes) -> tuple[int, bytes]:
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
@@ -203,8 +224,35 @@ async def drive(url: str, ids: list[str], phase_s: float, rounds: int) -> dict[s
             "noop": noop,
             "p99_ratio": round(ratio, 3) if ratio else None,
         }
+    results["escalation"] = escalation_counts(url)
     results["outcomes"] = await ingest(host, port, ids, seconds=6.0)
     return results
+
+
+def escalation_counts(url: str) -> dict[str, Any]:
+    """The server's escalation counters: routed, ambiguous, escalated by result, fallbacks by
+    reason (from its /metrics page)."""
+    text = httpx.get(f"{url}/metrics", timeout=REQUEST_TIMEOUT_S).text
+    out: dict[str, Any] = {"ambiguous": 0.0, "escalations": {}, "fallbacks": {}}
+    for line in text.splitlines():
+        if line.startswith("arcpoint_ambiguous_total{"):
+            out["ambiguous"] += float(line.rsplit(" ", 1)[1])
+        for name, key in (
+            ("arcpoint_escalations_total{", "escalations"),
+            ("arcpoint_escalation_fallbacks_total{", "fallbacks"),
+        ):
+            if line.startswith(name):
+                label = line.split('"')[1]
+                out[key][label] = float(line.rsplit(" ", 1)[1])
+    routed = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("arcpoint_decisions_total{")
+    )
+    out["routed"] = routed
+    escalated = sum(out["escalations"].values())
+    out["escalated_pct"] = round(100.0 * escalated / routed, 3) if routed else None
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         db = Path(tmp) / "bench.db"
         ids = seed_decisions(db, OUTCOME_ROWS)
         with ServerProcess(db, "--no-monitors", "--tick", "1") as server:
-            results = asyncio.run(drive(server.url, ids, args.phase_s, args.rounds))
+            try:
+                results = asyncio.run(drive(server.url, ids, args.phase_s, args.rounds))
+            except Stalled as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                print(f"server log (tail):\n{server.log()[-3000:]}", file=sys.stderr)
+                return 1
             metrics_ok = server.proc.poll() is None
     results["wall_s"] = round(time.perf_counter() - t_start, 1)
     # Other work on the machine while this ran (2 cores): the figures move with it.
@@ -242,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
                 f" {s['errors']:>6}"
             )
         print(f"{'':>5} route p99 / no-op p99 = {r['p99_ratio']:.2f} (target <= 1.3)")
+    e = results["escalation"]
+    print(
+        f"escalations: {sum(e['escalations'].values()):,.0f} of {e['routed']:,.0f} routed "
+        f"({e['escalated_pct']}%; {e['ambiguous']:,.0f} ambiguous), by result "
+        f"{e['escalations']}, fallbacks by reason {e['fallbacks']}"
+    )
     o = results["outcomes"]
     print(
         f"outcome ingest: {o['accepted']:,} rows in {o['seconds']} s = {o['rows_per_s']:,.0f} "

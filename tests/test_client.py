@@ -8,7 +8,7 @@ import httpx
 import pytest
 import respx
 
-from arcpoint.client import ArcpointError, Client
+from arcpoint.client import ArcpointError, ArcpointTimeout, Client
 
 BASE = "http://router.test:8787"
 DECISION = {
@@ -79,12 +79,27 @@ def test_outcomes_are_not_retried_on_4xx():
 
 
 @respx.mock
-def test_route_is_never_retried_and_times_out_fast():
+def test_route_is_never_retried_and_times_out_with_a_clear_error():
     route = respx.post(f"{BASE}/v1/route").mock(side_effect=httpx.ReadTimeout("slow"))
-    with Client(BASE, retries=3) as c, pytest.raises(httpx.ReadTimeout):
+    with Client(BASE, retries=3) as c, pytest.raises(ArcpointTimeout) as info:
         c.route()
     assert route.call_count == 1
-    assert route.calls.last.request.extensions["timeout"]["read"] == 1.0
+    assert route.calls.last.request.extensions["timeout"]["read"] == 2.0
+    assert info.value.status == 0 and info.value.error == "timeout"
+    assert str(info.value) == f"HTTP 0 timeout: -: POST {BASE}/v1/route: no answer within 2 s"
+
+
+@respx.mock
+def test_every_call_has_a_finite_timeout():
+    fleet = respx.get(f"{BASE}/v1/fleet").mock(side_effect=httpx.ReadTimeout("slow"))
+    with Client(BASE, retries=1) as c, pytest.raises(ArcpointTimeout):
+        c.fleet()
+    assert fleet.call_count == 2  # a read is retried, then gives up with the error
+    assert fleet.calls.last.request.extensions["timeout"]["read"] == 5.0
+    with pytest.raises(ValueError, match="timeout_s"):
+        Client(BASE, timeout_s=float("inf"))
+    with pytest.raises(ValueError, match="route_timeout_s"):
+        Client(BASE, route_timeout_s=0)
 
 
 @respx.mock

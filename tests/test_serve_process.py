@@ -77,7 +77,7 @@ def test_client_against_a_real_server_then_sigterm_drains_and_flushes(tmp_path):
             ids = [client.route(tier="batch").decision_id for _ in range(300)]
         server.proc.send_signal(signal.SIGTERM)
         code = server.proc.wait(10)  # drained and flushed within 10 s, or this raises
-        err = server.proc.stderr.read()
+        err = server.log()
     assert code in (0, 128 + signal.SIGTERM, -signal.SIGTERM), err
     assert "decisions and traces flushed" in err
     with Store(db) as store:

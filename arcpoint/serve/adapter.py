@@ -14,8 +14,9 @@ end-to-end limit); `sla_ms` overrides the TTFT limit; `review` takes `standard`'
 always ambiguous.
 
 Escalation never runs on the event loop: the Router's escalation hook only *marks* a request
-that its budget lets through (`_Deferred`), and `escalate()` runs the router agent on a worker
-thread, bounded by the agent's own deadline.
+that its budget lets through (`_Deferred`), and `escalate()` hands it to the router agent on the
+escalator's worker thread and awaits the answer for at most the escalation deadline; when that
+worker is busy, the policy's pick stands at once (`agent_busy`).
 """
 
 from __future__ import annotations
@@ -123,10 +124,10 @@ class RouterAdapter:
         request = RouteRequest(decision.request_id, req.tier, req.sla_ms, req.metadata, decision.ts)
         return decision, request, wanted
 
-    def escalate(self, request: RouteRequest, decision: Decision) -> Decision:
-        """Run the router agent (on a worker thread; the agent holds its own deadline)."""
+    async def escalate(self, request: RouteRequest, decision: Decision) -> Decision:
+        """Ask the router agent (on its worker thread), waiting at most its deadline."""
         assert self.escalator is not None
-        return self.escalator(request, decision)
+        return await self.escalator.aescalate(request, decision)
 
     def tick(self, points: list[TelemetryPoint], arrivals: int, alarms: Mapping[str, str]) -> None:
         """A tick of live telemetry: refresh the forecasts and the prior, hand over alarms."""

@@ -99,7 +99,7 @@ class ServeMetrics:
         )
         self.escalations = Counter(
             "arcpoint_escalations",
-            "Requests sent to the router agent, by result (accepted, fallback)",
+            "Requests sent to the router agent, by result (accepted, advised, fallback)",
             ["result"],
             registry=r,
         )

@@ -4,7 +4,9 @@ Threads and what they touch:
 
 - the event loop: HTTP handlers, the router (`RouterAdapter`), `LiveFleet`; nothing here blocks;
 - the decision writer's thread: `insert_decisions` on the write connection;
-- worker threads (`asyncio.to_thread`): outcome commits, telemetry and anomaly writes, escalations;
+- worker threads (`asyncio.to_thread`): outcome commits, telemetry and anomaly writes;
+- the escalator's one worker: the router agent, awaited by `/v1/route` for at most the
+  escalation deadline (busy: the policy's pick at once, counted as an `agent_busy` fallback);
 - one agent thread: `/v1/ask` questions and the scheduled monitors, on a read/agent connection of
   their own, so a slow question never holds the lock that outcome commits need.
 
@@ -22,7 +24,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agents.escalation import Escalator
+from agents.escalation import ADVICE_MARK, FALLBACK_MARK, Escalator
 from agents.fleet_monitor import FleetMonitor
 from agents.router import Router
 from arcpoint.serve.adapter import RouteInput, RouterAdapter, p_meet_slo
@@ -91,12 +93,18 @@ class Service:
         fleet_state = FleetState(infos)
         self._load_forecaster(fleet_state)
         self.trace_writer = TraceWriter(TraceStore(self.store))
+        # One agent run at a time, never queued: a request that finds it busy takes the
+        # policy's pick at once. Answers are shared within a tick (decisions here are stamped
+        # with their own arrival time, so the tick is the service's).
         escalator = Escalator(
             self._llm(),
             deadline_s=cfg.escalation_deadline_s,
             traces=self.trace_writer,
             keep_records=False,
             fleet=fleet_state,
+            inline=False,
+            workers=1,
+            tick_clock=lambda: self.last_tick or self.started_at,
         )
         profiles = self.fleet_file.profiles()
         policy = make_policy(cfg.policy, profiles)
@@ -207,7 +215,7 @@ class Service:
         escalated = False
         if wanted:
             policy_pick = decision
-            decision = await asyncio.to_thread(self.adapter.escalate, request, decision)
+            decision = await self.adapter.escalate(request, decision)
             escalated = True
             self._count_escalation(policy_pick, decision)
         recorded = self.writer.submit(decision)
@@ -234,11 +242,12 @@ class Service:
         return decision, escalated, recorded
 
     def _count_escalation(self, before: Decision, after: Decision) -> None:
-        marker = ";agent_fallback="
-        if marker in after.reason:
-            why = after.reason.split(marker, 1)[1]
+        if FALLBACK_MARK in after.reason:
+            why = after.reason.split(FALLBACK_MARK, 1)[1].split(";", 1)[0]
             self.metrics.escalations.labels("fallback").inc()
             self.metrics.fallbacks.labels(why).inc()
+        elif ADVICE_MARK in after.reason:
+            self.metrics.escalations.labels("advised").inc()
         else:
             self.metrics.escalations.labels("accepted").inc()
         self.escalations.append(

@@ -481,7 +481,7 @@ class PredictiveRouter(PolicyBase):
             return partial(_no_predictions, self.n)
         return partial(
             _predicted,
-            self.model,
+            self.table.quantiles,
             self.table.snapshot(),
             input_tokens,
             matched,
@@ -502,15 +502,14 @@ def _no_predictions(n: int) -> list[dict[str, float]]:
 
 
 def _predicted(
-    model: LatencyModel,
+    quantiles: tuple[tuple[float, ...], ...],
     grid: GridSnapshot,
     input_tokens: int,
     matched: dict[int, int] | None,
     block_tokens: int,
     inflight: list[int],
 ) -> list[dict[str, float]]:
-    zt = (model.ttft.zq(0.1), model.ttft.zq(0.5), model.ttft.zq(0.9))
-    ze = (model.e2e.zq(0.1), model.e2e.zq(0.5), model.e2e.zq(0.9))
+    zt, ze = quantiles
     out = []
     for b, in_flight in enumerate(inflight):
         tok = prefill_tokens(input_tokens, matched, b, block_tokens)

@@ -73,6 +73,7 @@ class PredictionTable:
         "mt_raw",
         "n",
         "p",
+        "quantiles",
         "se",
         "snap",
         "st",
@@ -94,6 +95,11 @@ class PredictionTable:
         self.p: dict[tuple[float, float], list[list[float]]] = {}
         self.snap: GridSnapshot | None = None
         """The grids since the last refresh, for decisions (`snapshot`); None: not taken yet."""
+        self.quantiles = tuple(
+            tuple(part.zq(q) for q in (0.1, 0.5, 0.9)) for part in (model.ttft, model.e2e)
+        )
+        """The calibrated residual quantiles of the 80% intervals and the median (constants of
+        the model, each an interpolation: computed once, not per decision)."""
 
     def refresh(
         self,
@@ -161,7 +167,7 @@ class PredictionTable:
 
     def moments(self, b: int, tokens: float, delta: int) -> tuple[float, float, float, float]:
         """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) for backend b, interpolated (decisions, logs)."""
-        return grid_moments((self.mt[b], self.st[b], self.me[b], self.se[b]), tokens, delta)
+        return self.snapshot().moments(b, tokens, delta)
 
     def snapshot(self) -> GridSnapshot:
         """The grids as they are now, for a decision whose predictions are computed when it is
@@ -178,7 +184,7 @@ class PredictionTable:
 class GridSnapshot:
     """`PredictionTable.snapshot`: per backend, the grid arrays and in-flight count at refresh."""
 
-    __slots__ = ("base_in_flight", "me", "mt", "se", "st")
+    __slots__ = ("base_in_flight", "me", "mt", "rows", "se", "st")
 
     def __init__(
         self,
@@ -190,21 +196,21 @@ class GridSnapshot:
     ) -> None:
         self.mt, self.st, self.me, self.se = mt, st, me, se
         self.base_in_flight = base_in_flight
+        self.rows: list[tuple[list[float], ...] | None] = [None] * len(mt)
+        """(mt, st, me, se) of each backend as lists, made on first use: a decision reads 16
+        cells, which costs less from lists than from numpy scalars."""
 
     def moments(self, b: int, tokens: float, delta: int) -> tuple[float, float, float, float]:
-        return grid_moments((self.mt[b], self.st[b], self.me[b], self.se[b]), tokens, delta)
-
-
-def grid_moments(
-    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tokens: float, delta: int
-) -> tuple[float, float, float, float]:
-    """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) interpolated in one backend's grids."""
-    i, f = token_position(tokens)
-    j, g = DELTA_POSITION[min(max(delta, D_MIN), D_MAX) - D_MIN]
-    a, c = i * ND + j, (i + 1) * ND + j
-    out = []
-    for arr in arrays:
-        lo = arr[a] * (1.0 - g) + arr[a + 1] * g
-        hi = arr[c] * (1.0 - g) + arr[c + 1] * g
-        out.append(float(lo * (1.0 - f) + hi * f))
-    return out[0], out[1], out[2], out[3]
+        """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) for backend b, interpolated."""
+        i, f = token_position(tokens)
+        j, g = DELTA_POSITION[min(max(delta, D_MIN), D_MAX) - D_MIN]
+        a, c = i * ND + j, (i + 1) * ND + j
+        rows = self.rows[b]
+        if rows is None:
+            rows = self.rows[b] = tuple(x[b].tolist() for x in (self.mt, self.st, self.me, self.se))
+        out = []
+        for arr in rows:
+            lo = arr[a] * (1.0 - g) + arr[a + 1] * g
+            hi = arr[c] * (1.0 - g) + arr[c + 1] * g
+            out.append(lo * (1.0 - f) + hi * f)
+        return out[0], out[1], out[2], out[3]
