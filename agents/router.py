@@ -302,7 +302,9 @@ class Router(PolicyBase):
         amb = getattr(choice, "ambiguous", None)
         if self._count(amb) and self.escalate is not None:
             d = self._decision(request, view, pick, choice, amb, None)
-            return self._index[self.escalate(self._request_of(d, None), d).backend]
+            routed = self._index[self.escalate(self._request_of(d, None), d).backend]
+            self._rerouted(request, view, pick, routed)
+            return routed
         return pick
 
     def route(
@@ -328,7 +330,21 @@ class Router(PolicyBase):
         decision = self._decision(request, view, pick, choice, amb, request_id)
         if self._count(amb) and self.escalate is not None:
             decision = self.escalate(self._request_of(decision, metadata), decision)
+            routed = self._index.get(decision.backend, pick)
+            self._rerouted(request, view, pick, routed)
         return decision
+
+    def _rerouted(self, request: RequestInfo, view: RouterView, pick: int, routed: int) -> None:
+        """The agent sent the request elsewhere than the policy's pick: the policy's bookkeeping
+        (requests in flight, hysteresis) and the traffic shares count where it went."""
+        if routed == pick:
+            return
+        shares = self._shares
+        shares[pick] -= SHARE_DECAY
+        shares[routed] += SHARE_DECAY
+        reroute = getattr(self.policy, "reroute", None)
+        if reroute is not None:
+            reroute(request, view, routed)
 
     def _decision(
         self,

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_predictive_race.py [--seeds N] [--scenarios A,B] [--json PATH]
     python benchmarks/bench_predictive_race.py --dev 950000:950012 [--variants JSON]
+    python benchmarks/bench_predictive_race.py --first-seed 950000 --seeds 3 [--variants JSON]
 
 Default: the demo's ten scenarios (`tools.sim.scenario.SCENARIOS`) x N seeds x the anchors
 (least_request, peak_ewma, prequal, c3, llmd) and `predictive`, through `tools.sim.simulate`
@@ -81,10 +82,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="scenario seeds are each scenario's seed + FIRST..FIRST+N-1 (the demo's: 0; "
+        "settings are chosen at 950000, never at the demo's)",
+    )
     ap.add_argument("--dev", metavar="LO:HI", help="random held-out runs instead of scenarios")
     ap.add_argument("--variants", default='{"predictive": {}}', help="JSON name -> settings")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument(
+        "--reuse",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="a previous run's --json: its runs (same cells, same policy names) are not re-run "
+        "(the anchors do not change between variant races); repeatable",
+    )
     args = ap.parse_args(argv)
     _VARIANTS.update(json.loads(args.variants))
     if any(v.get("prior") for v in _VARIANTS.values()):
@@ -103,23 +119,36 @@ def main(argv: list[str] | None = None) -> int:
             src = SCENARIOS[s].trace_source
             if src and src not in _TRACES:
                 _TRACES[src] = trace_for(src)
-        cells = [(s, k) for s in names for k in range(args.seeds)]
+        first = args.first_seed
+        cells = [(s, first + k) for s in names for k in range(args.seeds)]
     policies = [*ANCHORS, *_VARIANTS]
-    tasks = [(w, p, k) for w, k in cells for p in policies]
     res: dict[tuple[str, int], dict[str, dict[str, float]]] = {}
+    for path in args.reuse:
+        for key, runs in json.loads(Path(path).read_text()).items():
+            where, _, seed = key.rpartition(":")
+            if (where, int(seed)) in cells:
+                for name, m in runs.items():
+                    if name in policies:
+                        res.setdefault((where, int(seed)), {})[name] = m
+    tasks = [(w, p, k) for w, k in cells for p in policies if p not in res.get((w, k), {})]
     with get_context("fork").Pool(args.jobs) as pool:
         for where, name, seed, m in pool.imap_unordered(_one, tasks):
             res.setdefault((where, seed), {})[name] = m
             print(f"{where:18s} {seed:7d} {name:14s} viol={m['sla_violation_pct']:6.2f} "
                   f"good={m['goodput_rps']:6.2f} flaps={m['flaps_per_h']:4.0f} "
                   f"t={m['seconds']:.1f}s", flush=True)  # fmt: skip
+            if args.json:  # after every run: a long race stopped early keeps what it ran
+                _write(args.json, res)
     print()
     groups: dict[str, list[tuple[str, int]]] = {}
     for key in res:
         groups.setdefault("dev" if args.dev else key[0], []).append(key)
+    if len(groups) > 1:
+        groups["all"] = list(res)
     for group, keys in groups.items():
         ratios: dict[str, list[float]] = {v: [] for v in _VARIANTS}
         goodput: dict[str, list[float]] = {v: [] for v in _VARIANTS}
+        flaps: dict[str, list[float]] = {v: [] for v in _VARIANTS}
         means = {p: float(np.mean([res[k][p]["sla_violation_pct"] for k in keys]))
                  for p in policies}  # fmt: skip
         for k in keys:
@@ -130,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 bv = r[best]["sla_violation_pct"]
                 ratios[v].append((r[v]["sla_violation_pct"] + 0.5) / (bv + 0.5))
                 goodput[v].append(r[v]["goodput_rps"] / top if top else 1.0)
+                flaps[v].append(r[v]["flaps_per_h"])
         best_mean = min(ANCHORS, key=lambda p: means[p])
         line = f"{group:18s} " + " ".join(f"{p[:8]}={means[p]:6.2f}" for p in policies)
         print(line + f" | best anchor {best_mean}")
@@ -138,11 +168,16 @@ def main(argv: list[str] | None = None) -> int:
             wins = sum(x <= 0.7 for x in ratios[v])
             print(f"  {v}: mean/best-anchor-mean {means[v] / max(means[best_mean], 1e-9):.2f}, "
                   f"geo-mean ratio {geo:.3f}, wins {wins}/{len(keys)}, "
-                  f"worst goodput ratio {min(goodput[v]):.3f}")  # fmt: skip
+                  f"worst goodput ratio {min(goodput[v]):.3f}, "
+                  f"flaps/h mean {np.mean(flaps[v]):.0f} max {max(flaps[v]):.0f}")  # fmt: skip
     if args.json:
-        out = {f"{w}:{k}": v for (w, k), v in res.items()}
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        _write(args.json, res)
     return 0
+
+
+def _write(path: str, res: dict[tuple[str, int], dict[str, dict[str, float]]]) -> None:
+    out = {f"{w}:{k}": v for (w, k), v in res.items()}
+    Path(path).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

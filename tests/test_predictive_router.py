@@ -255,3 +255,67 @@ def test_fast_polls_update_live_state_but_re_walk_the_forest_at_most_every_scrap
     view.now_s = 1.25
     policy.on_scrape(scrape(0, 1.25), view)
     assert policy.refreshes == walks + 1
+
+
+def test_hysteresis_keeps_the_incumbent_unless_the_pick_is_cheaper_by_the_margin(toy_model):
+    def route_after_override(prices: list[float], **settings: float) -> tuple[int, str]:
+        policy = PredictiveRouter(profiles(prices), model=toy_model, explore_s=1e9, **settings)
+        view = FakeView(2, now_s=1.0)
+        settle(policy, view, [150.0, 150.0])
+        assert policy.choose(request(1, now=1.0), view) == 0  # the cheaper, equally fast
+        policy.reroute(request(1, now=1.0), view, 1)  # the agent sent it to b1 instead
+        view.in_flight[1] += 1
+        return policy.choose(request(2, now=1.0), view), policy.last.reason
+
+    # 5% cheaper is inside a 10% margin: the incumbent keeps the traffic
+    assert route_after_override([1.0, 1.05], stick_p=0.05, stick_cost=0.1) == (1, "kept")
+    # half the price is a margin that matters
+    assert route_after_override([1.0, 2.0], stick_p=0.05, stick_cost=0.1) == (
+        0,
+        "cheapest_likely",
+    )
+    # no hysteresis: price alone decides
+    assert route_after_override([1.0, 1.05]) == (0, "cheapest_likely")
+
+
+def test_an_override_is_counted_where_the_request_went(toy_model):
+    policy = PredictiveRouter(profiles([1.0, 3.0]), model=toy_model, explore_s=1e9)
+    view = FakeView(2, now_s=1.0)
+    settle(policy, view, [150.0, 150.0])
+    req = RequestInfo(9, 1.0, 700, "standard", 1000.0, 10000.0)
+    assert policy.choose(req, view) == 0
+    t = policy.tracker
+    assert (t.routed_since_scrape, t.in_flight_tokens) == ([1, 0], [700, 0])
+    policy.reroute(req, view, 1)
+    assert (t.routed_since_scrape, t.in_flight_tokens) == ([0, 1], [0, 700])
+    assert policy.last.backend == 1 and policy.pref["standard"] == 1
+    assert policy._pending[9][0] == 1  # the online correction learns from where it ran
+
+
+def test_at_risk_the_hot_cold_rule_avoids_the_hot_backend(toy_model):
+    policy = PredictiveRouter(
+        profiles([1.0, 1.0, 1.0]), model=toy_model, explore_s=1e9, at_risk="hotcold", lost_p=0.0
+    )
+    view = FakeView(3, now_s=1.0)
+    settle(policy, view, [300.0, 200.0, 250.0])
+    view.in_flight[:] = [2, 30, 3]  # b1 answers fastest but holds ten times the requests
+    tight = RequestInfo(1, 1.0, 4000, "premium", 60.0, 2000.0)  # no backend is likely
+    b = policy.choose(tight, view)
+    assert policy.last.reason == "hotcold_at_risk" and max(policy.last.p) < 0.95
+    assert b == 2  # cold ones: b0 and b2; b2 has the lower recent TTFT
+
+
+def test_power_of_d_choices_spreads_a_burst_over_every_backend(toy_model):
+    policy = PredictiveRouter(profiles([1.0, 2.0, 3.0]), model=toy_model, explore_s=1e9, choices=2)
+    view = FakeView(3, now_s=1.0)
+    settle(policy, view, [150.0, 150.0, 150.0])
+    sent = [0, 0, 0]
+    for rid in range(90):
+        b = policy.choose(request(rid, now=1.0), view)
+        sent[b] += 1
+    # the cheapest wins whenever it is drawn (two thirds of the pairs), the dearest never
+    assert sent[2] == 0 and 45 <= sent[0] <= 75, sent
+    with pytest.raises(ValueError, match="choices"):
+        PredictiveSettings(choices=1)
+    with pytest.raises(ValueError, match="at_risk"):
+        PredictiveSettings(at_risk="random")

@@ -1,6 +1,7 @@
 """The Router around the per-request predictive policy: decisions, ambiguity, escalation cap."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -175,3 +176,23 @@ def test_the_escalation_cap_is_hard_at_every_moment_and_in_every_window():
     first = EscalationCap(0.02)
     first.routed()
     assert not first.take()  # the first request cannot be 2% of one
+
+
+def test_an_overriding_agent_s_backend_is_what_the_router_counts():
+    def escalate(request: RouteRequest, decision: Decision) -> Decision:
+        return replace(decision, backend="b3")  # the agent overrides the policy's b1
+
+    views = [make_view(10.0, {"b0": 400.0, "b1": 300.0, "b2": 350.0, "b3": 900.0})]
+    router, view = make_router(escalate, views=views)
+    policy = router.policy
+    d = router.route(req(1), view, review=True)
+    assert d.backend == "b3"
+    assert policy.tracker.routed_since_scrape == [0, 0, 0, 1]
+    assert policy.pref["standard"] == 3 and policy.last.backend == 3
+    shares = router.shares
+    assert shares["b3"] > shares["b1"] and math.isclose(sum(shares.values()), 1.0)
+    # the simulator's entry (an alarm on b1 makes its pick ambiguous) counts it there too
+    router.on_telemetry([], arrivals=10, alarms={"b1": "anomaly"})
+    policy.pref.clear()
+    assert router.choose(req(2), view) == 3
+    assert policy.tracker.routed_since_scrape == [0, 0, 0, 2]

@@ -140,9 +140,10 @@ def run(args: argparse.Namespace) -> int:
             if config.escalation_mode == "advisory"
             else "override: the agent's accepted choice is routed"
         )
-        print(
-            f"\nEscalations to the router agent (offline reasoner; budget 5% of requests; {mode}):"
-        )
+        from agents.router import ESCALATION_CAP
+
+        cap = f"hard cap {ESCALATION_CAP:.0%} of requests"
+        print(f"\nEscalations to the router agent (offline reasoner; {cap}; {mode}):")
         print(escalation)
     monitor = format_monitor(demo)
     if monitor:

@@ -153,6 +153,13 @@ class FleetTracker:
         self.routed_since_scrape[b] += 1
         self.mean_input += 0.01 * (input_tokens - self.mean_input)
 
+    def unroute(self, b: int, input_tokens: int, now: float) -> None:
+        """Undo `on_route(b, input_tokens, now)` (the request went elsewhere after all)."""
+        self.recent_tokens[b] = max(0.0, self.recent(b, now) - input_tokens)
+        self.recent_t[b] = now
+        self.in_flight_tokens[b] = max(0, self.in_flight_tokens[b] - input_tokens)
+        self.routed_since_scrape[b] = max(0, self.routed_since_scrape[b] - 1)
+
     def on_complete(self, c: Completion) -> None:
         b = c.backend
         self.in_flight_tokens[b] = max(0, self.in_flight_tokens[b] - c.input_tokens)

@@ -29,6 +29,7 @@ Router (`agents.router`) escalates at most a hard-capped share of those.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import partial
@@ -53,14 +54,22 @@ from tools.routers.predictive.table import (
     PredictionTable,
     token_position,
 )
+from tools.routers.prequal import DEFAULT_Q_RIF, hcl_pick
 
+AT_RISK_RULES = ("likeliest", "hotcold")
 REASONS = (
     "cheapest_likely",
     "likeliest_at_risk",
+    "hotcold_at_risk",
+    "kept",
     "lost_everywhere",
     "explore",
     "only_candidate",
     "all_ejected",
+)
+
+AMBIGUITY_CHECKED = frozenset(
+    ("likeliest_at_risk", "hotcold_at_risk", "cheapest_likely", "lost_everywhere", "kept")
 )
 
 
@@ -106,6 +115,19 @@ class PredictiveSettings:
     geometric-mean violation ratio to the best anchor from 1.88 to 0.96; not yet the default:
     with it the CI eval's closed loop misses the drift in ci_gradual_drift (traffic leaves the
     drifting backend before the drift monitor has its evidence)."""
+    stick_p: float = 0.0
+    """Hysteresis: a request keeps its tier's previous backend unless the rule's pick is likelier
+    to meet the SLO there by more than this (0: off)."""
+    stick_cost: float = 0.0
+    """...or, both likely enough, cheaper by more than this share of the previous one's cost."""
+    at_risk: str = "likeliest"
+    """When no backend reaches `target`: "likeliest" (the highest probability) or "hotcold"
+    (Prequal's hot-cold rule on the router's requests in flight and each backend's recent TTFT,
+    for when the predictions are short of the target everywhere and least to be trusted)."""
+    choices: int = 0
+    """Decide among this many live backends drawn at random per request (0: all), the power of
+    d choices: with stale information, choosing the best of a few random candidates herds less
+    than choosing the best of all (Mitzenmacher, "How useful is old information?", 2000)."""
     scrape_refresh_s: float = 0.25
     """A scrape re-evaluates its backend's grid only if the last evaluation is at least this old
     (the scrape always updates the live state): a forest walk per backend per 50 ms poll would
@@ -133,10 +155,16 @@ class PredictiveSettings:
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.choices < 0 or self.choices == 1:
+            raise ValueError("choices must be 0 (all backends) or at least 2")
         if not self.risk_ratio >= 1.0:
             raise ValueError("risk_ratio must be >= 1")
         if not 0.0 <= self.correction_rate < 1.0:
             raise ValueError("correction_rate must lie in [0, 1)")
+        if not (0.0 <= self.stick_p <= 1.0 and 0.0 <= self.stick_cost < 1.0):
+            raise ValueError("stick_p must lie in [0, 1] and stick_cost in [0, 1)")
+        if self.at_risk not in AT_RISK_RULES:
+            raise ValueError(f"at_risk must be one of {AT_RISK_RULES}, got {self.at_risk!r}")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -225,6 +253,9 @@ class PredictiveRouter(PolicyBase):
         self.live = LiveOnly(n) if not s.use_model else None
         self.counts = {r: 0 for r in REASONS}
         self.ambiguous = 0
+        self._rng = random.Random(seed)
+        self.pref: dict[str, int] = {}
+        """Each tier's last routed backend (the hysteresis' incumbent)."""
 
     # -- signals ----------------------------------------------------------------------------------
     def on_tick(self, tick: object) -> None:
@@ -330,25 +361,54 @@ class PredictiveRouter(PolicyBase):
             p = self._p_model(request, inflight, matched, ejected)
         else:
             p = self.live.p(request, inflight, ejected)  # type: ignore[union-attr]
-        pick, reason = self._pick(p, cost, ejected, now, request)
+        pick, reason = self._pick(p, cost, ejected, now, request, inflight)
         amb = None
-        if reason in ("likeliest_at_risk", "cheapest_likely", "lost_everywhere"):
+        if reason in AMBIGUITY_CHECKED:
             amb = self._ambiguity(p, pick, ejected)
         if amb is not None:
             self.ambiguous += 1
         self.counts[reason] += 1
         self.last = Choice(pick, reason, amb, p, cost, ejected)
-        # bookkeeping of the request sent
-        tracker.on_route(pick, inp, now)
-        self.last_sent[pick] = now
-        if hashes:
-            self.prefix.add(hashes[:256], pick)
-        if self.table is not None and s.correction_rate > 0.0:
-            tok = self._tokens(inp, matched, pick)
-            d = inflight[pick] - self.table.base_in_flight[pick]
-            mt, me = self.table.raw_means(pick, tok, d)
-            self._pending[request.request_id] = (pick, mt, me)
+        self._sent(request, pick, now, inflight, matched)
         return pick
+
+    def _sent(
+        self,
+        request: RequestInfo,
+        b: int,
+        now: float,
+        inflight: Sequence[int],
+        matched: dict[int, int] | None,
+    ) -> None:
+        """Bookkeeping of a request sent to `b`: in flight, prefix index, hysteresis, pending
+        prediction for the online correction."""
+        self.tracker.on_route(b, request.input_tokens, now)
+        self.last_sent[b] = now
+        self.pref[request.tier] = b
+        hashes = request.prefix_hashes
+        if hashes:
+            self.prefix.add(hashes[:256], b)
+        if self.table is not None and self.settings.correction_rate > 0.0:
+            tok = self._tokens(request.input_tokens, matched, b)
+            d = inflight[b] - self.table.base_in_flight[b]
+            mt, me = self.table.raw_means(b, tok, d)
+            self._pending[request.request_id] = (b, mt, me)
+
+    def reroute(self, request: RequestInfo, view: RouterView, new: int) -> None:
+        """The request `choose` just sent to `self.last.backend` went to `new` instead (the
+        router agent overrode the pick): count it where it went (in flight, hysteresis, the
+        correction's pending prediction). The old backend's prefix index keeps the request's
+        blocks, as an approximate index may."""
+        old = self.last.backend
+        if new == old or not 0 <= new < self.n:
+            return
+        now = view.now_s
+        self.tracker.unroute(old, request.input_tokens, now)
+        self._pending.pop(request.request_id, None)
+        hashes = request.prefix_hashes
+        matched = self.prefix.match(hashes[:256]) if hashes else None
+        self.last.backend = new
+        self._sent(request, new, now, view.in_flight, matched)
 
     def _tokens(self, inp: int, matched: dict[int, int] | None, b: int) -> float:
         return prefill_tokens(inp, matched, b, self.settings.block_tokens)
@@ -394,6 +454,7 @@ class PredictiveRouter(PolicyBase):
         ejected: list[bool],
         now: float,
         request: RequestInfo,
+        inflight: Sequence[int],
     ) -> tuple[int, str]:
         s = self.settings
         n = self.n
@@ -411,11 +472,20 @@ class PredictiveRouter(PolicyBase):
             for b in live:
                 if now - self.last_sent[b] > s.explore_s:
                     return b, "explore"
+        if s.choices and len(live) > s.choices:
+            live = self._rng.sample(live, s.choices)
         top = max(live, key=lambda b: (p[b], -cost[b]))
         p_top = p[top]
         if p_top < s.lost_p:
             return min(live, key=lambda b: (p[b], cost[b])), "lost_everywhere"
+        prev = self.pref.get(request.tier, -1)
+        if prev >= 0 and ejected[prev]:
+            prev = -1
         if p_top < s.target:
+            if s.stick_p > 0.0 and prev >= 0 and p[prev] >= p_top - s.stick_p:
+                return prev, "kept"
+            if s.at_risk == "hotcold":
+                return self._hotcold(live, inflight), "hotcold_at_risk"
             return top, "likeliest_at_risk"
         # cheapest among the backends nearly as safe as the safest
         limit = (1.0 - p_top) * s.risk_ratio
@@ -425,7 +495,25 @@ class PredictiveRouter(PolicyBase):
                 key = (cost[b], -p[b])
                 if key < best_key:
                     best, best_key = b, key
+        if (
+            prev >= 0
+            and prev != best
+            and (s.stick_p > 0.0 or s.stick_cost > 0.0)
+            and p[prev] >= s.target
+            and p[prev] >= p[best] - s.stick_p
+            and cost[best] >= cost[prev] * (1.0 - s.stick_cost)
+        ):
+            return prev, "kept"
         return best, "cheapest_likely"
+
+    def _hotcold(self, live: list[int], rif: Sequence[int]) -> int:
+        """Prequal's hot-cold lexicographic rule (`tools.routers.prequal.hcl_pick`) on what this
+        router knows without probes: its requests in flight per backend (RIF) and each backend's
+        running average TTFT; hot is above the fleet's `DEFAULT_Q_RIF` quantile of RIF."""
+        tracker = self.tracker
+        pool = {b: [0.0, float(rif[b]), math.exp(tracker.log_ttft[b]), 1.0] for b in live}
+        rifs = sorted(v[1] for v in pool.values())
+        return hcl_pick(pool, rifs[int(DEFAULT_Q_RIF * (len(rifs) - 1))])
 
     def _ambiguity(self, p: list[float], pick: int, ejected: list[bool]) -> str | None:
         s = self.settings
