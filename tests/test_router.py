@@ -37,7 +37,7 @@ class _Fleet:
 
 
 def make_router(escalate=None, budget=None, views=(), **settings) -> tuple[Router, FakeView]:
-    policy = PredictiveRouter(profiles(), explore_s=1e9, **settings)
+    policy = PredictiveRouter(profiles(), explore_s=1e9, **{"choices": 0, **settings})
     router = Router(policy, _Fleet(views), escalate=escalate, escalation_budget=budget)
     view = FakeView(len(PRICES), now_s=1.0)
     view.backends = profiles()
