@@ -5,11 +5,17 @@ For every request and every backend the router reads, from the refresh grid
 end-to-end SLO there and does not fail: the latency model's calibrated distributions at the
 backend's live state, with the requests this router has sent or seen return since the last
 refresh counted exactly (so a burst does not herd onto the backend that looked idle at the last
-scrape). Then:
+scrape). Then, among `choices` live backends drawn at random for this request (the power of two
+choices: the model's view of a backend lags its load by a scrape and by its latency averages,
+and deciding among all of them on that view sent every request to one backend until it
+overloaded, then away for tens of seconds; two random candidates keep every backend fed and its
+averages fresh):
 
 * among backends whose probability is at least `target`, the one with the lowest expected cost
   (its prices x the request's prompt and the mean output seen so far); ties to the likelier;
-* when none reaches the target, the likeliest (the request is then *at risk*);
+* when none reaches the target, the likeliest (the request is then *at risk*), or with
+  `at_risk="hotcold"` Prequal's hot-cold rule; with `stick_p`/`stick_cost` > 0 a tier's previous
+  backend keeps the request unless the pick beats it by that margin (both off: measured worse);
 * failing backends are ejected as Envoy's outlier detection does (error share over a threshold,
   ejection time growing with each ejection, at most half the fleet at once), and a backend that
   holds requests but has said nothing (no completion, no scrape) for `silent_s` is treated as hung
