@@ -418,6 +418,7 @@ class Router(PolicyBase):
         p = getattr(choice, "p", None) or [math.nan] * n
         ejected = getattr(choice, "ejected", None) or [False] * n
         cost = getattr(choice, "cost", None) or [math.nan] * n
+        drawn = getattr(choice, "drawn", None)
         predictions = getattr(self.policy, "predictions", None)
         pred = predictions(request, view) if predictions is not None else [{}] * n
         target = getattr(getattr(self.policy, "settings", None), "target", math.nan)
@@ -430,6 +431,8 @@ class Router(PolicyBase):
                 note = ""
             elif ejected[b]:
                 note = "ejected"
+            elif drawn is not None and b not in drawn:
+                note = "not_drawn"
             elif p[b] < target:
                 note = "below_target"
             elif p[b] < p[pick]:

@@ -180,7 +180,7 @@ class PredictiveSettings:
 class Choice:
     """The last decision's reasoning, kept for the Router to turn into a `Decision`."""
 
-    __slots__ = ("ambiguous", "backend", "cost", "ejected", "p", "reason")
+    __slots__ = ("ambiguous", "backend", "cost", "drawn", "ejected", "p", "reason")
 
     def __init__(
         self,
@@ -190,8 +190,11 @@ class Choice:
         p: list[float] | None = None,
         cost: list[float] | None = None,
         ejected: list[bool] | None = None,
+        drawn: list[int] | None = None,
     ) -> None:
         self.backend = backend
+        self.drawn = drawn
+        """The backends the rule chose between (None: all of them)."""
         self.reason = reason
         self.ambiguous = ambiguous
         self.p = p or []
@@ -258,6 +261,7 @@ class PredictiveRouter(PolicyBase):
         self.counts = {r: 0 for r in REASONS}
         self.ambiguous = 0
         self._rng = random.Random(seed)
+        self._drawn: list[int] | None = None
         self.pref: dict[str, int] = {}
         """Each tier's last routed backend (the hysteresis' incumbent)."""
 
@@ -357,6 +361,7 @@ class PredictiveRouter(PolicyBase):
             p = self._p_model(request, inflight, matched, ejected)
         else:
             p = self.live.p(request, inflight, ejected)  # type: ignore[union-attr]
+        self._drawn = None
         pick, reason = self._pick(p, cost, ejected, now, request, inflight)
         amb = None
         if reason in AMBIGUITY_CHECKED:
@@ -364,7 +369,7 @@ class PredictiveRouter(PolicyBase):
         if amb is not None:
             self.ambiguous += 1
         self.counts[reason] += 1
-        self.last = Choice(pick, reason, amb, p, cost, ejected)
+        self.last = Choice(pick, reason, amb, p, cost, ejected, self._drawn)
         self._sent(request, pick, now, inflight, matched)
         return pick
 
@@ -470,6 +475,7 @@ class PredictiveRouter(PolicyBase):
                     return b, "explore"
         if s.choices and len(live) > s.choices:
             live = self._rng.sample(live, s.choices)
+            self._drawn = live
         top = max(live, key=lambda b: (p[b], -cost[b]))
         p_top = p[top]
         if p_top < s.lost_p:
