@@ -23,6 +23,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,14 @@ from tools.routers.base import (
 )
 from tools.routers.predictive import PredictiveRouter
 from tools.routers.predictive.prior import ForecastPrior
-from tools.routing import BackendInfo, Candidate, Decision, FleetView, RouteRequest
+from tools.routing import (
+    BackendInfo,
+    Candidate,
+    Decision,
+    DeferredDecision,
+    FleetView,
+    RouteRequest,
+)
 from tools.telemetry import TelemetryPoint
 
 Escalation = Callable[[RouteRequest, Decision], Decision]
@@ -358,7 +366,8 @@ class Router(PolicyBase):
         else:
             ts = request.arrival_s
         self._n += 1
-        return Decision(
+        return DeferredDecision.deferred(
+            self._deferred_candidates(request, view, pick, choice),
             decision_id=f"{self.id_prefix}{self._n}",
             request_id=request_id if request_id is not None else str(request.request_id),
             ts=ts,
@@ -369,7 +378,6 @@ class Router(PolicyBase):
             tier=request.tier,
             ambiguous=amb is not None,
             ambiguous_reason=amb,
-            candidates=self._candidates(request, view, pick, choice),
             model_version=self.view.model_version if self.view is not None else None,
         )
 
@@ -385,8 +393,8 @@ class Router(PolicyBase):
             self._shares = [1.0 / len(self._names)] * len(self._names)
         pick = self.policy.choose(request, view)
         shares = self._shares
-        for b in range(len(shares)):
-            shares[b] *= 1.0 - SHARE_DECAY
+        keep = 1.0 - SHARE_DECAY
+        shares[:] = [x * keep for x in shares]
         shares[pick] += SHARE_DECAY
         return pick
 
@@ -408,56 +416,72 @@ class Router(PolicyBase):
         stats.over_budget += 1
         return False
 
-    def _candidates(
+    def _deferred_candidates(
         self, request: RequestInfo, view: RouterView, pick: int, choice: Any
-    ) -> tuple[Candidate, ...]:
-        names = self._names
-        n = len(names)
-        fv = self.view
-        fc = fv.backends if fv is not None and len(fv.backends) == n else None
-        p = getattr(choice, "p", None) or [math.nan] * n
-        ejected = getattr(choice, "ejected", None) or [False] * n
-        cost = getattr(choice, "cost", None) or [math.nan] * n
-        drawn = getattr(choice, "drawn", None)
-        predictions = getattr(self.policy, "predictions", None)
-        pred = predictions(request, view) if predictions is not None else [{}] * n
+    ) -> Callable[[], tuple[Candidate, ...]]:
+        """The decision's candidates, built when first read from what the pick computed (its
+        probabilities, costs and ejections, the grid it read) and copies of the state that
+        moves on (traffic shares): the request path pays for a few list copies only."""
+        deferred = getattr(self.policy, "deferred_predictions", None)
+        pred = deferred(request, view) if deferred is not None else None
         target = getattr(getattr(self.policy, "settings", None), "target", math.nan)
-        out = []
-        nan = math.nan
-        for b in range(n):
-            if b == pick:
-                note = "chosen"
-            elif choice is None:
-                note = ""
-            elif ejected[b]:
-                note = "ejected"
-            elif drawn is not None and b not in drawn:
-                note = "not_drawn"
-            elif p[b] < target:
-                note = "below_target"
-            elif p[b] < p[pick]:
-                note = "less_likely"
-            else:
-                note = "costlier"
-            q = pred[b]
-            f = fc[b] if fc is not None else None
-            out.append(
-                Candidate(
-                    names[b],
-                    f.forecast_ms if f is not None else nan,
-                    f.forecast_lo_ms if f is not None else nan,
-                    f.forecast_hi_ms if f is not None else nan,
-                    cost[b],
-                    self._shares[b],
-                    bool(ejected[b]),
-                    p[b],
-                    q.get("ttft_ms", nan),
-                    q.get("ttft_lo_ms", nan),
-                    q.get("ttft_hi_ms", nan),
-                    q.get("e2e_ms", nan),
-                    q.get("e2e_lo_ms", nan),
-                    q.get("e2e_hi_ms", nan),
-                    note,
-                )
+        fv = self.view
+        return partial(_candidates, self._names, pick, choice, pred, target, self._shares[:], fv)
+
+
+def _candidates(
+    names: tuple[str, ...],
+    pick: int,
+    choice: Any,
+    pred: Callable[[], list[dict[str, float]]] | None,
+    target: float,
+    shares: list[float],
+    fv: FleetView | None,
+) -> tuple[Candidate, ...]:
+    """Every candidate of a decision, with the reason it was or was not picked."""
+    n = len(names)
+    fc = fv.backends if fv is not None and len(fv.backends) == n else None
+    p = getattr(choice, "p", None) or [math.nan] * n
+    ejected = getattr(choice, "ejected", None) or [False] * n
+    cost = getattr(choice, "cost", None) or [math.nan] * n
+    drawn = getattr(choice, "drawn", None)
+    predicted = pred() if pred is not None else [{}] * n
+    out = []
+    nan = math.nan
+    for b in range(n):
+        if b == pick:
+            note = "chosen"
+        elif choice is None:
+            note = ""
+        elif ejected[b]:
+            note = "ejected"
+        elif drawn is not None and b not in drawn:
+            note = "not_drawn"
+        elif p[b] < target:
+            note = "below_target"
+        elif p[b] < p[pick]:
+            note = "less_likely"
+        else:
+            note = "costlier"
+        q = predicted[b]
+        f = fc[b] if fc is not None else None
+        out.append(
+            Candidate(
+                names[b],
+                f.forecast_ms if f is not None else nan,
+                f.forecast_lo_ms if f is not None else nan,
+                f.forecast_hi_ms if f is not None else nan,
+                cost[b],
+                shares[b],
+                bool(ejected[b]),
+                p[b],
+                q.get("ttft_ms", nan),
+                q.get("ttft_lo_ms", nan),
+                q.get("ttft_hi_ms", nan),
+                q.get("e2e_ms", nan),
+                q.get("e2e_lo_ms", nan),
+                q.get("e2e_hi_ms", nan),
+                note,
             )
-        return tuple(out)
+        )
+    return tuple(out)

@@ -91,6 +91,34 @@ def test_apply_gives_sklearn_leaves_and_leaf_values_can_be_replaced(fitted, back
     assert np.array_equal(flat.predict(X[:5]), rf.predict(X[:5]))  # the original is untouched
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_leaf_means_over_blocks_equal_the_mean_of_each_trees_leaf(fitted, backend):
+    # blocks like the router's refresh grid: a base row repeated, two columns varied, the
+    # others constant within the block (one block ragged, one with a column on thresholds)
+    rf, X = fitted
+    flat = FlatForest.from_sklearn(rf, backend=backend)
+    rng = np.random.default_rng(5)
+    second = rng.normal(size=flat.n_nodes) ** 2
+    on_thr = _rows_on_thresholds(rf, 50, 6)
+    blocks = []
+    for k in range(7):
+        b = np.repeat(X[k * 11][None, :], 50, axis=0)
+        b[:, 0] = rng.normal(size=50)
+        b[:, 5 if k % 2 else 1] = on_thr[:, 5 if k % 2 else 1]
+        blocks.append(b)
+    rows = np.vstack(blocks)[:-13]
+    leaves = flat.apply(rows)
+    m1, m2 = flat.leaf_means(rows, second, block=50)
+    assert np.array_equal(m1, flat.value.take(leaves).mean(axis=0))
+    assert np.array_equal(m2, second.take(leaves).mean(axis=0))
+    assert np.array_equal(m1, rf.predict(rows))
+    # any block size gives the same numbers: it only decides which rows are walked together
+    for block in (1, 7, len(rows)):
+        assert np.array_equal(flat.leaf_means(rows, second, block)[1], m2)
+    with pytest.raises(ValueError):
+        flat.leaf_means(rows, second[:-1], 50)
+
+
 def test_walkers_agree():
     if not HAVE_NUMBA:
         pytest.skip("no numba")

@@ -7,7 +7,7 @@ construction. Untrusted input is checked where it enters (the Router, the ingest
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_SLA_MS = 300.0
@@ -131,3 +131,89 @@ class Decision:
             if c.backend == self.backend:
                 return c
         return None
+
+
+_CANDIDATES = Decision.__dict__["candidates"]  # the slot under `Decision.candidates`
+
+
+class DeferredDecision(Decision):
+    """A `Decision` whose candidates are built on first read (`.candidates`, equality, repr,
+    pickling, `dataclasses.asdict`/`replace`), then kept.
+
+    Why: a router decides in microseconds, while every candidate's prediction, interval and
+    reason costs tens more; most decisions of a replay are never read. `build` must compute
+    from values captured when the decision was made (never from live state), so a decision
+    read later says exactly what it would have said at once."""
+
+    __slots__ = ("_build",)
+
+    @classmethod
+    def deferred(
+        cls,
+        build: Callable[[], tuple[Candidate, ...]],
+        decision_id: str,
+        request_id: str,
+        ts: float,
+        backend: str,
+        policy: str,
+        reason: str,
+        sla_ms: float,
+        tier: str,
+        ambiguous: bool = False,
+        ambiguous_reason: str | None = None,
+        model_version: str | None = None,
+    ) -> Decision:
+        """The Decision with these fields whose candidates `build` returns when first read.
+        Built slot by slot (a frozen dataclass's `__init__` costs microseconds per decision)."""
+        d = object.__new__(cls)
+        s = _SETTERS
+        s[0](d, decision_id)
+        s[1](d, request_id)
+        s[2](d, ts)
+        s[3](d, backend)
+        s[4](d, policy)
+        s[5](d, reason)
+        s[6](d, sla_ms)
+        s[7](d, tier)
+        s[8](d, ambiguous)
+        s[9](d, ambiguous_reason)
+        s[10](d, ())
+        s[11](d, model_version)
+        s[12](d, build)
+        return d
+
+    @property  # type: ignore[override]
+    def candidates(self) -> tuple[Candidate, ...]:
+        build = getattr(self, "_build", None)
+        if build is not None:
+            _CANDIDATES.__set__(self, tuple(build()))
+            object.__setattr__(self, "_build", None)
+        return _CANDIDATES.__get__(self)  # type: ignore[no-any-return]
+
+    @candidates.setter
+    def candidates(self, value: tuple[Candidate, ...]) -> None:
+        # only Decision.__init__ (through object.__setattr__) gets here: the class is frozen
+        _CANDIDATES.__set__(self, value)
+
+
+_DEFERRED_ORDER = (
+    "decision_id",
+    "request_id",
+    "ts",
+    "backend",
+    "policy",
+    "reason",
+    "sla_ms",
+    "tier",
+    "ambiguous",
+    "ambiguous_reason",
+    "candidates",
+    "model_version",
+)
+if set(_DEFERRED_ORDER) != set(Decision.__dataclass_fields__):  # pragma: no cover
+    raise TypeError("DeferredDecision.deferred must set every field of Decision")
+_SETTERS = (
+    *(Decision.__dict__[f].__set__ for f in _DEFERRED_ORDER),
+    DeferredDecision.__dict__["_build"].__set__,
+)
+"""Slot setters of `DeferredDecision.deferred`, in the order of Decision's fields, then _build."""

@@ -7,6 +7,7 @@ decision and trace writers (bounded by 2.5 s). Together: done within 10 s.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import sys
@@ -34,6 +35,12 @@ def serve(config: ServeConfig) -> int:
     service = Service(config)
     service.open()  # a bad database or fleet file fails here, before anything listens
     app = create_app(config, service)
+    # What is loaded by now (modules, models, graphs: ~275,000 objects) lives as long as the
+    # process: keep it out of the cyclic collector, whose full passes over it took 0.4 s on
+    # this machine, a pause that every request in flight waited through (route p99 at
+    # concurrency 64 was 0.5 s). Later collections scan only what serving creates.
+    gc.collect()
+    gc.freeze()
     sock = bind(config.host, config.port)
     port = sock.getsockname()[1]
     print(f"arcpoint serve: listening on http://{config.host}:{port}", flush=True)

@@ -80,6 +80,7 @@ class Service:
         self.monitor_state: dict[str, Any] = {}
         self._routed = 0
         self._decision_counters: dict[tuple[str, str], Any] = {}
+        self._ambiguous_counters: dict[str, Any] = {}
         self.forecast_history: list[dict[str, Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -238,7 +239,11 @@ class Service:
                 self._decision_counters[key] = counter
         counter.inc()
         if decision.ambiguous:
-            m.ambiguous.labels(decision.ambiguous_reason or "unspecified").inc()
+            why = decision.ambiguous_reason or "unspecified"
+            child = self._ambiguous_counters.get(why)
+            if child is None:
+                child = self._ambiguous_counters[why] = m.ambiguous.labels(why)
+            child.inc()
         return decision, escalated, recorded
 
     def _count_escalation(self, before: Decision, after: Decision) -> None:

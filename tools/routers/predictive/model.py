@@ -52,11 +52,16 @@ class MomentForest:
     second: np.ndarray
     z: np.ndarray
 
-    def moments(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mu, sd) of the target for each row."""
-        leaves = self.forest.apply(X)
-        m1 = self.forest.value.take(leaves).mean(axis=0)
-        m2 = self.second.take(leaves).mean(axis=0)
+    def moments(self, X: np.ndarray, block: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sd) of the target for each row. `block`: X is consecutive blocks of that many
+        rows, each varying a few columns (the refresh grid; `FlatForest.leaf_means`, same
+        numbers, several times faster)."""
+        if block:
+            m1, m2 = self.forest.leaf_means(X, self.second, block)
+        else:
+            leaves = self.forest.apply(X)
+            m1 = self.forest.value.take(leaves).mean(axis=0)
+            m2 = self.second.take(leaves).mean(axis=0)
         sd = np.sqrt(np.maximum(m2 - m1 * m1, 0.0))
         return m1, np.maximum(sd, MIN_SD)
 
@@ -66,13 +71,21 @@ class MomentForest:
         missing an SLO stay comparable, never exactly 0 or 1, however far out a row lies)."""
         t = np.asarray(t, dtype=np.float64)
         z, probs = self.z, CAL_PROBS
-        mid = np.interp(t, z, probs)
-        lo_z, hi_z = min(float(z[0]), -1.0), max(float(z[-1]), 1.0)
-        with np.errstate(over="ignore"):
-            upper = 1.0 - (1.0 - probs[-1]) * np.exp(-(t * t - hi_z * hi_z) / 2.0)
-            lower = probs[0] * np.exp(-(t * t - lo_z * lo_z) / 2.0)
-        return np.where(t > z[-1], np.maximum(upper, probs[-1]),
-                        np.where(t < z[0], np.minimum(lower, probs[0]), mid))  # fmt: skip
+        out = np.interp(t, z, probs)
+        # the tails are computed only when some t lies in them (most grids: none)
+        above = t > z[-1]
+        if above.any():
+            hi_z = max(float(z[-1]), 1.0)
+            with np.errstate(over="ignore"):
+                upper = 1.0 - (1.0 - probs[-1]) * np.exp(-(t * t - hi_z * hi_z) / 2.0)
+            out = np.where(above, np.maximum(upper, probs[-1]), out)
+        below = t < z[0]
+        if below.any():
+            lo_z = min(float(z[0]), -1.0)
+            with np.errstate(over="ignore"):
+                lower = probs[0] * np.exp(-(t * t - lo_z * lo_z) / 2.0)
+            out = np.where(below, np.minimum(lower, probs[0]), out)
+        return out
 
     def zq(self, p: float) -> float:
         """The calibrated quantile of the standardised residual at probability p."""
@@ -126,10 +139,13 @@ class LatencyModel:
         _arrays, meta = self.to_arrays()
         self.version_id = meta["version_id"]
 
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) in log ms for each row."""
-        mt, st = self.ttft.moments(X)
-        me, se = self.e2e.moments(X)
+    def predict(
+        self, X: np.ndarray, block: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) in log ms for each row (`block`: see
+        `MomentForest.moments`)."""
+        mt, st = self.ttft.moments(X, block)
+        me, se = self.e2e.moments(X, block)
         return mt, st, me, se
 
     def p_meet(

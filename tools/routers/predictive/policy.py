@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 
 from tools.routers.base import (
     BackendProfile,
@@ -55,6 +56,7 @@ from tools.routers.predictive.table import (
     D_MIN,
     DELTA_POSITION,
     ND,
+    GridSnapshot,
     PredictionTable,
     token_position,
 )
@@ -255,6 +257,8 @@ class PredictiveRouter(PolicyBase):
         self._pending: dict[int, tuple[int, float, float]] = {}
         """request id -> (backend, predicted mean log TTFT, log e2e) for the correction."""
         self._loosest = 0.0
+        self._matched: dict[int, int] | None = None
+        """Prefix blocks each backend held for the last request, as its pick saw them."""
         self.refreshes = 0
         self.last = Choice()
         self.live = LiveOnly(n) if not s.use_model else None
@@ -324,6 +328,21 @@ class PredictiveRouter(PolicyBase):
         self.ejected_until[b] = now + min(s.max_ejection_s, s.base_ejection_s * self.ejections[b])
         self._readmit[b] = True
 
+    def _probation(self, view: RouterView, ejected: list[bool]) -> None:
+        """Backends back from ejection come back with a clean error record, as Envoy's hosts
+        do, but on probation (a half-open circuit breaker): one request at a time until one
+        succeeds, so a backend that is still hung swallows one request, not a flood."""
+        inflight = view.in_flight
+        tracker = self.tracker
+        for b in range(self.n):
+            if self._readmit[b] and not ejected[b]:
+                self._readmit[b] = False
+                self.probation[b] = True
+                tracker.err[b] = tracker.hard_err[b] = 0.0
+                self._refresh(view, (b,))
+            if self.probation[b] and inflight[b] > 0:
+                ejected[b] = True
+
     # -- the hot path -----------------------------------------------------------------------------
     def choose(self, request: RequestInfo, view: RouterView) -> int:
         now = view.now_s
@@ -335,28 +354,21 @@ class PredictiveRouter(PolicyBase):
             self._refresh(view, range(n))
         ej = self.ejected_until
         tracker = self.tracker
+        ejected = [u > now for u in ej]
+        if True in self._readmit or True in self.probation:
+            self._probation(view, ejected)
         heard = tracker.heard_s
-        ejected = [ej[b] > now for b in range(n)]
+        silent_s = s.silent_s
         for b in range(n):
-            if self._readmit[b] and not ejected[b]:
-                # Back from ejection with a clean error record, as Envoy's hosts come back, but
-                # on probation (a half-open circuit breaker): one request at a time until one
-                # succeeds, so a backend that is still hung swallows one request, not a flood.
-                self._readmit[b] = False
-                self.probation[b] = True
-                tracker.err[b] = tracker.hard_err[b] = 0.0
-                self._refresh(view, (b,))
-            if self.probation[b] and inflight[b] > 0:
-                ejected[b] = True
-            if not ejected[b] and inflight[b] and now - heard[b] > s.silent_s:
+            if inflight[b] and not ejected[b] and now - heard[b] > silent_s:
                 self._eject(b, now)
                 ejected[b] = ej[b] > now
         inp = request.input_tokens
         hashes = request.prefix_hashes
         matched = self.prefix.match(hashes[:256]) if hashes else None
+        self._matched = matched
         mo = tracker.mean_output
-        cin, cout = self.cin, self.cout
-        cost = [cin[b] * inp + cout[b] * mo for b in range(n)]
+        cost = [ci * inp + co * mo for ci, co in zip(self.cin, self.cout, strict=True)]
         if self.table is not None:
             p = self._p_model(request, inflight, matched, ejected)
         else:
@@ -412,9 +424,7 @@ class PredictiveRouter(PolicyBase):
         self._sent(request, new, now, view.in_flight, matched)
 
     def _tokens(self, inp: int, matched: dict[int, int] | None, b: int) -> float:
-        if not matched:
-            return float(inp)
-        return float(max(1, inp - matched.get(b, 0) * self.settings.block_tokens))
+        return prefill_tokens(inp, matched, b, self.settings.block_tokens)
 
     def _p_model(
         self,
@@ -427,14 +437,16 @@ class PredictiveRouter(PolicyBase):
         assert table is not None
         tabs = table.p_table(request.ttft_slo_ms, request.e2e_slo_ms)
         base = table.base_in_flight
-        out = []
-        i, f = token_position(request.input_tokens)
+        out: list[float] = []
+        put = out.append
+        inp = request.input_tokens
+        i, f = token_position(inp)
         for b in range(self.n):
             if ejected[b]:
-                out.append(0.0)
+                put(0.0)
                 continue
             if matched:
-                i, f = token_position(self._tokens(request.input_tokens, matched, b))
+                i, f = token_position(self._tokens(inp, matched, b))
             d = inflight[b] - base[b]
             if d > D_MAX or d < D_MIN:
                 self._due[b] = 0.0  # off the grid: refreshed at the next completion
@@ -445,7 +457,7 @@ class PredictiveRouter(PolicyBase):
             c = a + ND
             lo = row[a] + (row[a + 1] - row[a]) * g
             hi = row[c] + (row[c + 1] - row[c]) * g
-            out.append(lo + (hi - lo) * f)
+            put(lo + (hi - lo) * f)
         return out
 
     def _pick(
@@ -550,29 +562,71 @@ class PredictiveRouter(PolicyBase):
 
     # -- for decisions and logs ------------------------------------------------------------------
     def predictions(self, request: RequestInfo, view: RouterView) -> list[dict[str, float]]:
-        """Per backend, the predicted TTFT and e2e medians and 80% intervals (ms) and P(meet SLO)
-        for `request`, as the last refresh sees the fleet now."""
-        if self.table is None or not self.table.mt:
-            return [{} for _ in range(self.n)]
-        zt, ze = self.table.quantiles
+        """Per backend, the predicted TTFT and e2e medians and 80% intervals (ms) for `request`,
+        as the last refresh sees the fleet now."""
         hashes = request.prefix_hashes
         matched = self.prefix.match(hashes[:256]) if hashes else None
-        out = []
-        for b in range(self.n):
-            tok = self._tokens(request.input_tokens, matched, b)
-            d = view.in_flight[b] - self.table.base_in_flight[b]
-            mt, st, me, se = self.table.moments(b, tok, d)
-            out.append(
-                {
-                    "ttft_lo_ms": math.exp(mt + st * zt[0]),
-                    "ttft_ms": math.exp(mt + st * zt[1]),
-                    "ttft_hi_ms": math.exp(mt + st * zt[2]),
-                    "e2e_lo_ms": math.exp(me + se * ze[0]),
-                    "e2e_ms": math.exp(me + se * ze[1]),
-                    "e2e_hi_ms": math.exp(me + se * ze[2]),
-                }
-            )
-        return out
+        return self._predictions(request.input_tokens, matched, view)()
+
+    def deferred_predictions(
+        self, request: RequestInfo, view: RouterView
+    ) -> Callable[[], list[dict[str, float]]]:
+        """`predictions` for the request just chosen, as its pick saw the fleet (grid, requests
+        in flight, prefix blocks held), computed when the returned function is called: the
+        request path only copies a few lists."""
+        return self._predictions(request.input_tokens, self._matched, view)
+
+    def _predictions(
+        self, input_tokens: int, matched: dict[int, int] | None, view: RouterView
+    ) -> Callable[[], list[dict[str, float]]]:
+        if self.table is None:
+            return partial(_no_predictions, self.n)
+        return partial(
+            _predicted,
+            self.table.quantiles,
+            self.table.snapshot(),
+            input_tokens,
+            matched,
+            self.settings.block_tokens,
+            list(view.in_flight),
+        )
+
+
+def prefill_tokens(inp: int, matched: dict[int, int] | None, b: int, block_tokens: int) -> float:
+    """Prompt tokens backend b must prefill, less the leading blocks it holds (`matched`)."""
+    if not matched:
+        return float(inp)
+    return float(max(1, inp - matched.get(b, 0) * block_tokens))
+
+
+def _no_predictions(n: int) -> list[dict[str, float]]:
+    return [{} for _ in range(n)]
+
+
+def _predicted(
+    quantiles: tuple[tuple[float, ...], ...],
+    grid: GridSnapshot,
+    input_tokens: int,
+    matched: dict[int, int] | None,
+    block_tokens: int,
+    inflight: list[int],
+) -> list[dict[str, float]]:
+    zt, ze = quantiles
+    out = []
+    for b, in_flight in enumerate(inflight):
+        tok = prefill_tokens(input_tokens, matched, b, block_tokens)
+        mt, st, me, se = grid.moments(b, tok, in_flight - grid.base_in_flight[b])
+        out.append(
+            {
+                "ttft_lo_ms": math.exp(mt + st * zt[0]),
+                "ttft_ms": math.exp(mt + st * zt[1]),
+                "ttft_hi_ms": math.exp(mt + st * zt[2]),
+                "e2e_lo_ms": math.exp(me + se * ze[0]),
+                "e2e_ms": math.exp(me + se * ze[1]),
+                "e2e_hi_ms": math.exp(me + se * ze[2]),
+            }
+        )
+    return out
 
 
 class LiveOnly:

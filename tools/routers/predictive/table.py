@@ -74,8 +74,8 @@ class PredictionTable:
         "n",
         "p",
         "quantiles",
-        "rows",
         "se",
+        "snap",
         "st",
     )
 
@@ -93,9 +93,8 @@ class PredictionTable:
         self.me_raw: list[list[float]] = [[0.0] * k for _ in range(n)]
         self.fail = [0.0] * n
         self.p: dict[tuple[float, float], list[list[float]]] = {}
-        self.rows: list[tuple[list[float], ...] | None] = [None] * n
-        """(mt, st, me, se) of each backend as lists, made on first use after a refresh: a
-        decision reads 16 cells, which costs less from lists than from numpy scalars."""
+        self.snap: GridSnapshot | None = None
+        """The grids since the last refresh, for decisions (`snapshot`); None: not taken yet."""
         self.quantiles = tuple(
             tuple(part.zq(q) for q in (0.1, 0.5, 0.9)) for part in (model.ttft, model.e2e)
         )
@@ -117,11 +116,12 @@ class PredictionTable:
         pair seen so far are brought up to date at once, so requests never pay for it."""
         if not backends:
             return
+        self.snap = None
         rows = [
             vary(tracker.row(b, view, 0.0), TOKEN_GRID, DELTAS, tracker.mean_input)
             for b in backends
         ]
-        mt, st, me, se = self.model.predict(np.vstack(rows))
+        mt, st, me, se = self.model.predict(np.vstack(rows), block=NT * ND)
         k = NT * ND
         for i, b in enumerate(backends):
             sl = slice(i * k, (i + 1) * k)
@@ -133,7 +133,6 @@ class PredictionTable:
             self.me_raw[b] = me[sl].tolist()
             self.fail[b] = min(max(fail[b], 0.0), 1.0)
             self.base_in_flight[b] = view.in_flight[b]
-            self.rows[b] = None
             for key, tabs in self.p.items():
                 tabs[b] = self._p(b, key)
 
@@ -158,15 +157,51 @@ class PredictionTable:
         j, g = DELTA_POSITION[min(max(delta, D_MIN), D_MAX) - D_MIN]
         a = i * ND + j
         c = a + ND
-        out = []
-        for arr in (self.mt_raw[b], self.me_raw[b]):
-            lo = arr[a] + (arr[a + 1] - arr[a]) * g
-            hi = arr[c] + (arr[c + 1] - arr[c]) * g
-            out.append(lo + (hi - lo) * f)
-        return out[0], out[1]
+        t = self.mt_raw[b]
+        e = self.me_raw[b]
+        lo = t[a] + (t[a + 1] - t[a]) * g
+        hi = t[c] + (t[c + 1] - t[c]) * g
+        lo_e = e[a] + (e[a + 1] - e[a]) * g
+        hi_e = e[c] + (e[c + 1] - e[c]) * g
+        return lo + (hi - lo) * f, lo_e + (hi_e - lo_e) * f
 
     def moments(self, b: int, tokens: float, delta: int) -> tuple[float, float, float, float]:
         """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) for backend b, interpolated (decisions, logs)."""
+        return self.snapshot().moments(b, tokens, delta)
+
+    def snapshot(self) -> GridSnapshot:
+        """The grids as they are now, for a decision whose predictions are computed when it is
+        read: list copies (a refresh replaces arrays, never edits them) taken once per refresh."""
+        snap = self.snap
+        if snap is None:
+            snap = GridSnapshot(
+                self.mt[:], self.st[:], self.me[:], self.se[:], self.base_in_flight[:]
+            )
+            self.snap = snap
+        return snap
+
+
+class GridSnapshot:
+    """`PredictionTable.snapshot`: per backend, the grid arrays and in-flight count at refresh."""
+
+    __slots__ = ("base_in_flight", "me", "mt", "rows", "se", "st")
+
+    def __init__(
+        self,
+        mt: list[np.ndarray],
+        st: list[np.ndarray],
+        me: list[np.ndarray],
+        se: list[np.ndarray],
+        base_in_flight: list[int],
+    ) -> None:
+        self.mt, self.st, self.me, self.se = mt, st, me, se
+        self.base_in_flight = base_in_flight
+        self.rows: list[tuple[list[float], ...] | None] = [None] * len(mt)
+        """(mt, st, me, se) of each backend as lists, made on first use: a decision reads 16
+        cells, which costs less from lists than from numpy scalars."""
+
+    def moments(self, b: int, tokens: float, delta: int) -> tuple[float, float, float, float]:
+        """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) for backend b, interpolated."""
         i, f = token_position(tokens)
         j, g = DELTA_POSITION[min(max(delta, D_MIN), D_MAX) - D_MIN]
         a, c = i * ND + j, (i + 1) * ND + j
