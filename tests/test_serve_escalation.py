@@ -18,22 +18,19 @@ from arcpoint.serve.service import Service
 REQUESTS = 120
 
 
-class SlowReasoner:
-    """The offline reasoner behind a gate: no answer until the test opens it (a model stuck
-    on a slow network call)."""
-
-    name = "slow"
-    model_id = "slow-reasoner-1"
-    cost_basis = "offline:free"
+class SlowReasoner(OfflineModel):
+    """The offline reasoner (the service's default, which runs in process) behind a gate: no
+    answer until the test opens it, as if one run took far longer than the deadline."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.gate = threading.Event()
         self.calls = 0
 
     def next_turn(self, request: Any) -> Any:
         self.calls += 1
         self.gate.wait(30)
-        return OfflineModel().next_turn(request)
+        return super().next_turn(request)
 
 
 def test_route_takes_the_routers_pick_at_once_while_the_agent_is_busy(tmp_path, monkeypatch):
