@@ -36,6 +36,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal, NotRequired, Protocol, Required, TypedDict
 
+import orjson
 import sqlite_utils
 from pydantic import BaseModel, Field
 
@@ -160,24 +161,29 @@ def _num(x: float) -> float | None:
 
 
 def decision_row(decision: Any, *, run_id: str | None = None) -> DecisionRow:
-    """A `DecisionRow` from a `tools.routing.Decision`; the prediction is the chosen candidate's."""
+    """A `DecisionRow` from a `tools.routing.Decision`; the prediction is the chosen candidate's.
+
+    The candidates are encoded by orjson, which writes NaN and infinities as null itself: a
+    serving process builds this row for every decision (on its writer thread, but holding the
+    GIL the event loop needs), and the stdlib encoder with a finiteness check per field cost
+    about 20 us of it."""
     chosen = decision.chosen
     candidates = [
         {
             "backend": c.backend,
-            "forecast_ms": _num(c.forecast_ms),
-            "lo_ms": _num(c.lo_ms),
-            "hi_ms": _num(c.hi_ms),
-            "cost": _num(c.cost_per_request),
+            "forecast_ms": c.forecast_ms,
+            "lo_ms": c.lo_ms,
+            "hi_ms": c.hi_ms,
+            "cost": c.cost_per_request,
             "share": c.share,
             "ejected": c.ejected,
-            "p_meet_slo": _num(c.p_meet_slo),
-            "ttft_ms": _num(c.ttft_ms),
-            "ttft_lo_ms": _num(c.ttft_lo_ms),
-            "ttft_hi_ms": _num(c.ttft_hi_ms),
-            "e2e_ms": _num(c.e2e_ms),
-            "e2e_lo_ms": _num(c.e2e_lo_ms),
-            "e2e_hi_ms": _num(c.e2e_hi_ms),
+            "p_meet_slo": c.p_meet_slo,
+            "ttft_ms": c.ttft_ms,
+            "ttft_lo_ms": c.ttft_lo_ms,
+            "ttft_hi_ms": c.ttft_hi_ms,
+            "e2e_ms": c.e2e_ms,
+            "e2e_lo_ms": c.e2e_lo_ms,
+            "e2e_hi_ms": c.e2e_hi_ms,
             "note": c.note,
         }
         for c in decision.candidates
@@ -197,7 +203,7 @@ def decision_row(decision: Any, *, run_id: str | None = None) -> DecisionRow:
         predicted_latency_ms=_num(chosen.forecast_ms) if chosen else None,
         predicted_lo_ms=_num(chosen.lo_ms) if chosen else None,
         predicted_hi_ms=_num(chosen.hi_ms) if chosen else None,
-        candidates=_encode(candidates),
+        candidates=orjson.dumps(candidates).decode(),
         run_id=run_id,
     )
 

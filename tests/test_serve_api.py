@@ -342,3 +342,32 @@ def test_the_scheduled_monitors_run_and_report(tmp_path):
         assert 'arcpoint_monitor_runs_total{monitor="monitor_pass",result="ok"} 1.0' in (
             c.get("/metrics").text
         )
+
+
+@pytest.mark.parametrize("policy", ["predictive", "peak_ewma"])
+def test_the_answers_p_meet_slo_is_the_stored_decisions(tmp_path, policy):
+    # The answer reads the chosen backend's probability from what the pick computed; the stored
+    # decision's candidates are built later on the writer's thread. Both must say the same.
+    from context_api.agent_tools.base import p_over
+
+    app = create_app(_config(tmp_path, policy=policy))
+    with TestClient(app) as c:
+        c.app.state.service.adapter.tick([], 0, {})
+        answers = [
+            _route(c, tier=("premium", "standard", "batch")[i % 3], input_tokens=300 * i)
+            for i in range(24)
+        ]
+        app.state.service.writer.flush_through(app.state.service.writer.submitted)
+        for d in answers:
+            stored = c.get(f"/v1/decisions/{d['decision_id']}").json()
+            chosen = next(x for x in stored["candidates"] if x["backend"] == d["backend"])
+            expected = chosen["p_meet_slo"]
+            if expected is None and chosen["forecast_ms"] is not None:
+                over = p_over(chosen["forecast_ms"], chosen["lo_ms"], chosen["hi_ms"], d["sla_ms"])
+                expected = None if over is None else 1.0 - over
+            if expected is None:
+                assert d["p_meet_slo"] is None, (d, chosen)
+            else:
+                assert d["p_meet_slo"] == pytest.approx(expected, abs=1e-6), (d, chosen)
+    if policy == "predictive":
+        assert all(0.0 < d["p_meet_slo"] < 1.0 for d in answers if not d["escalated"])

@@ -62,15 +62,22 @@ class RouteInput:
 def p_meet_slo(decision: Decision) -> float | None:
     """The router's probability that the request meets its SLO on the chosen backend; without
     one (a baseline policy), the 5-minute forecast interval read as Gaussian; None without
-    either."""
+    either. Reads the decision's candidates (built on first read): see `RouterAdapter.p_meet_slo`
+    for the request path."""
     c = decision.chosen
     if c is None:
         return None
-    if math.isfinite(c.p_meet_slo):
-        return c.p_meet_slo
-    if not (math.isfinite(c.forecast_ms) and math.isfinite(c.lo_ms)):
+    return _p_meet(c.p_meet_slo, c.forecast_ms, c.lo_ms, c.hi_ms, decision.sla_ms)
+
+
+def _p_meet(
+    p: float, forecast_ms: float, lo_ms: float, hi_ms: float, sla_ms: float
+) -> float | None:
+    if math.isfinite(p):
+        return p
+    if not (math.isfinite(forecast_ms) and math.isfinite(lo_ms)):
         return None
-    over = p_over(c.forecast_ms, c.lo_ms, c.hi_ms, decision.sla_ms)
+    over = p_over(forecast_ms, lo_ms, hi_ms, sla_ms)
     return None if over is None else 1.0 - over
 
 
@@ -95,6 +102,8 @@ class RouterAdapter:
         self._prefix = f"s{secrets.token_hex(4)}-"
         self.router.id_prefix = self._prefix
         self.router.start_ts = 0.0  # the live view's clock is unix time: stamp arrivals
+        self._names = {b.name: i for i, b in enumerate(view.backends)}
+        self._last: tuple[Decision | None, object] = (None, None)
         self.requests = 0
         """Requests routed; the latest one's number is its id for the router's live state."""
 
@@ -121,8 +130,33 @@ class RouterAdapter:
         )
         wanted = self._hook.wanted
         self._hook.wanted = False
+        self._last = (decision, getattr(self.router.policy, "last", None))
         request = RouteRequest(decision.request_id, req.tier, req.sla_ms, req.metadata, decision.ts)
         return decision, request, wanted
+
+    def p_meet_slo(self, decision: Decision) -> float | None:
+        """`p_meet_slo(decision)` without building the decision's candidates on the request
+        path: for the decision `route` just made, the chosen backend's figures are read from
+        what the pick computed (the policy's `last` choice, the tick's fleet view), the values
+        the candidates are built from; the candidates themselves (every backend's predictions
+        and notes) are built later on the decision writer's thread. Any other decision (the
+        router agent's, after an escalation) reads its candidates."""
+        last, choice = self._last
+        if decision is not last:
+            return p_meet_slo(decision)
+        names = self._names
+        pick = names.get(decision.backend, -1)
+        if choice is not None and getattr(choice, "backend", pick) != pick:
+            return p_meet_slo(decision)  # a policy that does not keep its last choice
+        ps = getattr(choice, "p", None)
+        p = ps[pick] if ps and pick >= 0 else math.nan
+        if math.isfinite(p):
+            return p
+        fv = self.router.view
+        if fv is None or len(fv.backends) != len(names) or pick < 0:
+            return None
+        b = fv.backends[pick]
+        return _p_meet(p, b.forecast_ms, b.forecast_lo_ms, b.forecast_hi_ms, decision.sla_ms)
 
     async def escalate(self, request: RouteRequest, decision: Decision) -> Decision:
         """Ask the router agent (on its worker thread), waiting at most its deadline."""

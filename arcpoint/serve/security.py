@@ -84,6 +84,7 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,9 +133,18 @@ class BodyLimit:
             if self.metrics is not None:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
-                m = self.metrics
-                m.http.labels(template, scope.get("method", ""), str(status[0])).inc()
-                m.http_latency.labels(template).observe(time.perf_counter() - start)
+                key = (template, scope.get("method", ""), status[0])
+                children = self._children.get(key)
+                if children is None:  # labels() takes a lock and builds a key: once per series
+                    m = self.metrics
+                    children = (
+                        m.http.labels(template, key[1], str(status[0])),
+                        m.http_latency.labels(template),
+                    )
+                    if len(self._children) < 4096:  # templates x methods x codes: bounded
+                        self._children[key] = children
+                children[0].inc()
+                children[1].observe(time.perf_counter() - start)
 
     async def _reject(self, send: Send, length: int) -> None:
         if self.metrics is not None:

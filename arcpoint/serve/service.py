@@ -273,7 +273,12 @@ class Service:
         assert self.store is not None
         self.store.insert_decisions([decision_row(d) for d in decisions])
 
-    p_meet_slo = staticmethod(p_meet_slo)
+    def p_meet_slo(self, decision: Decision) -> float | None:
+        """The chosen backend's probability of meeting the SLO, without building the
+        decision's candidates on the request path (`RouterAdapter.p_meet_slo`)."""
+        if self.adapter is None:
+            return p_meet_slo(decision)
+        return self.adapter.p_meet_slo(decision)
 
     # -- outcomes -----------------------------------------------------------------------------
 
