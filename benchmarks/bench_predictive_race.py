@@ -3,6 +3,7 @@
     python benchmarks/bench_predictive_race.py [--seeds N] [--scenarios A,B] [--json PATH]
     python benchmarks/bench_predictive_race.py --dev 950000:950012 [--variants JSON]
     python benchmarks/bench_predictive_race.py --first-seed 950000 --seeds 3 [--variants JSON]
+    python benchmarks/bench_predictive_race.py --seeds 2 --anchors '' --variants JSON  (ablation)
 
 Default: the demo's ten scenarios (`tools.sim.scenario.SCENARIOS`) x N seeds x the anchors
 (least_request, peak_ewma, prequal, c3, llmd) and `predictive`, through `tools.sim.simulate`
@@ -92,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev", metavar="LO:HI", help="random held-out runs instead of scenarios")
     ap.add_argument("--variants", default='{"predictive": {}}', help="JSON name -> settings")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument(
+        "--anchors",
+        default=",".join(ANCHORS),
+        help="comma-separated anchors to race (default all five; empty: the variants alone, "
+        "means only, e.g. an ablation whose anchors `arcpoint demo` already ran)",
+    )
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument(
         "--reuse",
@@ -121,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
                 _TRACES[src] = trace_for(src)
         first = args.first_seed
         cells = [(s, first + k) for s in names for k in range(args.seeds)]
-    policies = [*ANCHORS, *_VARIANTS]
+    anchors = tuple(a for a in args.anchors.split(",") if a)
+    unknown = sorted(set(anchors) - set(ANCHORS))
+    if unknown:
+        ap.error(f"unknown anchor(s) {unknown}; known: {', '.join(ANCHORS)}")
+    policies = [*anchors, *_VARIANTS]
     res: dict[tuple[str, int], dict[str, dict[str, float]]] = {}
     for path in args.reuse:
         for key, runs in json.loads(Path(path).read_text()).items():
@@ -151,17 +162,20 @@ def main(argv: list[str] | None = None) -> int:
         flaps: dict[str, list[float]] = {v: [] for v in _VARIANTS}
         means = {p: float(np.mean([res[k][p]["sla_violation_pct"] for k in keys]))
                  for p in policies}  # fmt: skip
+        line = f"{group:18s} " + " ".join(f"{p[:8]}={means[p]:6.2f}" for p in policies)
+        if not anchors:
+            print(line)
+            continue
         for k in keys:
             r = res[k]
-            best = min(ANCHORS, key=lambda p: r[p]["sla_violation_pct"])
-            top = max(r[p]["goodput_rps"] for p in ANCHORS)
+            best = min(anchors, key=lambda p: r[p]["sla_violation_pct"])
+            top = max(r[p]["goodput_rps"] for p in anchors)
             for v in _VARIANTS:
                 bv = r[best]["sla_violation_pct"]
                 ratios[v].append((r[v]["sla_violation_pct"] + 0.5) / (bv + 0.5))
                 goodput[v].append(r[v]["goodput_rps"] / top if top else 1.0)
                 flaps[v].append(r[v]["flaps_per_h"])
-        best_mean = min(ANCHORS, key=lambda p: means[p])
-        line = f"{group:18s} " + " ".join(f"{p[:8]}={means[p]:6.2f}" for p in policies)
+        best_mean = min(anchors, key=lambda p: means[p])
         print(line + f" | best anchor {best_mean}")
         for v in _VARIANTS:
             geo = math.exp(float(np.mean(np.log(ratios[v]))))

@@ -50,8 +50,9 @@ RUNS = {
     ),
 }
 PINNED = {
-    "failure_then_slow_replica": ("186c7a196eeeb8bc", [3609, 379, 842, 1430]),
-    "kv_pressure": ("2ab1efbea21cbd50", [1723, 868, 723, 1054]),
+    # re-pinned for issue 11's rule change: two random choices per request (choices=2)
+    "failure_then_slow_replica": ("a22446b0d6b0ce2c", [3362, 537, 1014, 1347]),
+    "kv_pressure": ("e73cbca64bc4a0e9", [1680, 1060, 984, 644]),
 }
 
 

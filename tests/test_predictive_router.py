@@ -134,7 +134,7 @@ def settle(policy: PredictiveRouter, view: FakeView, speeds_ms: list[float]) -> 
 
 
 def test_cheapest_backend_that_is_safe_enough_wins(toy_model):
-    policy = PredictiveRouter(profiles([3.0, 1.0, 2.0]), model=toy_model, explore_s=1e9)
+    policy = PredictiveRouter(profiles([3.0, 1.0, 2.0]), model=toy_model, explore_s=1e9, choices=0)
     view = FakeView(3, now_s=1.0)
     settle(policy, view, [150.0, 150.0, 150.0])
     assert policy.choose(request(1, now=1.0), view) == 1
@@ -294,7 +294,12 @@ def test_an_override_is_counted_where_the_request_went(toy_model):
 
 def test_at_risk_the_hot_cold_rule_avoids_the_hot_backend(toy_model):
     policy = PredictiveRouter(
-        profiles([1.0, 1.0, 1.0]), model=toy_model, explore_s=1e9, at_risk="hotcold", lost_p=0.0
+        profiles([1.0, 1.0, 1.0]),
+        model=toy_model,
+        explore_s=1e9,
+        at_risk="hotcold",
+        lost_p=0.0,
+        choices=0,
     )
     view = FakeView(3, now_s=1.0)
     settle(policy, view, [300.0, 200.0, 250.0])

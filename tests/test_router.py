@@ -37,7 +37,7 @@ class _Fleet:
 
 
 def make_router(escalate=None, budget=None, views=(), **settings) -> tuple[Router, FakeView]:
-    policy = PredictiveRouter(profiles(), explore_s=1e9, **settings)
+    policy = PredictiveRouter(profiles(), explore_s=1e9, **{"choices": 0, **settings})
     router = Router(policy, _Fleet(views), escalate=escalate, escalation_budget=budget)
     view = FakeView(len(PRICES), now_s=1.0)
     view.backends = profiles()
@@ -196,3 +196,8 @@ def test_an_overriding_agent_s_backend_is_what_the_router_counts():
     policy.pref.clear()
     assert router.choose(req(2), view) == 3
     assert policy.tracker.routed_since_scrape == [0, 0, 0, 2]
+    # a backend the two random choices did not draw says so, not "costlier"
+    router.policy.settings = replace(policy.settings, choices=2)
+    d = router.route(req(3), view, review=True)
+    notes = [c.note for c in d.candidates]
+    assert notes.count("not_drawn") == 2 and notes.count("chosen") == 1

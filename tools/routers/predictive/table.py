@@ -94,7 +94,7 @@ class PredictionTable:
         self.fail = [0.0] * n
         self.p: dict[tuple[float, float], list[list[float]]] = {}
         self.snap: GridSnapshot | None = None
-        """The grids since the last refresh, for decisions (`snapshot`); None: not taken yet."""
+        """The grids since the last refresh, for decisions (`snapshot`); None: none yet."""
         self.quantiles = tuple(
             tuple(part.zq(q) for q in (0.1, 0.5, 0.9)) for part in (model.ttft, model.e2e)
         )
@@ -116,7 +116,6 @@ class PredictionTable:
         pair seen so far are brought up to date at once, so requests never pay for it."""
         if not backends:
             return
-        self.snap = None
         rows = [
             vary(tracker.row(b, view, 0.0), TOKEN_GRID, DELTAS, tracker.mean_input)
             for b in backends
@@ -135,6 +134,9 @@ class PredictionTable:
             self.base_in_flight[b] = view.in_flight[b]
             for key, tabs in self.p.items():
                 tabs[b] = self._p(b, key)
+        self.snap = GridSnapshot(
+            self.mt[:], self.st[:], self.me[:], self.se[:], self.base_in_flight[:]
+        )  # here, off the request path, for the decisions made until the next refresh
 
     def _p(self, b: int, key: tuple[float, float]) -> list[float]:
         p = self.model.p_meet(self.mt[b], self.st[b], self.me[b], self.se[b], *key)
@@ -171,7 +173,7 @@ class PredictionTable:
 
     def snapshot(self) -> GridSnapshot:
         """The grids as they are now, for a decision whose predictions are computed when it is
-        read: list copies (a refresh replaces arrays, never edits them) taken once per refresh."""
+        read: list copies (a refresh replaces arrays, never edits them) taken at each refresh."""
         snap = self.snap
         if snap is None:
             snap = GridSnapshot(
