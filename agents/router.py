@@ -130,13 +130,16 @@ class _ActiveForecaster:
     def predict(self, X: np.ndarray) -> Any:
         model = self.fleet.forecaster
         if model is None:
-            return _NoForecast(np.full(len(X), math.nan))
+            nan = np.full(len(X), math.nan)
+            return _NoForecast(nan, nan, nan)
         return model.predict(X)
 
 
 @dataclass(frozen=True)
 class _NoForecast:
     mean: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ it with everything else.
 `--dev LO:HI` races random experiments (`tools.routers.predictive.training.training_run`, seeds
 LO..HI-1) instead: where settings are chosen (never on the demo's scenarios or the traces).
 `--variants '{"name": {setting: value}}'` runs predictive variants side by side (`"prior": true`
-adds the 5-minute forecast prior, its forecaster trained here as the demo trains it), the summary
+adds the 5-minute forecast prior, its forecaster trained here as the demo trains it; `"prior":
+"mean"` the prior that shifts on the forecast's mean alone, without its interval), the summary
 gives each variant's geometric-mean violation ratio to the best anchor, its wins (at most 0.7x),
 and its worst goodput ratio.
 """
@@ -59,10 +60,13 @@ def _one(task: tuple[str, str, int]) -> tuple[str, str, int, dict[str, float]]:
     b = _build(where, seed)
     if name in _VARIANTS:
         opts = dict(_VARIANTS[name])
-        if opts.pop("prior", False):
+        prior = opts.pop("prior", False)
+        if prior:
             from tools.routers.predictive.prior import ForecastPrior
 
-            opts["prior"] = ForecastPrior(_FORECASTER[0], [s.name for s in b.fleet])
+            opts["prior"] = ForecastPrior(
+                _FORECASTER[0], [s.name for s in b.fleet], require_interval=prior != "mean"
+            )
         policy = make_policy("predictive", profiles(b.fleet), seed=b.seed, **opts)
     else:
         policy = make_policy(name, profiles(b.fleet), seed=b.seed)

@@ -50,9 +50,10 @@ RUNS = {
     ),
 }
 PINNED = {
-    # re-pinned for issue 11's rule change: two random choices per request (choices=2)
-    "failure_then_slow_replica": ("a22446b0d6b0ce2c", [3362, 537, 1014, 1347]),
-    "kv_pressure": ("e73cbca64bc4a0e9", [1680, 1060, 984, 644]),
+    # re-pinned for issue 11's settings change: the router polls every 50 ms
+    # (scrape_interval_s=0.05) and explores an idle backend after 1 s (explore_s=1)
+    "failure_then_slow_replica": ("ac22f172d2f4bdb2", [3258, 549, 1036, 1417]),
+    "kv_pressure": ("8e4130488e2c7181", [1830, 431, 1215, 892]),
 }
 
 

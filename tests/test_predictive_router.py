@@ -218,9 +218,10 @@ def test_the_forecast_prior_raises_a_degrading_backend_and_never_lowers_one(toy_
     from tools.routers.predictive.prior import ForecastPrior
     from tools.telemetry import TelemetryPoint
 
-    class Forecaster:  # b0 forecast at 4x its p95, b1 at half of it
+    class Forecaster:  # b0 forecast at 4x its p95 (interval 2x-8x), b1 at half of it
         def predict(self, X):
-            return type("F", (), {"mean": np.array([400.0, 50.0])})()
+            mean, lo, hi = np.array([400.0, 50.0]), np.array([200.0, 25.0]), np.array([800.0, 99.0])
+            return type("F", (), {"mean": mean, "lo": lo, "hi": hi})()
 
     prior = ForecastPrior(Forecaster(), ["b0", "b1"], weight=1.0, max_shift=1.0)
     for k in range(40):
@@ -235,6 +236,25 @@ def test_the_forecast_prior_raises_a_degrading_backend_and_never_lowers_one(toy_
     policy.on_scrape(scrape(1, 1.0), view)
     assert policy.choose(request(1, now=1.0), view) == 1
     assert policy.last.p[0] < policy.last.p[1]
+
+
+def test_the_prior_ignores_a_rise_whose_interval_includes_no_change():
+    from tools.routers.predictive.prior import ForecastPrior
+    from tools.telemetry import TelemetryPoint
+
+    class Forecaster:  # both forecast at 1.5x their p95; only b1's interval excludes now
+        def predict(self, X):
+            mean, lo = np.array([150.0, 150.0]), np.array([90.0, 120.0])
+            return type("F", (), {"mean": mean, "lo": lo, "hi": 2 * mean})()
+
+    gated = ForecastPrior(Forecaster(), ["b0", "b1"])
+    plain = ForecastPrior(Forecaster(), ["b0", "b1"], require_interval=False)
+    for k in range(40):
+        tick = [TelemetryPoint(1e9 + 10 * k, n, 5.0, 80.0, 100.0, 0.0, 3.0) for n in ("b0", "b1")]
+        gated.on_tick(tick)
+        plain.on_tick(tick)
+    assert gated.shifts == [0.0, pytest.approx(math.log(1.5))]
+    assert plain.shifts == [pytest.approx(math.log(1.5))] * 2
 
 
 def test_fast_polls_update_live_state_but_re_walk_the_forest_at_most_every_scrape_refresh_s(

@@ -5,7 +5,11 @@ forecaster was trained on: `tools.forecaster`) feeds one feature window per back
 forecaster predicts each backend's p95 latency five minutes ahead. A backend forecast to degrade
 (forecast p95 above its current p95) has its predicted log latencies raised by `weight` times the
 log of that ratio, up to `max_shift`: its probability of meeting an SLO falls before its live
-signals show the breach, so traffic starts to move first. A forecast of recovery lowers nothing:
+signals show the breach, so traffic starts to move first. With `require_interval` (the default)
+a backend is shifted only when the forecast's whole interval lies above its current p95 (the
+forecast excludes "no change"): a mean a little above now is mostly the forecaster's noise, and
+shifting on it moved traffic off the survivors of a cascading failure as their load climbed.
+A forecast of recovery lowers nothing:
 the live signals and the requests sent there show a recovery soon enough, and optimism about a
 backend that is still slow costs requests.
 """
@@ -30,6 +34,7 @@ class ForecastPrior:
         backends: Sequence[str],
         weight: float = 1.0,
         max_shift: float = 1.0,
+        require_interval: bool = True,
     ) -> None:
         if not (weight >= 0.0 and max_shift >= 0.0):
             raise ValueError("weight and max_shift must be >= 0")
@@ -38,6 +43,7 @@ class ForecastPrior:
         self.windows = FleetWindows(self.names)
         self.weight = weight
         self.max_shift = max_shift
+        self.require_interval = require_interval
         self.shifts = [0.0] * len(self.names)
         self.forecast_ms = [math.nan] * len(self.names)
         self.ticks = 0
@@ -53,6 +59,7 @@ class ForecastPrior:
             return
         fc = self.forecaster.predict(self.windows.features())
         mean = np.asarray(fc.mean, dtype=float)
+        lo = np.asarray(fc.lo, dtype=float) if self.require_interval else mean
         for i, name in enumerate(self.names):
             now = current.get(name)
             self.forecast_ms[i] = float(mean[i])
@@ -60,7 +67,10 @@ class ForecastPrior:
                 self.shifts[i] = 0.0
                 continue
             up = math.log(mean[i] / now)
-            self.shifts[i] = min(self.max_shift, self.weight * up) if up > 0 else 0.0
+            if up <= 0 or not lo[i] > now:
+                self.shifts[i] = 0.0
+                continue
+            self.shifts[i] = min(self.max_shift, self.weight * up)
 
     def shift(self, now_s: float) -> list[float]:
         return self.shifts
