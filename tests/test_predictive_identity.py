@@ -51,9 +51,10 @@ RUNS = {
 }
 PINNED = {
     # re-pinned for issue 11's settings change: the router polls every 50 ms
-    # (scrape_interval_s=0.05) and explores an idle backend after 1 s (explore_s=1)
-    "failure_then_slow_replica": ("ac22f172d2f4bdb2", [3258, 549, 1036, 1417]),
-    "kv_pressure": ("8e4130488e2c7181", [1830, 431, 1215, 892]),
+    # (scrape_interval_s=0.05), explores an idle backend after 1 s (explore_s=1) and decides
+    # among three random live backends (choices=3)
+    "failure_then_slow_replica": ("634f73942c321709", [3696, 383, 836, 1345]),
+    "kv_pressure": ("c5d1691d60d83368", [1851, 629, 894, 994]),
 }
 
 
