@@ -262,11 +262,42 @@ class EventEngine:
             self._head_done()
             if self.cut >= 0:
                 self._advance(t)
-        else:
+        elif self.prefill:
             self._advance(t)
+        else:
+            # A decode-only run (the common case, inlined): its iterations, then the sequences
+            # finishing with its last one.
+            last = self.iters + self.cut
+            self.iters = last + 1
+            heap = self.heap
+            if heap and heap[0][0] <= last:
+                self._complete(t, last)
         if self.removals:
             self._apply_removals()
-        self._plan(t)
+        if self.prefill or self.n_waiting or self.frozen:
+            self._plan(t)
+            return
+        # Decode only again: the run lasts to the next completion.
+        n_d = self.n_d
+        if not n_d:
+            self.busy = False
+            self.next_ps = -1
+            return
+        heap = self.heap
+        state = self.req.state
+        while state[heap[0][1]] != DECODE:
+            heapq.heappop(heap)
+        c0, ct, cc, _ = self.cur
+        iters = self.iters
+        A = c0 + ct * n_d + cc * (self.ctx_base + n_d * iters)
+        S = cc * n_d
+        k = heap[0][0] - iters
+        self.A = A
+        self.S = S
+        self.seg_t0 = t
+        self.cut = k
+        self.budget_left = self.B - n_d
+        self.next_ps = t + (k + 1) * A + S * (k * (k + 1) // 2)
 
     def _head_done(self) -> None:
         """Account a run's head (`_plan_head`): one iteration after which every prefill in
@@ -325,25 +356,31 @@ class EventEngine:
                     self.ctx_base += inp[r] - last
         heap = self.heap
         if heap and heap[0][0] <= last:
-            state, inp, out, done_ps = req.state, req.inp, req.out, req.done_ps
-            j_first, on_done, pop = self.j_first, self.on_done, heapq.heappop
-            n = 0
-            ctx = 0
-            kv = 0
-            while heap and heap[0][0] <= last:
-                r = pop(heap)[1]
-                if state[r] != DECODE:
-                    continue
-                n += 1
-                ctx += inp[r] - j_first.pop(r)
-                kv += inp[r] + out[r]
-                state[r] = DONE
-                done_ps[r] = t
-                on_done(r, t, OK)
-            self.n_d -= n
-            self.ctx_base -= ctx
-            self.kv_used -= kv
-            self.running -= n
+            self._complete(t, last)
+
+    def _complete(self, t: int, last: int) -> None:
+        """The decoding sequences whose last token is iteration `last`'s, done at `t`."""
+        req = self.req
+        heap = self.heap
+        state, inp, out, done_ps = req.state, req.inp, req.out, req.done_ps
+        j_first, on_done, pop = self.j_first, self.on_done, heapq.heappop
+        n = 0
+        ctx = 0
+        kv = 0
+        while heap and heap[0][0] <= last:
+            r = pop(heap)[1]
+            if state[r] != DECODE:
+                continue
+            n += 1
+            ctx += inp[r] - j_first.pop(r)
+            kv += inp[r] + out[r]
+            state[r] = DONE
+            done_ps[r] = t
+            on_done(r, t, OK)
+        self.n_d -= n
+        self.ctx_base -= ctx
+        self.kv_used -= kv
+        self.running -= n
 
     def _finish(self, r: int, t: int) -> None:
         req = self.req
