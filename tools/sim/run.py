@@ -367,8 +367,12 @@ class _Run(Signals):
                     eng.on_done(r, t, ERROR)
                     continue
                 eng.arrive(r, t)
-                if eng.next_ps != pushed[b]:
-                    sync(b)
+                nxt = eng.next_ps
+                if nxt != pushed[b]:  # `_sync` inlined
+                    pushed[b] = nxt
+                    version[b] += 1
+                    if nxt >= 0:
+                        heappush(heap, (nxt << 3 | _ENGINE, b, _ENGINE, b, version[b]))
                 continue
             r = ti
             if status[r] >= 0:
