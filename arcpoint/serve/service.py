@@ -25,6 +25,7 @@ import math
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from time import perf_counter
 from typing import Any, NamedTuple
 
 from agents.escalation import ADVICE_MARK, FALLBACK_MARK, Escalator
@@ -92,8 +93,8 @@ class Service:
         self.tick_error: str | None = None
         self.monitor_state: dict[str, Any] = {}
         self._routed = 0
-        self._decision_counters: dict[tuple[str, str], Any] = {}
-        self._ambiguous_counters: dict[str, Any] = {}
+        self._decision_counters: dict[tuple[str, str, str | None], tuple[Any, ...]] = {}
+        self._observe_route = self.metrics.route_latency.observe
         self.forecast_history: list[dict[str, Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -229,44 +230,47 @@ class Service:
 
     async def route(self, req: RouteInput) -> tuple[Decision, bool, bool]:
         """(decision, escalated, recorded). The decision is queued for the writer, never awaited."""
-        assert self.adapter is not None and self.writer is not None
-        m = self.metrics
-        t0 = time.perf_counter()
-        decision, request, wanted = self.adapter.route(req)
-        escalated = wanted
-        advice = self.advice
-        if wanted and advice is None:  # override mode: the agent's answer may move the request
-            policy_pick = decision
-            decision = await self.adapter.escalate(request, decision)
-            self._count_escalation(policy_pick, decision)
-        recorded = self.writer.submit(decision)
-        if wanted and advice is not None:  # advisory: answer now, record the advice later
-            advice.submit(request, decision)
+        adapter, writer = self.adapter, self.writer
+        assert adapter is not None and writer is not None
+        t0 = perf_counter()
+        decision, request, wanted = adapter.route(req)
+        if request is not None:
+            if self.advice is not None:  # advisory: answer now, record the advice later
+                recorded = writer.submit(decision)
+                self.advice.submit(request, decision)
+            else:  # override mode: the agent's answer may move the request, so it waits
+                policy_pick = decision
+                decision = await adapter.escalate(request, decision)
+                self._count_escalation(policy_pick, decision)
+                recorded = writer.submit(decision)
+        else:
+            recorded = writer.submit(decision)
         if not recorded:
-            m.decisions_dropped.inc()
+            self.metrics.decisions_dropped.inc()
         self._routed += 1
+        backend = decision.backend
         self.live.opened(
-            decision.decision_id,
-            decision.backend,
-            decision.ts,
-            self.adapter.requests,
-            req.input_tokens or 0,
+            decision.decision_id, backend, decision.ts, adapter.requests, req.input_tokens or 0
         )
-        m.route_latency.observe(time.perf_counter() - t0)
-        key = (decision.backend, decision.reason)
-        counter = self._decision_counters.get(key)
-        if counter is None:  # labels() costs a lock and a lookup: keep the child per key
-            counter = m.decisions.labels(decision.backend, decision.reason.split(";", 1)[0])
+        self._observe_route(perf_counter() - t0)
+        # labels() costs a lock and a lookup per call: the children are kept per key
+        key = (backend, decision.reason, decision.ambiguous_reason)
+        counters = self._decision_counters.get(key)
+        if counters is None:
+            counters = self._route_counters(decision)
             if len(self._decision_counters) < 4096:
-                self._decision_counters[key] = counter
-        counter.inc()
-        if decision.ambiguous:
-            why = decision.ambiguous_reason or "unspecified"
-            child = self._ambiguous_counters.get(why)
-            if child is None:
-                child = self._ambiguous_counters[why] = m.ambiguous.labels(why)
-            child.inc()
-        return decision, escalated, recorded
+                self._decision_counters[key] = counters
+        for c in counters:
+            c.inc()
+        return decision, wanted, recorded
+
+    def _route_counters(self, decision: Decision) -> tuple[Any, ...]:
+        """The counters one decision increments: by backend and reason, and why ambiguous."""
+        m = self.metrics
+        by_reason = m.decisions.labels(decision.backend, decision.reason.split(";", 1)[0])
+        if not decision.ambiguous:
+            return (by_reason,)
+        return (by_reason, m.ambiguous.labels(decision.ambiguous_reason or "unspecified"))
 
     def _count_escalation(self, before: Decision, after: Decision) -> None:
         if FALLBACK_MARK in after.reason:
