@@ -546,15 +546,7 @@ class EventEngine:
         self.head_end = head_end
         n_d += 1
         A = c0 + ct * n_d + cc * (ctx + n - iters + n_d * (iters + 1))
-        S = cc * n_d
-        k = stop - iters - 1
-        self.A = A
-        self.S = S
-        self.seg_t0 = head_end
-        self.cut = k
-        self.budget_left = self.B - n_d
-        self.busy = True
-        self.next_ps = head_end + (k + 1) * A + S * (k * (k + 1) // 2)
+        self._start(head_end, A, cc * n_d, stop - iters - 1, self.B - n_d)
         return True
 
     def _start(self, t0: int, A: int, S: int, k: int, budget: int) -> None:
@@ -601,16 +593,8 @@ class EventEngine:
             first_ps[r] = head_end
         self.head = head
         self.head_end = head_end
-        A = c0 + ct * n_d + cc * (ctx + n_d * (iters + 1))
-        S = cc * n_d
-        k = length - 1
-        self.A = A
-        self.S = S
-        self.seg_t0 = head_end
-        self.cut = k
-        self.budget_left = self.B - n_d
-        self.busy = True
-        self.next_ps = head_end + (k + 1) * A + S * (k * (k + 1) // 2)
+        A2 = c0 + ct * n_d + cc * (ctx + n_d * (iters + 1))
+        self._start(head_end, A2, cc * n_d, length - 1, self.B - n_d)
         return True
 
     def _cut_at(self, t: int) -> None:
