@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from context_api.store import Store
+from context_api.trace_otel import otel_document, otel_spans
 from context_api.traces import (
     GENESIS_HASH,
     StoredTrace,
@@ -28,8 +29,6 @@ from context_api.traces import (
     TraceWriter,
     canonical_json,
     chain_hash,
-    otel_document,
-    otel_spans,
 )
 
 T0 = 1_700_000_000.0

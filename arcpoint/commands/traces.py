@@ -419,7 +419,8 @@ def run_export(args: argparse.Namespace) -> int:
     traces, code = _open(args)
     if traces is None:
         return code
-    from context_api.traces import canonical_json, otel_document
+    from context_api.trace_otel import otel_document
+    from context_api.traces import canonical_json
 
     try:
         out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
