@@ -34,7 +34,13 @@ The steps, in the order they run each tick:
 1. *Decisions*: the sampled decisions are stored with the routing model's forecast; during an
    experiment both arms' forecasts are stored as experiment predictions.
 2. *Telemetry*: stored, fed to the router (forecasts refresh once), and to every model under
-   evaluation (the shadow challenger, the previous champion after a promotion).
+   evaluation (the shadow challenger, the previous champion after a promotion). The router's
+   per-request latency model (what routes) is watched here too: its residuals of the tick,
+   per backend, feed the routing drift detector (`agents.monitors.routing_drift`), whose
+   alarms name the backend that became slower than modelled (drift report, event, alert). The
+   forecaster's own detector below judges the 5-minute forecaster, which no longer routes
+   (the forecast prior is off by default, `agents.router.Router`): retraining and promoting
+   it is kept for when the prior is on, and changes no routing decision otherwise.
 3. *Outcomes*: decisions whose target tick has arrived get their label; the store joins them;
    the joined rows are read back and their absolute errors feed a calibrated one-sided
    Page-Hinkley detector (`PageHinkley.calibrated(mode="up")`) and the online residual

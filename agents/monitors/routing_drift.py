@@ -37,7 +37,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.monitors.base import LoopBase, TimelineEntry, clock
-from agents.monitors.drift_watch import _shift_severity
 from context_api.store import DriftReport as StoredDriftReport
 from tools.drift.page_hinkley import PageHinkley
 from tools.series_stats import cusum_change_point
@@ -74,6 +73,19 @@ class RoutingDriftConfig(BaseModel):
     threshold_sigmas: float = Field(40.0, gt=0)
     delta_sigmas: float = Field(0.3, ge=0)
     clip_sigmas: float | None = Field(3.0, gt=0)
+
+
+SEVERITY_RATIOS = ((1.05, "low"), (1.15, "medium"), (1.5, "high"))
+"""How much slower than modelled makes an alarm low, medium or high (beyond: critical). A
+shift in sigmas of a tick's mean would rate every alarm critical (a tick's mean is precise);
+what an operator weighs is the latency the backend lost."""
+
+
+def ratio_severity(ratio: float) -> str:
+    for limit, name in SEVERITY_RATIOS:
+        if ratio < limit:
+            return name
+    return "critical"
 
 
 @dataclass(frozen=True)
@@ -219,7 +231,7 @@ class RoutingDriftWatch(LoopBase):
         model = getattr(policy, "model", None)
         version = getattr(model, "version_id", None) or None
         sd = a.shift / a.sigma if a.sigma > 0 else 0.0
-        severity = _shift_severity(max(sd, 0.0))
+        severity = ratio_severity(a.ratio)
         detail = {
             "severity": severity,
             "shift_log": round(a.shift, 4),
@@ -252,7 +264,7 @@ class RoutingDriftWatch(LoopBase):
         self.stats["drift_reports"] += 1
         summary = (
             f"routing model drift on {a.backend}: {a.ratio:.2f}x slower than modelled "
-            f"({severity}, {sd:+.1f} sd of a tick's mean residual)"
+            f"({severity}; {sd:+.1f} sd of a tick's mean residual)"
         )
         self.timeline.append(
             TimelineEntry(
@@ -273,7 +285,7 @@ class RoutingDriftWatch(LoopBase):
         self._alert(
             "drift",
             f"latency model on {a.backend}",
-            severity if severity != "none" else "low",
+            severity,
             "The router's online correction already routes on the slower latency; check the "
             "backend (hardware, a new build, co-tenants) and retrain the latency model "
             "(`arcpoint router-model train`) if the shift persists.",
