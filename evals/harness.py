@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agents.monitors.routing_drift import RoutingDriftConfig
+from agents.monitors.routing_drift import SIGNAL_TEXT, RoutingDriftConfig
 from agents.monitors.routing_drift import replay as replay_routing_drift
 from context_api.runs import Terminated, mark_running_interrupted
 from evals.scenario_file import (
@@ -741,7 +741,7 @@ def score_scenario(
         "drift_detector": f"calibrated Page-Hinkley (up, warm-up {routing.warmup_ticks} ticks "
         f"after {routing.burn_in_s:g} s, h={routing.threshold_sigmas:g} sigma, "
         f"k={routing.delta_sigmas:g} sigma) per backend on the routing model's per-tick mean "
-        f"log-{routing.signal} residual"
+        + SIGNAL_TEXT[routing.signal]
         + (" (run live by the closed loop)" if pred.loop is not None else ""),
         "alerts": {
             "sent": len(sent),

@@ -385,10 +385,10 @@ def test_an_entry_that_cannot_run_fails_the_gate_without_stopping_the_others(
 def test_the_loop_replay_scores_exactly_as_the_plain_replay(tmp_path: Path) -> None:
     """Before the loop changes anything (no retrain in ten minutes), routing through it must
     give the same requests, violations and costs as `run_policy`: the scoring is shared."""
-    from context_api.store import Store
-    from evals.loop_replay import loop_summary, run_with_loop
     from agents.monitors.routing_drift import RoutingDriftConfig
     from agents.monitors.routing_drift import replay as replay_routing_drift
+    from context_api.store import Store
+    from evals.loop_replay import loop_summary, run_with_loop
     from evals.replay import run_policy
     from tools.forecaster import train
     from tools.sim.chaos import ChaosEvent

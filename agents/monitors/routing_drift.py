@@ -42,6 +42,11 @@ from tools.drift.page_hinkley import PageHinkley
 from tools.series_stats import cusum_change_point
 
 Signal = Literal["ttft", "e2e", "both"]
+SIGNAL_TEXT = {
+    "ttft": "log-TTFT residual",
+    "e2e": "log-e2e residual",
+    "both": "residual (mean of log TTFT's and log e2e's)",
+}
 RECENT_TICKS = 30
 """Without a change point, an alarm's shift is measured over this many ticks before it."""
 
