@@ -26,6 +26,7 @@ from typing import Any
 
 from arcpoint.serve.app import create_app
 from arcpoint.serve.config import ServeConfig
+from arcpoint.serve.run import tune_gc
 
 BODY = b'{"tier":"standard","input_tokens":512}'
 PATHS = {"noop": "/v1/noop", "route": "/v1/route"}
@@ -93,6 +94,7 @@ async def run(requests: int, profile: str | None) -> int:
         try:
             for path in PATHS.values():  # warm both (lazy imports, first-call compiles)
                 await drive(path, 2000)
+            tune_gc()  # as `arcpoint serve` does before it serves
             loop_us: dict[str, list[float]] = {k: [] for k in PATHS}
             proc_us: dict[str, list[float]] = {k: [] for k in PATHS}
             for _ in range(ROUNDS):

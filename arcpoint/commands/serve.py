@@ -69,6 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="routing policy: predictive (default) or a baseline from tools/routers "
         "(round_robin, least_request, peak_ewma, outlier_ejection, prequal, c3, llmd, static)",
     )
+    parser.add_argument(
+        "--escalation-mode",
+        choices=("advisory", "override"),
+        default="advisory",
+        help="advisory (default): the router agent's answer to an ambiguous request is recorded "
+        "with its decision and the request gets the policy's pick at once; override: the answer "
+        "may move the request, which waits for it up to the escalation deadline",
+    )
     parser.add_argument("--no-monitors", action="store_true", help="do not run the monitors")
     parser.add_argument(
         "--max-body", type=int, default=1_048_576, metavar="BYTES", help="body size limit (1 MiB)"
@@ -109,6 +117,7 @@ def build_config(args: argparse.Namespace):
         monitor_interval_s=args.monitor_interval,
         run_monitors=not args.no_monitors,
         policy=args.policy,
+        escalation_mode=args.escalation_mode,
         auto_approve=settings.auto_approve,
         outcome_max_age_s=settings.outcome_max_age_s,
         sla_ms=settings.sla_ms,

@@ -38,6 +38,12 @@ from tools.telemetry import TelemetryPoint
 SLOS: dict[str, tuple[float, float]] = {t.name: (t.ttft_slo_ms, t.e2e_slo_ms) for t in SLO_TIERS}
 """Per tier: (TTFT limit, end-to-end limit) in ms."""
 
+_TIER_RULES: dict[str, tuple[float, float, bool]] = {
+    name: (*SLOS.get(name, SLOS["standard"]), tier.review) for name, tier in TIERS.items()
+}
+"""Per routing tier: (TTFT limit, end-to-end limit, always reviewed), looked up once a request."""
+_DEFAULT_RULE = (*SLOS["standard"], False)
+
 
 class _Deferred:
     """The Router's escalation hook: records that the budget allowed an escalation."""
@@ -103,7 +109,8 @@ class RouterAdapter:
         self.router.id_prefix = self._prefix
         self.router.start_ts = 0.0  # the live view's clock is unix time: stamp arrivals
         self._names = {b.name: i for i, b in enumerate(view.backends)}
-        self._last: tuple[Decision | None, object] = (None, None)
+        self._last: Decision | None = None
+        self._last_choice: object = None
         self.requests = 0
         """Requests routed; the latest one's number is its id for the router's live state."""
 
@@ -111,28 +118,31 @@ class RouterAdapter:
     def tiers(self) -> tuple[str, ...]:
         return tuple(TIERS)
 
-    def route(self, req: RouteInput) -> tuple[Decision, RouteRequest, bool]:
-        """The policy's decision, the request as the Router saw it, and whether the escalation
-        budget admitted it to the router agent."""
-        self.requests += 1
-        n = self.requests
-        ttft_slo, e2e_slo = SLOS.get(req.tier, SLOS["standard"])
+    def route(self, req: RouteInput) -> tuple[Decision, RouteRequest | None, bool]:
+        """The policy's decision, whether the escalation budget admitted it to the router
+        agent, and if so the request as the agent gets it (None otherwise)."""
+        self.requests = n = self.requests + 1
+        ttft_slo, e2e_slo, review = _TIER_RULES.get(req.tier, _DEFAULT_RULE)
         if req.sla_ms is not None:
             ttft_slo = req.sla_ms
         info = RequestInfo(n, time.time(), req.input_tokens or 0, req.tier, ttft_slo, e2e_slo)
-        self._hook.wanted = False
-        decision = self.router.route(
+        hook = self._hook
+        hook.wanted = False
+        router = self.router
+        decision = router.route(
             info,
             self.view,
             request_id=req.request_id or f"{self._prefix}r{n}",
             metadata=req.metadata,
-            review=TIERS[req.tier].review if req.tier in TIERS else False,
+            review=review,
         )
-        wanted = self._hook.wanted
-        self._hook.wanted = False
-        self._last = (decision, getattr(self.router.policy, "last", None))
+        self._last = decision
+        self._last_choice = getattr(router.policy, "last", None)
+        if not hook.wanted:
+            return decision, None, False
+        hook.wanted = False
         request = RouteRequest(decision.request_id, req.tier, req.sla_ms, req.metadata, decision.ts)
-        return decision, request, wanted
+        return decision, request, True
 
     def p_meet_slo(self, decision: Decision) -> float | None:
         """`p_meet_slo(decision)` without building the decision's candidates on the request
@@ -141,8 +151,8 @@ class RouterAdapter:
         the candidates are built from; the candidates themselves (every backend's predictions
         and notes) are built later on the decision writer's thread. Any other decision (the
         router agent's, after an escalation) reads its candidates."""
-        last, choice = self._last
-        if decision is not last:
+        choice = self._last_choice
+        if decision is not self._last:
             return p_meet_slo(decision)
         names = self._names
         pick = names.get(decision.backend, -1)

@@ -163,9 +163,12 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
 
     @v1.post("/route", response_model=RouteOut, dependencies=auth, tags=["routing"])
     async def route(body: RouteIn) -> Response:
-        """Pick a backend for one request. Answers from the policy's cached plan in microseconds;
-        an ambiguous request within the escalation budget goes to the router agent, bounded by
-        its deadline. The decision is stored by a background writer (see `recorded`)."""
+        """Pick a backend for one request. Answers from the policy's cached plan in microseconds.
+        An ambiguous request within the escalation budget (2%) goes to the router agent
+        (`escalated: true`): in advisory mode (the default) the answer comes at once with the
+        policy's pick and the agent's advice is added to the stored decision when it arrives
+        (`GET /v1/decisions/{id}`); in override mode the request waits for the agent, at most its
+        deadline. The decision is stored by a background writer (see `recorded`)."""
         if svc.draining:
             raise _err(503, "-", "shutting down")
         decision, escalated, recorded = await svc.route(

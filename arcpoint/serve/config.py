@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -46,6 +47,10 @@ class ServeConfig(BaseModel):
     anthropic_base_url: str | None = None
     model: str = "claude-sonnet-4-6"
     escalation_deadline_s: float | None = None
+    escalation_mode: Literal["advisory", "override"] = "advisory"
+    """`advisory`: the router agent's answer is recorded with the decision, the request gets
+    the policy's pick at once; `override`: the answer may move the request, which then waits
+    for it (at most the escalation deadline)."""
     policy: str = "predictive"
     """`predictive` (the forecaster-driven router, with escalation), or a per-request baseline
     from `tools.routers` (least_request, peak_ewma, prequal, c3, llmd, ...)."""

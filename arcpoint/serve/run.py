@@ -18,6 +18,30 @@ from arcpoint.serve.app import create_app
 from arcpoint.serve.config import ServeConfig
 from arcpoint.serve.service import Service
 
+GC_GEN0_THRESHOLD = 10_000
+"""Net new container objects between two young collections (CPython's default: 700)."""
+
+
+def tune_gc() -> None:
+    """The cyclic collector, set for a latency-sensitive server.
+
+    What is loaded by the time it serves (modules, models, graphs: ~290,000 objects) lives as
+    long as the process: it is frozen out of the collector, whose full passes over it took
+    0.4 s on this machine, a pause that every request in flight waited through (route p99 at
+    concurrency 64 was 0.5 s). Then the young generation's threshold is raised from 700 to
+    `GC_GEN0_THRESHOLD`: each routed decision keeps ~14 containers alive until the decision
+    writer stores it (up to its 20 ms linger), so at the default a young collection (~0.2 ms,
+    then an older one of 1-10 ms every 10th and 100th) ran every ~50 requests on the route
+    path and never on the no-op's. Serving frees what it creates within milliseconds, so the
+    net count stays under 10,000 and collections come only when objects really accumulate
+    (measured in process over 60,000 routed requests: 15 collections instead of ~950, 36 ms of
+    collector CPU instead of ~300 ms). Cyclic garbage is still collected, just in larger steps.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -35,12 +59,7 @@ def serve(config: ServeConfig) -> int:
     service = Service(config)
     service.open()  # a bad database or fleet file fails here, before anything listens
     app = create_app(config, service)
-    # What is loaded by now (modules, models, graphs: ~275,000 objects) lives as long as the
-    # process: keep it out of the cyclic collector, whose full passes over it took 0.4 s on
-    # this machine, a pause that every request in flight waited through (route p99 at
-    # concurrency 64 was 0.5 s). Later collections scan only what serving creates.
-    gc.collect()
-    gc.freeze()
+    tune_gc()
     sock = bind(config.host, config.port)
     port = sock.getsockname()[1]
     print(f"arcpoint serve: listening on http://{config.host}:{port}", flush=True)

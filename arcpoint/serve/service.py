@@ -5,8 +5,11 @@ Threads and what they touch:
 - the event loop: HTTP handlers, the router (`RouterAdapter`), `LiveFleet`; nothing here blocks;
 - the decision writer's thread: `insert_decisions` on the write connection;
 - worker threads (`asyncio.to_thread`): outcome commits, telemetry and anomaly writes;
-- the escalator's one worker: the router agent, awaited by `/v1/route` for at most the
-  escalation deadline (busy: the policy's pick at once, counted as an `agent_busy` fallback);
+- the escalator's one worker: the router agent. In advisory mode (the default) no request waits
+  for it: `/v1/route` answers with the policy's pick and the advice queue's thread
+  (`arcpoint.serve.advice`) asks the agent afterwards and records its answer on the stored
+  decision. In override mode `/v1/route` awaits it for at most the escalation deadline (busy:
+  the policy's pick at once, counted as an `agent_busy` fallback);
 - one agent thread: `/v1/ask` questions and the scheduled monitors, on a read/agent connection of
   their own, so a slow question never holds the lock that outcome commits need.
 
@@ -22,12 +25,14 @@ import math
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from time import perf_counter
+from typing import Any, NamedTuple
 
 from agents.escalation import ADVICE_MARK, FALLBACK_MARK, Escalator
 from agents.fleet_monitor import FleetMonitor
 from agents.router import Router
 from arcpoint.serve.adapter import RouteInput, RouterAdapter, p_meet_slo
+from arcpoint.serve.advice import AdviceQueue
 from arcpoint.serve.config import ServeConfig
 from arcpoint.serve.engine_metrics import EngineScrape, ScrapeDeltas
 from arcpoint.serve.fleet_file import FleetFile, load_fleet
@@ -51,6 +56,13 @@ WARM_WINDOW_S = 3600.0
 """Stored telemetry this recent warms the forecaster's windows at start."""
 
 
+class ReasonUpdate(NamedTuple):
+    """For the decision writer: a stored decision's reason, now with the agent's advice."""
+
+    decision_id: str
+    reason: str
+
+
 class Service:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
@@ -63,6 +75,8 @@ class Service:
         self.store: Store | None = None
         self.agent_store: Store | None = None
         self.writer: DecisionWriter | None = None
+        self.advice: AdviceQueue | None = None
+        """Advisory escalations, asked after the answer (None in override mode)."""
         self.trace_writer: TraceWriter | None = None
         self.adapter: RouterAdapter | None = None
         self.live = LiveFleet(self.fleet_file.profiles())
@@ -79,8 +93,8 @@ class Service:
         self.tick_error: str | None = None
         self.monitor_state: dict[str, Any] = {}
         self._routed = 0
-        self._decision_counters: dict[tuple[str, str], Any] = {}
-        self._ambiguous_counters: dict[str, Any] = {}
+        self._decision_counters: dict[tuple[str, str, str | None], tuple[Any, ...]] = {}
+        self._observe_route = self.metrics.route_latency.observe
         self.forecast_history: list[dict[str, Any]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -105,6 +119,7 @@ class Service:
             fleet=fleet_state,
             inline=False,
             workers=1,
+            mode=cfg.escalation_mode,
             tick_clock=lambda: self.last_tick or self.started_at,
         )
         profiles = self.fleet_file.profiles()
@@ -170,6 +185,9 @@ class Service:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        escalator = self.adapter.escalator if self.adapter is not None else None
+        if escalator is not None and escalator.mode == "advisory":
+            self.advice = AdviceQueue(escalator, self._advised, loop)
         self._tasks.append(loop.create_task(self._tick_loop(), name="arcpoint-tick"))
         targets = self.fleet_file.scrape_targets()
         if targets:
@@ -191,6 +209,9 @@ class Service:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self.advice is not None:  # its answers reach the writer before the writer closes
+            await asyncio.to_thread(self.advice.close, timeout_s)
+            await asyncio.sleep(0)  # run the answers it handed to the loop
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close, timeout_s)
         if self.trace_writer is not None:
@@ -209,42 +230,47 @@ class Service:
 
     async def route(self, req: RouteInput) -> tuple[Decision, bool, bool]:
         """(decision, escalated, recorded). The decision is queued for the writer, never awaited."""
-        assert self.adapter is not None and self.writer is not None
-        m = self.metrics
-        t0 = time.perf_counter()
-        decision, request, wanted = self.adapter.route(req)
-        escalated = False
-        if wanted:
-            policy_pick = decision
-            decision = await self.adapter.escalate(request, decision)
-            escalated = True
-            self._count_escalation(policy_pick, decision)
-        recorded = self.writer.submit(decision)
+        adapter, writer = self.adapter, self.writer
+        assert adapter is not None and writer is not None
+        t0 = perf_counter()
+        decision, request, wanted = adapter.route(req)
+        if request is not None:
+            if self.advice is not None:  # advisory: answer now, record the advice later
+                recorded = writer.submit(decision)
+                self.advice.submit(request, decision)
+            else:  # override mode: the agent's answer may move the request, so it waits
+                policy_pick = decision
+                decision = await adapter.escalate(request, decision)
+                self._count_escalation(policy_pick, decision)
+                recorded = writer.submit(decision)
+        else:
+            recorded = writer.submit(decision)
         if not recorded:
-            m.decisions_dropped.inc()
+            self.metrics.decisions_dropped.inc()
         self._routed += 1
+        backend = decision.backend
         self.live.opened(
-            decision.decision_id,
-            decision.backend,
-            decision.ts,
-            self.adapter.requests,
-            req.input_tokens or 0,
+            decision.decision_id, backend, decision.ts, adapter.requests, req.input_tokens or 0
         )
-        m.route_latency.observe(time.perf_counter() - t0)
-        key = (decision.backend, decision.reason)
-        counter = self._decision_counters.get(key)
-        if counter is None:  # labels() costs a lock and a lookup: keep the child per key
-            counter = m.decisions.labels(decision.backend, decision.reason.split(";", 1)[0])
+        self._observe_route(perf_counter() - t0)
+        # labels() costs a lock and a lookup per call: the children are kept per key
+        key = (backend, decision.reason, decision.ambiguous_reason)
+        counters = self._decision_counters.get(key)
+        if counters is None:
+            counters = self._route_counters(decision)
             if len(self._decision_counters) < 4096:
-                self._decision_counters[key] = counter
-        counter.inc()
-        if decision.ambiguous:
-            why = decision.ambiguous_reason or "unspecified"
-            child = self._ambiguous_counters.get(why)
-            if child is None:
-                child = self._ambiguous_counters[why] = m.ambiguous.labels(why)
-            child.inc()
-        return decision, escalated, recorded
+                self._decision_counters[key] = counters
+        for c in counters:
+            c.inc()
+        return decision, wanted, recorded
+
+    def _route_counters(self, decision: Decision) -> tuple[Any, ...]:
+        """The counters one decision increments: by backend and reason, and why ambiguous."""
+        m = self.metrics
+        by_reason = m.decisions.labels(decision.backend, decision.reason.split(";", 1)[0])
+        if not decision.ambiguous:
+            return (by_reason,)
+        return (by_reason, m.ambiguous.labels(decision.ambiguous_reason or "unspecified"))
 
     def _count_escalation(self, before: Decision, after: Decision) -> None:
         if FALLBACK_MARK in after.reason:
@@ -268,10 +294,31 @@ class Service:
         )
         del self.escalations[:-200]
 
-    def _write_decisions(self, decisions: list[Decision]) -> None:
-        """On the writer's thread: one transaction per batch the writer hands over."""
-        assert self.store is not None
-        self.store.insert_decisions([decision_row(d) for d in decisions])
+    def _advised(self, before: Decision, after: Decision) -> None:
+        """On the loop: an advisory escalation is settled (the agent's advice, or why there is
+        none). Count it, and have the writer record the new reason on the stored decision."""
+        self._count_escalation(before, after)
+        if self.writer is not None and not self.writer.submit(
+            ReasonUpdate(after.decision_id, after.reason)
+        ):
+            self.metrics.decisions_dropped.inc()
+
+    def _write_decisions(self, items: list[Decision | ReasonUpdate]) -> None:
+        """On the writer's thread: one transaction per batch the writer hands over; reason
+        updates (advisory escalations settled) after the inserts, so a decision and its advice
+        in one batch land together."""
+        store = self.store
+        assert store is not None
+        updates = [x for x in items if type(x) is ReasonUpdate]
+        if not updates:
+            store.insert_decisions([decision_row(d) for d in items])
+            return
+        with store.transaction() as conn:
+            store.insert_decisions([decision_row(d) for d in items if type(d) is not ReasonUpdate])
+            conn.executemany(
+                "UPDATE decisions SET reason = ? WHERE decision_id = ?",
+                [(u.reason, u.decision_id) for u in updates],
+            )
 
     def p_meet_slo(self, decision: Decision) -> float | None:
         """The chosen backend's probability of meeting the SLO, without building the

@@ -260,13 +260,46 @@ class EventEngine:
             # A run with a head: apply the head iteration (its prefills become decoders), then
             # the uniform tail, unless the run was cut at the head.
             self._head_done()
-            if self.cut >= 0:
-                self._advance(t)
+            tail = self.cut >= 0
         else:
-            self._advance(t)
+            tail = True
+        if tail:
+            if self.prefill:
+                self._advance(t)
+            else:
+                # Decode only (the common case, inlined): the run's iterations, then the
+                # sequences finishing with its last one.
+                last = self.iters + self.cut
+                self.iters = last + 1
+                heap = self.heap
+                if heap and heap[0][0] <= last:
+                    self._complete(t, last)
         if self.removals:
             self._apply_removals()
-        self._plan(t)
+        if self.prefill or self.n_waiting or self.frozen:
+            self._plan(t)
+            return
+        # Decode only again: the run lasts to the next completion.
+        n_d = self.n_d
+        if not n_d:
+            self.busy = False
+            self.next_ps = -1
+            return
+        heap = self.heap
+        state = self.req.state
+        while state[heap[0][1]] != DECODE:
+            heapq.heappop(heap)
+        c0, ct, cc, _ = self.cur
+        iters = self.iters
+        A = c0 + ct * n_d + cc * (self.ctx_base + n_d * iters)
+        S = cc * n_d
+        k = heap[0][0] - iters
+        self.A = A
+        self.S = S
+        self.seg_t0 = t
+        self.cut = k
+        self.budget_left = self.B - n_d
+        self.next_ps = t + (k + 1) * A + S * (k * (k + 1) // 2)
 
     def _head_done(self) -> None:
         """Account a run's head (`_plan_head`): one iteration after which every prefill in
@@ -325,25 +358,31 @@ class EventEngine:
                     self.ctx_base += inp[r] - last
         heap = self.heap
         if heap and heap[0][0] <= last:
-            state, inp, out, done_ps = req.state, req.inp, req.out, req.done_ps
-            j_first, on_done, pop = self.j_first, self.on_done, heapq.heappop
-            n = 0
-            ctx = 0
-            kv = 0
-            while heap and heap[0][0] <= last:
-                r = pop(heap)[1]
-                if state[r] != DECODE:
-                    continue
-                n += 1
-                ctx += inp[r] - j_first.pop(r)
-                kv += inp[r] + out[r]
-                state[r] = DONE
-                done_ps[r] = t
-                on_done(r, t, OK)
-            self.n_d -= n
-            self.ctx_base -= ctx
-            self.kv_used -= kv
-            self.running -= n
+            self._complete(t, last)
+
+    def _complete(self, t: int, last: int) -> None:
+        """The decoding sequences whose last token is iteration `last`'s, done at `t`."""
+        req = self.req
+        heap = self.heap
+        state, inp, out, done_ps = req.state, req.inp, req.out, req.done_ps
+        j_first, on_done, pop = self.j_first, self.on_done, heapq.heappop
+        n = 0
+        ctx = 0
+        kv = 0
+        while heap and heap[0][0] <= last:
+            r = pop(heap)[1]
+            if state[r] != DECODE:
+                continue
+            n += 1
+            ctx += inp[r] - j_first.pop(r)
+            kv += inp[r] + out[r]
+            state[r] = DONE
+            done_ps[r] = t
+            on_done(r, t, OK)
+        self.n_d -= n
+        self.ctx_base -= ctx
+        self.kv_used -= kv
+        self.running -= n
 
     def _finish(self, r: int, t: int) -> None:
         req = self.req
@@ -383,22 +422,7 @@ class EventEngine:
             self.next_ps = -1
             return
         n_d = self.n_d
-        if not self.prefill and not self.n_waiting:
-            # Decode only (the common case): the run lasts to the next completion.
-            heap = self.heap
-            if not n_d:
-                self.busy = False
-                self.next_ps = -1
-                return
-            state = self.req.state
-            while state[heap[0][1]] != DECODE:
-                heapq.heappop(heap)
-            c0, ct, cc, _ = self.cur
-            iters = self.iters
-            A = c0 + ct * n_d + cc * (self.ctx_base + n_d * iters)
-            S = cc * n_d
-            self._start(t, A, S, heap[0][0] - iters, self.B - n_d)
-            return
+        # (A decode-only run is planned by `boundary`; `arrive` always leaves one waiting.)
         budget = self.B - n_d
         tokens = n_d
         pairs = 0
@@ -421,6 +445,7 @@ class EventEngine:
             w = self.waiting
             running, kv_used = self.running, self.kv_used
             kv_cap, max_seqs = self.kv_cap, self.max_seqs
+            cache = self.cache
             while budget > 0 and running < max_seqs:
                 while w and state[w[0]] != WAITING:
                     w.popleft()
@@ -435,7 +460,7 @@ class EventEngine:
                 kv_used += need
                 running += 1
                 state[r] = PREFILL
-                rem = prefill_tokens(req, r, self.cache)
+                rem = inp[r] if cache is None else prefill_tokens(req, r, cache)
                 c = rem if rem < budget else budget
                 done = inp[r] - rem
                 self.prefill.append([r, rem, done, c])
@@ -519,13 +544,17 @@ class EventEngine:
             first_ps[r] = head_end
         self.head = head
         self.head_end = head_end
-        A2 = c0 + ct * n_d + cc * (ctx + n_d * (iters + 1))
-        self._start(head_end, A2, cc * n_d, length - 1, self.B - n_d)
+        A = c0 + ct * n_d + cc * (ctx + n_d * (iters + 1))
+        S = cc * n_d
+        k = length - 1
+        self.A = A
+        self.S = S
+        self.seg_t0 = head_end
+        self.cut = k
+        self.budget_left = self.B - n_d
+        self.busy = True
+        self.next_ps = head_end + (k + 1) * A + S * (k * (k + 1) // 2)
         return True
-
-    def _end(self, k: int) -> int:
-        """End time of iteration k (0-based) of the current run."""
-        return self.seg_t0 + (k + 1) * self.A + self.S * (k * (k + 1) // 2)
 
     def _cut_at(self, t: int) -> None:
         """End the current run at the first iteration boundary at or after `t`."""
@@ -552,4 +581,4 @@ class EventEngine:
                         k += 1
         if k < self.cut:
             self.cut = k
-            self.next_ps = self._end(k)
+            self.next_ps = self.seg_t0 + (k + 1) * self.A + self.S * (k * (k + 1) // 2)

@@ -198,6 +198,9 @@ class _Run(Signals):
         self.probes: dict[int, tuple[int, float | None, float]] = {}
         self.ticks: list[SimTick] = []
         self.outcomes: list[tuple[int, int, float | None, float, bool]] = []
+        self.learnt: list[int] = []
+        """Requests whose outcome the router learnt since the last tick, in that order (their
+        telemetry is computed at the tick, `Signals._fold`)."""
         self.tick_no = 0
         self.cascade_for = [0.0] * nb
         self.cascade_labels: list[dict[int, str]] = [{} for _ in range(nb)]
@@ -280,13 +283,59 @@ class _Run(Signals):
         version, pushed = self.version, self.pushed
         finish = self._finish
         sync = self._sync
+        end_ps = self.end_ps
+        learnt = self.learnt
+        hook = self.complete_hook
         while True:
             ka = akeys[ai] if ai < n else _INF
             while ti < ai and status[ti] >= 0:
                 ti += 1
             kt = tkeys[ti] if ti < ai else _INF
-            kh = heap[0][0] if heap else _INF
-            if ka < kt and ka < kh:
+            kx = ka if ka < kt else kt
+            # The heap's events before the next arrival or timeout (responses only ever move
+            # the next timeout later, so `kx` stays a safe bound while they run; the timeout
+            # is checked again below).
+            while heap and heap[0][0] < kx:
+                key, _, kind, a, b = heappop(heap)
+                if kind == _ENGINE:
+                    if b != version[a]:
+                        continue
+                    eng = engines[a]
+                    eng.boundary(key >> 3)
+                    nxt = eng.next_ps
+                    pushed[a] = nxt
+                    version[a] += 1
+                    if nxt >= 0:
+                        heappush(heap, (nxt << 3 | _ENGINE, a, _ENGINE, a, version[a]))
+                    continue
+                t = key >> 3
+                if kind == _DELIVER:
+                    if status[a] < 0:
+                        if hook is not None:
+                            view.now_s = t / PS
+                            finish(a, t, b)
+                            continue
+                        # `_finish` inlined: nothing reads the view's clock before the next
+                        # event that sets it.
+                        status[a] = b
+                        end_ps[a] = t
+                        in_flight[backend[a]] -= 1
+                        learnt.append(a)
+                    continue
+                view.now_s = t / PS
+                if kind == _PROBE:
+                    self._probe(a, b, t)
+                elif kind == _SCRAPE:
+                    self._scrape(a, b, t)
+                elif kind == _TICK:
+                    self._tick(t)
+                else:
+                    self._chaos(a, t)
+            if kx == _INF:
+                if heap:
+                    continue
+                break
+            if ka < kt:
                 r = ai
                 ai += 1
                 t = arr_ps[r]
@@ -318,80 +367,39 @@ class _Run(Signals):
                     eng.on_done(r, t, ERROR)
                     continue
                 eng.arrive(r, t)
-                if eng.next_ps != pushed[b]:
-                    sync(b)
-                continue
-            if kt < kh:
-                r = ti
-                t = kt >> 3
-                view.now_s = t / PS
-                finish(r, t, 1)
-                b = backend[r]
-                eng = engines[b]
-                eng.abort(r, t)
-                if eng.next_ps != pushed[b]:
-                    sync(b)
-                continue
-            if kh == _INF:
-                break
-            key, _, kind, a, b = heappop(heap)
-            if kind == _ENGINE:
-                if b != version[a]:
-                    continue
-                eng = engines[a]
-                eng.boundary(key >> 3)
                 nxt = eng.next_ps
-                pushed[a] = nxt
-                version[a] += 1
-                if nxt >= 0:
-                    heappush(heap, (nxt << 3 | _ENGINE, a, _ENGINE, a, version[a]))
+                if nxt != pushed[b]:  # `_sync` inlined
+                    pushed[b] = nxt
+                    version[b] += 1
+                    if nxt >= 0:
+                        heappush(heap, (nxt << 3 | _ENGINE, b, _ENGINE, b, version[b]))
                 continue
-            t = key >> 3
+            r = ti
+            if status[r] >= 0:
+                continue  # a response the heap delivered above finished it: the next timeout
+            t = kt >> 3
             view.now_s = t / PS
-            if kind == _DELIVER:
-                if status[a] < 0:
-                    finish(a, t, b)
-            elif kind == _PROBE:
-                self._probe(a, b, t)
-            elif kind == _SCRAPE:
-                self._scrape(a, b, t)
-            elif kind == _TICK:
-                self._tick(t)
-            else:
-                self._chaos(a, t)
+            finish(r, t, TIMEOUT)
+            b = backend[r]
+            eng = engines[b]
+            eng.abort(r, t)
+            if eng.next_ps != pushed[b]:
+                sync(b)
 
     def _finish(self, r: int, t: int, status: int) -> None:
         """The router learns request r's outcome at t."""
-        b = self.backend[r]
         self.status[r] = status
         self.end_ps[r] = t
-        view = self.view
-        view.in_flight[b] -= 1
-        arr = self.arr_ps[r]
-        first = self.req.first_ps[r]
-        if status == TIMEOUT and first >= t:
-            first = -1  # dated ahead by the engine (`EventEngine._plan_head`), not out yet
-        e2e = (t - arr) / 1e9
-        self.fin[b] += 1
-        if status == OK:
-            ttft = (first - arr + self.rtt[b]) / 1e9
-            violated = ttft > self.ttft_slo[r] or e2e > self.e2e_slo[r]
-            self.ok_ttft[b].append(ttft)
-            self.lat[b].append(ttft)
-        else:
-            ttft = (first - arr + self.rtt[b]) / 1e9 if first >= 0 else None
-            violated = True
-            self.failed[b] += 1
-            self.lat[b].append(ttft if ttft is not None else e2e)
-        if violated:
-            self.bad[b] += 1
-        self.outcomes.append((r, status, ttft, e2e, violated))
+        b = self.backend[r]
+        self.view.in_flight[b] -= 1
+        self.learnt.append(r)
         if self.complete_hook is not None:
+            _, _, ttft, e2e, _ = self._outcome(r)
             out = self.req.out[r] if status == OK else 0
-            inp = self.req.inp[r]
-            arr_s, t_s = self.arrival_s[r], t / PS
-            done = Completion(r, b, arr_s, t_s, STATUSES[status], ttft, e2e, inp, out)
-            self.complete_hook(done, view)
+            done = Completion(
+                r, b, self.arrival_s[r], t / PS, STATUSES[status], ttft, e2e, self.req.inp[r], out
+            )
+            self.complete_hook(done, self.view)
 
 
 def simulate(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from tools.routers.base import BackendProfile, EngineMetrics, ProbeReply
 from tools.sim.chaos import CASCADE_SUSTAIN_S, ERROR_RATE, FACTOR, FAIL, RECOVER, ChaosPlan
+from tools.sim.engine import OK, TIMEOUT
 from tools.sim.spec import EngineSpec
 from tools.telemetry import TelemetryPoint
 
@@ -182,7 +183,46 @@ class Signals:
             eng.recover(t)
         self._sync(b)
 
+    def _outcome(self, r: int) -> tuple[int, int, float | None, float, bool]:
+        """(backend, status, TTFT ms or None, end-to-end ms, violated) of request r, whose
+        outcome the router has learnt."""
+        b = self.backend[r]
+        status = self.status[r]
+        t = self.end_ps[r]
+        arr = self.arr_ps[r]
+        first = self.req.first_ps[r]
+        if status == TIMEOUT and first >= t:
+            # Dated ahead by the engine (`EventEngine._plan_head`) or finished after the
+            # router gave up: not out when the router timed it out.
+            first = -1
+        e2e = (t - arr) / 1e9
+        if status == OK:
+            ttft = (first - arr + self.rtt[b]) / 1e9
+            return b, status, ttft, e2e, ttft > self.ttft_slo[r] or e2e > self.e2e_slo[r]
+        ttft = (first - arr + self.rtt[b]) / 1e9 if first >= 0 else None
+        return b, status, ttft, e2e, True
+
+    def _fold(self) -> None:
+        """The tick's per-backend telemetry from the outcomes learnt since the last one."""
+        fin, bad, failed, lat, ok_ttft = self.fin, self.bad, self.failed, self.lat, self.ok_ttft
+        outcomes = self.outcomes
+        outcome = self._outcome
+        for r in self.learnt:
+            b, status, ttft, e2e, violated = outcome(r)
+            fin[b] += 1
+            if status == OK:
+                ok_ttft[b].append(ttft)
+                lat[b].append(ttft)
+            else:
+                failed[b] += 1
+                lat[b].append(ttft if ttft is not None else e2e)
+            if violated:
+                bad[b] += 1
+            outcomes.append((r, status, ttft, e2e, violated))
+        self.learnt.clear()
+
     def _tick(self, t: int) -> None:
+        self._fold()
         cfg = self.cfg
         k = self.tick_no
         self.tick_no += 1
