@@ -235,6 +235,10 @@ class Router(PolicyBase):
         self._names: tuple[str, ...] = ()
         self._index: dict[str, int] = {}
         self._shares: list[float] = []
+        """Traffic shares over `_scale` (each backend's share is `_shares[b] * _scale`): the
+        decay of every share per request is one multiplication of the scale."""
+        self._scale = 1.0
+        self._predictions = getattr(policy, "deferred_predictions", None)
         self.residuals: dict[str, tuple[int, float, float]] = {}
         """The last tick's routing-model residuals per backend (`tick_residuals`)."""
         if prior and fleet is not None:
@@ -307,7 +311,8 @@ class Router(PolicyBase):
     @property
     def shares(self) -> dict[str, float]:
         """Each backend's share of the router's recent requests (an exponential average)."""
-        return dict(zip(self._names, self._shares, strict=True))
+        w = self._scale
+        return {name: x * w for name, x in zip(self._names, self._shares, strict=True)}
 
     # -- the hot path -----------------------------------------------------------------------------
     def choose(self, request: RequestInfo, view: RouterView) -> int:
@@ -361,8 +366,9 @@ class Router(PolicyBase):
         if routed == pick:
             return
         shares = self._shares
-        shares[pick] -= SHARE_DECAY
-        shares[routed] += SHARE_DECAY
+        step = SHARE_DECAY / self._scale
+        shares[pick] -= step
+        shares[routed] += step
         reroute = getattr(self.policy, "reroute", None)
         if reroute is not None:
             reroute(request, view, routed)
@@ -384,8 +390,19 @@ class Router(PolicyBase):
         else:
             ts = request.arrival_s
         self._n += 1
+        pred = self._predictions
         return DeferredDecision.deferred(
-            self._deferred_candidates(request, view, pick, choice),
+            partial(
+                _candidates,
+                self._names,
+                pick,
+                choice,
+                pred(request, view) if pred is not None else None,
+                getattr(getattr(self.policy, "settings", None), "target", math.nan),
+                self._shares[:],
+                self._scale,
+                self.view,
+            ),
             decision_id=f"{self.id_prefix}{self._n}",
             request_id=request_id if request_id is not None else str(request.request_id),
             ts=ts,
@@ -410,10 +427,12 @@ class Router(PolicyBase):
             self._index = {n: i for i, n in enumerate(self._names)}
             self._shares = [1.0 / len(self._names)] * len(self._names)
         pick = self.policy.choose(request, view)
-        shares = self._shares
-        keep = 1.0 - SHARE_DECAY
-        shares[:] = [x * keep for x in shares]
-        shares[pick] += SHARE_DECAY
+        w = self._scale * _KEEP
+        if w < 1e-200:  # renormalise long before the scale underflows
+            self._shares[:] = [x * w for x in self._shares]
+            w = 1.0
+        self._scale = w
+        self._shares[pick] += SHARE_DECAY / w
         return pick
 
     def _count(self, ambiguous_reason: str | None) -> bool:
@@ -434,17 +453,8 @@ class Router(PolicyBase):
         stats.over_budget += 1
         return False
 
-    def _deferred_candidates(
-        self, request: RequestInfo, view: RouterView, pick: int, choice: Any
-    ) -> Callable[[], tuple[Candidate, ...]]:
-        """The decision's candidates, built when first read from what the pick computed (its
-        probabilities, costs and ejections, the grid it read) and copies of the state that
-        moves on (traffic shares): the request path pays for a few list copies only."""
-        deferred = getattr(self.policy, "deferred_predictions", None)
-        pred = deferred(request, view) if deferred is not None else None
-        target = getattr(getattr(self.policy, "settings", None), "target", math.nan)
-        fv = self.view
-        return partial(_candidates, self._names, pick, choice, pred, target, self._shares[:], fv)
+
+_KEEP = 1.0 - SHARE_DECAY
 
 
 def _candidates(
@@ -454,9 +464,13 @@ def _candidates(
     pred: Callable[[], list[dict[str, float]]] | None,
     target: float,
     shares: list[float],
+    scale: float,
     fv: FleetView | None,
 ) -> tuple[Candidate, ...]:
-    """Every candidate of a decision, with the reason it was or was not picked."""
+    """Every candidate of a decision, with the reason it was or was not picked: built when the
+    decision is first read, from what the pick computed (its probabilities, costs and
+    ejections, the grid it read) and copies of the state that moves on (traffic shares), so
+    the request path pays for a few list copies only."""
     n = len(names)
     fc = fv.backends if fv is not None and len(fv.backends) == n else None
     p = getattr(choice, "p", None) or [math.nan] * n
@@ -490,7 +504,7 @@ def _candidates(
                 f.forecast_lo_ms if f is not None else nan,
                 f.forecast_hi_ms if f is not None else nan,
                 cost[b],
-                shares[b],
+                shares[b] * scale,
                 bool(ejected[b]),
                 p[b],
                 q.get("ttft_ms", nan),

@@ -13,6 +13,7 @@ call on the fleet's rows. Absolute times move with the machine's load; the ratio
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -46,18 +47,32 @@ def _pct(ns: np.ndarray, q: float) -> float:
     return float(np.percentile(ns, q)) / 1000.0
 
 
+class Trace:
+    """What `drive` records beside each request's time, to say which requests are slow: the
+    time of each scrape's handling (the grid refresh it triggers included), whether a grid
+    refresh ran since the previous request, whether a garbage collection ran during the
+    request, and the policy's reason for its pick."""
+
+    def __init__(self, requests: int) -> None:
+        self.scrape_ns: list[int] = []
+        self.after_refresh = np.zeros(requests, dtype=bool)
+        self.gc_during = np.zeros(requests, dtype=bool)
+        self.reason: list[str] = []
+
+
 def drive(
     n: int,
     requests: int,
     seed: int = 0,
     wrap: Callable[[PredictiveRouter], Any] | None = None,
     full: bool = False,
+    trace: Trace | None = None,
 ) -> tuple[np.ndarray, PredictiveRouter, _View]:
     """Route `requests` through a fresh router on n backends; per-request times (ns).
 
     `wrap`: what is timed around the policy (`agents.router.Router` in bench_router.py), fed
     the same scrapes and completions; `full`: time its `route` (a whole `Decision`), not
-    `choose`."""
+    `choose`; `trace`: filled in (see `Trace`)."""
     backs = [BackendProfile(f"b{i}", 1e-4 * (1 + i % 3), 2e-4 * (1 + i % 3)) for i in range(n)]
     policy = PredictiveRouter(backs, explore_s=1e9)
     target = wrap(policy) if wrap is not None else policy
@@ -65,6 +80,10 @@ def drive(
     rng = np.random.default_rng(seed)
     clock = time.perf_counter_ns
     out = np.empty(requests, dtype=np.int64)
+    collections = [0]
+    if trace is not None:
+        gc.callbacks.append(_count_collections(collections))
+    refreshes = policy.refreshes
     for k in range(requests):
         view.now_s += 0.01
         if k % 100 == 0:
@@ -72,27 +91,51 @@ def drive(
                 running, waiting = int(rng.integers(0, 30)), int(rng.integers(0, 5))
                 m = EngineMetrics(b, view.now_s, running, waiting, float(rng.random() * 0.5))
                 view.scrapes[b] = m
+                t0 = clock()
                 target.on_scrape(m, view)
+                if trace is not None:
+                    trace.scrape_ns.append(clock() - t0)
         req = RequestInfo(k, view.now_s, int(rng.integers(50, 4000)), "standard", 1e3, 3e4)
+        if trace is not None:
+            trace.after_refresh[k] = policy.refreshes != refreshes
+            refreshes = policy.refreshes
+            before = collections[0]
         t0 = clock()
         if full:
             d = target.route(req, view)
             out[k] = clock() - t0
             b = int(d.backend[1:])
+            # the caller lets the decision go after the request (a replay or the server once it
+            # is logged), not while the next one is routed: were it released by the next
+            # assignment, the timer would count it (and, after a refresh, the old grids it holds)
+            d = None
         else:
             b = target.choose(req, view)
             out[k] = clock() - t0
+        if trace is not None:
+            trace.gc_during[k] = collections[0] != before
+            trace.reason.append(policy.last.reason)
         view.in_flight[b] += 1
         done = int(rng.integers(0, n))
         if k > 20 and view.in_flight[done] > 0:
             view.in_flight[done] -= 1
             c = Completion(k - 20, done, view.now_s - 1, view.now_s, "ok", 200.0, 2e3, 500, 100)
             target.on_complete(c, view)
+    if trace is not None:
+        gc.callbacks.pop()
     overhead = np.empty(20_000, dtype=np.int64)
     for i in range(overhead.size):
         t0 = clock()
         overhead[i] = clock() - t0
     return np.maximum(out - int(np.median(overhead)), 0), policy, view
+
+
+def _count_collections(counter: list[int]) -> Callable[[str, dict[str, int]], None]:
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            counter[0] += 1
+
+    return on_gc
 
 
 def sklearn_twin(policy: PredictiveRouter, view: _View) -> Any:

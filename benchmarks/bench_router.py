@@ -9,9 +9,13 @@ candidate's probability of meeting the SLO, predicted TTFT and end-to-end latenc
 80% intervals, the 5-minute forecast and a reason (the timer's own cost subtracted; the view
 is driven by hand, with scrapes every 100 requests and completions as they come). `choose_*`
 is the same request through `Router.choose` without a kept decision (what a replay that records
-nothing pays: the pick and the counts). The baseline, timed in the same run on the same rows:
-scikit-learn's `predict` on the request's feature rows (one per backend) from a forest of the
-shipped latency model's configuration, which is what a per-request model call would cost.
+nothing pays: the pick and the counts). The previous request's decision is let go outside the
+timer, as its caller does once it is logged. `route_slowest1pct_*` say who the slowest 1% are
+(right after a grid refresh, with a garbage collection, of the commonest reason, each beside its
+share over all requests); `scrape_refresh_*` time each scrape's handling, the grid refresh it
+triggers included, which runs off the request path. The baseline, timed in the same run on
+the same rows: scikit-learn's `predict` on the request's feature rows (one per backend) from a
+forest of the shipped latency model's configuration, what a per-request model call would cost.
 
 The rest times the tick-level refresh of the fleet state (features of every backend's window
 and the forecaster behind the forecast prior, one forest of the demo's size) against
@@ -46,11 +50,12 @@ def percentile_us(samples_ns: list[int] | np.ndarray, q: float) -> float:
     return float(np.percentile(np.asarray(samples_ns, dtype=np.float64), q)) / 1000.0
 
 
-def timed(n: int, requests: int, full: bool) -> tuple[np.ndarray, Router, Any]:
+def timed(n: int, requests: int, full: bool) -> tuple[np.ndarray, Router, Any, Any]:
     """`requests` through a fresh Router on n backends (`bench_predictive.drive`'s view,
-    scrapes and completions): per-request times (ns), warm-up (numba, first grids) excluded.
+    scrapes and completions): per-request times (ns), warm-up (numba, first grids) excluded,
+    and the run's `bench_predictive.Trace` (also trimmed of the warm-up).
     `full`: `Router.route` (a whole Decision); else `Router.choose`."""
-    from bench_predictive import drive
+    from bench_predictive import Trace, drive
 
     routers: list[Router] = []
 
@@ -58,8 +63,32 @@ def timed(n: int, requests: int, full: bool) -> tuple[np.ndarray, Router, Any]:
         routers.append(Router(policy))
         return routers[0]
 
-    ns, _, view = drive(n, requests, wrap=wrap, full=full)
-    return ns[len(ns) // 10 :], routers[0], view
+    trace = Trace(requests)
+    ns, _, view = drive(n, requests, wrap=wrap, full=full, trace=trace)
+    w = len(ns) // 10
+    trace.after_refresh = trace.after_refresh[w:]
+    trace.gc_during = trace.gc_during[w:]
+    trace.reason = trace.reason[w:]
+    trace.scrape_ns = trace.scrape_ns[len(trace.scrape_ns) // 10 :]
+    return ns[w:], routers[0], view, trace
+
+
+def slowest(ns: np.ndarray, trace: Any) -> dict[str, float]:
+    """Who the slowest 1% of requests are: the share right after a grid refresh (on a scrape
+    or a completion, between two requests), with a garbage collection during the request,
+    and of the commonest reason; against those shares over all requests."""
+    top = ns >= np.percentile(ns, 99)
+    reasons = np.asarray(trace.reason)
+    common = max(set(trace.reason), key=trace.reason.count)
+    return {
+        "after_refresh_pct": round(100.0 * float(trace.after_refresh[top].mean()), 1),
+        "after_refresh_pct_all": round(100.0 * float(trace.after_refresh.mean()), 1),
+        "gc_pct": round(100.0 * float(trace.gc_during[top].mean()), 1),
+        "gc_pct_all": round(100.0 * float(trace.gc_during.mean()), 2),
+        f"{common}_pct": round(100.0 * float((reasons[top] == common).mean()), 1),
+        f"{common}_pct_all": round(100.0 * float((reasons == common).mean()), 1),
+        "after_refresh_p50_us": round(percentile_us(ns[trace.after_refresh], 50), 2),
+    }
 
 
 def sklearn_per_request(router: Router, view: Any, n_rows: int) -> np.ndarray:
@@ -95,12 +124,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. One request through the Router on 4, 8 and 16 backends; scikit-learn on the same rows.
     for n in (4, 8, 16):
-        route_ns, router, view = timed(n, args.requests, full=True)
-        choose_ns, _, _ = timed(n, args.requests, full=False)
+        route_ns, router, view, trace = timed(n, args.requests, full=True)
+        choose_ns, _, _, _ = timed(n, args.requests, full=False)
         sk_ns = sklearn_per_request(router, view, n)
         sfx = "" if n == 4 else f"_{n}"
         fig[f"route_p50_us{sfx}"] = round(percentile_us(route_ns, 50), 2)
         fig[f"route_p99_us{sfx}"] = round(percentile_us(route_ns, 99), 2)
+        for k, v in slowest(route_ns, trace).items():
+            fig[f"route_slowest1pct_{k}{sfx}"] = v
+        # the scrape's own handling, its grid refresh included: off the request path, here
+        fig[f"scrape_refresh_p50_us{sfx}"] = round(percentile_us(trace.scrape_ns, 50), 1)
+        fig[f"scrape_refresh_p99_us{sfx}"] = round(percentile_us(trace.scrape_ns, 99), 1)
         fig[f"choose_p50_us{sfx}"] = round(percentile_us(choose_ns, 50), 2)
         fig[f"choose_p99_us{sfx}"] = round(percentile_us(choose_ns, 99), 2)
         fig[f"sklearn_per_request_p50_us{sfx}"] = round(percentile_us(sk_ns, 50), 1)

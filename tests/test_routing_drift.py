@@ -16,6 +16,7 @@ from agents.router import Router, tick_residuals
 from tests.router_fakes import FakeView, completion, request
 from tools.routers.base import BackendProfile
 from tools.routers.predictive import PredictiveRouter
+from tools.routers.predictive.table import interpolate
 from tools.routers.predictive.training import fit
 from tools.telemetry import TICK_SECONDS
 
@@ -26,6 +27,13 @@ def toy_model():
 
     hp = {"n_estimators": 8, "max_depth": 6, "min_samples_leaf": 20, "n_jobs": 1}
     return fit(toy_dataset(n_runs=6, per_run=300), hyperparameters=hp, seed=1)
+
+
+def _predicted(policy: PredictiveRouter, rid: int) -> tuple[float, float]:
+    """The model's uncorrected mean log TTFT and log e2e for a request in flight, as the
+    router stored them when it routed the request."""
+    _, tok, d, grid_t, grid_e = policy._pending[rid]
+    return interpolate(grid_t, tok, d), interpolate(grid_e, tok, d)
 
 
 def _policy(model) -> PredictiveRouter:
@@ -40,7 +48,7 @@ def test_residuals_are_raw_per_backend_and_start_afresh_after_each_read(toy_mode
     for rid in range(6):
         req = request(rid, now=1.0)
         b = policy.choose(req, view)
-        sent[rid] = (b, *policy._pending[rid][1:])
+        sent[rid] = (b, *_predicted(policy, rid))
     # every request comes back twice as slow as the model's uncorrected mean
     for rid, (b, mt, me) in sent.items():
         ttft, e2e = 2.0 * math.exp(mt), 2.0 * math.exp(me)
@@ -68,7 +76,7 @@ def test_the_router_keeps_one_tick_of_mean_residuals_by_backend_name(toy_model):
     view = FakeView(2, now_s=1.0)
     rid = 0
     b = router.choose(request(rid, now=1.0), view)
-    mt, me = policy._pending[rid][1:]
+    mt, me = _predicted(policy, rid)
     router.on_complete(
         completion(b, at=2.0, e2e_ms=math.exp(me), ttft_ms=3 * math.exp(mt), rid=rid), view
     )

@@ -7,7 +7,9 @@ counted and recorded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -46,23 +48,49 @@ def _stored_reasons(db: str) -> dict[str, str]:
         }
 
 
-def test_override_mode_takes_the_routers_pick_at_once_while_the_agent_is_busy(
-    tmp_path, monkeypatch
-):
-    slow = SlowReasoner()
-    monkeypatch.setattr(Service, "_llm", lambda self: slow)
+def _service(tmp_path, monkeypatch, model: Any, **settings: Any) -> tuple[Service, Any]:
+    """A service whose router agent runs on `model` and where every `review` request escalates."""
+    monkeypatch.setattr(Service, "_llm", lambda self: model)
     config = ServeConfig(
         db=str(tmp_path / "serve.db"),
         tick_s=3600.0,
         run_monitors=False,
         escalation_deadline_s=0.2,
-        escalation_mode="override",
+        **settings,
     )
     svc = Service(config)
     app = create_app(config, service=svc)
     svc.open()
     assert svc.adapter is not None
-    svc.adapter.router.escalation_budget = None  # every `review` request escalates
+    svc.adapter.router.escalation_budget = None
+    return svc, app
+
+
+@contextlib.asynccontextmanager
+async def _serving(svc: Service, app: Any, agent: SlowReasoner) -> AsyncIterator[Any]:
+    """The started service's HTTP client; on the way out the agent is released and the
+    service stopped (its writers flushed)."""
+    await svc.start()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as c:
+            yield c
+    finally:
+        agent.gate.set()
+        await svc.stop()
+
+
+async def _review_requests(c: Any, n: int) -> list[Any]:
+    return await asyncio.gather(*(c.post("/v1/route", json={"tier": "review"}) for _ in range(n)))
+
+
+def test_override_mode_takes_the_routers_pick_at_once_while_the_agent_is_busy(
+    tmp_path, monkeypatch
+):
+    slow = SlowReasoner()
+    svc, app = _service(tmp_path, monkeypatch, slow, escalation_mode="override")
+    config = svc.config
+    assert svc.adapter is not None
     picks: dict[str, str] = {}
     route = svc.adapter.route
 
@@ -74,18 +102,10 @@ def test_override_mode_takes_the_routers_pick_at_once_while_the_agent_is_busy(
     monkeypatch.setattr(svc.adapter, "route", remember_the_pick)
 
     async def drive() -> tuple[list[dict[str, Any]], str]:
-        await svc.start()
-        transport = httpx.ASGITransport(app=app)
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://serve") as c:
-                answers = await asyncio.gather(
-                    *(c.post("/v1/route", json={"tier": "review"}) for _ in range(REQUESTS))
-                )
-                metrics = (await c.get("/metrics")).text
-            return [a.json() for a in answers if a.status_code == 200], metrics
-        finally:
-            slow.gate.set()
-            await svc.stop()
+        async with _serving(svc, app, slow) as c:
+            answers = await _review_requests(c, REQUESTS)
+            metrics = (await c.get("/metrics")).text
+        return [a.json() for a in answers if a.status_code == 200], metrics
 
     try:
         answers, metrics = asyncio.run(drive())
@@ -114,55 +134,31 @@ def test_override_mode_takes_the_routers_pick_at_once_while_the_agent_is_busy(
         assert stored[decision_id].endswith(f"{FALLBACK_MARK}{why}")
 
 
-def _advisory_service(tmp_path, monkeypatch, model: Any) -> tuple[Service, Any]:
-    monkeypatch.setattr(Service, "_llm", lambda self: model)
-    config = ServeConfig(
-        db=str(tmp_path / "serve.db"),
-        tick_s=3600.0,
-        run_monitors=False,
-        escalation_deadline_s=0.2,
-    )
-    assert config.escalation_mode == "advisory"  # the default
-    svc = Service(config)
-    app = create_app(config, service=svc)
-    svc.open()
-    assert svc.adapter is not None
-    svc.adapter.router.escalation_budget = None  # every `review` request escalates
-    return svc, app
-
-
 def test_advisory_mode_answers_before_the_agent_and_records_its_advice_later(tmp_path, monkeypatch):
     """The agent is held until every answer is in: the requests cannot have waited for it.
     Once it answers, the stored decision (and GET /v1/decisions/{id}) carries its advice."""
     slow = SlowReasoner()
-    svc, app = _advisory_service(tmp_path, monkeypatch, slow)
+    svc, app = _service(tmp_path, monkeypatch, slow)
+    assert svc.config.escalation_mode == "advisory"  # the default
     assert svc.adapter is not None and svc.adapter.escalator is not None
     svc.adapter.escalator.deadline_s = 30.0  # long enough that only the gate decides
 
     async def drive() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], str]:
-        await svc.start()
-        transport = httpx.ASGITransport(app=app)
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://serve") as c:
-                answers = await asyncio.gather(
-                    *(c.post("/v1/route", json={"tier": "review"}) for _ in range(5))
-                )
-                first = answers[0].json()["decision_id"]
-                assert svc.writer is not None
+        async with _serving(svc, app, slow) as c:
+            answers = await _review_requests(c, 5)
+            first = answers[0].json()["decision_id"]
+            assert svc.writer is not None
+            await asyncio.to_thread(svc.writer.flush_through, svc.writer.submitted)
+            before = (await c.get(f"/v1/decisions/{first}")).json()
+            slow.gate.set()  # now the agent may answer
+            for _ in range(200):
+                await asyncio.sleep(0.02)
                 await asyncio.to_thread(svc.writer.flush_through, svc.writer.submitted)
-                before = (await c.get(f"/v1/decisions/{first}")).json()
-                slow.gate.set()  # now the agent may answer
-                for _ in range(200):
-                    await asyncio.sleep(0.02)
-                    await asyncio.to_thread(svc.writer.flush_through, svc.writer.submitted)
-                    after = (await c.get(f"/v1/decisions/{first}")).json()
-                    if ADVICE_MARK in after["reason"]:
-                        break
-                metrics = (await c.get("/metrics")).text
-            return [a.json() for a in answers], before, after, metrics
-        finally:
-            slow.gate.set()
-            await svc.stop()
+                after = (await c.get(f"/v1/decisions/{first}")).json()
+                if ADVICE_MARK in after["reason"]:
+                    break
+            metrics = (await c.get("/metrics")).text
+        return [a.json() for a in answers], before, after, metrics
 
     answers, before, after, metrics = asyncio.run(drive())
     stats = svc.adapter.escalator.stats
@@ -184,26 +180,18 @@ def test_advisory_fallbacks_are_counted_and_recorded(tmp_path, monkeypatch):
     """An agent that misses its deadline: the requests were answered at once all the same, and
     the timeout (and the busy agent) are what the stored decisions and the metrics say."""
     slow = SlowReasoner()
-    svc, app = _advisory_service(tmp_path, monkeypatch, slow)
+    svc, app = _service(tmp_path, monkeypatch, slow)
 
     async def drive() -> tuple[list[dict[str, Any]], str]:
-        await svc.start()
-        transport = httpx.ASGITransport(app=app)
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://serve") as c:
-                answers = await asyncio.gather(
-                    *(c.post("/v1/route", json={"tier": "review"}) for _ in range(20))
-                )
-                assert svc.advice is not None
-                for _ in range(200):  # the deadline (0.2 s) passes, the queue settles
-                    await asyncio.sleep(0.02)
-                    if svc.advice.pending == 0 and len(svc.escalations) == 20:
-                        break
-                metrics = (await c.get("/metrics")).text
-            return [a.json() for a in answers], metrics
-        finally:
-            slow.gate.set()
-            await svc.stop()
+        async with _serving(svc, app, slow) as c:
+            answers = await _review_requests(c, 20)
+            assert svc.advice is not None
+            for _ in range(200):  # the deadline (0.2 s) passes, the queue settles
+                await asyncio.sleep(0.02)
+                if svc.advice.pending == 0 and len(svc.escalations) == 20:
+                    break
+            metrics = (await c.get("/metrics")).text
+        return [a.json() for a in answers], metrics
 
     answers, metrics = asyncio.run(drive())
     assert all(a["escalated"] is True for a in answers)

@@ -210,7 +210,9 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self.advice is not None:  # its answers reach the writer before the writer closes
-            await asyncio.to_thread(self.advice.close, timeout_s)
+            # (bounded at 1 s: an escalation still waiting for the agent then keeps its stored
+            # decision without the advice, so SIGTERM still ends within 10 s)
+            await asyncio.to_thread(self.advice.close, min(1.0, timeout_s))
             await asyncio.sleep(0)  # run the answers it handed to the loop
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close, timeout_s)

@@ -54,10 +54,11 @@ from tools.routers.predictive.model import LatencyModel
 from tools.routers.predictive.table import (
     D_MAX,
     D_MIN,
-    DELTA_POSITION,
-    ND,
+    NT,
+    P_OFFSET,
     GridSnapshot,
     PredictionTable,
+    interpolate,
     token_position,
 )
 from tools.routers.prequal import DEFAULT_Q_RIF, hcl_pick
@@ -254,8 +255,9 @@ class PredictiveRouter(PolicyBase):
         """When each backend's grid is due for a refresh."""
         self._next_check = -math.inf
         self._first = True
-        self._pending: dict[int, tuple[int, float, float]] = {}
-        """request id -> (backend, predicted mean log TTFT, log e2e) for the correction."""
+        self._pending: dict[int, tuple[int, float, int, list[float], list[float]]] = {}
+        """request id -> (backend, prefill tokens, in-flight change, the grids of mean log TTFT
+        and log e2e it was routed on), for the correction."""
         self._resid = [[0, 0.0, 0.0] for _ in range(n)]
         """Per backend since the last `take_residuals`: completions, sums of raw residuals."""
         self._loosest = 0.0
@@ -267,7 +269,13 @@ class PredictiveRouter(PolicyBase):
         self.counts = {r: 0 for r in REASONS}
         self.ambiguous = 0
         self._rng = random.Random(seed)
+        self._randbelow = self._rng._randbelow  # what `random.sample` draws with (`_draw2`)
+        self._ejected: list[bool] = [False] * n
+        """`[u > now for u in ejected_until]`, valid for `now` in `_ejected_valid` (the list is
+        never edited once made: a decision keeps it)."""
+        self._ejected_valid = (math.inf, -math.inf)
         self._drawn: list[int] | None = None
+        self._live_of: tuple[list[bool], list[int]] = ([], [])
         self.pref: dict[str, int] = {}
         """Each tier's last routed backend (the hysteresis' incumbent)."""
 
@@ -298,7 +306,8 @@ class PredictiveRouter(PolicyBase):
         if pend is not None and rate > 0.0 and c.status == "ok" and c.ttft_ms:
             # A running average of the model's own residuals (predictions stored before any
             # correction): a lagged integrator would oscillate, an average cannot.
-            _, mt, me = pend
+            _, tok, d, grid_t, grid_e = pend
+            mt, me = interpolate(grid_t, tok, d), interpolate(grid_e, tok, d)
             rt = math.log(c.ttft_ms) - mt
             re = math.log(max(c.e2e_ms, 1.0)) - me
             self.corr_t[b] += rate * (rt - self.corr_t[b])
@@ -344,6 +353,16 @@ class PredictiveRouter(PolicyBase):
         self.ejections[b] += 1
         self.ejected_until[b] = now + min(s.max_ejection_s, s.base_ejection_s * self.ejections[b])
         self._readmit[b] = True
+        self._ejected_valid = (math.inf, -math.inf)
+
+    def _ejected_at(self, now: float) -> list[bool]:
+        """Which backends are ejected at `now`, kept until the next ejection ends (or starts:
+        `_eject` drops it), so a request reads a list instead of building one."""
+        ej = self.ejected_until
+        self._ejected = [u > now for u in ej]
+        ahead = [u for u in ej if u > now]
+        self._ejected_valid = (now, min(ahead) if ahead else math.inf)
+        return self._ejected
 
     def _probation(self, view: RouterView, ejected: list[bool]) -> None:
         """Backends back from ejection come back with a clean error record, as Envoy's hosts
@@ -369,23 +388,26 @@ class PredictiveRouter(PolicyBase):
         if self._first:
             self._first = False
             self._refresh(view, range(n))
-        ej = self.ejected_until
-        tracker = self.tracker
-        ejected = [u > now for u in ej]
+        lo, hi = self._ejected_valid
+        ejected = self._ejected if lo <= now < hi else self._ejected_at(now)
         if True in self._readmit or True in self.probation:
+            ejected = ejected[:]
             self._probation(view, ejected)
-        heard = tracker.heard_s
+        heard = self.tracker.heard_s
         silent_s = s.silent_s
-        for b in range(n):
-            if inflight[b] and not ejected[b] and now - heard[b] > silent_s:
-                self._eject(b, now)
-                ejected[b] = ej[b] > now
+        if now - min(heard) > silent_s:  # some backend has been silent that long
+            ejected = ejected[:]
+            ej = self.ejected_until
+            for b in range(n):
+                if inflight[b] and not ejected[b] and now - heard[b] > silent_s:
+                    self._eject(b, now)
+                    ejected[b] = ej[b] > now
         inp = request.input_tokens
         hashes = request.prefix_hashes
         matched = self.prefix.match(hashes[:256]) if hashes else None
         self._matched = matched
-        mo = tracker.mean_output
-        cost = [ci * inp + co * mo for ci, co in zip(self.cin, self.cout, strict=True)]
+        mo = self.tracker.mean_output
+        cost = [ci * inp + co * mo for ci, co in zip(self.cin, self.cout)]  # noqa: B905 (same n)
         if self.table is not None:
             p = self._p_model(request, inflight, matched, ejected)
         else:
@@ -418,11 +440,17 @@ class PredictiveRouter(PolicyBase):
         hashes = request.prefix_hashes
         if hashes:
             self.prefix.add(hashes[:256], b)
-        if self.table is not None and self.settings.correction_rate > 0.0:
-            tok = self._tokens(request.input_tokens, matched, b)
-            d = inflight[b] - self.table.base_in_flight[b]
-            mt, me = self.table.raw_means(b, tok, d)
-            self._pending[request.request_id] = (b, mt, me)
+        table = self.table
+        if table is not None and self.settings.correction_rate > 0.0:
+            # the grids this pick read (a refresh replaces them, never edits them): the means
+            # are interpolated when the completion arrives, off the request path
+            self._pending[request.request_id] = (
+                b,
+                prefill_tokens(request.input_tokens, matched, b, self.settings.block_tokens),
+                inflight[b] - table.base_in_flight[b],
+                table.mt_raw[b],
+                table.me_raw[b],
+            )
 
     def reroute(self, request: RequestInfo, view: RouterView, new: int) -> None:
         """The request `choose` just sent to `self.last.backend` went to `new` instead (the
@@ -458,23 +486,23 @@ class PredictiveRouter(PolicyBase):
         put = out.append
         inp = request.input_tokens
         i, f = token_position(inp)
-        for b in range(self.n):
-            if ejected[b]:
+        i += P_OFFSET
+        b = -1
+        for row, x, x0, out_b in zip(tabs, inflight, base, ejected):  # noqa: B905 (hot path)
+            b += 1
+            if out_b:
                 put(0.0)
                 continue
             if matched:
                 i, f = token_position(self._tokens(inp, matched, b))
-            d = inflight[b] - base[b]
+                i += P_OFFSET
+            d = x - x0
             if d > D_MAX or d < D_MIN:
                 self._due[b] = 0.0  # off the grid: refreshed at the next completion
                 d = D_MAX if d > D_MAX else D_MIN
-            j, g = DELTA_POSITION[d - D_MIN]
-            row = tabs[b]
-            a = i * ND + j
-            c = a + ND
-            lo = row[a] + (row[a + 1] - row[a]) * g
-            hi = row[c] + (row[c + 1] - row[c]) * g
-            put(lo + (hi - lo) * f)
+            k = d * NT + i
+            lo = row[k]
+            put(lo + (row[k + 1] - lo) * f)
         return out
 
     def _pick(
@@ -488,7 +516,7 @@ class PredictiveRouter(PolicyBase):
     ) -> tuple[int, str]:
         s = self.settings
         n = self.n
-        live = [b for b in range(n) if not ejected[b]]
+        live = self._live(ejected)
         if not live:
             # Everything ejected (cannot happen past max_ejection_fraction, but a silent fleet
             # can): the backend heard from most recently.
@@ -499,13 +527,15 @@ class PredictiveRouter(PolicyBase):
         slo = request.ttft_slo_ms
         if slo >= self._loosest:
             self._loosest = slo
-            for b in live:
-                if now - self.last_sent[b] > s.explore_s:
-                    return b, "explore"
+            last_sent = self.last_sent
+            if now - min(last_sent) > s.explore_s:  # else no backend is due
+                for b in live:
+                    if now - last_sent[b] > s.explore_s:
+                        return b, "explore"
         if s.choices and len(live) > s.choices:
-            live = self._rng.sample(live, s.choices)
+            live = self._draw2(live) if s.choices == 2 else self._rng.sample(live, s.choices)
             self._drawn = live
-        top = max(live, key=lambda b: (p[b], -cost[b]))
+        top = likeliest(live, p, cost)
         p_top = p[top]
         if p_top < s.lost_p:
             return min(live, key=lambda b: (p[b], cost[b])), "lost_everywhere"
@@ -536,6 +566,32 @@ class PredictiveRouter(PolicyBase):
         ):
             return prev, "kept"
         return best, "cheapest_likely"
+
+    def _live(self, ejected: list[bool]) -> list[int]:
+        """The backends not ejected (kept with the `_ejected` list it was made from)."""
+        if ejected is self._ejected:
+            cached = self._live_of
+            if cached[0] is ejected:
+                return cached[1]
+            live = [b for b in range(self.n) if not ejected[b]]
+            self._live_of = (ejected, live)
+            return live
+        return [b for b in range(self.n) if not ejected[b]]
+
+    def _draw2(self, live: list[int]) -> list[int]:
+        """`self._rng.sample(live, 2)`, draw for draw (CPython's `random.sample`: a partial
+        Fisher-Yates shuffle up to 21 items, rejection from a set above), without its
+        generality's cost on the request path (tests check it against `random.sample`)."""
+        n = len(live)
+        rb = self._randbelow
+        j = rb(n)
+        if n <= 21:
+            k = rb(n - 1)
+            return [live[j], live[n - 1] if k == j else live[k]]
+        k = rb(n)
+        while k == j:
+            k = rb(n)
+        return [live[j], live[k]]
 
     def _hotcold(self, live: list[int], rif: Sequence[int]) -> int:
         """Prequal's hot-cold lexicographic rule (`tools.routers.prequal.hcl_pick`) on what this
@@ -591,7 +647,18 @@ class PredictiveRouter(PolicyBase):
         """`predictions` for the request just chosen, as its pick saw the fleet (grid, requests
         in flight, prefix blocks held), computed when the returned function is called: the
         request path only copies a few lists."""
-        return self._predictions(request.input_tokens, self._matched, view)
+        table = self.table
+        if table is None:
+            return partial(_no_predictions, self.n)
+        return partial(
+            _predicted,
+            table.quantiles,
+            table.snap or table.snapshot(),
+            request.input_tokens,
+            self._matched,
+            self.settings.block_tokens,
+            list(view.in_flight),
+        )
 
     def _predictions(
         self, input_tokens: int, matched: dict[int, int] | None, view: RouterView
@@ -607,6 +674,19 @@ class PredictiveRouter(PolicyBase):
             self.settings.block_tokens,
             list(view.in_flight),
         )
+
+
+def likeliest(live: Sequence[int], p: Sequence[float], cost: Sequence[float]) -> int:
+    """`max(live, key=lambda b: (p[b], -cost[b]))`: the likeliest, the cheaper on a tie, the
+    first on a full tie; a loop, without a tuple and a call per backend."""
+    it = iter(live)
+    top = next(it)
+    pt, ct = p[top], cost[top]
+    for b in it:
+        pb = p[b]
+        if pb > pt or (pb == pt and cost[b] < ct):
+            top, pt, ct = b, pb, cost[b]
+    return top
 
 
 def prefill_tokens(inp: int, matched: dict[int, int] | None, b: int, block_tokens: int) -> float:

@@ -46,6 +46,32 @@ def _delta_positions() -> list[tuple[int, float]]:
 
 DELTA_POSITION = _delta_positions()
 """For each in-flight change d (index d - D_MIN): (grid index j, weight of j + 1)."""
+_J = np.array([j for j, _ in DELTA_POSITION])
+_G = np.array([g for _, g in DELTA_POSITION])
+P_OFFSET = -D_MIN * NT
+"""A request's P(meet SLO) on a backend is read from its `PredictionTable.p_table` row at
+`(d * NT + P_OFFSET) + i` (and the next cell): d the in-flight change, i the token index."""
+
+
+def by_delta(grid: np.ndarray) -> list[float]:
+    """A flat grid (tokens slowest, `DELTAS` fastest) interpolated in the in-flight change at
+    every integer change D_MIN..D_MAX, flat with the change slowest: a request then reads two
+    cells and interpolates in tokens only. The same operations in the same order as the
+    bilinear read (`interpolate`), so the values are the same to the last bit."""
+    g = grid.reshape(NT, ND)
+    lo = g[:, _J]
+    return (lo + (g[:, _J + 1] - lo) * _G).T.ravel().tolist()
+
+
+def interpolate(row: Sequence[float], tokens: float, delta: int) -> float:
+    """A flat grid's value at (tokens, in-flight change), bilinear, clamped to the grid."""
+    i, f = token_position(tokens)
+    j, g = DELTA_POSITION[min(max(delta, D_MIN), D_MAX) - D_MIN]
+    a = i * ND + j
+    c = a + ND
+    lo = row[a] + (row[a + 1] - row[a]) * g
+    hi = row[c] + (row[c + 1] - row[c]) * g
+    return lo + (hi - lo) * f
 
 
 def token_position(tokens: float) -> tuple[int, float]:
@@ -140,10 +166,11 @@ class PredictionTable:
 
     def _p(self, b: int, key: tuple[float, float]) -> list[float]:
         p = self.model.p_meet(self.mt[b], self.st[b], self.me[b], self.se[b], *key)
-        return (p * (1.0 - self.fail[b])).tolist()
+        return by_delta(p * (1.0 - self.fail[b]))
 
     def p_table(self, ttft_slo_ms: float, e2e_slo_ms: float) -> list[list[float]]:
-        """Per backend, P(meet both SLOs and not fail) over the grid (flat, tokens slowest)."""
+        """Per backend, P(meet both SLOs and not fail) at every integer in-flight change and
+        grid token count (`by_delta`: read at `d * NT + P_OFFSET + i`)."""
         key = (ttft_slo_ms, e2e_slo_ms)
         got = self.p.get(key)
         if got is None:
@@ -154,18 +181,10 @@ class PredictionTable:
         return got
 
     def raw_means(self, b: int, tokens: float, delta: int) -> tuple[float, float]:
-        """(mu_ttft, mu_e2e) before the shifts, interpolated: cheap (lists), for the hot path."""
-        i, f = token_position(tokens)
-        j, g = DELTA_POSITION[min(max(delta, D_MIN), D_MAX) - D_MIN]
-        a = i * ND + j
-        c = a + ND
-        t = self.mt_raw[b]
-        e = self.me_raw[b]
-        lo = t[a] + (t[a + 1] - t[a]) * g
-        hi = t[c] + (t[c + 1] - t[c]) * g
-        lo_e = e[a] + (e[a + 1] - e[a]) * g
-        hi_e = e[c] + (e[c + 1] - e[c]) * g
-        return lo + (hi - lo) * f, lo_e + (hi_e - lo_e) * f
+        """(mu_ttft, mu_e2e) before the shifts, interpolated."""
+        return interpolate(self.mt_raw[b], tokens, delta), interpolate(
+            self.me_raw[b], tokens, delta
+        )
 
     def moments(self, b: int, tokens: float, delta: int) -> tuple[float, float, float, float]:
         """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) for backend b, interpolated (decisions, logs)."""
