@@ -258,6 +258,8 @@ class PredictiveRouter(PolicyBase):
         self._pending: dict[int, tuple[int, float, int, list[float], list[float]]] = {}
         """request id -> (backend, prefill tokens, in-flight change, the grids of mean log TTFT
         and log e2e it was routed on), for the correction."""
+        self._resid = [[0, 0.0, 0.0] for _ in range(n)]
+        """Per backend since the last `take_residuals`: completions, sums of raw residuals."""
         self._loosest = 0.0
         self._matched: dict[int, int] | None = None
         """Prefix blocks each backend held for the last request, as its pick saw them."""
@@ -306,8 +308,14 @@ class PredictiveRouter(PolicyBase):
             # correction): a lagged integrator would oscillate, an average cannot.
             _, tok, d, grid_t, grid_e = pend
             mt, me = interpolate(grid_t, tok, d), interpolate(grid_e, tok, d)
-            self.corr_t[b] += rate * (math.log(c.ttft_ms) - mt - self.corr_t[b])
-            self.corr_e[b] += rate * (math.log(max(c.e2e_ms, 1.0)) - me - self.corr_e[b])
+            rt = math.log(c.ttft_ms) - mt
+            re = math.log(max(c.e2e_ms, 1.0)) - me
+            self.corr_t[b] += rate * (rt - self.corr_t[b])
+            self.corr_e[b] += rate * (re - self.corr_e[b])
+            acc = self._resid[b]
+            acc[0] += 1
+            acc[1] += rt
+            acc[2] += re
         s = self.settings
         t = self.tracker
         if (
@@ -325,6 +333,15 @@ class PredictiveRouter(PolicyBase):
             stale = [k for k in range(self.n) if now >= due[k]]
             if stale:
                 self._refresh(view, stale)
+
+    def take_residuals(self) -> list[tuple[int, float, float]]:
+        """Per backend, the completions since the last call and the sums of their raw residuals
+        (log TTFT and log e2e less the model's mean before any online correction), then starts
+        afresh: the routing model's own drift signal, load accounted for. Only successful
+        requests routed while the correction is on (`correction_rate` > 0) count."""
+        out = [(int(a[0]), a[1], a[2]) for a in self._resid]
+        self._resid = [[0, 0.0, 0.0] for _ in range(self.n)]
+        return out
 
     def _eject(self, b: int, now: float) -> None:
         if self.ejected_until[b] > now:
