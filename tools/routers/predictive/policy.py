@@ -54,8 +54,8 @@ from tools.routers.predictive.model import LatencyModel
 from tools.routers.predictive.table import (
     D_MAX,
     D_MIN,
-    NT,
-    P_OFFSET,
+    DELTA_POSITION,
+    ND,
     GridSnapshot,
     PredictionTable,
     interpolate,
@@ -486,7 +486,6 @@ class PredictiveRouter(PolicyBase):
         put = out.append
         inp = request.input_tokens
         i, f = token_position(inp)
-        i += P_OFFSET
         b = -1
         for row, x, x0, out_b in zip(tabs, inflight, base, ejected):  # noqa: B905 (hot path)
             b += 1
@@ -495,14 +494,17 @@ class PredictiveRouter(PolicyBase):
                 continue
             if matched:
                 i, f = token_position(self._tokens(inp, matched, b))
-                i += P_OFFSET
             d = x - x0
             if d > D_MAX or d < D_MIN:
                 self._due[b] = 0.0  # off the grid: refreshed at the next completion
                 d = D_MAX if d > D_MAX else D_MIN
-            k = d * NT + i
-            lo = row[k]
-            put(lo + (row[k + 1] - lo) * f)
+            # bilinear in (log tokens, in-flight change), as `table.interpolate`, inlined
+            j, g = DELTA_POSITION[d - D_MIN]
+            a = i * ND + j
+            c = a + ND
+            lo = row[a] + (row[a + 1] - row[a]) * g
+            hi = row[c] + (row[c + 1] - row[c]) * g
+            put(lo + (hi - lo) * f)
         return out
 
     def _pick(
