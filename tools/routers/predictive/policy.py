@@ -611,8 +611,9 @@ class PredictiveRouter(PolicyBase):
         if pp < s.low_p and max(p) < s.low_p:
             return "all_at_risk"
         if pp < s.target:
-            for b in range(self.n):
-                if b != pick and not ejected[b] and abs(p[b] - pp) <= s.close_p:
+            close = s.close_p
+            for b, x in enumerate(p):
+                if abs(x - pp) <= close and b != pick and not ejected[b]:
                     return "close_call"
         return None
 

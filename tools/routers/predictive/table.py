@@ -58,9 +58,9 @@ def by_delta(grid: np.ndarray) -> list[float]:
     every integer change D_MIN..D_MAX, flat with the change slowest: a request then reads two
     cells and interpolates in tokens only. The same operations in the same order as the
     bilinear read (`interpolate`), so the values are the same to the last bit."""
-    g = grid.reshape(NT, ND)
-    lo = g[:, _J]
-    return (lo + (g[:, _J + 1] - lo) * _G).T.ravel().tolist()
+    g = grid.reshape(NT, ND).T  # (ND, NT): rows gathered below come out in the stored order
+    lo = g[_J]
+    return (lo + (g[_J + 1] - lo) * _G[:, None]).ravel().tolist()
 
 
 def interpolate(row: Sequence[float], tokens: float, delta: int) -> float:
