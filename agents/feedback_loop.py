@@ -34,7 +34,13 @@ The steps, in the order they run each tick:
 1. *Decisions*: the sampled decisions are stored with the routing model's forecast; during an
    experiment both arms' forecasts are stored as experiment predictions.
 2. *Telemetry*: stored, fed to the router (forecasts refresh once), and to every model under
-   evaluation (the shadow challenger, the previous champion after a promotion).
+   evaluation (the shadow challenger, the previous champion after a promotion). The router's
+   per-request latency model (what routes) is watched here too: its residuals of the tick,
+   per backend, feed the routing drift detector (`agents.monitors.routing_drift`), whose
+   alarms name the backend that became slower than modelled (drift report, event, alert). The
+   forecaster's own detector below judges the 5-minute forecaster, which no longer routes
+   (the forecast prior is off by default, `agents.router.Router`): retraining and promoting
+   it is kept for when the prior is on, and changes no routing decision otherwise.
 3. *Outcomes*: decisions whose target tick has arrived get their label; the store joins them;
    the joined rows are read back and their absolute errors feed a calibrated one-sided
    Page-Hinkley detector (`PageHinkley.calibrated(mode="up")`) and the online residual
@@ -90,6 +96,11 @@ from agents.monitors.experiments import ExperimentRunner
 from agents.monitors.labels import OutcomeLabels
 from agents.monitors.learner import Learner
 from agents.monitors.promotion import PromotionGate
+from agents.monitors.routing_drift import (
+    RoutingDriftConfig,
+    RoutingDriftMonitor,
+    RoutingDriftWatch,
+)
 from context_api.alerting import AlertService
 from context_api.fleet_state import FleetState
 from context_api.model_store import load_forecaster, register_forecaster, save_forecaster
@@ -190,6 +201,10 @@ class LoopConfig(BaseModel):
     online_eta0: float = Field(0.01, gt=0)
     online_max_correction_ms: float = Field(200.0, ge=0)
     telemetry_flush_ticks: int = Field(30, ge=1)
+    routing_drift: RoutingDriftConfig = Field(
+        default_factory=RoutingDriftConfig,
+        description="the routing model's drift detector (per backend, on its residuals)",
+    )
     seed: int = 0
 
 
@@ -228,7 +243,9 @@ def sync_active_forecaster(
 
 
 # --------------------------------------------------------------------------------- the loop
-class FeedbackLoop(OutcomeLabels, DriftWatch, Learner, ExperimentRunner, PromotionGate):
+class FeedbackLoop(
+    OutcomeLabels, DriftWatch, RoutingDriftWatch, Learner, ExperimentRunner, PromotionGate
+):
     """Routes through a champion forecaster and closes the loop around it (module docstring).
 
     The monitors it holds live in `agents.monitors`: late outcomes (`labels`), the drift watch
@@ -307,6 +324,9 @@ class FeedbackLoop(OutcomeLabels, DriftWatch, Learner, ExperimentRunner, Promoti
             "rejections": 0,
         }
         self.ph_alarms: list[float] = []
+        self.routing_drift = RoutingDriftMonitor(
+            self.names, self.config.routing_drift, start_ts=start_ts
+        )
         self.analyses: list[dict[str, Any]] = []
         self.online: list[dict[str, Any]] = []
         self.model_errors: list[ModelErrors] = []
@@ -367,6 +387,7 @@ class FeedbackLoop(OutcomeLabels, DriftWatch, Learner, ExperimentRunner, Promoti
         self._ticks += 1
         X, shadow = self._X, self._shadow_pred  # what this tick's decisions were made with
         self._ingest(telemetry, arrivals)
+        self._watch_routing_model()
         self._record_decisions(decisions, X, shadow)
         alarm = self._resolve_outcomes(telemetry)
         if alarm or self.now >= self._next_check:

@@ -162,6 +162,21 @@ def predictive_router(
     return Router(policy, FleetState(backends, forecaster), **router_options)
 
 
+def tick_residuals(policy: Any) -> dict[str, tuple[int, float, float]]:
+    """Per backend with completions since the last call: (count, mean log-TTFT residual, mean
+    log-e2e residual) of the per-request latency model, before its online correction
+    (`PredictiveRouter.take_residuals`); empty for a policy without that model. One mean per
+    tick, not one value per request: requests completing in one tick share the backend's state
+    and are correlated, so a detector must count ticks, not requests."""
+    take = getattr(policy, "take_residuals", None)
+    if take is None:
+        return {}
+    names = [b.name for b in policy.backends]
+    return {
+        name: (n, st / n, se / n) for name, (n, st, se) in zip(names, take(), strict=True) if n > 0
+    }
+
+
 def attach_prior(policy: Any, fleet: FleetState) -> None:
     """Give a predictive policy the 5-minute forecast prior, read from `fleet`'s active model."""
     if hasattr(policy, "prior"):
@@ -227,6 +242,8 @@ class Router(PolicyBase):
         decay of every share per request is one multiplication of the scale."""
         self._scale = 1.0
         self._predictions = getattr(policy, "deferred_predictions", None)
+        self.residuals: dict[str, tuple[int, float, float]] = {}
+        """The last tick's routing-model residuals per backend (`tick_residuals`)."""
         if prior and fleet is not None:
             attach_prior(policy, fleet)
 
@@ -258,6 +275,7 @@ class Router(PolicyBase):
         on_tick = getattr(self.policy, "on_tick", None)
         if on_tick is not None:
             on_tick(_Tick(points))
+        self.residuals = tick_residuals(self.policy)
         return self.view
 
     def warm(self, ticks: Iterable[Sequence[TelemetryPoint]]) -> None:
@@ -388,17 +406,18 @@ class Router(PolicyBase):
                 self._scale,
                 self.view,
             ),
-            decision_id=f"{self.id_prefix}{self._n}",
-            request_id=request_id if request_id is not None else str(request.request_id),
-            ts=ts,
-            backend=self._names[pick],
-            policy=self.name,
-            reason=getattr(choice, "reason", "") or self.name,
-            sla_ms=request.ttft_slo_ms,
-            tier=request.tier,
-            ambiguous=amb is not None,
-            ambiguous_reason=amb,
-            model_version=self.view.model_version if self.view is not None else None,
+            # positional, in the order of `deferred`'s parameters (keywords cost per call)
+            f"{self.id_prefix}{self._n}",
+            request_id if request_id is not None else str(request.request_id),
+            ts,
+            self._names[pick],
+            self.name,
+            getattr(choice, "reason", "") or self.name,
+            request.ttft_slo_ms,
+            request.tier,
+            amb is not None,
+            amb,
+            self.view.model_version if self.view is not None else None,
         )
 
     @staticmethod

@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agents.monitors.routing_drift import SIGNAL_TEXT, RoutingDriftConfig
+from agents.monitors.routing_drift import replay as replay_routing_drift
 from context_api.runs import Terminated, mark_running_interrupted
 from evals.scenario_file import (
     BASELINE_NAMES,
@@ -44,7 +46,6 @@ from evals.scenario_file import (
 from evals.scoring import (
     GRACE_S,
     count_flaps,
-    forecast_errors,
     label_windows,
     leave_delay_s,
     merge_windows,
@@ -117,6 +118,8 @@ class PolicyRun:
     seconds: float
     chaos: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
     """Per backend, per tick: the chaos kinds the simulator applied (the ground truth)."""
+    residuals: list[dict[str, tuple[int, float, float]]] = field(default_factory=list)
+    """Per tick: the routing model's residuals per backend (`agents.router.tick_residuals`)."""
     anomalies: list[tuple[float, str, float]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     decisions: dict[str, Any] = field(default_factory=dict)
@@ -454,6 +457,7 @@ def _run_policy_inner(i: int, policy: str) -> PolicyRun:
         tick_requests=np.array([t.requests for t in ticks], dtype=float),
         seconds=seconds,
         chaos={n: [tuple(t.chaos.get(n, ())) for t in ticks] for n in names},
+        residuals=[t.residuals for t in ticks] if full else [],
         anomalies=list(monitor.stats.anomalies) if monitor is not None else [],
         alerts=alerts,
         decisions=tap.summary() if full else {},
@@ -628,6 +632,15 @@ def ground_truth(
     return windows, drifts
 
 
+def routing_drift_config(entry: ScenarioFile) -> RoutingDriftConfig:
+    """The routing drift detector's settings: the loop's own when the entry runs the loop."""
+    if entry.loop is not None:
+        from agents.feedback_loop import LoopConfig
+
+        return LoopConfig.model_validate(entry.loop.config).routing_drift
+    return RoutingDriftConfig()
+
+
 def score_scenario(
     entry: ScenarioFile, scenario: Scenario, runs: Mapping[str, PolicyRun], seconds: float = 0.0
 ) -> EntryResult:
@@ -650,27 +663,28 @@ def score_scenario(
         1 for t, _b, _s in pred.anomalies if any(s <= t <= e + GRACE_S for s, e in every)
     )
     fleet_precision = during_chaos / len(pred.anomalies) if pred.anomalies else None
-    spec = entry.drift
-    drift_alarms: list[tuple[float, str]] = []
-    for n in pred.counts:
-        errs = forecast_errors(pred.p95_ms[n], pred.forecast_ms[n])
-        for t in page_hinkley_alarms(
-            errs,
-            pred.ts,
-            warmup=spec.warmup_ticks,
-            threshold_sigmas=spec.threshold_sigmas,
-            delta_sigmas=spec.delta_sigmas,
-        ):
-            drift_alarms.append((t, n))
-    drift = score_drift(drift_alarms, drifts, windows)
-    harness_drift = None
+    # Drift: the routing model's detector (agents.monitors.routing_drift), per backend. The
+    # closed loop runs it live; a plain replay runs the same monitor over the recorded ticks.
+    routing = routing_drift_config(entry)
     if pred.loop is not None:
-        # The loop's detector judges the model, not a backend: score it fleet-wide.
-        harness_drift = drift
+        drift_alarms = [(float(t), str(b)) for t, b in pred.loop["routing_drift_alarms"]]
+    else:
+        drift_alarms = [
+            (a.ts, a.backend)
+            for a in replay_routing_drift(
+                pred.ts, pred.residuals, list(pred.counts), routing, start_ts=START_TS
+            )
+        ]
+    drift = score_drift(drift_alarms, drifts, windows)
+    forecaster_drift = None
+    if pred.loop is not None:
+        # The loop's forecaster detector judges the 5-minute forecaster (which no longer
+        # routes), not a backend: scored fleet-wide, reported beside the routing model's.
         fleet_windows = {"fleet": merge_windows(w for ws in windows.values() for w in ws)}
         loop_alarms = [(t, "fleet") for t in pred.loop["drift_detected_ts"]]
-        drift = score_drift(loop_alarms, [(a, b, ["fleet"]) for a, b, _ in drifts], fleet_windows)
-        drift_alarms = [(t, n) for t, _ in loop_alarms for n in pred.counts]
+        forecaster_drift = score_drift(
+            loop_alarms, [(a, b, ["fleet"]) for a, b, _ in drifts], fleet_windows
+        )
     baselines = [p for p in runs if p != "predictive"]
     best = min(baselines, key=lambda p: runs[p].summary["sla_violation_pct"], default=None)
     esc = pred.escalation
@@ -691,6 +705,7 @@ def score_scenario(
         "drift_delay_s": drift.delay_s,
         "drift_false_alarms": drift.false_alarms,
         "drift_alarms": drift.alarms,
+        "forecaster_drift_delay_s": forecaster_drift.delay_s if forecaster_drift else None,
         "alerts_sent": len(sent),
     }
     if best is not None:
@@ -722,13 +737,12 @@ def score_scenario(
         "best_baseline": best,
         "anomaly": {**anomaly.to_json(), "during_any_chaos": during_chaos},
         "drift": drift.to_json(),
-        "drift_harness": harness_drift.to_json() if harness_drift else None,
-        "drift_detector": "the closed loop (agents.feedback_loop): Page-Hinkley and concept-drift "
-        "tests on sampled decisions' late outcomes, fleet-wide"
-        if pred.loop is not None
-        else f"calibrated Page-Hinkley (up, warm-up {spec.warmup_ticks} ticks, "
-        f"h={spec.threshold_sigmas:g} sigma, k={spec.delta_sigmas:g} sigma) on |log error| of "
-        "the 5-minute forecast, per backend",
+        "drift_forecaster": forecaster_drift.to_json() if forecaster_drift else None,
+        "drift_detector": f"calibrated Page-Hinkley (up, warm-up {routing.warmup_ticks} ticks "
+        f"after {routing.burn_in_s:g} s, h={routing.threshold_sigmas:g} sigma, "
+        f"k={routing.delta_sigmas:g} sigma) per backend on the routing model's per-tick mean "
+        + SIGNAL_TEXT[routing.signal]
+        + (" (run live by the closed loop)" if pred.loop is not None else ""),
         "alerts": {
             "sent": len(sent),
             "suppressed": len(pred.alerts) - len(sent),

@@ -50,6 +50,11 @@ class LoopAdapter(PolicyBase):
         return {b.name: b.forecast_ms for b in view.backends} if view is not None else {}
 
     @property
+    def residuals(self) -> dict[str, tuple[int, float, float]]:
+        """The champion router's routing-model residuals of the last tick."""
+        return self.loop.router.residuals
+
+    @property
     def scrape_interval_s(self) -> float | None:
         return self.loop.router.scrape_interval_s
 
@@ -161,11 +166,13 @@ def loop_summary(loop: FeedbackLoop, start_ts: float) -> dict[str, Any]:
         "stats": dict(loop.stats),
         "active_model": loop.champion.version_id,
         "drift_detected_ts": [e.ts for e in loop.timeline if e.kind == "drift_detected"],
+        "routing_drift_alarms": [(a.ts, a.backend) for a in loop.routing_drift.alarms],
         "page_hinkley_alarms_ts": list(loop.ph_alarms),
         "first": {
             k: (None if (t := first(k)) is None else round(t - start_ts, 1))
             for k in (
                 "detector_ready",
+                "routing_drift_detected",
                 "drift_detected",
                 "challenger_trained",
                 "experiment_started",

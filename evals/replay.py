@@ -53,6 +53,8 @@ class TickRecord:
     violations: int
     requests: int
     chaos: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    residuals: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    """The routing model's residuals this tick (`agents.router.tick_residuals`)."""
 
 
 @dataclass
@@ -168,6 +170,7 @@ def run_policy(
                 violations=sum(t.violated.values()),
                 requests=t.arrivals,
                 chaos=t.chaos,
+                residuals=dict(getattr(policy, "residuals", {})),
             )
         )
         if sink is not None and getattr(policy, "keep_decisions", False):

@@ -190,7 +190,8 @@ def _loop_lines(loop: dict[str, Any]) -> list[str]:
         f"{st.get('drift_reports', 0)} drift reports, {st.get('retrains', 0)} retrains, "
         f"{st.get('experiments', 0)} experiments, {st.get('promotions', 0)} promotions, "
         f"{st.get('rollbacks', 0)} rollbacks; active model `{loop.get('active_model')}`. "
-        f"First drift detected {at('drift_detected')}, challenger trained "
+        f"The routing model's drift first detected {at('routing_drift_detected')}; the "
+        f"forecaster's (which no longer routes) {at('drift_detected')}, challenger trained "
         f"{at('challenger_trained')}, experiment verdict {at('experiment_verdict')}, "
         f"promotion {at('promotion')}.",
         "",

@@ -221,10 +221,10 @@ class ForecasterSpec(_Model):
 
 
 class DriftSpec(_Model):
-    """The drift detector the harness runs when the closed loop does not provide one:
-    calibrated Page-Hinkley (upward) per backend over the forecaster's absolute log error,
-    5 minutes after each forecast. Warm-up is in ticks (a detector is blind while warming up,
-    and again after each alarm)."""
+    """The change detector of a telemetry entry: calibrated Page-Hinkley (both ways) on each
+    series' log p95. Warm-up is in ticks (a detector is blind while warming up, and again after
+    each alarm). Simulated scenarios are scored on the routing model's drift detector instead
+    (`agents.monitors.routing_drift`, its settings the closed loop's `routing_drift`)."""
 
     warmup_ticks: int = Field(60, ge=10, le=5000)
     threshold_sigmas: float = Field(25.0, gt=0, allow_inf_nan=False)

@@ -385,6 +385,8 @@ def test_an_entry_that_cannot_run_fails_the_gate_without_stopping_the_others(
 def test_the_loop_replay_scores_exactly_as_the_plain_replay(tmp_path: Path) -> None:
     """Before the loop changes anything (no retrain in ten minutes), routing through it must
     give the same requests, violations and costs as `run_policy`: the scoring is shared."""
+    from agents.monitors.routing_drift import RoutingDriftConfig
+    from agents.monitors.routing_drift import replay as replay_routing_drift
     from context_api.store import Store
     from evals.loop_replay import loop_summary, run_with_loop
     from evals.replay import run_policy
@@ -408,13 +410,28 @@ def test_the_loop_replay_scores_exactly_as_the_plain_replay(tmp_path: Path) -> N
     )
     store = Store(tmp_path / "loop.db")
     try:
-        looped, loop = run_with_loop(built, forecaster, store, start_ts=START_TS, loop_config={})
+        # a detector short enough to see the spike in ten minutes (the routing is unchanged)
+        fast = {"burn_in_s": 0.0, "warmup_ticks": 20}
+        looped, loop = run_with_loop(
+            built, forecaster, store, start_ts=START_TS, loop_config={"routing_drift": fast}
+        )
         summary = loop_summary(loop, START_TS)
     finally:
         store.close()
     assert looped.requests == plain.requests
     assert looped.summary() == plain.summary()
     assert [t.counts for t in looped.ticks] == [t.counts for t in plain.ticks]
+    # the loop's live routing-drift detector and the harness' replay of it agree alarm for alarm
+    assert [t.residuals for t in looped.ticks] == [t.residuals for t in plain.ticks]
+    replayed = replay_routing_drift(
+        [t.ts for t in plain.ticks],
+        [t.residuals for t in plain.ticks],
+        ["b0", "b1", "b2", "b3"],
+        RoutingDriftConfig(**fast),
+        start_ts=START_TS,
+    )
+    assert summary["routing_drift_alarms"] == [(a.ts, a.backend) for a in replayed]
+    assert replayed and replayed[0].backend == "b0" and replayed[0].ts > START_TS + 300.0
     assert summary["stats"]["decisions_sampled"] > 0
     assert summary["timeline"][0]["kind"] == "champion_active"
 

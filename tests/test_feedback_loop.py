@@ -485,10 +485,16 @@ def test_end_to_end_detects_the_drift_after_it_began_and_retrains(e2e) -> None:
         reports = store.list_drift_reports(limit=None)
         assert {"welch_t", "mann_whitney_u", "page_hinkley"} <= {r.test for r in reports}
         assert all(r.ts >= START_TS + drift_s for r in reports)
+        # the routing model's detector names the drifting backend, and only that one
+        routing = [r for r in reports if (r.feature or "").startswith("routing_residual")]
+        assert routing and {r.backend for r in routing} == {COMPACT.drift_backend}
+        assert routing[0].detail["ratio"] > 1.0 and routing[0].model_version.startswith("lat-")
         alerts = store.list_alerts(kind="drift", limit=None)
         assert alerts and alerts[0].evidence["severity"] in ("medium", "high", "critical")
+        assert any(a.subject == f"latency model on {COMPACT.drift_backend}" for a in alerts)
         events = {e.kind for e in store.list_events(run_id=result.run_id)}
         assert {"drift_detected", "challenger_trained", "experiment_started"} <= events
+        assert "routing_drift_detected" in events
         assert "error_analysis" in events
         assert store.get_run(result.run_id).status == "finished"
 

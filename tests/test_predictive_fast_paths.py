@@ -2,14 +2,15 @@
 
 The pinned digests (`test_predictive_identity`) cover two seeded runs; these check each shortcut
 over its whole range: the two random candidates drawn as `random.sample` draws them, the
-likeliest candidate as `max` picks it, the P tables read per in-flight change as the bilinear
-grid read, and the ejection list kept between requests as if rebuilt for every one.
+likeliest candidate as `max` picks it, the inlined P read as `table.interpolate` reads the grid,
+and the ejection list kept between requests as if rebuilt for every one.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,17 +18,7 @@ import pytest
 from tests.router_fakes import FakeView, backends, completion, request
 from tools.routers.predictive import PredictiveRouter
 from tools.routers.predictive.policy import likeliest
-from tools.routers.predictive.table import (
-    D_MAX,
-    D_MIN,
-    DELTAS,
-    NT,
-    P_OFFSET,
-    TOKEN_GRID,
-    by_delta,
-    interpolate,
-    token_position,
-)
+from tools.routers.predictive.table import D_MAX, D_MIN, interpolate
 
 
 @pytest.mark.parametrize("n", [3, 4, 8, 16, 21, 22, 40])
@@ -52,18 +43,26 @@ def test_the_likeliest_is_the_max_on_probability_then_cost():
         assert likeliest(live, p, cost) == max(live, key=lambda b: (p[b], -cost[b]))
 
 
-def test_p_rows_per_in_flight_change_read_as_the_bilinear_grid():
-    grid = np.random.default_rng(1).random(NT * len(DELTAS))
-    flat = grid.tolist()
-    rows = by_delta(grid)
-    for tokens in [1.0, 16.0, 50.0, 333.3, 900.0, 4096.0, 32768.0, 1e6]:
-        i, f = token_position(tokens)
-        for d in range(D_MIN, D_MAX + 1):
-            k = d * NT + P_OFFSET + i
-            lo = rows[k]
-            # to the bit: decisions compare these values
-            assert lo + (rows[k + 1] - lo) * f == interpolate(flat, tokens, d)
-    assert TOKEN_GRID.size == NT
+def test_the_inlined_p_read_is_the_grid_interpolation_and_flags_off_grid_backends():
+    n = 4
+    policy = PredictiveRouter(backends(n), seed=0, explore_s=1e9)
+    view = FakeView(n, now_s=1.0)
+    policy.choose(request(0, view.now_s), view)  # the first request evaluates the grids
+    table = policy.table
+    assert table is not None
+    ejected = [False, True, False, False]
+    for inflight in ([0, 0, 0, 0], [3, 0, 70, 0], [0, 5, 1, 64]):
+        for tokens in (1, 16, 50, 333, 900, 4096, 32768, 10**6):
+            policy._due = [9.0] * n
+            r = replace(request(1, view.now_s), input_tokens=tokens)
+            p = policy._p_model(r, inflight, None, ejected)
+            rows = table.p_table(r.ttft_slo_ms, r.e2e_slo_ms)
+            for b in range(n):
+                d = inflight[b] - table.base_in_flight[b]
+                want = 0.0 if ejected[b] else interpolate(rows[b], float(tokens), d)
+                assert p[b] == want  # to the bit: decisions compare these values
+                off = not ejected[b] and not D_MIN <= d <= D_MAX
+                assert (policy._due[b] == 0.0) == off  # refreshed at the next completion
 
 
 def test_ejections_start_and_end_between_requests_as_if_checked_every_request():

@@ -155,8 +155,8 @@ def test_advisory_mode_answers_before_the_agent_and_records_its_advice_later(tmp
                 await asyncio.sleep(0.02)
                 await asyncio.to_thread(svc.writer.flush_through, svc.writer.submitted)
                 after = (await c.get(f"/v1/decisions/{first}")).json()
-                if ADVICE_MARK in after["reason"]:
-                    break
+                if ADVICE_MARK in after["reason"] and len(svc.escalations) == 5:
+                    break  # the first's advice is stored and all five are settled and counted
             metrics = (await c.get("/metrics")).text
         return [a.json() for a in answers], before, after, metrics
 

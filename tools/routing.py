@@ -166,20 +166,20 @@ class DeferredDecision(Decision):
         """The Decision with these fields whose candidates `build` returns when first read.
         Built slot by slot (a frozen dataclass's `__init__` costs microseconds per decision)."""
         d = object.__new__(cls)
-        s = _SETTERS
-        s[0](d, decision_id)
-        s[1](d, request_id)
-        s[2](d, ts)
-        s[3](d, backend)
-        s[4](d, policy)
-        s[5](d, reason)
-        s[6](d, sla_ms)
-        s[7](d, tier)
-        s[8](d, ambiguous)
-        s[9](d, ambiguous_reason)
-        s[10](d, ())
-        s[11](d, model_version)
-        s[12](d, build)
+        s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12 = _SETTERS
+        s0(d, decision_id)
+        s1(d, request_id)
+        s2(d, ts)
+        s3(d, backend)
+        s4(d, policy)
+        s5(d, reason)
+        s6(d, sla_ms)
+        s7(d, tier)
+        s8(d, ambiguous)
+        s9(d, ambiguous_reason)
+        s10(d, ())
+        s11(d, model_version)
+        s12(d, build)
         return d
 
     @property  # type: ignore[override]

@@ -14,9 +14,11 @@ end-to-end limit); `sla_ms` overrides the TTFT limit; `review` takes `standard`'
 always ambiguous.
 
 Escalation never runs on the event loop: the Router's escalation hook only *marks* a request
-that its budget lets through (`_Deferred`), and `escalate()` hands it to the router agent on the
-escalator's worker thread and awaits the answer for at most the escalation deadline; when that
-worker is busy, the policy's pick stands at once (`agent_busy`).
+that its budget lets through (`_Deferred`). In advisory mode the service answers at once and
+hands the request to its advice queue (`arcpoint.serve.advice`); in override mode
+`escalate()` hands it to the router agent on the escalator's worker thread and awaits the
+answer for at most the escalation deadline; when that worker is busy, the policy's pick stands
+at once (`agent_busy`).
 """
 
 from __future__ import annotations

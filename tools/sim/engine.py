@@ -421,6 +421,8 @@ class EventEngine:
             self.busy = False
             self.next_ps = -1
             return
+        if self.n_waiting == 1 and not self.prefill and self.cache is None and self._admit_one(t):
+            return
         n_d = self.n_d
         # (A decode-only run is planned by `boundary`; `arrive` always leaves one waiting.)
         budget = self.B - n_d
@@ -500,6 +502,53 @@ class EventEngine:
             return
         self._start(t, A, slope, length - 1, budget)
 
+    def _admit_one(self, t: int) -> bool:
+        """`_plan` and `_plan_head` for their most common case, in one pass: no prefill in
+        flight, one request waiting, and it is admitted whole (it fits the budget, the
+        sequence cap and the KV cache, and has more than one token to decode) into a head
+        that folds. False, with nothing admitted, when the case does not hold."""
+        req = self.req
+        state = req.state
+        w = self.waiting
+        while state[w[0]] != WAITING:
+            w.popleft()
+        r = w[0]
+        n = req.inp[r]
+        o = req.out[r]
+        n_d = self.n_d
+        if (
+            o == 1
+            or n > self.B - n_d
+            or self.running >= self.max_seqs
+            or self.kv_used + n + o > self.kv_cap
+        ):
+            return False
+        heap = self.heap
+        while heap and state[heap[0][1]] != DECODE:
+            heapq.heappop(heap)
+        iters = self.iters
+        stop = iters + o - 1
+        if heap and heap[0][0] < stop:
+            stop = heap[0][0]
+        if stop <= iters:  # a sequence finishes in the head: no fold
+            return False
+        w.popleft()
+        self.n_waiting = 0
+        self.kv_used += n + o
+        self.running += 1
+        state[r] = PREFILL
+        self.prefill.append([r, n, 0, n])
+        c0, ct, cc, cp = self.cur
+        ctx = self.ctx_base
+        head_end = t + c0 + ct * (n_d + n) + cc * (ctx + n_d * iters) + cp * (n * n // 2)
+        req.first_ps[r] = head_end
+        self.head = [r]
+        self.head_end = head_end
+        n_d += 1
+        A = c0 + ct * n_d + cc * (ctx + n - iters + n_d * (iters + 1))
+        self._start(head_end, A, cc * n_d, stop - iters - 1, self.B - n_d)
+        return True
+
     def _start(self, t0: int, A: int, S: int, k: int, budget: int) -> None:
         """Run iterations 0..k from t0, iteration i lasting A + S i; `budget` tokens are left
         in each (an arrival that fits ends the run at the next boundary)."""
@@ -544,16 +593,8 @@ class EventEngine:
             first_ps[r] = head_end
         self.head = head
         self.head_end = head_end
-        A = c0 + ct * n_d + cc * (ctx + n_d * (iters + 1))
-        S = cc * n_d
-        k = length - 1
-        self.A = A
-        self.S = S
-        self.seg_t0 = head_end
-        self.cut = k
-        self.budget_left = self.B - n_d
-        self.busy = True
-        self.next_ps = head_end + (k + 1) * A + S * (k * (k + 1) // 2)
+        A2 = c0 + ct * n_d + cc * (ctx + n_d * (iters + 1))
+        self._start(head_end, A2, cc * n_d, length - 1, self.B - n_d)
         return True
 
     def _cut_at(self, t: int) -> None:

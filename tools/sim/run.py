@@ -168,9 +168,8 @@ class _Run(Signals):
         self.arrival_s: list[float] = workload.arrival_s.tolist()
         self.heap: list[tuple] = []
         self.pushed = [-1] * nb
-        self.version = [0] * nb
         # per request (router side)
-        self.arr_ps = [round(float(t) * PS) for t in workload.arrival_s]
+        self.arr_ps = _to_ps(workload.arrival_s)
         self.backend = [-1] * n
         self.status = [-1] * n
         self.end_ps = [-1] * n
@@ -178,8 +177,8 @@ class _Run(Signals):
         tiers = workload.tier.tolist()
         self.tier = tiers
         self.tier_names = [TIERS[t].name for t in range(len(TIERS))]
-        self.ttft_slo = [TIERS[t].ttft_slo_ms for t in tiers]
-        self.e2e_slo = [TIERS[t].e2e_slo_ms for t in tiers]
+        self.ttft_slo = np.array([x.ttft_slo_ms for x in TIERS])[workload.tier].tolist()
+        self.e2e_slo = np.array([x.e2e_slo_ms for x in TIERS])[workload.tier].tolist()
         self.extra_err = [0.0] * nb
         self.base_err = [s.base_error_rate for s in fleet]
         self.failed_mode = [-1] * nb
@@ -212,16 +211,19 @@ class _Run(Signals):
         self.engines = [engine_cls(s, self.req, self._make_done(b)) for b, s in enumerate(fleet)]
 
     # -- plumbing ------------------------------------------------------------------------------
-    def _push(self, key: int, tb: int, kind: int, a: int = 0, b: int = 0) -> None:
-        heapq.heappush(self.heap, (key, tb, kind, a, b))
+    def _push(self, key: int, tb: int, a: int = 0, b: int = 0) -> None:
+        """An event of the run's own (chaos, probe, scrape, tick): `key` carries its class."""
+        heapq.heappush(self.heap, (key, tb, a, b))
 
     def _sync(self, b: int) -> None:
+        """Queue engine b's next boundary if it changed. An engine's entry is `(key, b)`; one
+        whose time is no longer the engine's `next_ps` is stale and skipped when popped (the
+        boundary moves later once run, so a duplicate of a live time runs once)."""
         nxt = self.engines[b].next_ps
         if nxt != self.pushed[b]:
             self.pushed[b] = nxt
-            self.version[b] += 1
             if nxt >= 0:
-                self._push(nxt << 3 | _ENGINE, b, _ENGINE, b, self.version[b])
+                heapq.heappush(self.heap, (nxt << 3 | _ENGINE, b))
 
     def _make_done(self, b: int) -> Callable[[int, int, int], None]:
         rtt = self.rtt[b]
@@ -231,7 +233,7 @@ class _Run(Signals):
         recent = self.recent[b]
 
         def done(r: int, t: int, status: int) -> None:
-            push(heap, ((t + rtt) << 3 | _DELIVER, r, _DELIVER, r, status))
+            push(heap, ((t + rtt) << 3 | _DELIVER, r, status))
             # for the backend's own metrics (scrapes, probes)
             finished.append(r if status == OK else -1)
             if status == OK:
@@ -244,18 +246,23 @@ class _Run(Signals):
         cfg = self.cfg
         for i, action in enumerate(self.plan.actions):
             t_s = action[0]
-            self._push(round(t_s * PS) << 3 | _CHAOS, i, _CHAOS, i, 0)
+            self._push(round(t_s * PS) << 3 | _CHAOS, i, i)
         own = getattr(self.policy, "scrape_interval_s", None)
         scrape_ps = round((own if own else cfg.scrape_interval_s) * PS)
         tick_ps = round(cfg.tick_s * PS)
-        self._push(scrape_ps << 3 | _SCRAPE, 0, _SCRAPE, _SCRAPE_TAKE, 0)
-        self._push(tick_ps << 3 | _TICK, 0, _TICK, 0, 0)
+        self._push(scrape_ps << 3 | _SCRAPE, 0, _SCRAPE_TAKE)
+        self._push(tick_ps << 3 | _TICK, 0)
         self.scrape_ps = scrape_ps
         self.tick_ps = tick_ps
         timeout_ps = round(cfg.timeout_s * PS)
         arr_ps = self.arr_ps
-        akeys = [t << 3 | _ARRIVE for t in arr_ps]
-        tkeys = [(t + timeout_ps) << 3 | _TIMEOUT for t in arr_ps]
+        if arr_ps and arr_ps[-1] + timeout_ps < _KEYS_IN_INT64:
+            a = np.asarray(arr_ps, dtype=np.int64)
+            akeys = (a << 3 | _ARRIVE).tolist()
+            tkeys = ((a + timeout_ps) << 3 | _TIMEOUT).tolist()
+        else:
+            akeys = [t << 3 | _ARRIVE for t in arr_ps]
+            tkeys = [(t + timeout_ps) << 3 | _TIMEOUT for t in arr_ps]
         n = len(akeys)
         ai = 0
         ti = 0  # the oldest request whose timeout may still fire (timeouts come in arrival order)
@@ -280,7 +287,7 @@ class _Run(Signals):
         sent = self.sent
         opened = self.open
         err_u, base_err, extra_err = self.err_u, self.base_err, self.extra_err
-        version, pushed = self.version, self.pushed
+        pushed = self.pushed
         finish = self._finish
         sync = self._sync
         end_ps = self.end_ps
@@ -296,20 +303,23 @@ class _Run(Signals):
             # the next timeout later, so `kx` stays a safe bound while they run; the timeout
             # is checked again below).
             while heap and heap[0][0] < kx:
-                key, _, kind, a, b = heappop(heap)
+                x = heappop(heap)
+                key = x[0]
+                kind = key & 7
+                t = key >> 3
                 if kind == _ENGINE:
-                    if b != version[a]:
-                        continue
+                    a = x[1]
+                    if t != pushed[a]:
+                        continue  # stale (`_sync`)
                     eng = engines[a]
-                    eng.boundary(key >> 3)
+                    eng.boundary(t)
                     nxt = eng.next_ps
                     pushed[a] = nxt
-                    version[a] += 1
                     if nxt >= 0:
-                        heappush(heap, (nxt << 3 | _ENGINE, a, _ENGINE, a, version[a]))
+                        heappush(heap, (nxt << 3 | _ENGINE, a))
                     continue
-                t = key >> 3
                 if kind == _DELIVER:
+                    _, a, b = x
                     if status[a] < 0:
                         if hook is not None:
                             view.now_s = t / PS
@@ -323,6 +333,7 @@ class _Run(Signals):
                         learnt.append(a)
                     continue
                 view.now_s = t / PS
+                _, _, a, b = x
                 if kind == _PROBE:
                     self._probe(a, b, t)
                 elif kind == _SCRAPE:
@@ -370,9 +381,8 @@ class _Run(Signals):
                 nxt = eng.next_ps
                 if nxt != pushed[b]:  # `_sync` inlined
                     pushed[b] = nxt
-                    version[b] += 1
                     if nxt >= 0:
-                        heappush(heap, (nxt << 3 | _ENGINE, b, _ENGINE, b, version[b]))
+                        heappush(heap, (nxt << 3 | _ENGINE, b))
                 continue
             r = ti
             if status[r] >= 0:
@@ -400,6 +410,18 @@ class _Run(Signals):
                 r, b, self.arrival_s[r], t / PS, STATUSES[status], ttft, e2e, self.req.inp[r], out
             )
             self.complete_hook(done, self.view)
+
+
+_KEYS_IN_INT64 = 1 << 59
+"""Event keys (`time << 3 | class`) of times below this fit in an int64: built by numpy."""
+
+
+def _to_ps(seconds: np.ndarray) -> list[int]:
+    """Seconds as integer picoseconds, `round(float(t) * PS)` for each (numpy's rint rounds
+    half to even as `round` does; beyond int64, one by one)."""
+    if seconds.size and float(np.max(np.abs(seconds))) * PS >= _KEYS_IN_INT64:
+        return [round(float(t) * PS) for t in seconds]
+    return np.rint(seconds.astype(np.float64) * float(PS)).astype(np.int64).tolist()
 
 
 def simulate(

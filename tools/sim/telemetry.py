@@ -134,7 +134,7 @@ class Signals:
         now = self.view.now_s
         self.probes[self.probe_no] = (running + waiting, lat, now)
         t = round(now * PS) + self.probe_rtt[b]
-        self._push(t << 3 | _PROBE, self.probe_no, _PROBE, b, self.probe_no)
+        self._push(t << 3 | _PROBE, self.probe_no, b, self.probe_no)
 
     def _probe(self, b: int, no: int, t: int) -> None:
         in_flight, lat, sent = self.probes.pop(no)
@@ -153,10 +153,10 @@ class Signals:
                     self._show(m)
                 else:
                     self.pending_scrapes.append(m)
-                    self._push((t + stale) << 3 | _SCRAPE, 1 + i, _SCRAPE, _SCRAPE_SHOW, i)
+                    self._push((t + stale) << 3 | _SCRAPE, 1 + i, _SCRAPE_SHOW, i)
             nxt = t + self.scrape_ps
             if nxt <= self.end_time_ps:
-                self._push(nxt << 3 | _SCRAPE, 0, _SCRAPE, _SCRAPE_TAKE, 0)
+                self._push(nxt << 3 | _SCRAPE, 0, _SCRAPE_TAKE)
             return
         self._show(self.pending_scrapes.popleft())
 
@@ -277,7 +277,7 @@ class Signals:
             self.on_tick(tick)
         nxt = t + self.tick_ps
         if nxt <= self.end_time_ps:
-            self._push(nxt << 3 | _TICK, 0, _TICK, 0, 0)
+            self._push(nxt << 3 | _TICK, 0)
 
     def _cascade(self, t: int, k: int) -> None:
         """Neighbours saturated for CASCADE_SUSTAIN_S during a cascading failure fail too."""
@@ -311,4 +311,4 @@ class Signals:
             self.plan.cascades,
         )
         i = len(self.plan.actions) - 1
-        self._push(t << 3 | _CHAOS, i, _CHAOS, i, 0)
+        self._push(t << 3 | _CHAOS, i, i)

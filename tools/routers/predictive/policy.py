@@ -54,8 +54,8 @@ from tools.routers.predictive.model import LatencyModel
 from tools.routers.predictive.table import (
     D_MAX,
     D_MIN,
-    NT,
-    P_OFFSET,
+    DELTA_POSITION,
+    ND,
     GridSnapshot,
     PredictionTable,
     interpolate,
@@ -264,6 +264,8 @@ class PredictiveRouter(PolicyBase):
         self._pending: dict[int, tuple[int, float, int, list[float], list[float]]] = {}
         """request id -> (backend, prefill tokens, in-flight change, the grids of mean log TTFT
         and log e2e it was routed on), for the correction."""
+        self._resid = [[0, 0.0, 0.0] for _ in range(n)]
+        """Per backend since the last `take_residuals`: completions, sums of raw residuals."""
         self._loosest = 0.0
         self._matched: dict[int, int] | None = None
         """Prefix blocks each backend held for the last request, as its pick saw them."""
@@ -312,8 +314,14 @@ class PredictiveRouter(PolicyBase):
             # correction): a lagged integrator would oscillate, an average cannot.
             _, tok, d, grid_t, grid_e = pend
             mt, me = interpolate(grid_t, tok, d), interpolate(grid_e, tok, d)
-            self.corr_t[b] += rate * (math.log(c.ttft_ms) - mt - self.corr_t[b])
-            self.corr_e[b] += rate * (math.log(max(c.e2e_ms, 1.0)) - me - self.corr_e[b])
+            rt = math.log(c.ttft_ms) - mt
+            re = math.log(max(c.e2e_ms, 1.0)) - me
+            self.corr_t[b] += rate * (rt - self.corr_t[b])
+            self.corr_e[b] += rate * (re - self.corr_e[b])
+            acc = self._resid[b]
+            acc[0] += 1
+            acc[1] += rt
+            acc[2] += re
         s = self.settings
         t = self.tracker
         if (
@@ -331,6 +339,15 @@ class PredictiveRouter(PolicyBase):
             stale = [k for k in range(self.n) if now >= due[k]]
             if stale:
                 self._refresh(view, stale)
+
+    def take_residuals(self) -> list[tuple[int, float, float]]:
+        """Per backend, the completions since the last call and the sums of their raw residuals
+        (log TTFT and log e2e less the model's mean before any online correction), then starts
+        afresh: the routing model's own drift signal, load accounted for. Only successful
+        requests routed while the correction is on (`correction_rate` > 0) count."""
+        out = [(int(a[0]), a[1], a[2]) for a in self._resid]
+        self._resid = [[0, 0.0, 0.0] for _ in range(self.n)]
+        return out
 
     def _eject(self, b: int, now: float) -> None:
         if self.ejected_until[b] > now:
@@ -475,7 +492,6 @@ class PredictiveRouter(PolicyBase):
         put = out.append
         inp = request.input_tokens
         i, f = token_position(inp)
-        i += P_OFFSET
         b = -1
         for row, x, x0, out_b in zip(tabs, inflight, base, ejected):  # noqa: B905 (hot path)
             b += 1
@@ -484,14 +500,17 @@ class PredictiveRouter(PolicyBase):
                 continue
             if matched:
                 i, f = token_position(self._tokens(inp, matched, b))
-                i += P_OFFSET
             d = x - x0
             if d > D_MAX or d < D_MIN:
                 self._due[b] = 0.0  # off the grid: refreshed at the next completion
                 d = D_MAX if d > D_MAX else D_MIN
-            k = d * NT + i
-            lo = row[k]
-            put(lo + (row[k + 1] - lo) * f)
+            # bilinear in (log tokens, in-flight change), as `table.interpolate`, inlined
+            j, g = DELTA_POSITION[d - D_MIN]
+            a = i * ND + j
+            c = a + ND
+            lo = row[a] + (row[a + 1] - row[a]) * g
+            hi = row[c] + (row[c + 1] - row[c]) * g
+            put(lo + (hi - lo) * f)
         return out
 
     def _pick(
@@ -600,8 +619,9 @@ class PredictiveRouter(PolicyBase):
         if pp < s.low_p and max(p) < s.low_p:
             return "all_at_risk"
         if pp < s.target:
-            for b in range(self.n):
-                if b != pick and not ejected[b] and abs(p[b] - pp) <= s.close_p:
+            close = s.close_p
+            for b, x in enumerate(p):
+                if abs(x - pp) <= close and b != pick and not ejected[b]:
                     return "close_call"
         return None
 

@@ -46,21 +46,6 @@ def _delta_positions() -> list[tuple[int, float]]:
 
 DELTA_POSITION = _delta_positions()
 """For each in-flight change d (index d - D_MIN): (grid index j, weight of j + 1)."""
-_J = np.array([j for j, _ in DELTA_POSITION])
-_G = np.array([g for _, g in DELTA_POSITION])
-P_OFFSET = -D_MIN * NT
-"""A request's P(meet SLO) on a backend is read from its `PredictionTable.p_table` row at
-`(d * NT + P_OFFSET) + i` (and the next cell): d the in-flight change, i the token index."""
-
-
-def by_delta(grid: np.ndarray) -> list[float]:
-    """A flat grid (tokens slowest, `DELTAS` fastest) interpolated in the in-flight change at
-    every integer change D_MIN..D_MAX, flat with the change slowest: a request then reads two
-    cells and interpolates in tokens only. The same operations in the same order as the
-    bilinear read (`interpolate`), so the values are the same to the last bit."""
-    g = grid.reshape(NT, ND)
-    lo = g[:, _J]
-    return (lo + (g[:, _J + 1] - lo) * _G).T.ravel().tolist()
 
 
 def interpolate(row: Sequence[float], tokens: float, delta: int) -> float:
@@ -166,11 +151,10 @@ class PredictionTable:
 
     def _p(self, b: int, key: tuple[float, float]) -> list[float]:
         p = self.model.p_meet(self.mt[b], self.st[b], self.me[b], self.se[b], *key)
-        return by_delta(p * (1.0 - self.fail[b]))
+        return (p * (1.0 - self.fail[b])).tolist()
 
     def p_table(self, ttft_slo_ms: float, e2e_slo_ms: float) -> list[list[float]]:
-        """Per backend, P(meet both SLOs and not fail) at every integer in-flight change and
-        grid token count (`by_delta`: read at `d * NT + P_OFFSET + i`)."""
+        """Per backend, P(meet both SLOs and not fail) over the grid (flat, tokens slowest)."""
         key = (ttft_slo_ms, e2e_slo_ms)
         got = self.p.get(key)
         if got is None:
