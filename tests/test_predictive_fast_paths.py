@@ -32,6 +32,18 @@ def test_two_candidates_are_drawn_as_random_sample_draws_them(n):
             assert policy._draw2(live) == ref.sample(live, 2)
 
 
+@pytest.mark.parametrize("n", [4, 5, 8, 16, 21, 22, 40])
+@pytest.mark.parametrize("k", [3, 4])
+def test_k_candidates_are_drawn_as_random_sample_draws_them(n, k):
+    policy = PredictiveRouter(backends(2), seed=0)
+    live = list(range(0, 3 * n, 3))
+    for seed in range(200):
+        policy._rng.seed(seed)
+        ref = random.Random(seed)
+        for _ in range(5):
+            assert policy._draw(live, k) == ref.sample(live, k)
+
+
 def test_the_likeliest_is_the_max_on_probability_then_cost():
     rng = np.random.default_rng(0)
     for _ in range(2000):

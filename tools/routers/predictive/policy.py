@@ -541,7 +541,7 @@ class PredictiveRouter(PolicyBase):
                     if now - last_sent[b] > s.explore_s:
                         return b, "explore"
         if s.choices and len(live) > s.choices:
-            live = self._draw2(live) if s.choices == 2 else self._rng.sample(live, s.choices)
+            live = self._draw2(live) if s.choices == 2 else self._draw(live, s.choices)
             self._drawn = live
         top = likeliest(live, p, cost)
         p_top = p[top]
@@ -600,6 +600,21 @@ class PredictiveRouter(PolicyBase):
         while k == j:
             k = rb(n)
         return [live[j], live[k]]
+
+    def _draw(self, live: list[int], k: int) -> list[int]:
+        """`self._rng.sample(live, k)`, draw for draw, for a fleet of up to 21 live backends (the
+        partial Fisher-Yates shuffle `random.sample` uses there); larger fleets call it."""
+        n = len(live)
+        if n > 21:
+            return self._rng.sample(live, k)
+        rb = self._randbelow
+        pool = live[:]
+        out = []
+        for i in range(k):
+            j = rb(n - i)
+            out.append(pool[j])
+            pool[j] = pool[n - i - 1]
+        return out
 
     def _hotcold(self, live: list[int], rif: Sequence[int]) -> int:
         """Prequal's hot-cold lexicographic rule (`tools.routers.prequal.hcl_pick`) on what this
