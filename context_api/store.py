@@ -421,6 +421,7 @@ class StoreProtocol(Protocol):
 
     # decisions and outcomes
     def insert_decisions(self, rows: Iterable[DecisionRow]) -> int: ...
+    def set_decision_reasons(self, reasons: Iterable[tuple[str, str]]) -> int: ...
     def get_decision(self, decision_id: str) -> dict[str, Any] | None: ...
     def record_outcome(
         self, decision_id: str, actual_latency_ms: float, observed_at: float
@@ -769,6 +770,17 @@ class Store:
                 return conn.total_changes - before
         except sqlite3.IntegrityError as exc:  # a wrong type in an optional column (STRICT)
             raise ValueError(f"decisions refused, nothing written: {exc}") from None
+
+    def set_decision_reasons(self, reasons: Iterable[tuple[str, str]]) -> int:
+        """Replace stored decisions' reasons, given as (decision_id, reason) (an advisory
+        escalation settled after its decision was written); returns how many rows changed."""
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "UPDATE decisions SET reason = ? WHERE decision_id = ?",
+                [(reason, did) for did, reason in reasons],
+            )
+            return conn.total_changes - before
 
     def get_decision(self, decision_id: str) -> dict[str, Any] | None:
         """The decision with its outcome columns (None when no outcome yet)."""

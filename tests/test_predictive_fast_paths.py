@@ -29,7 +29,7 @@ def test_two_candidates_are_drawn_as_random_sample_draws_them(n):
         policy._rng.seed(seed)
         ref = random.Random(seed)
         for _ in range(5):
-            assert policy._draw2(live) == ref.sample(live, 2)
+            assert policy._draw(live, 2) == ref.sample(live, 2)
 
 
 @pytest.mark.parametrize("n", [4, 5, 8, 16, 21, 22, 40])

@@ -315,12 +315,9 @@ class Service:
         if not updates:
             store.insert_decisions([decision_row(d) for d in items])
             return
-        with store.transaction() as conn:
+        with store.transaction():
             store.insert_decisions([decision_row(d) for d in items if type(d) is not ReasonUpdate])
-            conn.executemany(
-                "UPDATE decisions SET reason = ? WHERE decision_id = ?",
-                [(u.reason, u.decision_id) for u in updates],
-            )
+            store.set_decision_reasons(updates)
 
     def p_meet_slo(self, decision: Decision) -> float | None:
         """The chosen backend's probability of meeting the SLO, without building the

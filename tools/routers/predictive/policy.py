@@ -275,7 +275,7 @@ class PredictiveRouter(PolicyBase):
         self.counts = {r: 0 for r in REASONS}
         self.ambiguous = 0
         self._rng = random.Random(seed)
-        self._randbelow = self._rng._randbelow  # what `random.sample` draws with (`_draw2`)
+        self._randbelow = self._rng._randbelow  # what `random.sample` draws with (`_draw`)
         self._ejected: list[bool] = [False] * n
         """`[u > now for u in ejected_until]`, valid for `now` in `_ejected_valid` (the list is
         never edited once made: a decision keeps it)."""
@@ -541,7 +541,7 @@ class PredictiveRouter(PolicyBase):
                     if now - last_sent[b] > s.explore_s:
                         return b, "explore"
         if s.choices and len(live) > s.choices:
-            live = self._draw2(live) if s.choices == 2 else self._draw(live, s.choices)
+            live = self._draw(live, s.choices)
             self._drawn = live
         top = likeliest(live, p, cost)
         p_top = p[top]
@@ -586,24 +586,10 @@ class PredictiveRouter(PolicyBase):
             return live
         return [b for b in range(self.n) if not ejected[b]]
 
-    def _draw2(self, live: list[int]) -> list[int]:
-        """`self._rng.sample(live, 2)`, draw for draw (CPython's `random.sample`: a partial
-        Fisher-Yates shuffle up to 21 items, rejection from a set above), without its
-        generality's cost on the request path (tests check it against `random.sample`)."""
-        n = len(live)
-        rb = self._randbelow
-        j = rb(n)
-        if n <= 21:
-            k = rb(n - 1)
-            return [live[j], live[n - 1] if k == j else live[k]]
-        k = rb(n)
-        while k == j:
-            k = rb(n)
-        return [live[j], live[k]]
-
     def _draw(self, live: list[int], k: int) -> list[int]:
-        """`self._rng.sample(live, k)`, draw for draw, for a fleet of up to 21 live backends (the
-        partial Fisher-Yates shuffle `random.sample` uses there); larger fleets call it."""
+        """`self._rng.sample(live, k)`, draw for draw, without its generality's cost on the
+        request path: for up to 21 live backends the partial Fisher-Yates shuffle
+        `random.sample` uses there; larger fleets call it (tests check it draw for draw)."""
         n = len(live)
         if n > 21:
             return self._rng.sample(live, k)
@@ -671,18 +657,7 @@ class PredictiveRouter(PolicyBase):
         """`predictions` for the request just chosen, as its pick saw the fleet (grid, requests
         in flight, prefix blocks held), computed when the returned function is called: the
         request path only copies a few lists."""
-        table = self.table
-        if table is None:
-            return partial(_no_predictions, self.n)
-        return partial(
-            _predicted,
-            table.quantiles,
-            table.snap or table.snapshot(),
-            request.input_tokens,
-            self._matched,
-            self.settings.block_tokens,
-            list(view.in_flight),
-        )
+        return self._predictions(request.input_tokens, self._matched, view)
 
     def _predictions(
         self, input_tokens: int, matched: dict[int, int] | None, view: RouterView

@@ -164,12 +164,6 @@ class PredictionTable:
             self.p[key] = got
         return got
 
-    def raw_means(self, b: int, tokens: float, delta: int) -> tuple[float, float]:
-        """(mu_ttft, mu_e2e) before the shifts, interpolated."""
-        return interpolate(self.mt_raw[b], tokens, delta), interpolate(
-            self.me_raw[b], tokens, delta
-        )
-
     def moments(self, b: int, tokens: float, delta: int) -> tuple[float, float, float, float]:
         """(mu_ttft, sd_ttft, mu_e2e, sd_e2e) for backend b, interpolated (decisions, logs)."""
         return self.snapshot().moments(b, tokens, delta)
