@@ -51,12 +51,8 @@ from pydantic import (
 )
 
 from evals.agent_states import Setup, build_state
-from evals.scenario_file import (
-    ForecasterSpec,
-    PositiveSeconds,
-    ScenarioFileError,
-    expand_paths,
-)
+from evals.scenario_file import ForecasterSpec, PositiveSeconds, ScenarioFileError
+from evals.scenario_loading import expand_paths
 
 Progress = Callable[[str], None]
 START_TS = 1_700_000_000.0

@@ -81,7 +81,8 @@ def _replay(case: AgentCase, db: Path, forecasters: dict[str, Any]) -> list[str]
     from evals.agent_eval import AgentCaseError
     from evals.forecaster_training import train_forecaster
     from evals.replay import run_policy
-    from evals.scenario_file import ScenarioFile, load_file
+    from evals.scenario_file import ScenarioFile
+    from evals.scenario_loading import load_file
     from evals.store_sink import StoreSink
     from tools.sim.run import SimConfig
 

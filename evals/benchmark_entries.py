@@ -28,36 +28,18 @@ def _subprocess(cmd: list[str], log_path: Path) -> int:
     return proc.returncode
 
 
-def nab_command_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("arcpoint.commands.nab") is not None
-
-
 def run_nab_benchmark(entry: NabBenchmarkFile, out_dir: Path) -> EntryResult:
     t0 = time.perf_counter()
     base = out_dir / "benchmarks" / entry.name
     data, labels = entry.resolve(entry.data), entry.resolve(entry.labels)
 
     def failed(msg: str) -> EntryResult:
-        return EntryResult(
-            entry.name,
-            "nab_benchmark",
-            str(entry.source) if entry.source else None,
-            entry.description,
-            {},
-            {},
-            [],
-            time.perf_counter() - t0,
-            error=msg,
-        )
+        return EntryResult.failure(entry, "nab_benchmark", msg, time.perf_counter() - t0)
 
     if not data.is_dir():
         return failed(f"NAB data folder not found: {data}")
     if not labels.is_file():
         return failed(f"NAB labels file not found: {labels}")
-    if not nab_command_available():
-        return failed("`arcpoint nab` is not available in this build")
     json_path = base / "nab.json"
     cmd = [
         sys.executable,
@@ -122,17 +104,8 @@ def run_drift_benchmark(entry: DriftBenchmarkFile, out_dir: Path) -> EntryResult
     cmd = [sys.executable, str(script), "--json", str(json_path), "--seeds", str(entry.seeds)]
     code = _subprocess(cmd, base / "drift.log") if script.exists() else -1
     if code != 0 or not json_path.exists():
-        return EntryResult(
-            entry.name,
-            "drift_benchmark",
-            str(entry.source) if entry.source else None,
-            entry.description,
-            {},
-            {},
-            [],
-            time.perf_counter() - t0,
-            error=f"bench_drift.py exited with {code} (log: {base / 'drift.log'})",
-        )
+        error = f"bench_drift.py exited with {code} (log: {base / 'drift.log'})"
+        return EntryResult.failure(entry, "drift_benchmark", error, time.perf_counter() - t0)
     fig = json.loads(json_path.read_text())
     overall = fig.get("drift_streams", {}).get("overall", {})
     ours = overall.get("arcpoint_ph_calibrated", {})

@@ -27,10 +27,10 @@ from evals.scenario_file import (
     NabBenchmarkFile,
     ScenarioFile,
     ScenarioFileError,
-    load_telemetry,
 )
 from evals.scenario_runs import run_policy_task, run_series_task, shared_with_workers
 from evals.scenario_scores import score_scenario, score_telemetry
+from evals.telemetry_series import load_telemetry
 from evals.workers import run_tasks
 from tools.sim.scenario import Built
 
@@ -57,8 +57,7 @@ def run_suite(
             if not isinstance(e, ScenarioFile)
             else ("telemetry" if e.observe_only else "scenario")
         )
-        source = str(e.source) if e.source else None
-        return EntryResult(e.name, kind, source, e.description, {}, {}, [], 0.0, error=msg)
+        return EntryResult.failure(e, kind, msg)
 
     for i, e in enumerate(entries):
         if not isinstance(e, ScenarioFile):

@@ -101,6 +101,13 @@ class EntryResult:
     thresholds: list[PropertyResult] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
 
+    @classmethod
+    def failure(cls, entry: Any, kind: str, error: str, seconds: float = 0.0) -> EntryResult:
+        """An entry that could not be run or scored: no figures, and why (`entry` is any eval
+        entry: it gives its name, source and description)."""
+        source = str(entry.source) if entry.source else None
+        return cls(entry.name, kind, source, entry.description, {}, {}, [], seconds, error=error)
+
     @property
     def passed(self) -> bool:
         """The gate's verdict: the entry ran and broke no threshold."""

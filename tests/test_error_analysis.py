@@ -8,14 +8,10 @@ import pytest
 from scipy import stats
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from tools.error_analysis import (
-    analyze_errors,
-    benjamini_hochberg,
-    error_distribution,
-    normality_test,
-    segment_bias,
-    segment_metrics,
-)
+from tools.error_analysis.accuracy import segment_metrics
+from tools.error_analysis.bias import benjamini_hochberg, segment_bias
+from tools.error_analysis.distribution import error_distribution, normality_test
+from tools.error_analysis.report import analyze_errors
 
 T0 = math.floor(1_700_000_000.0 / 3600.0) * 3600.0  # on a whole hour: windows align
 

@@ -13,7 +13,8 @@ from evals.expectations import check_expectations
 from evals.gate import ThresholdsError, apply_thresholds, gate_failures, load_thresholds
 from evals.harness import run_suite
 from evals.results import START_TS, EntryResult, HarnessConfig, PolicyRun, PropertyResult
-from evals.scenario_file import ScenarioFile, parse_entry
+from evals.scenario_file import ScenarioFile
+from evals.scenario_loading import parse_entry
 from evals.scenario_scores import score_telemetry
 from evals.scoring import (
     count_flaps,

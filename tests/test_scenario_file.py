@@ -14,13 +14,10 @@ from evals.scenario_file import (
     NabBenchmarkFile,
     ScenarioFile,
     ScenarioFileError,
-    expand_paths,
-    load_file,
-    load_paths,
-    load_telemetry,
-    parse_entry,
     parse_seconds,
 )
+from evals.scenario_loading import expand_paths, load_file, load_paths, parse_entry
+from evals.telemetry_series import load_telemetry
 from tools.sim.spec import DEFAULT_FLEET, TokenStats, capacity_rps, fleet_capacity_rps
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "evals" / "scenarios"

@@ -12,7 +12,7 @@ import numpy as np
 
 from agents.monitors.base import HORIZON_S, KIND, LoopBase, clock, rounded
 from context_api.model_store import register_forecaster
-from tools.error_analysis import analyze_errors
+from tools.error_analysis.report import analyze_errors
 from tools.forecaster import train
 from tools.retrain_policy import RetrainDecision, RetrainInputs, decide_retrain
 

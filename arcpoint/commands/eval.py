@@ -187,7 +187,8 @@ def run_scenarios(args: argparse.Namespace) -> int:
     from evals.harness import run_suite
     from evals.report import benchmark_table, headline_table, report_json, write_report
     from evals.results import HarnessConfig
-    from evals.scenario_file import ScenarioFileError, describe, load_paths
+    from evals.scenario_file import ScenarioFileError, describe
+    from evals.scenario_loading import load_paths
 
     if args.jobs < 1:
         print("error: --jobs must be at least 1", file=sys.stderr)
