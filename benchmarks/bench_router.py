@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.router import Router
+from agents.router import SERVE_REHEARSALS, Router
 from context_api.fleet_state import FleetState
 from tools.features import feature_index
 from tools.forecaster import build_dataset, train
@@ -60,7 +60,7 @@ def timed(n: int, requests: int, full: bool) -> tuple[np.ndarray, Router, Any, A
     routers: list[Router] = []
 
     def wrap(policy: PredictiveRouter) -> Router:
-        routers.append(Router(policy))
+        routers.append(Router(policy, rehearse=SERVE_REHEARSALS))
         return routers[0]
 
     trace = Trace(requests)

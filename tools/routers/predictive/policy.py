@@ -34,6 +34,7 @@ Router (`agents.router`) escalates at most a hard-capped share of those.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -385,6 +386,34 @@ class PredictiveRouter(PolicyBase):
             if self.probation[b] and inflight[b] > 0:
                 ejected[b] = True
 
+    def shadow(self) -> PredictiveRouter | None:
+        """A copy that decides as this router would now, for rehearsing the request path
+        (`agents.router.Router.rehearse`): it shares what a decision only reads (grids, model,
+        settings, prefix index) and holds its own copy of everything a decision writes, so
+        deciding on it leaves this router exactly as it was. None when a decision would do
+        more than decide (the first one builds the grids; a readmitted backend refreshes)."""
+        if self._first or True in self._readmit or True in self.probation:
+            return None
+        sh = copy.copy(self)
+        t = sh.tracker = copy.copy(self.tracker)
+        t.in_flight_tokens = t.in_flight_tokens[:]
+        t.recent_tokens = t.recent_tokens[:]
+        t.recent_t = t.recent_t[:]
+        t.routed_since_scrape = t.routed_since_scrape[:]
+        sh.last_sent = self.last_sent[:]
+        sh.pref = dict(self.pref)
+        sh.counts = dict(self.counts)
+        sh._due = self._due[:]
+        sh._pending = {}
+        sh.ejected_until = self.ejected_until[:]
+        sh.ejections = self.ejections[:]
+        sh._readmit = self._readmit[:]
+        sh.probation = self.probation[:]
+        sh._rng = random.Random(self.seed)
+        sh._randbelow = sh._rng._randbelow
+        sh.prefix = _ReadOnlyPrefix(self.prefix)  # type: ignore[assignment]
+        return sh
+
     # -- the hot path -----------------------------------------------------------------------------
     def choose(self, request: RequestInfo, view: RouterView) -> int:
         now = view.now_s
@@ -673,6 +702,18 @@ class PredictiveRouter(PolicyBase):
             self.settings.block_tokens,
             list(view.in_flight),
         )
+
+
+class _ReadOnlyPrefix:
+    """A prefix index a shadow router reads (`match`) but never writes (`add` does nothing)."""
+
+    __slots__ = ("match",)
+
+    def __init__(self, index: PrefixIndex) -> None:
+        self.match = index.match
+
+    def add(self, hashes: Sequence[int], server: int) -> None:
+        return None
 
 
 def likeliest(live: Sequence[int], p: Sequence[float], cost: Sequence[float]) -> int:
