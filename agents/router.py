@@ -257,6 +257,8 @@ class Router(PolicyBase):
         if rehearse < 0:
             raise ValueError("rehearse must be >= 0")
         self.rehearsals = rehearse
+        self._target: float = getattr(getattr(policy, "settings", None), "target", math.nan)
+        """The policy's probability target (its settings are frozen), for decisions' notes."""
         self._recent: deque[RequestInfo] = deque(maxlen=max(rehearse, 1))
         """The last requests routed (`rehearse` routes them again on a shadow)."""
         self.rehearsed = 0
@@ -459,7 +461,7 @@ class Router(PolicyBase):
                 pick,
                 choice,
                 pred(request, view) if pred is not None else None,
-                getattr(getattr(self.policy, "settings", None), "target", math.nan),
+                self._target,
                 self._shares[:],
                 self._scale,
                 self.view,

@@ -17,9 +17,9 @@ import gc
 import json
 import sys
 import time
-from resource import RUSAGE_THREAD, getrusage
 from collections.abc import Callable
 from pathlib import Path
+from resource import RUSAGE_THREAD, getrusage
 from typing import Any
 
 import numpy as np

@@ -276,7 +276,7 @@ class PredictiveRouter(PolicyBase):
         self.counts = {r: 0 for r in REASONS}
         self.ambiguous = 0
         self._rng = random.Random(seed)
-        self._randbelow = self._rng._randbelow  # what `random.sample` draws with (`_draw`)
+        self._getrandbits = self._rng.getrandbits  # what `random.sample` draws with (`_draw`)
         self._ejected: list[bool] = [False] * n
         """`[u > now for u in ejected_until]`, valid for `now` in `_ejected_valid` (the list is
         never edited once made: a decision keeps it)."""
@@ -410,7 +410,7 @@ class PredictiveRouter(PolicyBase):
         sh._readmit = self._readmit[:]
         sh.probation = self.probation[:]
         sh._rng = random.Random(self.seed)
-        sh._randbelow = sh._rng._randbelow
+        sh._getrandbits = sh._rng.getrandbits
         sh.prefix = _ReadOnlyPrefix(self.prefix)  # type: ignore[assignment]
         return sh
 
@@ -622,13 +622,17 @@ class PredictiveRouter(PolicyBase):
         n = len(live)
         if n > 21:
             return self._rng.sample(live, k)
-        rb = self._randbelow
+        bits = self._getrandbits
         pool = live[:]
         out = []
-        for i in range(k):
-            j = rb(n - i)
+        for m in range(n, n - k, -1):
+            # `Random._randbelow(m)` inlined: draws of m's bit length until one is below m
+            w = m.bit_length()
+            j = bits(w)
+            while j >= m:
+                j = bits(w)
             out.append(pool[j])
-            pool[j] = pool[n - i - 1]
+            pool[j] = pool[m - 1]
         return out
 
     def _hotcold(self, live: list[int], rif: Sequence[int]) -> int:
