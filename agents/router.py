@@ -316,21 +316,24 @@ class Router(PolicyBase):
 
     def on_complete(self, completion: Completion, view: RouterView) -> None:
         if self.rehearsals:
-            before = getattr(self.policy, "refreshes", 0)
+            self._then_rehearse(self.policy.on_complete, completion, view)
+        else:
             self.policy.on_complete(completion, view)
-            if getattr(self.policy, "refreshes", 0) != before:
-                self.rehearse(view)
-            return
-        self.policy.on_complete(completion, view)
 
     def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
         if self.rehearsals:
-            before = getattr(self.policy, "refreshes", 0)
+            self._then_rehearse(self.policy.on_scrape, metrics, view)
+        else:
             self.policy.on_scrape(metrics, view)
-            if getattr(self.policy, "refreshes", 0) != before:
-                self.rehearse(view)
-            return
-        self.policy.on_scrape(metrics, view)
+
+    def _then_rehearse(
+        self, handler: Callable[[Any, RouterView], None], signal: Any, view: RouterView
+    ) -> None:
+        """Hand a signal to the policy, then rehearse if it refreshed the grids."""
+        before = getattr(self.policy, "refreshes", 0)
+        handler(signal, view)
+        if getattr(self.policy, "refreshes", 0) != before:
+            self.rehearse(view)
 
     def rehearse(self, view: RouterView) -> None:
         """Route the last `rehearsals` requests again on a shadow of this router (the
