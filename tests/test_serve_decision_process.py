@@ -12,6 +12,7 @@ from arcpoint.serve.config import ServeConfig
 from arcpoint.serve.decision_process import DecisionProcess, Packer, ReasonUpdate, _rows
 from arcpoint.serve.service import Service
 from context_api.store import Store, decision_row
+from context_api.traces import TraceRecord, TraceStore
 
 
 @pytest.fixture
@@ -41,9 +42,9 @@ def test_packed_decisions_make_the_same_rows_and_snapshots_are_sent_once(service
     payload += packer.pack(ReasonUpdate(decisions[0].decision_id, "advised"))
     # The tick's fleet view and the grid snapshot go once each, then by reference.
     assert packer.shared_sent == 2
-    rows, updates = _rows(payload)
+    rows, updates, traces = _rows(payload)
     assert rows == [decision_row(d) for d in decisions]  # builds the parent's candidates too
-    assert updates == [(decisions[0].decision_id, "advised")]
+    assert updates == [(decisions[0].decision_id, "advised")] and traces == []
     assert packer.rows_sent == 0
     # A decision whose candidates were already built travels as its finished row.
     assert pickle.loads(packer.pack(decisions[1]))[0] == "row" and packer.rows_sent == 1
@@ -55,8 +56,17 @@ def test_the_process_commits_decisions_and_reasons_then_exits_on_close(service, 
     decisions = _decisions(service, 40)
     assert all(w.submit(d) for d in decisions)
     assert w.submit(ReasonUpdate(decisions[3].decision_id, "policy; advised: b2"))
+    trace = TraceRecord(
+        kind="escalation", parent_id=decisions[3].decision_id, started_at=1.0, ended_at=2.0
+    )
+    assert w.submit_trace(trace)
     assert w.flush_through(w.submitted, timeout=30)
     assert (w.stats.written, w.stats.failed, w.depth) == (41, 0, 0)
+    for _ in range(100):  # traces are appended after the frame's decisions, then acknowledged
+        if w.trace_depth == 0:
+            break
+        w.flush_through(w.submitted, timeout=1)
+    assert (w.traces_done, w.traces_failed) == (1, 0)
     more = _decisions(service, 5)
     for d in more:
         w.submit(d)
@@ -67,6 +77,8 @@ def test_the_process_commits_decisions_and_reasons_then_exits_on_close(service, 
         assert got["reason"] == "policy; advised: b2"
         assert [c["backend"] for c in got["candidates"]] == ["b0", "b1", "b2", "b3"]
         stored = {r["decision_id"] for r in store.db.query("SELECT decision_id FROM decisions")}
+        got_trace = TraceStore(store).get(trace.trace_id)
+        assert got_trace is not None and got_trace.parent_id == decisions[3].decision_id
     assert {d.decision_id for d in decisions + more} <= stored
 
 
@@ -83,4 +95,6 @@ def test_full_queue_drops_and_counts_and_a_dead_child_stops_intake(service, tmp_
     assert w.flush_through(w.submitted, timeout=10)  # settled: counted as failed, no hang
     assert not w.alive and w.stats.failed == 3 and "exited" in (w.stats.last_error or "")
     assert w.submit(decisions[0]) is False and w.stats.dropped == 3
+    # A trace is refused (the caller writes it itself), never lost in a dead pipe.
+    assert not w.submit_trace(TraceRecord(kind="escalation", started_at=1.0, ended_at=2.0))
     w.close(timeout=2)

@@ -10,6 +10,12 @@ sender thread writes the pickles to a pipe in batches, and a child process
 (`python -m arcpoint.serve.decision_process DB`) builds the candidates and rows and commits them
 on its own SQLite connection (WAL: the server's readers and outcome commits go on beside it).
 
+The router agent's traces (`submit_trace`, from the escalation threads) go the same way: the
+server only pickles the finished record, the child scrubs, hashes and appends it (~1 ms each
+with its SQLite inserts, which on the server's trace-writer thread held the GIL just as the
+decision rows did). When the child is gone or `MAX_TRACES` wait, `submit_trace` says no and
+the caller writes the trace in process: never dropped.
+
 What repeats across decisions (the tick's `FleetView`, the prediction grid snapshot) is sent
 once and referenced by a number afterwards (`SHARED_TYPES`; the child keeps the last `KEEP`).
 A decision whose candidates cannot be pickled this way (an unknown policy's build) is sent as
@@ -55,11 +61,22 @@ from arcpoint.serve.writer import WriterStats
 
 log = logging.getLogger(__name__)
 
-FRAME = struct.Struct("<II")
-"""Each message on either pipe: its length and how many items it holds, then its bytes."""
+FRAME = struct.Struct("<III")
+"""Each message on either pipe: its length, how many decisions and reasons it holds and how
+many traces, then its bytes."""
+PRELOAD = (
+    "agents.router",
+    "tools.routers.registry",
+    "tools.routers.predictive.policy",
+    "context_api.traces",
+)
+"""What the child imports before it says it is ready: what unpickling decisions and traces
+needs, so the first batch does not wait seconds for imports."""
 KEEP = 64
 """Shared objects (fleet views, grid snapshots) the child keeps, the newest by number."""
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+MAX_TRACES = 1000
+"""Traces waiting for the child at most; past that the caller writes in process."""
 
 
 class ReasonUpdate(NamedTuple):
@@ -187,11 +204,17 @@ class DecisionProcess:
         self.stats = WriterStats()
         self._packer = Packer()
         self._buffer: deque[bytes] = deque()
+        self._traces: deque[bytes] = deque()
+        self._trace_lock = threading.Lock()
+        self.traces_submitted = 0
+        self.traces_done = 0
+        self.traces_failed = 0
         self._done = 0
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._closed = False
         self._dead = False
+        self._ready = threading.Event()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -214,10 +237,28 @@ class DecisionProcess:
         self._sender.start()
         self._reader.start()
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the child has imported what it needs and opened the database (the
+        service waits here before it serves); RuntimeError if it died or took too long."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if self._dead or self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"the decision writer process exited ({self.proc.poll()}) before it was "
+                    "ready; see the log above"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the decision writer process was not ready in {timeout} s")
+
     @property
     def depth(self) -> int:
         """Decisions submitted and not yet committed (buffered, in the pipe, or in the child)."""
         return self.stats.submitted - self._done
+
+    @property
+    def trace_depth(self) -> int:
+        """Traces handed over and not yet appended by the child."""
+        return self.traces_submitted - self.traces_done
 
     @property
     def alive(self) -> bool:
@@ -236,6 +277,18 @@ class DecisionProcess:
             return False
         self._buffer.append(self._packer.pack(item))
         stats.submitted += 1
+        return True
+
+    def submit_trace(self, record: Any) -> bool:
+        """Hand a finished trace (`TraceRecord`) to the child; False when the child is gone,
+        the writer is closed or `MAX_TRACES` wait (the caller then writes it itself). Any
+        thread."""
+        data = pickle.dumps(("t", record), protocol=PROTOCOL)
+        with self._trace_lock:
+            if self._closed or self._dead or self.trace_depth >= MAX_TRACES:
+                return False
+            self._traces.append(data)
+            self.traces_submitted += 1
         return True
 
     def flush_through(self, seq: int, timeout: float = 5.0) -> bool:
@@ -271,7 +324,7 @@ class DecisionProcess:
     # -- the sender and the acknowledgement reader (threads) --------------------------------
 
     def _send(self) -> None:
-        buf = self._buffer
+        buf, traces = self._buffer, self._traces
         pipe = self.proc.stdin
         assert pipe is not None
         try:
@@ -279,10 +332,12 @@ class DecisionProcess:
                 self._wake.wait(self._linger_s)
                 self._wake.clear()
                 closing = self._closed
-                if buf:
+                if buf or traces:
                     chunk = [buf.popleft() for _ in range(len(buf))]
+                    counted = len(chunk)  # decisions and reasons: what flush_through counts
+                    chunk += [traces.popleft() for _ in range(len(traces))]
                     payload = b"".join(chunk)
-                    pipe.write(FRAME.pack(len(payload), len(chunk)))
+                    pipe.write(FRAME.pack(len(payload), counted, len(chunk) - counted))
                     pipe.write(payload)
                     pipe.flush()
                 if closing:
@@ -298,7 +353,8 @@ class DecisionProcess:
             frame = _read_frame(pipe)
             if frame is None:
                 break
-            done, written, failed, batches, last_error = pickle.loads(frame[0])
+            done, written, failed, batches, last_error, t_done, t_failed = pickle.loads(frame[0])
+            self.traces_done, self.traces_failed = t_done, t_failed
             stats = self.stats
             stats.written, stats.failed, stats.batches = written, failed, batches
             if last_error is not None:
@@ -306,6 +362,7 @@ class DecisionProcess:
             with self._cond:
                 self._done = done
                 self._cond.notify_all()
+            self._ready.set()  # the first acknowledgement says the child is ready
         if not self._closed:
             self._died(f"decision writer process exited ({self.proc.wait()})")
 
@@ -315,6 +372,9 @@ class DecisionProcess:
         self._dead = True
         lost = self.stats.submitted - self._done
         self.stats.failed += lost
+        with self._trace_lock:
+            self.traces_failed += self.trace_depth
+            self.traces_done = self.traces_submitted
         self.stats.last_error = why
         log.error("%s; %d decisions not written", why, lost)
         with self._cond:
@@ -322,26 +382,27 @@ class DecisionProcess:
             self._cond.notify_all()
 
 
-def _read_frame(pipe: IO[bytes]) -> tuple[bytes, int] | None:
-    """(payload, items), or None at the end of the pipe."""
+def _read_frame(pipe: IO[bytes]) -> tuple[bytes, int, int] | None:
+    """(payload, decisions and reasons, traces), or None at the end of the pipe."""
     head = pipe.read(FRAME.size)
     if len(head) < FRAME.size:
         return None
-    n, items = FRAME.unpack(head)
+    n, items, traces = FRAME.unpack(head)
     body = pipe.read(n)
-    return (body, items) if len(body) == n else None
+    return (body, items, traces) if len(body) == n else None
 
 
 # -- the child ---------------------------------------------------------------------------------
 
 
-def _rows(payload: bytes) -> tuple[list[Any], list[tuple[str, str]]]:
-    """The decision rows and reason updates in one frame."""
+def _rows(payload: bytes) -> tuple[list[Any], list[tuple[str, str]], list[Any]]:
+    """The decision rows, reason updates and traces in one frame."""
     from context_api.store import decision_row
     from tools.routing import DeferredDecision
 
     rows: list[Any] = []
     updates: list[tuple[str, str]] = []
+    traces: list[Any] = []
     f = io.BytesIO(payload)
     end = len(payload)
     while f.tell() < end:
@@ -357,9 +418,11 @@ def _rows(payload: bytes) -> tuple[list[Any], list[tuple[str, str]]]:
             rows.append(decision_row(DeferredDecision.deferred(build, *fields)))
         elif kind == "row":
             rows.append(item[1])
+        elif kind == "t":
+            traces.append(item[1])
         else:  # "r": an advisory escalation's reason
             updates.append((item[1], item[2]))
-    return rows, updates
+    return rows, updates, traces
 
 
 def child_main(argv: list[str]) -> int:
@@ -371,20 +434,29 @@ def child_main(argv: list[str]) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     db, max_age, retries = argv[0], float(argv[1]), int(argv[2])
-    from context_api.store import Store
+    import importlib
 
+    from context_api.store import Store
+    from context_api.traces import TraceStore
+
+    for name in PRELOAD:
+        importlib.import_module(name)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     done = written = failed = batches = 0
+    t_done = t_failed = 0
     last_error: str | None = None
     with Store(db, outcome_max_age_s=max_age) as store:
+        trace_store = TraceStore(store)
+        _ack(out, (0, 0, 0, 0, None, 0, 0))  # ready
         while True:
             frame = _read_frame(inp)
             if frame is None:
                 return 0
-            payload, n = frame
+            payload, n, n_traces = frame
+            traces: list[Any] = []
             for attempt in range(retries + 1):
                 try:
-                    rows, updates = _rows(payload)
+                    rows, updates, traces = _rows(payload)
                     with store.transaction():
                         store.insert_decisions(rows)
                         if updates:
@@ -401,12 +473,38 @@ def child_main(argv: list[str]) -> int:
                 break
             done += n
             batches += 1
-            ack = pickle.dumps((done, written, failed, batches, last_error), protocol=PROTOCOL)
+            # traces of a frame that could not be read at all are counted as failed too
+            t_failed += n_traces - len(traces) + _append_traces(trace_store, traces)
+            t_done += n_traces
+            _ack(out, (done, written, failed, batches, last_error, t_done, t_failed))
+
+
+def _ack(out: IO[bytes], counts: tuple[Any, ...]) -> None:
+    data = pickle.dumps(counts, protocol=PROTOCOL)
+    try:
+        out.write(FRAME.pack(len(data), 1, 0) + data)
+        out.flush()
+    except (BrokenPipeError, OSError):  # the server is gone: keep committing its input
+        pass
+
+
+def _append_traces(trace_store: Any, traces: list[Any]) -> int:
+    """Append the frame's traces in one transaction, or one by one if that fails (a trace
+    already stored is refused alone); returns how many could not be written (logged)."""
+    if not traces:
+        return 0
+    try:
+        trace_store.append_many(traces)
+        return 0
+    except Exception:
+        failed = 0
+        for record in traces:
             try:
-                out.write(FRAME.pack(len(ack), 1) + ack)
-                out.flush()
-            except (BrokenPipeError, OSError):  # the server is gone: keep committing its input
-                pass
+                trace_store.append(record)
+            except Exception as exc:
+                failed += 1
+                log.error("trace %s not written: %s", record.trace_id, exc)
+        return failed
 
 
 if __name__ == "__main__":

@@ -102,6 +102,14 @@ class Service:
         cfg = self.config
         self.store = Store(cfg.db, outcome_max_age_s=cfg.outcome_max_age_s)
         self.agent_store = Store(cfg.db, outcome_max_age_s=cfg.outcome_max_age_s)
+        # Started first: the writer process imports and opens the file while this one loads
+        # the forecaster and compiles the router; it must be ready before anything is served.
+        if cfg.db == ":memory:":  # a second process cannot open it: the thread writer
+            self.writer = DecisionWriter(self._write_decisions, max_queue=cfg.decision_queue)
+        else:
+            self.writer = DecisionProcess(
+                cfg.db, max_queue=cfg.decision_queue, outcome_max_age_s=cfg.outcome_max_age_s
+            )
         infos = self.fleet_file.infos()
         fleet_state = FleetState(infos)
         self._load_forecaster(fleet_state)
@@ -112,7 +120,7 @@ class Service:
         escalator = Escalator(
             self._llm(),
             deadline_s=cfg.escalation_deadline_s,
-            traces=self.trace_writer,
+            traces=self._trace,
             keep_records=False,
             fleet=fleet_state,
             inline=False,
@@ -136,12 +144,8 @@ class Service:
         )
         self.monitor = FleetMonitor(self.names, self.store, AlertService(self.store))
         self._warm(fleet_state)
-        if cfg.db == ":memory:":  # a second process cannot open it: the thread writer
-            self.writer = DecisionWriter(self._write_decisions, max_queue=cfg.decision_queue)
-        else:
-            self.writer = DecisionProcess(
-                cfg.db, max_queue=cfg.decision_queue, outcome_max_age_s=cfg.outcome_max_age_s
-            )
+        if isinstance(self.writer, DecisionProcess):
+            self.writer.wait_ready()
         self.metrics.watch(self.snapshot_gauges)
 
     def _llm(self) -> Any:
@@ -322,6 +326,16 @@ class Service:
             store.insert_decisions([decision_row(d) for d in items if type(d) is not ReasonUpdate])
             store.set_decision_reasons(updates)
 
+    def _trace(self, record: Any) -> None:
+        """The router agent's traces: to the decision process (appended there, off this
+        interpreter), or when it says no (gone, full, an in-memory database) to the trace
+        writer here; never dropped."""
+        writer = self.writer
+        if isinstance(writer, DecisionProcess) and writer.submit_trace(record):
+            return
+        assert self.trace_writer is not None
+        self.trace_writer.submit(record)
+
     def p_meet_slo(self, decision: Decision) -> float | None:
         """The chosen backend's probability of meeting the SLO, without building the
         decision's candidates on the request path (`RouterAdapter.p_meet_slo`)."""
@@ -495,7 +509,10 @@ class Service:
         if writer is not None:
             queues["decisions"] = (writer.depth, writer.max_queue)
         if self.trace_writer is not None:
-            queues["traces"] = (self.trace_writer.pending, 1000)
+            pending = self.trace_writer.pending
+            if isinstance(writer, DecisionProcess):
+                pending += writer.trace_depth
+            queues["traces"] = (pending, 1000)
         shares: dict[str, float] = {}
         if self.adapter is not None:
             shares = self.adapter.planned_shares()
