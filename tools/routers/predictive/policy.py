@@ -113,6 +113,14 @@ class PredictiveSettings:
     seeds with 50 ms polls: 1 s against 2 s and 10 s, geometric-mean ratio 1.05 / 1.09 / 1.10."""
     close_p: float = 0.02
     """Two best probabilities this close, short of the target: ambiguous."""
+    tie_p: float = 0.0
+    """Probabilities this close to the best drawn candidate's count as equal, and equals are
+    told apart by the router's exact requests in flight (then price): the probabilities read
+    latency averages that move only as a backend's own requests complete, so a strict maximum
+    over them sends a tick's traffic to whichever backend last looked a little better and
+    starves the other until its averages catch up; the in-flight count moves with every request
+    sent. At the price rule it breaks exact price ties (identical replicas) the same way.
+    0: strict maximum (off)."""
     low_p: float = 0.5
     """Every backend below this: ambiguous (all at risk)."""
     block_tokens: int = 16
@@ -153,6 +161,7 @@ class PredictiveSettings:
             "target",
             "lost_p",
             "close_p",
+            "tie_p",
             "low_p",
             "max_ejection_fraction",
             "eject_error_rate",
@@ -309,15 +318,17 @@ class PredictiveRouter(PolicyBase):
             self.probation[b] = False
         pend = self._pending.pop(c.request_id, None)
         rate = self.settings.correction_rate
-        if pend is not None and rate > 0.0 and c.status == "ok" and c.ttft_ms:
-            # A running average of the model's own residuals (predictions stored before any
-            # correction): a lagged integrator would oscillate, an average cannot.
+        if pend is not None and c.status == "ok" and c.ttft_ms:
+            # The model's own residuals (predictions stored before any correction): the routing
+            # drift monitor's evidence, and, when on, a running average of them corrects the
+            # backend's means.
             _, tok, d, grid_t, grid_e = pend
             mt, me = interpolate(grid_t, tok, d), interpolate(grid_e, tok, d)
             rt = math.log(c.ttft_ms) - mt
             re = math.log(max(c.e2e_ms, 1.0)) - me
-            self.corr_t[b] += rate * (rt - self.corr_t[b])
-            self.corr_e[b] += rate * (re - self.corr_e[b])
+            if rate > 0.0:
+                self.corr_t[b] += rate * (rt - self.corr_t[b])
+                self.corr_e[b] += rate * (re - self.corr_e[b])
             acc = self._resid[b]
             acc[0] += 1
             acc[1] += rt
@@ -344,7 +355,7 @@ class PredictiveRouter(PolicyBase):
         """Per backend, the completions since the last call and the sums of their raw residuals
         (log TTFT and log e2e less the model's mean before any online correction), then starts
         afresh: the routing model's own drift signal, load accounted for. Only successful
-        requests routed while the correction is on (`correction_rate` > 0) count."""
+        requests count, whether the online correction is on or not."""
         out = [(int(a[0]), a[1], a[2]) for a in self._resid]
         self._resid = [[0, 0.0, 0.0] for _ in range(self.n)]
         return out
@@ -447,7 +458,7 @@ class PredictiveRouter(PolicyBase):
         if hashes:
             self.prefix.add(hashes[:256], b)
         table = self.table
-        if table is not None and self.settings.correction_rate > 0.0:
+        if table is not None:
             # the grids this pick read (a refresh replaces them, never edits them): the means
             # are interpolated when the completion arrives, off the request path
             self._pending[request.request_id] = (
@@ -555,13 +566,16 @@ class PredictiveRouter(PolicyBase):
                 return prev, "kept"
             if s.at_risk == "hotcold":
                 return self._hotcold(live, inflight), "hotcold_at_risk"
+            if s.tie_p > 0.0:
+                top = least_loaded(live, p, p_top - s.tie_p, inflight, cost)
             return top, "likeliest_at_risk"
         # cheapest among the backends nearly as safe as the safest
         limit = (1.0 - p_top) * s.risk_ratio
-        best, best_key = top, (cost[top], -p_top)
+        tie = s.tie_p > 0.0
+        best, best_key = top, (cost[top], inflight[top] if tie else 0, -p_top)
         for b in live:
             if 1.0 - p[b] <= limit and p[b] >= s.target:
-                key = (cost[b], -p[b])
+                key = (cost[b], inflight[b] if tie else 0, -p[b])
                 if key < best_key:
                     best, best_key = b, key
         if (
@@ -686,6 +700,24 @@ def likeliest(live: Sequence[int], p: Sequence[float], cost: Sequence[float]) ->
         if pb > pt or (pb == pt and cost[b] < ct):
             top, pt, ct = b, pb, cost[b]
     return top
+
+
+def least_loaded(
+    live: Sequence[int],
+    p: Sequence[float],
+    floor: float,
+    inflight: Sequence[int],
+    cost: Sequence[float],
+) -> int:
+    """Of the backends in `live` whose probability is at least `floor`, the one with the fewest
+    requests in flight, the cheaper on a tie, the first on a full tie."""
+    best, bk = -1, (0, 0.0)
+    for b in live:
+        if p[b] >= floor:
+            k = (inflight[b], cost[b])
+            if best < 0 or k < bk:
+                best, bk = b, k
+    return best
 
 
 def prefill_tokens(inp: int, matched: dict[int, int] | None, b: int, block_tokens: int) -> float:
