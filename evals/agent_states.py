@@ -79,7 +79,7 @@ def _replay(case: AgentCase, db: Path, forecasters: dict[str, Any]) -> list[str]
     from context_api.alerting import AlertService
     from context_api.store import Store
     from evals.agent_eval import AgentCaseError
-    from evals.harness import train_forecaster
+    from evals.forecaster_training import train_forecaster
     from evals.replay import run_policy
     from evals.scenario_file import ScenarioFile, load_file
     from evals.store_sink import StoreSink

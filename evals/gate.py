@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from evals.harness import EntryResult, PropertyResult
+from evals.results import EntryResult, PropertyResult
 
 
 class ThresholdsError(ValueError):

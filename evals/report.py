@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.harness import EntryResult, SuiteResult
+from evals.results import EntryResult, SuiteResult
 from evals.scoring import FLAP_MOVE, FLAP_WITHIN_S, GRACE_S, traffic_shares
 from tools.sim.workload import TIERS
 

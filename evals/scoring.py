@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tools.drift.page_hinkley import PageHinkley
-from tools.telemetry import HORIZON_TICKS, TICK_SECONDS
+from tools.telemetry import TICK_SECONDS
 
 FLAP_MOVE = 0.10
 FLAP_WITHIN_S = 60.0
@@ -235,24 +235,6 @@ def score_detections(
 
 
 # --- drift ----------------------------------------------------------------------------------
-
-
-def forecast_errors(
-    p95_ms: np.ndarray, forecast_ms: np.ndarray, horizon_ticks: int = HORIZON_TICKS
-) -> np.ndarray:
-    """|log p95[t] - log forecast[t - horizon]| per tick (NaN where either is missing): the
-    error of the forecast made `horizon_ticks` earlier, known only at t (no look-ahead)."""
-    p = np.asarray(p95_ms, dtype=float)
-    f = np.asarray(forecast_ms, dtype=float)
-    err = np.full(p.shape, np.nan)
-    if p.size > horizon_ticks:
-        past = f[:-horizon_ticks]
-        now = p[horizon_ticks:]
-        ok = np.isfinite(past) & np.isfinite(now) & (past > 0) & (now > 0)
-        e = np.full(now.shape, np.nan)
-        e[ok] = np.abs(np.log(now[ok]) - np.log(past[ok]))
-        err[horizon_ticks:] = e
-    return err
 
 
 def page_hinkley_alarms(

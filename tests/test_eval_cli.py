@@ -66,7 +66,7 @@ def test_eval_agents_refuses_a_missing_case_file(tmp_path: Path) -> None:
 
 def test_a_lost_scenario_stays_visible_when_the_gate_passes() -> None:
     from evals.gate import lost_to_baselines
-    from evals.harness import EntryResult
+    from evals.results import EntryResult
 
     def entry(name: str, gain: float | None) -> EntryResult:
         metrics = {

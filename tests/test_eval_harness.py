@@ -9,22 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evals.expectations import check_expectations
 from evals.gate import ThresholdsError, apply_thresholds, gate_failures, load_thresholds
-from evals.harness import (
-    START_TS,
-    EntryResult,
-    HarnessConfig,
-    PolicyRun,
-    PropertyResult,
-    check_expectations,
-    run_suite,
-    score_telemetry,
-)
+from evals.harness import run_suite
+from evals.results import START_TS, EntryResult, HarnessConfig, PolicyRun, PropertyResult
 from evals.scenario_file import ScenarioFile, parse_entry
+from evals.scenario_scores import score_telemetry
 from evals.scoring import (
     count_flaps,
     flap_times,
-    forecast_errors,
     label_windows,
     leave_delay_s,
     percent_better,
@@ -126,15 +119,6 @@ def test_drift_delay_false_alarms_and_other_chaos() -> None:
     assert d.false_alarms == 2 and d.other_chaos_alarms == 1
     missed = score_drift([(5000.0, "b0")], drifts, chaos)
     assert missed.delay_s is None and missed.false_alarms == 1
-
-
-def test_forecast_errors_use_only_the_past() -> None:
-    p95 = np.array([100.0, 100.0, 200.0, 400.0])
-    fc = np.array([100.0, 200.0, 400.0, np.nan])
-    e = forecast_errors(p95, fc, horizon_ticks=1)
-    assert np.isnan(e[0])
-    assert e[1:] == pytest.approx([0.0, 0.0, 0.0])  # each forecast was right one tick later
-    assert np.isnan(forecast_errors(p95, fc, horizon_ticks=8)).all()
 
 
 def test_percent_better() -> None:

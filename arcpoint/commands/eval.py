@@ -184,8 +184,9 @@ def run_scenarios(args: argparse.Namespace) -> int:
         load_thresholds,
         lost_to_baselines,
     )
-    from evals.harness import HarnessConfig, run_suite
+    from evals.harness import run_suite
     from evals.report import benchmark_table, headline_table, report_json, write_report
+    from evals.results import HarnessConfig
     from evals.scenario_file import ScenarioFileError, describe, load_paths
 
     if args.jobs < 1:
