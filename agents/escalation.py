@@ -66,7 +66,7 @@ from agents.nodes.router import RoutingCase, Verdict, guard
 from agents.offline import OfflineModel
 from agents.router_graph import build_router_graph
 from context_api.fleet_state import FleetState
-from context_api.traces import TraceBuilder
+from context_api.trace_builder import TraceBuilder
 from tools.routing import Decision, RouteRequest
 from tools.telemetry import TICK_SECONDS
 

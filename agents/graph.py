@@ -44,7 +44,7 @@ from agents.nodes.base import (
 )
 from agents.offline import OfflineModel, owner
 from context_api.api import ContextAPI
-from context_api.traces import TraceBuilder
+from context_api.trace_builder import TraceBuilder
 
 log = logging.getLogger(__name__)
 

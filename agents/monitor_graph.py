@@ -43,7 +43,7 @@ from agents.nodes.base import trace_sink as make_sink
 from agents.offline import OfflineModel
 from context_api import approvals
 from context_api.api import ContextAPI
-from context_api.traces import TraceBuilder
+from context_api.trace_builder import TraceBuilder
 
 log = logging.getLogger(__name__)
 

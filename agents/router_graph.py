@@ -19,7 +19,7 @@ from langgraph.graph import END, START, StateGraph
 from agents.llm.base import LLMModel
 from agents.nodes.router import RouterAgent, RoutingCase, SubmitDecision, Verdict, validate
 from agents.prompts import Prompt, load_prompt
-from context_api.traces import TraceBuilder
+from context_api.trace_builder import TraceBuilder
 
 
 class RouteState(TypedDict, total=False):

@@ -42,7 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from context_api.store import Store
-from context_api.traces import TraceBuilder, TraceRecord, TraceStore, TraceWriter, canonical_json
+from context_api.trace_builder import TraceBuilder
+from context_api.trace_records import TraceRecord, canonical_json
+from context_api.traces import TraceStore, TraceWriter
 
 ESCALATION_DEADLINE_S = 1.5
 

@@ -12,7 +12,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from context_api.traces import StoredTrace, TraceRecord, _final_text, canonical_json
+from context_api.trace_records import StoredTrace, TraceRecord, canonical_json
+from context_api.trace_rows import final_text
 
 __all__ = ["otel_document", "otel_spans"]
 
@@ -77,7 +78,7 @@ def otel_spans(trace: TraceRecord) -> list[dict[str, Any]]:
         "arcpoint.backend": trace.backend,
         "arcpoint.prompt_hash": trace.prompt_hash,
         "arcpoint.fallback_reason": trace.fallback_reason,
-        "arcpoint.final": None if trace.final is None else _final_text(trace.final),
+        "arcpoint.final": None if trace.final is None else final_text(trace.final),
         **{f"arcpoint.model_version.{k}": v for k, v in sorted(trace.model_versions.items())},
     }
     if isinstance(trace, StoredTrace):

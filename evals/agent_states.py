@@ -238,7 +238,8 @@ def injected_backend(store: Store) -> None:
 
 def injected_metadata(store: Store) -> None:
     from context_api.store import decision_row
-    from context_api.traces import TraceBuilder, TraceStore
+    from context_api.trace_builder import TraceBuilder
+    from context_api.traces import TraceStore
     from tools.routing import Candidate, Decision
 
     now = _now(store)

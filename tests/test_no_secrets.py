@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from arcpoint.cli import main
-from context_api.traces import TraceBuilder, TraceStore, TraceWriter
+from context_api.trace_builder import TraceBuilder
+from context_api.traces import TraceStore, TraceWriter
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import pytest
 
 from arcpoint.cli import main
 from context_api.store import Store
-from context_api.traces import TraceRecord, TraceStore
+from context_api.trace_records import TraceRecord
+from context_api.traces import TraceStore
 from tests.agent_fixtures import agent_db
 
 

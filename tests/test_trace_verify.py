@@ -16,7 +16,8 @@ import pytest
 
 from arcpoint.cli import main
 from arcpoint.commands.traces import EXIT_TAMPERED
-from context_api.traces import TraceBuilder, TraceStore
+from context_api.trace_builder import TraceBuilder
+from context_api.traces import TraceStore
 
 N = 6
 
@@ -162,14 +163,15 @@ def test_edit_then_rehash_names_the_edited_trace(db, capsys) -> None:
     conn.close()
     content = json.loads(text)
     content["final"] = {"backend": "c", "i": 2}
-    from context_api.traces import _trace_columns, canonical_json, chain_hash
+    from context_api.trace_records import canonical_json, chain_hash
+    from context_api.trace_rows import trace_columns
 
     new_text = canonical_json(content)
     new_hash = chain_hash(prev, seq, new_text)
     _tamper(
         path,
         "UPDATE traces SET content_json = ?, final = ?, hash = ? WHERE seq = 3",
-        params=(new_text, _trace_columns(content)["final"], new_hash),
+        params=(new_text, trace_columns(content)["final"], new_hash),
     )
     _assert_first_bad(path, capsys, 3, ids[2], "hash was rewritten")
 

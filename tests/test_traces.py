@@ -18,18 +18,17 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from context_api.store import Store
+from context_api.trace_builder import TraceBuilder
 from context_api.trace_otel import otel_document, otel_spans
-from context_api.traces import (
+from context_api.trace_records import (
     GENESIS_HASH,
     StoredTrace,
-    TraceBuilder,
     TraceRecord,
     TraceStep,
-    TraceStore,
-    TraceWriter,
     canonical_json,
     chain_hash,
 )
+from context_api.traces import TraceStore, TraceWriter
 
 T0 = 1_700_000_000.0
 
@@ -421,7 +420,8 @@ def test_processes_appending_keep_one_chain(tmp_path: Path) -> None:
         f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from context_api.traces import TraceBuilder, TraceStore
+        from context_api.trace_builder import TraceBuilder
+        from context_api.traces import TraceStore
         ts = TraceStore({str(path)!r})
         for i in range(30):
             tb = TraceBuilder("monitor", inputs={{"proc": sys.argv[1], "i": i}})
@@ -496,7 +496,7 @@ def test_failures_are_counted_logged_and_kept(tmp_path: Path, caplog) -> None:
     broken = _BrokenTraceStore(tmp_path / "broken.db")
     writer = TraceWriter(broken, retries=1, retry_delay_s=0.0)
     record = make(1)
-    with caplog.at_level("ERROR", logger="context_api.traces"):
+    with caplog.at_level("ERROR", logger="context_api.trace_writer"):
         writer.submit(record)
         assert writer.flush(timeout_s=10)
     writer.close()
@@ -600,13 +600,13 @@ _json = st.recursive(
     n=st.integers(0, 3),
 )
 def test_spliced_encoding_equals_plain_canonical_json(inputs, result, n) -> None:
-    from context_api.traces import _encode_content
+    from context_api.trace_rows import encode_content
 
     tb = TraceBuilder("chat", inputs=inputs, started_at=T0)
     for i in range(n):
         tb.tool_call(f"tool{i}", {"steps": [], "x": result}, result)
     content = tb.finish(final=result, ended_at=T0).content()
-    text, step_texts = _encode_content(content)
+    text, step_texts = encode_content(content)
     assert text == canonical_json(content)
     assert step_texts == [canonical_json(s) for s in content["steps"]]
 
@@ -617,7 +617,8 @@ def test_a_writer_left_open_is_flushed_at_exit(tmp_path: Path) -> None:
         f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from context_api.traces import TraceBuilder, TraceStore, TraceWriter
+        from context_api.trace_builder import TraceBuilder
+        from context_api.traces import TraceStore, TraceWriter
         writer = TraceWriter(TraceStore({str(path)!r}))
         for i in range(50):
             writer.submit(TraceBuilder("chat", inputs={{"i": i}}).finish(final="ok"))

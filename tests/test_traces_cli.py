@@ -11,7 +11,9 @@ import pytest
 
 from arcpoint.cli import main
 from arcpoint.commands.traces import EXIT_NO_DB, EXIT_OK, EXIT_USAGE
-from context_api.traces import TraceBuilder, TraceStore, canonical_json
+from context_api.trace_builder import TraceBuilder
+from context_api.trace_records import canonical_json
+from context_api.traces import TraceStore
 
 T0 = 1_700_000_000.0
 

@@ -21,7 +21,9 @@ from agents.offline.text import FOOTER, fallback_footer
 from agents.prompts import Prompt, load_prompt
 from agents.tool_loop import AgentLoop
 from context_api.api import ContextAPI
-from context_api.traces import TraceBuilder, TraceRecord, TraceStore, TraceWriter
+from context_api.trace_builder import TraceBuilder
+from context_api.trace_records import TraceRecord
+from context_api.traces import TraceStore, TraceWriter
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from context_api.traces import StoredTrace, TraceStep, TraceStore, TraceSummary
+    from context_api.trace_records import StoredTrace, TraceStep, TraceSummary
+    from context_api.traces import TraceStore
 
 EXIT_OK = 0
 EXIT_NO_DB = 1
@@ -420,7 +421,7 @@ def run_export(args: argparse.Namespace) -> int:
     if traces is None:
         return code
     from context_api.trace_otel import otel_document
-    from context_api.traces import canonical_json
+    from context_api.trace_records import canonical_json
 
     try:
         out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115

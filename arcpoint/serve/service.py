@@ -3,7 +3,10 @@
 Threads and what they touch:
 
 - the event loop: HTTP handlers, the router (`RouterAdapter`), `LiveFleet`; nothing here blocks;
-- the decision writer's thread: `insert_decisions` on the write connection;
+- the decision writer (`arcpoint.serve.decision_process`): the loop pickles each decision (its
+  fields and pending candidates, ~5 us), a sender thread pipes them in batches to a worker
+  process that builds the candidates and rows and commits them on a connection of its own (the
+  thread writer of `arcpoint.serve.writer` for an in-memory database);
 - worker threads (`asyncio.to_thread`): outcome commits, telemetry and anomaly writes;
 - the escalator's one worker: the router agent. In advisory mode (the default) no request waits
   for it: `/v1/route` answers with the policy's pick and the advice queue's thread
@@ -13,7 +16,8 @@ Threads and what they touch:
 - one agent thread: `/v1/ask` questions and the scheduled monitors, on a read/agent connection of
   their own, so a slow question never holds the lock that outcome commits need.
 
-Two SQLite connections to one WAL file: readers never block the writer.
+SQLite connections to one WAL file (the service's two, the decision process's one): readers
+never block a writer, and writers wait for each other (busy timeout), never fail.
 """
 
 from __future__ import annotations
@@ -26,14 +30,15 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
-from typing import Any, NamedTuple
+from typing import Any
 
 from agents.escalation import ADVICE_MARK, FALLBACK_MARK, Escalator
 from agents.fleet_monitor import FleetMonitor
-from agents.router import Router
+from agents.router import SERVE_REHEARSALS, Router
 from arcpoint.serve.adapter import RouteInput, RouterAdapter, p_meet_slo
 from arcpoint.serve.advice import AdviceQueue
 from arcpoint.serve.config import ServeConfig
+from arcpoint.serve.decision_process import DecisionProcess, ReasonUpdate
 from arcpoint.serve.engine_metrics import EngineScrape, ScrapeDeltas
 from arcpoint.serve.fleet_file import FleetFile, load_fleet
 from arcpoint.serve.live import LiveFleet
@@ -56,13 +61,6 @@ WARM_WINDOW_S = 3600.0
 """Stored telemetry this recent warms the forecaster's windows at start."""
 
 
-class ReasonUpdate(NamedTuple):
-    """For the decision writer: a stored decision's reason, now with the agent's advice."""
-
-    decision_id: str
-    reason: str
-
-
 class Service:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
@@ -74,7 +72,7 @@ class Service:
         self.draining = False
         self.store: Store | None = None
         self.agent_store: Store | None = None
-        self.writer: DecisionWriter | None = None
+        self.writer: DecisionProcess | DecisionWriter | None = None
         self.advice: AdviceQueue | None = None
         """Advisory escalations, asked after the answer (None in override mode)."""
         self.trace_writer: TraceWriter | None = None
@@ -104,6 +102,14 @@ class Service:
         cfg = self.config
         self.store = Store(cfg.db, outcome_max_age_s=cfg.outcome_max_age_s)
         self.agent_store = Store(cfg.db, outcome_max_age_s=cfg.outcome_max_age_s)
+        # Started first: the writer process imports and opens the file while this one loads
+        # the forecaster and compiles the router; it must be ready before anything is served.
+        if cfg.db == ":memory:":  # a second process cannot open it: the thread writer
+            self.writer = DecisionWriter(self._write_decisions, max_queue=cfg.decision_queue)
+        else:
+            self.writer = DecisionProcess(
+                cfg.db, max_queue=cfg.decision_queue, outcome_max_age_s=cfg.outcome_max_age_s
+            )
         infos = self.fleet_file.infos()
         fleet_state = FleetState(infos)
         self._load_forecaster(fleet_state)
@@ -114,7 +120,7 @@ class Service:
         escalator = Escalator(
             self._llm(),
             deadline_s=cfg.escalation_deadline_s,
-            traces=self.trace_writer,
+            traces=self._trace,
             keep_records=False,
             fleet=fleet_state,
             inline=False,
@@ -131,14 +137,15 @@ class Service:
             RequestInfo(0, time.time(), 512, "standard", 1000.0, 30_000.0), self.live
         )
         self.adapter = RouterAdapter(
-            lambda hook: Router(policy, fleet_state, escalate=hook),
+            lambda hook: Router(policy, fleet_state, escalate=hook, rehearse=SERVE_REHEARSALS),
             fleet_state,
             self.live,
             escalator=escalator,
         )
         self.monitor = FleetMonitor(self.names, self.store, AlertService(self.store))
         self._warm(fleet_state)
-        self.writer = DecisionWriter(self._write_decisions, max_queue=cfg.decision_queue)
+        if isinstance(self.writer, DecisionProcess):
+            self.writer.wait_ready()
         self.metrics.watch(self.snapshot_gauges)
 
     def _llm(self) -> Any:
@@ -319,6 +326,16 @@ class Service:
             store.insert_decisions([decision_row(d) for d in items if type(d) is not ReasonUpdate])
             store.set_decision_reasons(updates)
 
+    def _trace(self, record: Any) -> None:
+        """The router agent's traces: to the decision process (appended there, off this
+        interpreter), or when it says no (gone, full, an in-memory database) to the trace
+        writer here; never dropped."""
+        writer = self.writer
+        if isinstance(writer, DecisionProcess) and writer.submit_trace(record):
+            return
+        assert self.trace_writer is not None
+        self.trace_writer.submit(record)
+
     def p_meet_slo(self, decision: Decision) -> float | None:
         """The chosen backend's probability of meeting the SLO, without building the
         decision's candidates on the request path (`RouterAdapter.p_meet_slo`)."""
@@ -492,7 +509,10 @@ class Service:
         if writer is not None:
             queues["decisions"] = (writer.depth, writer.max_queue)
         if self.trace_writer is not None:
-            queues["traces"] = (self.trace_writer.pending, 1000)
+            pending = self.trace_writer.pending
+            if isinstance(writer, DecisionProcess):
+                pending += writer.trace_depth
+            queues["traces"] = (pending, 1000)
         shares: dict[str, float] = {}
         if self.adapter is not None:
             shares = self.adapter.planned_shares()
