@@ -50,11 +50,11 @@ RUNS = {
     ),
 }
 PINNED = {
-    # re-pinned for issue 11's settings change: the router polls every 50 ms
-    # (scrape_interval_s=0.05), explores an idle backend after 1 s (explore_s=1) and decides
-    # among three random live backends (choices=3)
-    "failure_then_slow_replica": ("634f73942c321709", [3696, 383, 836, 1345]),
-    "kv_pressure": ("c5d1691d60d83368", [1851, 629, 894, 994]),
+    # re-pinned for issue 11's flap work (what it decides changed on purpose): the online
+    # correction is damped (correction_rate 0.05 -> 0.01) and probabilities within 0.05 of the
+    # best drawn candidate's are told apart by requests in flight (tie_p 0.05)
+    "failure_then_slow_replica": ("84e0eef24a982ba5", [3717, 391, 825, 1327]),
+    "kv_pressure": ("f713ab38813257dc", [1890, 743, 788, 947]),
 }
 
 

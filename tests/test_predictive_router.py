@@ -344,3 +344,26 @@ def test_power_of_d_choices_spreads_a_burst_over_every_backend(toy_model):
         PredictiveSettings(choices=1)
     with pytest.raises(ValueError, match="at_risk"):
         PredictiveSettings(at_risk="random")
+
+
+def test_near_equal_probabilities_are_told_apart_by_requests_in_flight(toy_model):
+    def pick(p: list[float], inflight: list[int], **settings: float) -> tuple[int, str]:
+        n = len(p)
+        policy = PredictiveRouter(
+            profiles([1.0] * n), model=toy_model, explore_s=1e9, choices=0, **settings
+        )
+        req = RequestInfo(1, 1.0, 512, "standard", 300.0, 6000.0)
+        return policy._pick(p, [1.0] * n, [False] * n, 1.0, req, inflight)
+
+    # at risk: b0 is likelier by 0.02, a difference its lagging averages cannot vouch for,
+    # and holds six requests to b1's one; b2 is clearly worse and idle
+    at_risk, load = [0.60, 0.58, 0.40], [6, 1, 0]
+    assert pick(at_risk, load, tie_p=0.0) == (0, "likeliest_at_risk")
+    assert pick(at_risk, load, tie_p=0.05) == (1, "likeliest_at_risk")
+    # outside the band the likelier wins however loaded
+    assert pick(at_risk, load, tie_p=0.01) == (0, "likeliest_at_risk")
+    # identical replicas at the same price, both safe: the less loaded, not the first
+    assert pick([0.99, 0.99], [5, 1], tie_p=0.0) == (0, "cheapest_likely")
+    assert pick([0.99, 0.99], [5, 1], tie_p=0.05) == (1, "cheapest_likely")
+    with pytest.raises(ValueError, match="tie_p"):
+        PredictiveSettings(tie_p=1.5)

@@ -36,13 +36,15 @@ def _predicted(policy: PredictiveRouter, rid: int) -> tuple[float, float]:
     return interpolate(grid_t, tok, d), interpolate(grid_e, tok, d)
 
 
-def _policy(model) -> PredictiveRouter:
+def _policy(model, **settings: float) -> PredictiveRouter:
     prof = [BackendProfile(f"b{i}", 0.001, 0.002) for i in range(2)]
-    return PredictiveRouter(prof, model=model, explore_s=1e9)
+    return PredictiveRouter(prof, model=model, explore_s=1e9, **settings)
 
 
-def test_residuals_are_raw_per_backend_and_start_afresh_after_each_read(toy_model):
-    policy = _policy(toy_model)
+@pytest.mark.parametrize("rate", [0.0, 0.05])
+def test_residuals_are_raw_per_backend_and_start_afresh_after_each_read(toy_model, rate):
+    # the drift monitor's evidence does not depend on the online correction being on
+    policy = _policy(toy_model, correction_rate=rate)
     view = FakeView(2, now_s=1.0)
     sent = {}
     for rid in range(6):
@@ -60,8 +62,8 @@ def test_residuals_are_raw_per_backend_and_start_afresh_after_each_read(toy_mode
         if n:
             assert got[b][1] / n == pytest.approx(math.log(2.0))
             assert got[b][2] / n == pytest.approx(math.log(2.0))
-    # the online correction moved, the residuals did not include it
-    assert max(policy.corr_t) > 0.0
+    # the online correction moved (when on), the residuals did not include it
+    assert (max(policy.corr_t) > 0.0) == (rate > 0.0)
     assert policy.take_residuals() == [(0, 0.0, 0.0), (0, 0.0, 0.0)]
     # failures carry no latency to compare: not counted
     req = request(99, now=2.0)
