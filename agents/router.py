@@ -19,6 +19,7 @@ forecaster, so a promotion or rollback by the closed loop reaches routing at onc
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -78,6 +79,10 @@ class RouterStats:
 class InvalidRequestError(ValueError):
     pass
 
+
+SERVE_REHEARSALS = 4
+"""Requests `arcpoint serve`'s router rehearses after each grid refresh (`Router.rehearse`):
+with 4, the request after a refresh costs about what any other does (bench_router)."""
 
 ESCALATION_CAP = 0.02
 """At most 2% of requests reach the router agent (issue 11)."""
@@ -199,6 +204,7 @@ class Router(PolicyBase):
         monitor: Any = None,
         keep_decisions: bool = False,
         prior: bool = False,
+        rehearse: int = 0,
     ) -> None:
         """`escalation_budget`: the largest share of requests that may go to the router agent,
         as a hard cap (`EscalationCap`): never more than that share of the requests routed so
@@ -216,6 +222,10 @@ class Router(PolicyBase):
         (`attach_prior`) when there is a fleet state. Off by default: on the dev seeds it
         hurt cascading_failure (44% violations against 10% without it, seed 950002; README)
         and helped nowhere beyond the seed noise.
+        `rehearse`: after each grid refresh, route the last this many requests again on a
+        shadow copy of the router (`rehearse`), so the next real request does not pay for
+        the caches and branch predictors the refresh's forest walk disturbed. For a server,
+        where a request's own latency matters; 0 (off) in replays, where only decisions do.
         """
         if escalation_budget is not None and not 0.0 <= escalation_budget <= 1.0:
             raise ValueError("escalation_budget must lie in [0, 1]")
@@ -244,6 +254,15 @@ class Router(PolicyBase):
         self._predictions = getattr(policy, "deferred_predictions", None)
         self.residuals: dict[str, tuple[int, float, float]] = {}
         """The last tick's routing-model residuals per backend (`tick_residuals`)."""
+        if rehearse < 0:
+            raise ValueError("rehearse must be >= 0")
+        self.rehearsals = rehearse
+        self._target: float = getattr(getattr(policy, "settings", None), "target", math.nan)
+        """The policy's probability target (its settings are frozen), for decisions' notes."""
+        self._recent: deque[RequestInfo] = deque(maxlen=max(rehearse, 1))
+        """The last requests routed (`rehearse` routes them again on a shadow)."""
+        self.rehearsed = 0
+        """Rehearsals run (one per grid refresh that found a shadow to rehearse on)."""
         if prior and fleet is not None:
             attach_prior(policy, fleet)
 
@@ -296,10 +315,54 @@ class Router(PolicyBase):
         self.on_telemetry(tick.telemetry, tick.arrivals, alarms)
 
     def on_complete(self, completion: Completion, view: RouterView) -> None:
-        self.policy.on_complete(completion, view)
+        if self.rehearsals:
+            self._then_rehearse(self.policy.on_complete, completion, view)
+        else:
+            self.policy.on_complete(completion, view)
 
     def on_scrape(self, metrics: EngineMetrics, view: RouterView) -> None:
-        self.policy.on_scrape(metrics, view)
+        if self.rehearsals:
+            self._then_rehearse(self.policy.on_scrape, metrics, view)
+        else:
+            self.policy.on_scrape(metrics, view)
+
+    def _then_rehearse(
+        self, handler: Callable[[Any, RouterView], None], signal: Any, view: RouterView
+    ) -> None:
+        """Hand a signal to the policy, then rehearse if it refreshed the grids."""
+        before = getattr(self.policy, "refreshes", 0)
+        handler(signal, view)
+        if getattr(self.policy, "refreshes", 0) != before:
+            self.rehearse(view)
+
+    def rehearse(self, view: RouterView) -> None:
+        """Route the last `rehearsals` requests again on a shadow of this router (the
+        policy's `shadow()`: its own copy of everything a decision writes; no escalation, no
+        counts), off the request path. Why: a grid refresh walks the forest over hundreds of
+        rows in compiled code, which leaves the CPU's caches and branch predictors trained on
+        that walk; the real request after it then ran about twice as slow, and these were
+        most of the slowest 1% (`benchmarks/bench_router.py`, `route_slowest1pct_*`). The
+        rehearsal runs the same code on the same data first. Decisions are unchanged
+        (`tests/test_router_rehearsal.py` checks it)."""
+        make = getattr(self.policy, "shadow", None)
+        if not self._recent or make is None:
+            return
+        policy = make()
+        if policy is None:
+            return
+        sh = copy.copy(self)
+        sh.policy = policy
+        sh.escalate = None
+        sh.rehearsals = 0
+        sh.stats = RouterStats()
+        sh._cap = EscalationCap(self._cap.share, self.escalation_window)
+        sh._shares = self._shares[:]
+        sh.decisions = {}
+        sh._recent = deque(maxlen=1)
+        sh._predictions = getattr(policy, "deferred_predictions", None)
+        for req in tuple(self._recent):
+            sh.route(req, view)
+        self.rehearsed += 1
 
     def on_probe(self, reply: ProbeReply, view: RouterView) -> None:
         self.policy.on_probe(reply, view)
@@ -401,7 +464,7 @@ class Router(PolicyBase):
                 pick,
                 choice,
                 pred(request, view) if pred is not None else None,
-                getattr(getattr(self.policy, "settings", None), "target", math.nan),
+                self._target,
                 self._shares[:],
                 self._scale,
                 self.view,
@@ -431,6 +494,7 @@ class Router(PolicyBase):
             self._index = {n: i for i, n in enumerate(self._names)}
             self._shares = [1.0 / len(self._names)] * len(self._names)
         pick = self.policy.choose(request, view)
+        self._recent.append(request)
         w = self._scale * _KEEP
         if w < 1e-200:  # renormalise long before the scale underflows
             self._shares[:] = [x * w for x in self._shares]

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from resource import RUSAGE_THREAD, getrusage
 from typing import Any
 
 import numpy as np
@@ -50,14 +51,27 @@ def _pct(ns: np.ndarray, q: float) -> float:
 class Trace:
     """What `drive` records beside each request's time, to say which requests are slow: the
     time of each scrape's handling (the grid refresh it triggers included), whether a grid
-    refresh ran since the previous request, whether a garbage collection ran during the
-    request, and the policy's reason for its pick."""
+    refresh ran since the previous request, how many requests ago the last refresh was,
+    whether a garbage collection ran during the request, whether the process was switched out
+    during it (context switches, read with `getrusage` around the timer: on a shared machine
+    another process's turn lands inside some requests), and the policy's reason for its pick."""
 
     def __init__(self, requests: int) -> None:
         self.scrape_ns: list[int] = []
         self.after_refresh = np.zeros(requests, dtype=bool)
+        self.since_refresh = np.zeros(requests, dtype=np.int64)
         self.gc_during = np.zeros(requests, dtype=bool)
+        self.switched = np.zeros(requests, dtype=bool)
         self.reason: list[str] = []
+
+    def trim(self, w: int) -> None:
+        """Drop the first `w` requests (the warm-up) and the first tenth of the scrapes."""
+        self.after_refresh = self.after_refresh[w:]
+        self.since_refresh = self.since_refresh[w:]
+        self.gc_during = self.gc_during[w:]
+        self.switched = self.switched[w:]
+        self.reason = self.reason[w:]
+        self.scrape_ns = self.scrape_ns[len(self.scrape_ns) // 10 :]
 
 
 def drive(
@@ -84,6 +98,7 @@ def drive(
     if trace is not None:
         gc.callbacks.append(_count_collections(collections))
     refreshes = policy.refreshes
+    since = 0
     for k in range(requests):
         view.now_s += 0.01
         if k % 100 == 0:
@@ -98,8 +113,12 @@ def drive(
         req = RequestInfo(k, view.now_s, int(rng.integers(50, 4000)), "standard", 1e3, 3e4)
         if trace is not None:
             trace.after_refresh[k] = policy.refreshes != refreshes
+            since = 0 if policy.refreshes != refreshes else since + 1
+            trace.since_refresh[k] = since
             refreshes = policy.refreshes
             before = collections[0]
+            ru = getrusage(RUSAGE_THREAD)
+            switches = ru.ru_nvcsw + ru.ru_nivcsw
         t0 = clock()
         if full:
             d = target.route(req, view)
@@ -113,6 +132,8 @@ def drive(
             b = target.choose(req, view)
             out[k] = clock() - t0
         if trace is not None:
+            ru = getrusage(RUSAGE_THREAD)
+            trace.switched[k] = ru.ru_nvcsw + ru.ru_nivcsw != switches
             trace.gc_during[k] = collections[0] != before
             trace.reason.append(policy.last.reason)
         view.in_flight[b] += 1

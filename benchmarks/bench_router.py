@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.router import Router
+from agents.router import SERVE_REHEARSALS, Router
 from context_api.fleet_state import FleetState
 from tools.features import feature_index
 from tools.forecaster import build_dataset, train
@@ -60,31 +60,37 @@ def timed(n: int, requests: int, full: bool) -> tuple[np.ndarray, Router, Any, A
     routers: list[Router] = []
 
     def wrap(policy: PredictiveRouter) -> Router:
-        routers.append(Router(policy))
+        routers.append(Router(policy, rehearse=SERVE_REHEARSALS))
         return routers[0]
 
     trace = Trace(requests)
     ns, _, view = drive(n, requests, wrap=wrap, full=full, trace=trace)
     w = len(ns) // 10
-    trace.after_refresh = trace.after_refresh[w:]
-    trace.gc_during = trace.gc_during[w:]
-    trace.reason = trace.reason[w:]
-    trace.scrape_ns = trace.scrape_ns[len(trace.scrape_ns) // 10 :]
+    trace.trim(w)
     return ns[w:], routers[0], view, trace
 
 
 def slowest(ns: np.ndarray, trace: Any) -> dict[str, float]:
     """Who the slowest 1% of requests are: the share right after a grid refresh (on a scrape
-    or a completion, between two requests), with a garbage collection during the request,
-    and of the commonest reason; against those shares over all requests."""
+    or a completion, between two requests), within the next 10, switched out by the OS
+    during the request (another process's turn), with a garbage collection during it, and of
+    the commonest reason; against those shares over all requests. `unexplained_*`: those
+    neither after a refresh, nor switched out, nor collecting."""
     top = ns >= np.percentile(ns, 99)
     reasons = np.asarray(trace.reason)
     common = max(set(trace.reason), key=trace.reason.count)
+    near = trace.since_refresh <= 10
+    rest = ~(trace.after_refresh | trace.switched | trace.gc_during)
     return {
         "after_refresh_pct": round(100.0 * float(trace.after_refresh[top].mean()), 1),
         "after_refresh_pct_all": round(100.0 * float(trace.after_refresh.mean()), 1),
+        "within_10_after_refresh_pct": round(100.0 * float(near[top].mean()), 1),
+        "within_10_after_refresh_pct_all": round(100.0 * float(near.mean()), 1),
+        "switched_out_pct": round(100.0 * float(trace.switched[top].mean()), 1),
+        "switched_out_pct_all": round(100.0 * float(trace.switched.mean()), 2),
         "gc_pct": round(100.0 * float(trace.gc_during[top].mean()), 1),
         "gc_pct_all": round(100.0 * float(trace.gc_during.mean()), 2),
+        "unexplained_p99_us": round(percentile_us(ns[rest], 99), 2),
         f"{common}_pct": round(100.0 * float((reasons[top] == common).mean()), 1),
         f"{common}_pct_all": round(100.0 * float((reasons == common).mean()), 1),
         "after_refresh_p50_us": round(percentile_us(ns[trace.after_refresh], 50), 2),

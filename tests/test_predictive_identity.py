@@ -58,10 +58,15 @@ PINNED = {
 }
 
 
-def choices(name: str, keep_decisions: bool = False) -> tuple[str, list[int]]:
+def choices(name: str, keep_decisions: bool = False, rehearse: int = 0) -> tuple[str, list[int]]:
     built = build(RUNS[name])
-    router = Router(PredictiveRouter(profiles(built.fleet), seed=1), keep_decisions=keep_decisions)
+    router = Router(
+        PredictiveRouter(profiles(built.fleet), seed=1),
+        keep_decisions=keep_decisions,
+        rehearse=rehearse,
+    )
     result = simulate(built.workload, built.fleet, router, plan=built.plan)
+    assert not rehearse or router.rehearsed > 100  # it did rehearse, many times
     picked = np.asarray(result.backend, dtype=np.int16)
     return hashlib.sha256(picked.tobytes()).hexdigest()[:16], np.bincount(picked).tolist()
 
@@ -74,6 +79,14 @@ def test_a_fixed_seeded_run_makes_the_pinned_choices(name):
 def test_route_and_choose_make_the_same_choices_on_a_seeded_run():
     # `keep_decisions` routes every request through `Router.route` (a whole Decision each)
     assert choices("kv_pressure", keep_decisions=True) == PINNED["kv_pressure"]
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_rehearsing_after_each_refresh_changes_no_choice(name):
+    # `arcpoint serve` rehearses recent requests on a shadow router after each grid refresh
+    # (`Router.rehearse`): through ejections, readmissions, a slow replica and prefix reuse,
+    # the real router must decide exactly as without it
+    assert choices(name, keep_decisions=True, rehearse=4) == PINNED[name]
 
 
 def test_a_decision_read_later_says_what_it_said_when_it_was_made():

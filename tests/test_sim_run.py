@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.routers.base import PolicyBase
+from tools.routers.base import PolicyBase, RequestInfo
 from tools.sim.chaos import ChaosEvent, compile_plan
 from tools.sim.engine import ERROR, OK, REJECTED, TIMEOUT
 from tools.sim.metrics import mean_interval, summarise, violations
@@ -73,6 +73,28 @@ def test_policies_raced_on_one_seed_see_the_same_requests_and_the_same_chance_ev
     assert both_b0.any()
     assert np.array_equal(fixed.status[both_b0 & doomed], rr.status[both_b0 & doomed])
     assert (fixed.status[doomed] == ERROR).all()
+
+
+def test_the_policy_receives_each_request_as_the_workload_holds_it():
+    # the run loop builds RequestInfo slot by slot: it must equal the constructor's
+    got = []
+
+    class Keeper(RoundRobin):
+        def choose(self, request, view):
+            got.append(request)
+            return super().choose(request, view)
+
+    built = build(_small(seed=3))
+    w = built.workload
+    simulate(w, built.fleet, Keeper(), plan=built.plan)
+    assert len(got) == len(w)
+    for r, req in enumerate(got):
+        tier = TIERS[int(w.tier[r])]
+        want = RequestInfo(
+            r, float(w.arrival_s[r]), int(w.input_tokens[r]), tier.name,
+            tier.ttft_slo_ms, tier.e2e_slo_ms, w.prefix[r] if w.prefix is not None else (),
+        )  # fmt: skip
+        assert type(req) is RequestInfo and req == want and hash(req) == hash(want)
 
 
 def test_what_the_router_sees_arrives_when_it_would():

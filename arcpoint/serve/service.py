@@ -34,7 +34,7 @@ from typing import Any
 
 from agents.escalation import ADVICE_MARK, FALLBACK_MARK, Escalator
 from agents.fleet_monitor import FleetMonitor
-from agents.router import Router
+from agents.router import SERVE_REHEARSALS, Router
 from arcpoint.serve.adapter import RouteInput, RouterAdapter, p_meet_slo
 from arcpoint.serve.advice import AdviceQueue
 from arcpoint.serve.config import ServeConfig
@@ -137,7 +137,7 @@ class Service:
             RequestInfo(0, time.time(), 512, "standard", 1000.0, 30_000.0), self.live
         )
         self.adapter = RouterAdapter(
-            lambda hook: Router(policy, fleet_state, escalate=hook),
+            lambda hook: Router(policy, fleet_state, escalate=hook, rehearse=SERVE_REHEARSALS),
             fleet_state,
             self.live,
             escalator=escalator,

@@ -34,6 +34,7 @@ Router (`agents.router`) escalates at most a hard-capped share of those.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -275,7 +276,7 @@ class PredictiveRouter(PolicyBase):
         self.counts = {r: 0 for r in REASONS}
         self.ambiguous = 0
         self._rng = random.Random(seed)
-        self._randbelow = self._rng._randbelow  # what `random.sample` draws with (`_draw`)
+        self._getrandbits = self._rng.getrandbits  # what `random.sample` draws with (`_draw`)
         self._ejected: list[bool] = [False] * n
         """`[u > now for u in ejected_until]`, valid for `now` in `_ejected_valid` (the list is
         never edited once made: a decision keeps it)."""
@@ -384,6 +385,34 @@ class PredictiveRouter(PolicyBase):
                 self._refresh(view, (b,))
             if self.probation[b] and inflight[b] > 0:
                 ejected[b] = True
+
+    def shadow(self) -> PredictiveRouter | None:
+        """A copy that decides as this router would now, for rehearsing the request path
+        (`agents.router.Router.rehearse`): it shares what a decision only reads (grids, model,
+        settings, prefix index) and holds its own copy of everything a decision writes, so
+        deciding on it leaves this router exactly as it was. None when a decision would do
+        more than decide (the first one builds the grids; a readmitted backend refreshes)."""
+        if self._first or True in self._readmit or True in self.probation:
+            return None
+        sh = copy.copy(self)
+        t = sh.tracker = copy.copy(self.tracker)
+        t.in_flight_tokens = t.in_flight_tokens[:]
+        t.recent_tokens = t.recent_tokens[:]
+        t.recent_t = t.recent_t[:]
+        t.routed_since_scrape = t.routed_since_scrape[:]
+        sh.last_sent = self.last_sent[:]
+        sh.pref = dict(self.pref)
+        sh.counts = dict(self.counts)
+        sh._due = self._due[:]
+        sh._pending = {}
+        sh.ejected_until = self.ejected_until[:]
+        sh.ejections = self.ejections[:]
+        sh._readmit = self._readmit[:]
+        sh.probation = self.probation[:]
+        sh._rng = random.Random(self.seed)
+        sh._getrandbits = sh._rng.getrandbits
+        sh.prefix = _ReadOnlyPrefix(self.prefix)  # type: ignore[assignment]
+        return sh
 
     # -- the hot path -----------------------------------------------------------------------------
     def choose(self, request: RequestInfo, view: RouterView) -> int:
@@ -593,13 +622,17 @@ class PredictiveRouter(PolicyBase):
         n = len(live)
         if n > 21:
             return self._rng.sample(live, k)
-        rb = self._randbelow
+        bits = self._getrandbits
         pool = live[:]
         out = []
-        for i in range(k):
-            j = rb(n - i)
+        for m in range(n, n - k, -1):
+            # `Random._randbelow(m)` inlined: draws of m's bit length until one is below m
+            w = m.bit_length()
+            j = bits(w)
+            while j >= m:
+                j = bits(w)
             out.append(pool[j])
-            pool[j] = pool[n - i - 1]
+            pool[j] = pool[m - 1]
         return out
 
     def _hotcold(self, live: list[int], rif: Sequence[int]) -> int:
@@ -673,6 +706,18 @@ class PredictiveRouter(PolicyBase):
             self.settings.block_tokens,
             list(view.in_flight),
         )
+
+
+class _ReadOnlyPrefix:
+    """A prefix index a shadow router reads (`match`) but never writes (`add` does nothing)."""
+
+    __slots__ = ("match",)
+
+    def __init__(self, index: PrefixIndex) -> None:
+        self.match = index.match
+
+    def add(self, hashes: Sequence[int], server: int) -> None:
+        return None
 
 
 def likeliest(live: Sequence[int], p: Sequence[float], cost: Sequence[float]) -> int:
