@@ -6,9 +6,10 @@ No sockets and no server process: each request is one call of the app (the same 
 token check, validation and handler as `arcpoint serve`, without uvicorn's HTTP parsing), so
 the figures are the service's own work per request and move less with other load on the
 machine than `bench_serve.py`'s latencies. Printed per endpoint (best of 3 rounds of
-`--requests` each, interleaved): the event loop thread's CPU and the whole process's CPU (the
-loop plus the decision writer and the escalation worker); and the decision writer thread's
-CPU per decision (building each stored row, inserting it). `--profile` runs cProfile over one
+`--requests` each, interleaved): the event loop thread's CPU and the whole serving process's
+CPU (the loop plus the decision writer's sender, the advice worker and the escalation worker);
+and the decision writer process's CPU per decision (building each stored row, inserting it:
+`arcpoint.serve.decision_process`, read from /proc on Linux). `--profile` runs cProfile over one
 more round of that endpoint (the loop thread only) and prints the top functions.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import sys
 import tempfile
@@ -54,19 +56,13 @@ def _scope(path: str) -> dict[str, Any]:
     }
 
 
-class _TimedWrites:
-    """Wraps the decision writer's write: its thread's CPU per decision."""
-
-    def __init__(self, write: Any) -> None:
-        self.write = write
-        self.cpu_s = 0.0
-        self.decisions = 0
-
-    def __call__(self, decisions: list[Any]) -> None:
-        t0 = time.thread_time()
-        self.write(decisions)
-        self.cpu_s += time.thread_time() - t0
-        self.decisions += len(decisions)
+def _process_cpu_s(pid: int) -> float | None:
+    """A process's CPU seconds (user + system) from /proc; None where there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def run(requests: int, profile: str | None) -> int:
@@ -75,8 +71,6 @@ async def run(requests: int, profile: str | None) -> int:
         svc = app.state.service
         svc.open()
         await svc.start()
-        timed = _TimedWrites(svc.writer._write)
-        svc.writer._write = timed
         statuses: set[int] = set()
 
         async def receive() -> dict[str, Any]:
@@ -95,6 +89,9 @@ async def run(requests: int, profile: str | None) -> int:
             for path in PATHS.values():  # warm both (lazy imports, first-call compiles)
                 await drive(path, 2000)
             tune_gc()  # as `arcpoint serve` does before it serves
+            svc.writer.flush_through(svc.writer.submitted)
+            child = getattr(svc.writer, "proc", None)
+            w0, d0 = _process_cpu_s(child.pid) if child else None, svc.writer.submitted
             loop_us: dict[str, list[float]] = {k: [] for k in PATHS}
             proc_us: dict[str, list[float]] = {k: [] for k in PATHS}
             for _ in range(ROUNDS):
@@ -103,7 +100,8 @@ async def run(requests: int, profile: str | None) -> int:
                     await drive(path, requests)
                     loop_us[name].append((time.thread_time() - l0) / requests * 1e6)
                     proc_us[name].append((time.process_time() - p0) / requests * 1e6)
-            svc.writer.flush_through(svc.writer.submitted)
+            svc.writer.flush_through(svc.writer.submitted, timeout=60)
+            w1, decisions = _process_cpu_s(child.pid) if child else None, svc.writer.submitted - d0
             if statuses != {200}:
                 print(f"error: answers other than 200: {sorted(statuses)}", file=sys.stderr)
                 return 1
@@ -116,10 +114,11 @@ async def run(requests: int, profile: str | None) -> int:
                 f"route - noop: loop {min(loop_us['route']) - min(loop_us['noop']):.1f} us, "
                 f"process {min(proc_us['route']) - min(proc_us['noop']):.1f} us"
             )
-            print(
-                f"decision writer thread: {timed.cpu_s / max(1, timed.decisions) * 1e6:.1f} us "
-                f"CPU per decision ({timed.decisions:,} decisions)"
-            )
+            if w0 is not None and w1 is not None:
+                print(
+                    f"decision writer process: {(w1 - w0) / max(1, decisions) * 1e6:.1f} us "
+                    f"CPU per decision ({decisions:,} decisions)"
+                )
             if profile:
                 prof = cProfile.Profile()
                 prof.enable()

@@ -57,7 +57,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import IO, Any, NamedTuple
 
-from arcpoint.serve.writer import WriterStats
+from arcpoint.serve.writer import Settling, WriterStats
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,9 @@ class Packer:
         return self._dump(("row", decision_row(item)))
 
 
-class DecisionProcess:
-    """See the module docstring. `submit` is called from one thread (the event loop)."""
+class DecisionProcess(Settling):
+    """See the module docstring. `submit` is called from one thread (the event loop);
+    `flush_through` (from `Settling`) also returns once a dead child's rows are counted."""
 
     def __init__(
         self,
@@ -289,20 +290,6 @@ class DecisionProcess:
                 return False
             self._traces.append(data)
             self.traces_submitted += 1
-        return True
-
-    def flush_through(self, seq: int, timeout: float = 5.0) -> bool:
-        """Wait until the first `seq` submitted rows are settled; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._done < seq:
-                if self._dead:
-                    return False
-                self._wake.set()
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
         return True
 
     def close(self, timeout: float = 5.0) -> bool:

@@ -43,7 +43,29 @@ class WriterStats:
     last_error: str | None = None
 
 
-class DecisionWriter:
+class Settling:
+    """What both decision writers share (this one and `decision_process.DecisionProcess`):
+    `_done` counts the rows settled so far (written, or counted failed), under `_cond`;
+    setting `_wake` asks the writer to send or commit now."""
+
+    _cond: threading.Condition
+    _done: int
+    _wake: threading.Event
+
+    def flush_through(self, seq: int, timeout: float = 5.0) -> bool:
+        """Wait until the first `seq` submitted rows are settled; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._done < seq:
+                self._wake.set()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+
+class DecisionWriter(Settling):
     """One thread that commits buffered rows with `write(rows)` in batches of up to `batch`."""
 
     def __init__(
@@ -96,18 +118,6 @@ class DecisionWriter:
             return False
         self._buffer.append(row)
         self.stats.submitted += 1
-        return True
-
-    def flush_through(self, seq: int, timeout: float = 5.0) -> bool:
-        """Wait until the first `seq` submitted rows are settled; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._done < seq:
-                self._wake.set()
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
         return True
 
     def close(self, timeout: float = 5.0) -> bool:
